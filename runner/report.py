@@ -1,0 +1,395 @@
+"""Turn a folder of result JSONs into a guide-style report: report.md, report.html and plots.
+
+The report follows the Ascend ModelZoo inference guides: per model an accuracy table
+(ours vs the reference value, delta, relative drop, pass), throughput tables with batch
+sizes as rows and runs as columns (plus ratio columns and a "best batch" row), latency
+and pipeline-stage tables per run, a throughput-vs-batch-size plot, and the export facts.
+
+The content is built once as a list of blocks (headings, paragraphs, tables, images) and
+rendered twice: to Markdown and to a single self-contained HTML page (plots embedded as
+base64 PNGs; the PNG files are also written next to the page).
+
+    python -m runner.report RESULTS_DIR [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.validate import ResultError, load_results
+
+STAGE_ORDER = ("read", "preprocess", "infer", "postprocess")
+SCOPES = (("infer_only", "inference only (runtime call on a resident batch)"),
+          ("pipeline", "pipeline (read + preprocess + infer + postprocess over the dataset)"))
+DASH = "—"
+NUMBER = re.compile(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?%?( \(.*\))?|—|failed \[\d+\]")  # right-aligned in HTML
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+
+# A block is one of: ("h1"|"h2"|"h3", text), ("p", text), ("warn", text),
+# ("table", Table), ("img", alt, file name, png bytes).
+Block = tuple
+
+
+# ---------------------------------------------------------------- formatting
+
+def _f(value, digits: int) -> str:
+    return DASH if value is None else f"{value:.{digits}f}"
+
+
+def _pct(share) -> str:
+    return DASH if share is None else f"{100 * share:.1f}%"
+
+
+def _verdict(passed) -> str:
+    return {True: "pass", False: "FAIL"}.get(passed, "n/a")
+
+
+def _compact(value) -> str:
+    if isinstance(value, list):
+        return ",".join(_compact(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return str(value)
+
+
+# ---------------------------------------------------------------- content
+
+def _labels(runs: list[dict]) -> list[str]:
+    """`<runtime> <device type>`, with the run_id added when two runs would share a label."""
+    base = [f"{r['runtime']['name']} {r['device']['type']}" for r in runs]
+    return [f"{b} ({r['run_id']})" if base.count(b) > 1 else b for b, r in zip(base, runs)]
+
+
+def _subset(record: dict, n: int) -> str | None:
+    """'(subset: n of expected)' when the numbers come from a limited run, else None."""
+    ds = record["provenance"]["dataset"]
+    expected, limit = ds.get("expected_samples"), ds.get("limit")
+    if limit is None and (expected is None or n >= expected):
+        return None
+    return f"(subset: {n} of {expected})" if expected is not None else f"(subset: {n}, limit {limit})"
+
+
+def _accuracy_table(runs, labels) -> Table:
+    rows, notes = [], {}
+    for run, label in zip(runs, labels):
+        for acc in run["accuracy"]:
+            ref = acc["reference"] or {}
+            value, refv = acc["value"], ref.get("value")
+            delta = ref.get("delta", None if refv is None else value - refv)
+            drop = ref.get("relative_drop", None if not refv else (refv - value) / refv)
+            ours = _f(value, 4)
+            subset = _subset(run, acc["num_samples"])
+            if subset:
+                ours += " " + subset
+            rows.append([label, acc["name"], acc["metric"], ours, _f(refv, 4), ref.get("source", DASH),
+                         DASH if delta is None else f"{delta:+.4f}",
+                         DASH if drop is None else f"{100 * drop:.2f}%", _verdict(acc["passed"])])
+            if acc.get("description"):
+                notes.setdefault(acc["name"], f"{acc['name']}: {acc['description']}")
+    tolerances = sorted({f"{100 * a['reference']['tolerance']:.2f}%" for r in runs for a in r["accuracy"]
+                         if a["reference"] and "tolerance" in a["reference"]})
+    if tolerances:
+        notes[" pass"] = f"pass: relative drop within the tolerance ({', '.join(tolerances)})"
+    header = ["runtime", "protocol", "metric", "ours", "reference", "reference source", "delta",
+              "relative drop", "pass"]
+    return Table("Accuracy vs reference", header, rows, list(notes.values()))
+
+
+def _perf_table(runs, labels, scope: str, title: str) -> Table | None:
+    blocks = [{p["batch_size"]: p for p in r["perf"] if p["scope"] == scope} for r in runs]
+    batch_sizes = sorted({bs for b in blocks for bs in b})
+    if not batch_sizes:
+        return None
+    ratios = [f"{labels[i]}/{labels[0]}" for i in range(1, len(runs))]
+    notes: list[str] = []
+
+    def tput(i, bs):
+        p = blocks[i].get(bs)
+        return p.get("throughput") if p and p["status"] == "ok" else None
+
+    def ratio(a, b):
+        return _f(a / b, 2) if a is not None and b else DASH
+
+    rows = []
+    for bs in batch_sizes:
+        cells = []
+        for i, label in enumerate(labels):
+            p = blocks[i].get(bs)
+            if p is None:
+                cells.append(DASH)
+            elif p["status"] != "ok":
+                notes.append(f"[{len(notes) + 1}] {label}, batch {bs}: {p.get('error') or 'no reason given'}")
+                cells.append(f"failed [{len(notes)}]")
+            else:
+                cells.append(_f(p.get("throughput"), 1))
+        cells += [ratio(tput(i, bs), tput(0, bs)) for i in range(1, len(runs))]
+        rows.append([str(bs)] + cells)
+
+    best = []
+    for i in range(len(runs)):
+        ok = [(tput(i, bs), bs) for bs in batch_sizes if tput(i, bs) is not None]
+        best.append(max(ok, key=lambda t: t[0]) if ok else None)  # ties: the smaller batch
+    rows.append(["best batch"] + [f"{b[0]:.1f} (bs {b[1]})" if b else DASH for b in best]
+                + [ratio(best[i] and best[i][0], best[0] and best[0][0]) for i in range(1, len(runs))])
+    return Table(f"Throughput, {title} [samples/s]", ["batch size"] + labels + ratios, rows, notes)
+
+
+def _latency_table(run, label) -> Table | None:
+    rows, notes = [], []
+    for p in sorted(run["perf"], key=lambda p: (p["batch_size"], p["scope"])):
+        if p["status"] != "ok":
+            notes.append(f"[{len(notes) + 1}] batch {p['batch_size']} {p['scope']}: {p.get('error') or 'no reason given'}")
+            rows.append([str(p["batch_size"]), p["scope"], f"failed [{len(notes)}]"] + [DASH] * 5)
+            continue
+        lat = p.get("latency_ms") or {}
+        rows.append([str(p["batch_size"]), p["scope"]] + [_f(lat.get(k), 2) for k in
+                                                          ("mean", "median", "p90", "p99", "max")]
+                    + [str(lat["count"]) if "count" in lat else DASH])
+    if not rows:
+        return None
+    return Table(f"Latency per batch, {label} [ms]",
+                 ["batch size", "scope", "mean", "median", "p90", "p99", "max", "calls"], rows, notes)
+
+
+def _stage_table(run, label) -> Table | None:
+    blocks = sorted((p for p in run["perf"] if p["scope"] == "pipeline" and p["status"] == "ok"),
+                    key=lambda p: p["batch_size"])
+    if not blocks:
+        return None
+    seen = [s for p in blocks for s in p.get("stages", {})]
+    stages = [s for s in STAGE_ORDER if s in seen] + sorted({s for s in seen if s not in STAGE_ORDER})
+    rows = [[str(p["batch_size"]), _f(p.get("throughput"), 1), str(p.get("workers", DASH))]
+            + [_pct(p.get("stages", {}).get(s, {}).get("share")) for s in stages]
+            + [_f(p.get("pipeline_vs_infer"), 2)] for p in blocks]
+    return Table(f"Pipeline stages, {label} (share of summed stage time)",
+                 ["batch size", "throughput", "workers"] + [f"{s} %" for s in stages] + ["pipeline/infer"],
+                 rows)
+
+
+def _provenance_lines(runs, labels) -> list[Block]:
+    groups: dict[tuple, list[str]] = {}
+    for run, label in zip(runs, labels):
+        w, ds = run["provenance"]["weights"], run["provenance"]["dataset"]
+        groups.setdefault((w["sha256"][:12], w.get("verified"), ds["name"], ds.get("split"),
+                           ds["num_samples"], _subset(run, ds["num_samples"])), []).append(label)
+    out = []
+    for (sha, verified, name, split, n, subset), members in groups.items():
+        who = f"{', '.join(members)}: " if len(groups) > 1 else ""
+        text = (f"{who}weights sha256 {sha}{' (verified)' if verified else ''}; dataset {name}"
+                f"{f' ({split})' if split else ''}, {n} samples")
+        out.append(("warn", f"{text}; LIMITED RUN {subset}: numbers are not comparable to the full set")
+                   if subset else ("p", f"{text}; full run"))
+    return out
+
+
+def _run_facts(run, label) -> str:
+    exp = run["export"]
+    if exp is None:
+        export = "no export"
+    else:
+        par = exp["parity"]
+        export = (f"export opset {exp['opset']}, checker {exp['checker']}, parity max_rel_diff "
+                  f"{par['max_rel_diff']:.2g} ({par['candidate']} vs {par['reference']}, bs {par['batch_size']}, "
+                  f"{'passed' if par['passed'] else 'FAILED'})")
+    settings = ", ".join(f"{k}={_compact(v)}" for k, v in run["runtime"]["settings"].items()) or "defaults"
+    dev = run["device"]
+    cores = f" ({dev['cores']} cores)" if dev.get("cores") else ""
+    return (f"{label}: {run['runtime']['name']} {run['runtime']['version']}, {run['precision']}, "
+            f"{dev['name']}{cores}; {export}; settings: {settings}")
+
+
+def _plot(runs, labels, title: str) -> bytes | None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
+
+    fig = Figure(figsize=(7, 4), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ticks = set()
+    for i, (run, label) in enumerate(zip(runs, labels)):
+        for scope, style, marker in (("infer_only", "-", "o"), ("pipeline", "--", "s")):
+            pts = sorted((p["batch_size"], p["throughput"]) for p in run["perf"]
+                         if p["scope"] == scope and p["status"] == "ok" and "throughput" in p)
+            if pts:
+                ticks.update(bs for bs, _ in pts)
+                ax.plot(*zip(*pts), linestyle=style, marker=marker, color=f"C{i % 10}",
+                        label=f"{label}, {scope}")
+    if not ticks:
+        return None
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("throughput [samples/s]")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _model_section(name: str, runs: list[dict]) -> list[Block]:
+    labels = _labels(runs)
+    m = runs[0]["model"]
+    variants = sorted({r["model"]["variant"] for r in runs})
+    blocks: list[Block] = [("h2", f"{name}: {m['title']}"),
+                           ("p", f"{len(runs)} run(s); variant {', '.join(variants) or DASH}")]
+    blocks += [("warn", f"{label}: run FAILED: {r['error'] or 'no reason given'}")
+               for r, label in zip(runs, labels) if r["status"] != "ok"]
+    blocks += _provenance_lines(runs, labels)
+    blocks += [("h3", "Accuracy"), ("table", _accuracy_table(runs, labels))]
+    blocks.append(("h3", "Performance"))
+    for scope, title in SCOPES:
+        table = _perf_table(runs, labels, scope, title)
+        if table:
+            blocks.append(("table", table))
+    png = _plot(runs, labels, f"{name}: throughput vs batch size")
+    if png:
+        blocks.append(("img", f"{name} throughput vs batch size", f"{name}_throughput.png", png))
+    for run, label in zip(runs, labels):
+        blocks += [("table", t) for t in (_latency_table(run, label), _stage_table(run, label)) if t]
+    blocks += [("h3", "Export and runtime settings")] + [("p", _run_facts(r, l)) for r, l in zip(runs, labels)]
+    return blocks
+
+
+def build_report(records: list[dict], source: str) -> list[Block]:
+    by_model: dict[str, list[dict]] = {}
+    for rec in records:
+        by_model.setdefault(rec["model"]["name"], []).append(rec)
+    overview = Table("Runs", ["model", "run_id", "runtime", "device", "precision", "status", "started"],
+                     [[r["model"]["name"], r["run_id"], f"{r['runtime']['name']} {r['runtime']['version']}",
+                       f"{r['device']['type']} ({r['device']['name']})", r["precision"], r["status"],
+                       r["timestamps"]["started"]] for r in records])
+    blocks: list[Block] = [("h1", "Inference report"),
+                           ("p", f"{len(records)} result file(s) from {source}; {len(by_model)} model(s). "
+                                 "Throughput in samples/s; ratio columns are each run over the first run."),
+                           ("table", overview)]
+    for name in sorted(by_model):
+        blocks += _model_section(name, by_model[name])
+    return blocks
+
+
+# ---------------------------------------------------------------- rendering
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    out = []
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + rest[0])
+        elif kind == "p":
+            out.append(rest[0])
+        elif kind == "warn":
+            out.append(f"> **{rest[0]}**")
+        elif kind == "img":
+            out.append(f"![{rest[0]}]({rest[1]})")
+        else:
+            t: Table = rest[0]
+            lines = [f"**{t.title}**", "",
+                     "| " + " | ".join(map(_md_cell, t.header)) + " |",
+                     "|" + "|".join("---" for _ in t.header) + "|"]
+            lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in t.rows]
+            if t.notes:
+                lines += [""] + [f"{_md_cell(n)}  " for n in t.notes]
+            out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
+caption{text-align:left;font-weight:600;padding:.3em 0}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}td.n{text-align:right}
+th{background:#f0f0f0}
+.warn{background:#fff4d6;border-left:4px solid #e0a000;padding:.4em .8em}
+.notes{font-size:.85em;color:#555;margin-top:-1em}img{max-width:100%}"""
+
+
+def to_html(blocks: list[Block]) -> str:
+    e = html.escape
+    body = []
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2", "h3"):
+            body.append(f"<{kind}>{e(rest[0])}</{kind}>")
+        elif kind in ("p", "warn"):
+            body.append(f'<p class="{kind}">{e(rest[0])}</p>')
+        elif kind == "img":
+            data = base64.b64encode(rest[2]).decode("ascii")
+            body.append(f'<p><img alt="{e(rest[0])}" src="data:image/png;base64,{data}"></p>')
+        else:
+            t: Table = rest[0]
+            head = "".join(f"<th>{e(h)}</th>" for h in t.header)
+            rows = "".join("<tr>" + "".join(f'<td class="n">{e(c)}</td>' if NUMBER.fullmatch(c) else f"<td>{e(c)}</td>"
+                                            for c in row) + "</tr>" for row in t.rows)
+            body.append(f"<table><caption>{e(t.title)}</caption><thead><tr>{head}</tr></thead>"
+                        f"<tbody>{rows}</tbody></table>")
+            if t.notes:
+                body.append('<p class="notes">' + "<br>".join(e(n) for n in t.notes) + "</p>")
+    title = next((rest[0] for kind, *rest in blocks if kind == "h1"), "Report")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
+            f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+# ---------------------------------------------------------------- entry points
+
+def write_report(results_dir: Path, out_dir: Path | None = None) -> dict:
+    """Write report.md, report.html and <model>_throughput.png into out_dir (default: results_dir).
+
+    Returns {"markdown": Path, "html": Path, "plots": [Path, ...]}. Raises ResultError when a
+    result file is invalid (naming it) or when the folder holds no results.
+    """
+    results_dir = Path(results_dir)
+    out_dir = Path(out_dir) if out_dir is not None else results_dir
+    records = load_results(results_dir)
+    if not records:
+        raise ResultError(f"{results_dir}: no result files (*.json with kind 'zoo.result') to report on")
+    blocks = build_report(records, str(results_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = []
+    for kind, *rest in blocks:
+        if kind == "img":
+            plots.append(out_dir / rest[1])
+            plots[-1].write_bytes(rest[2])
+    md, page = out_dir / "report.md", out_dir / "report.html"
+    md.write_text(to_markdown(blocks), encoding="utf-8")
+    page.write_text(to_html(blocks), encoding="utf-8")
+    return {"markdown": md, "html": page, "plots": plots}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.report", description=__doc__.splitlines()[0])
+    parser.add_argument("results_dir", type=Path, help="folder with result JSONs (searched recursively)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: RESULTS_DIR)")
+    args = parser.parse_args(argv)
+    try:
+        written = write_report(args.results_dir, args.out)
+    except ResultError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in [written["markdown"], written["html"], *written["plots"]]:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The zoo's commands (invoke). `python -m invoke --list` shows them.
+
+  invoke setup  --model unetpp          create/reuse the model's environment (.venvs/unetpp)
+  invoke run    --model unetpp [...]    run the guide end to end (local env; --docker for the image)
+  invoke bench  --model unetpp          PyTorch eager vs the compiled runtime, side by side
+  invoke build  --model unetpp          build the model's Docker image alone
+  invoke report [--results results]     Markdown + HTML report of every result JSON
+  invoke test   [--model unetpp]        the test suite (host tests + each model's, in its env)
+  invoke lint                           hadolint every Dockerfile
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from invoke import Exit, task
+
+from runner import ROOT, docker, envs
+from runner.validate import ResultError, load_result
+
+RESULTS = ROOT / "results"
+
+
+def _fail(msg: str, code: int = 2):
+    raise Exit(f"error: {msg}", code=code)
+
+
+def _need(model: str | None) -> str:
+    if not model:
+        _fail(f"--model is required (known: {', '.join(envs.models())})")
+    return _models(model)[0]
+
+
+def _models(model: str | None) -> list[str]:
+    try:
+        return [envs.check_model(model).name] if model else envs.models()
+    except envs.EnvError as exc:
+        _fail(str(exc))
+
+
+def _ensure(model: str) -> Path:
+    try:
+        return envs.ensure(model)
+    except envs.EnvError as exc:
+        _fail(str(exc))
+
+
+def _zoo_args(backend=None, batch_sizes=None, limit=None, opset=None, option=(), warmup=None, iters=None,
+              time_budget=None, threads=None, workers=None, ids_file=None, sha256=None, md5=None) -> list[str]:
+    args = []
+    for flag, val in (("--backend", backend), ("--batch-sizes", batch_sizes), ("--limit", limit),
+                      ("--opset", opset), ("--warmup", warmup), ("--iters", iters), ("--time-budget", time_budget),
+                      ("--threads", threads), ("--workers", workers), ("--ids-file", ids_file),
+                      ("--sha256", sha256), ("--md5", md5)):
+        if val is not None:
+            args += [flag, str(val)]
+    for o in option or ():
+        args += ["--option", o]
+    return args
+
+
+def _in_env(model: str, argv: list[str]) -> subprocess.CompletedProcess:
+    py = _ensure(model)
+    try:
+        return subprocess.run([str(py), *argv], cwd=ROOT, env=envs.model_env(), stdout=subprocess.PIPE, text=True)
+    except KeyboardInterrupt:
+        _fail("interrupted; no result written", 130)
+
+
+def _summarise(path: Path) -> None:
+    rec = load_result(path)
+    print(f"result: {path} (valid against schema {rec['schema_version']})")
+    for a in rec["accuracy"]:
+        ref = a["reference"]
+        verdict = {True: "PASS", False: "FAIL", None: "n/a (subset)"}[a["passed"]]
+        tail = f" vs {ref['value']:.4f} ({ref['source']}): {verdict}" if ref else ""
+        print(f"  accuracy {a['name']}: {a['metric']} {a['value']:.4f} on {a['num_samples']} samples{tail}")
+    for p in rec["perf"]:
+        if p["status"] != "ok":
+            print(f"  bs{p['batch_size']:>3} {p['scope']:<10} FAILED: {p['error']}")
+        else:
+            print(f"  bs{p['batch_size']:>3} {p['scope']:<10} {p['throughput']:8.1f} samples/s"
+                  f"  mean {p['latency_ms']['mean']:.1f} ms/batch")
+
+
+@task(auto_shortflags=False, help={"model": "model name (default: every model)", "force": "recreate even if up to date"})
+def setup(c, model=None, force=False):
+    """Create or reuse each model's pinned environment (.venvs/<model>)."""
+    for m in _models(model):
+        try:
+            envs.ensure(m, force=force)
+        except envs.EnvError as exc:
+            _fail(str(exc))
+
+
+@task(auto_shortflags=False, iterable=["option"], help={
+    "model": "model name, e.g. unetpp", "weights": "checkpoint file, URL or manifest name (default: built-in)",
+    "sha256": "expected sha256 of --weights", "md5": "expected md5 of --weights",
+    "data": "dataset root in its original layout (default: built-in sample)", "ids-file": "split ids file",
+    "backend": "onnxruntime (default) or torch", "batch-sizes": "e.g. 1,4,8,16,32,64", "limit": "first N samples",
+    "out": "results folder (default: results)", "opset": "ONNX opset", "option": "model option KEY=VALUE (repeatable)",
+    "docker": "run in the model's image instead of the local env", "dry-run": "print the docker commands only",
+    "device-type": "auto|cpu|ascend|nvidia (docker)", "warmup": "warm-up calls", "iters": "timed calls per batch size",
+    "time-budget": "seconds per batch size", "threads": "intra-op threads", "workers": "preprocessing threads"})
+def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=None, backend=None, batch_sizes=None,
+        limit=None, out=str(RESULTS), opset=None, option=None, docker_=False, dry_run=False, device_type="auto",
+        warmup=None, iters=None, time_budget=None, threads=None, workers=None):
+    """Run a model's guide end to end; validate the result JSON."""
+    _need(model)
+    zargs = _zoo_args(backend, batch_sizes, limit, opset, option, warmup, iters, time_budget, threads, workers,
+                      None if docker_ or dry_run else ids_file, sha256, md5)
+    out = Path(out).resolve()
+    if docker_ or dry_run:
+        if ids_file:
+            _fail("--ids-file is not supported with --docker (the image has the manifest's ids files)")
+        kw = dict(out=out, cache=ROOT / "work" / "docker-cache", data=data, weights=weights,
+                  device_type=device_type, zoo_args=zargs)
+        try:
+            if dry_run:
+                print(docker.format_command(docker.plan_build(model)))
+                print(docker.format_command(docker.plan_run(model, **kw)))
+                return
+            rc = docker.run(model, **kw)
+        except docker.DockerError as exc:
+            _fail(str(exc))
+        if rc != 0:
+            raise Exit(code=rc)
+        new = sorted((out / model).glob("*.json"), key=lambda p: p.stat().st_mtime)
+        if new:
+            _summarise(new[-1])
+        return
+    argv = ["-m", "zoo", "run", "--model", model, "--out", str(out), *zargs]
+    if weights:
+        argv += ["--weights", str(weights)]
+    if data:
+        argv += ["--data", str(data)]
+    proc = _in_env(model, argv)
+    if proc.returncode != 0:
+        raise Exit(code=proc.returncode)  # zoo printed its one-line error on stderr
+    try:
+        _summarise(Path(proc.stdout.strip().splitlines()[-1]))
+    except (ResultError, IndexError) as exc:
+        _fail(f"run finished but its result is not valid: {exc}")
+
+
+@task(auto_shortflags=False, iterable=["option"])
+def bench(c, model=None, batch_sizes=None, limit=None, data=None, weights=None, backends="torch,onnxruntime",
+          out=str(RESULTS / "bench"), option=None, iters=None, time_budget=None, threads=None, workers=None):
+    """PyTorch eager vs the compiled runtime: throughput per batch size and the ratio."""
+    _need(model)
+    argv = ["-m", "zoo", "bench", "--model", model, "--backends", backends, "--out", str(Path(out).resolve()),
+            *_zoo_args(None, batch_sizes, limit, None, option, None, iters, time_budget, threads, workers)]
+    if weights:
+        argv += ["--weights", str(weights)]
+    if data:
+        argv += ["--data", str(data)]
+    proc = _in_env(model, argv)
+    print(proc.stdout, end="")
+    if proc.returncode != 0:
+        raise Exit(code=proc.returncode)
+
+
+@task(auto_shortflags=False, help={"model": "model name", "tag": "image tag (default zoo/<model>:latest)", "dry-run": "print the command only"})
+def build(c, model=None, tag=None, dry_run=False):
+    """Build one model's Docker image (models/<model>/Dockerfile, context = repo root)."""
+    _need(model)
+    try:
+        if dry_run:
+            print(docker.format_command(docker.plan_build(model, tag, docker.current_git_commit())))
+            return
+        print(docker.build(model, tag, docker.current_git_commit()))
+    except docker.DockerError as exc:
+        _fail(str(exc))
+
+
+@task(auto_shortflags=False, help={"results": "folder of result JSONs (default: results)", "out": "output folder (default: the results folder)"})
+def report(c, results=str(RESULTS), out=None):
+    """Markdown + HTML report (accuracy and performance tables, throughput plots)."""
+    from runner.report import write_report
+    try:
+        paths = write_report(Path(results), Path(out) if out else None)
+    except ResultError as exc:
+        _fail(str(exc))
+    print(paths["markdown"])
+    print(paths["html"])
+
+
+@task(auto_shortflags=False)
+def lint(c):
+    """hadolint every models/*/Dockerfile."""
+    files = sorted(str(p) for p in (ROOT / "models").glob("*/Dockerfile"))
+    rc = subprocess.call(["hadolint", *files])
+    if rc:
+        raise Exit(code=rc)
+    print(f"hadolint: {len(files)} Dockerfile(s) clean")
+
+
+@task(auto_shortflags=False, help={"model": "only this model's tests (the per-model CI job)", "k": "pytest -k expression"})
+def test(c, model=None, k=None):
+    """Host tests (runner, schema, docker, report) and each model's tests in its own environment."""
+    extra = ["-k", k] if k else []
+    failed = []
+    print("== host tests (tests/runner)", flush=True)
+    if subprocess.call([sys.executable, "-m", "pytest", "tests/runner", *extra], cwd=ROOT) not in (0, 5):
+        failed.append("host")
+    for m in _models(model):
+        py = _ensure(m)
+        targets = ["tests/core"] + ([f"tests/models/{m}"] if (ROOT / "tests" / "models" / m).is_dir() else [])
+        print(f"== {m} tests ({' '.join(targets)}) in {py.parent.parent}", flush=True)
+        if subprocess.call([str(py), "-m", "pytest", *targets, *extra], cwd=ROOT, env=envs.model_env()) not in (0, 5):
+            failed.append(m)
+    if failed:
+        raise Exit(f"error: tests failed in: {', '.join(failed)}", code=1)

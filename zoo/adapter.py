@@ -1,0 +1,80 @@
+"""What a model directory provides: a ModelAdapter (network, weights loading, dataset, metrics).
+
+The shared pipeline (zoo.run) drives any adapter; adapters hold no runtime or timing code."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo.errors import ZooError
+
+
+class Dataset(ABC):
+    """Samples in a fixed order. `read` does the I/O, `preprocess` the arithmetic, so the pipeline
+    can time them separately. A missing or unreadable sample raises ZooError, never skips."""
+    name: str
+    root: Path
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @abstractmethod
+    def read(self, sample_id: str) -> Any: ...
+
+    @abstractmethod
+    def preprocess(self, raw: Any) -> tuple[np.ndarray, Any]:
+        """-> (model input CHW float32, target for the metrics)"""
+
+    @abstractmethod
+    def provenance(self) -> dict:
+        """The dataset block of the result's provenance (schema: provenance.dataset)."""
+
+
+class Metric(ABC):
+    name: str           # protocol id, e.g. "guide"
+    metric: str         # headline figure, e.g. "iou"
+    description: str = ""
+
+    @abstractmethod
+    def update(self, outputs: np.ndarray, targets: list) -> None: ...
+
+    @abstractmethod
+    def compute(self) -> dict:
+        """All figures; must contain self.metric."""
+
+
+class ModelAdapter(ABC):
+    def __init__(self, manifest, **overrides):
+        self.manifest = manifest
+        opts = dict(manifest.model["options"])
+        unknown = set(overrides) - set(opts)
+        if unknown:
+            raise ZooError(f"{manifest.name}: unknown model option(s) {sorted(unknown)} (known: {sorted(opts)})")
+        opts.update({k: v for k, v in overrides.items() if v is not None})
+        self.options = opts
+
+    @property
+    def variant(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.options.items())
+
+    @abstractmethod
+    def build(self):
+        """The torch.nn.Module with the resolved options (weights not loaded)."""
+
+    @abstractmethod
+    def load_weights(self, module, path: Path) -> None:
+        """Strict load with upstream key names (zoo.weights.load_strict)."""
+
+    @abstractmethod
+    def dataset(self, data: Path | None, ids_file: Path | None, limit: int | None, cache: Path) -> Dataset: ...
+
+    @abstractmethod
+    def metrics(self) -> list[Metric]: ...
+
+    def decision(self, outputs: np.ndarray) -> np.ndarray:
+        """The discrete prediction taken from outputs (parity counts flips of it)."""
+        return outputs.argmax(1)

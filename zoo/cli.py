@@ -1,0 +1,131 @@
+"""`python -m zoo`: the entrypoint, the same in a local per-model environment and in an image.
+
+  python -m zoo run   --model unetpp [--weights W] [--data D] [--backend onnxruntime|torch] ...
+  python -m zoo bench --model unetpp [--batch-sizes ...]     (PyTorch eager vs compiled runtime)
+  python -m zoo models
+
+Exit codes: 0 ok, 2 a clear error (one line on stderr), 130 interrupted. No result file is
+written unless the whole run succeeded and the record validated."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from zoo.errors import ZooError, one_line
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        out = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not out or any(b < 1 for b in out):
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers, got {text!r}")
+    return out
+
+
+def _option(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), yaml.safe_load(v)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True)
+    p.add_argument("--weights", help="checkpoint: a manifest checkpoint name, a file, or an http(s) URL (default: the manifest's)")
+    p.add_argument("--sha256", help="expected sha256 of --weights (verified; required with a URL unless --md5)")
+    p.add_argument("--md5", help="expected md5 of --weights")
+    p.add_argument("--data", type=Path, help="dataset root in its original layout (default: the built-in sample)")
+    p.add_argument("--ids-file", type=Path, help="ids of the split to evaluate (default: the manifest's)")
+    p.add_argument("--batch-sizes", type=_batch_sizes, help="e.g. 1,4,8,16,32,64 (default: the manifest's)")
+    p.add_argument("--limit", type=int, help="only the first N samples (accuracy then not compared)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the manifest's; 11 for the guides' ATC)")
+    p.add_argument("--onnx", type=Path, help="use this ONNX file instead of exporting")
+    p.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="model option, e.g. upsample=nearest (the guide's patch)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=20, help="timed calls per batch size (infer_only)")
+    p.add_argument("--time-budget", type=float, default=10.0, help="seconds of timed calls per batch size, at most")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: the cores available)")
+    p.add_argument("--workers", type=int, default=1, help="read/preprocess threads in the pipeline")
+
+
+def _config(a, backend: str):
+    from zoo.run import RunConfig
+    return RunConfig(model=a.model, backend=backend, weights=a.weights, sha256=a.sha256, md5=a.md5, data=a.data,
+                     ids_file=a.ids_file, batch_sizes=a.batch_sizes, limit=a.limit, out=a.out, opset=a.opset,
+                     onnx=a.onnx, options=dict(a.option), warmup=a.warmup, iterations=a.iters,
+                     time_budget=a.time_budget, threads=a.threads, workers=a.workers)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m zoo", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run one model's guide end to end on one backend")
+    _add_common(r)
+    r.add_argument("--backend", default="onnxruntime")
+    b = sub.add_parser("bench", help="PyTorch eager vs the compiled runtime, side by side")
+    _add_common(b)
+    b.add_argument("--backends", default="torch,onnxruntime")
+    sub.add_parser("models", help="list the models")
+    return ap
+
+
+def bench_table(records: list[dict]) -> str:
+    """Infer-only and pipeline throughput per batch size for each backend, and ratios vs the first."""
+    by = {r["runtime"]["name"]: {(p["batch_size"], p["scope"]): p for p in r["perf"]} for r in records}
+    names = list(by)
+    base = names[0]
+    sizes = sorted({bs for d in by.values() for bs, _ in d})
+    head = ["bs"] + [f"{n} infer/s" for n in names] + [f"{n}/{base}" for n in names[1:]] + \
+        [f"{n} pipeline/s" for n in names] + [f"{n} pipe/infer" for n in names]
+    rows = []
+    for bs in sizes:
+        def tp(n, scope):
+            p = by[n].get((bs, scope))
+            return p["throughput"] if p and p["status"] == "ok" else None
+        f = lambda v, d=1: "failed" if v is None else f"{v:.{d}f}"  # noqa: E731
+        row = [str(bs)] + [f(tp(n, "infer_only")) for n in names]
+        row += [f(tp(n, "infer_only") / tp(base, "infer_only"), 2) if tp(n, "infer_only") and tp(base, "infer_only") else "-" for n in names[1:]]
+        row += [f(tp(n, "pipeline")) for n in names]
+        row += [f"{tp(n, 'pipeline') / tp(n, 'infer_only'):.0%}" if tp(n, "pipeline") and tp(n, "infer_only") else "-" for n in names]
+        rows.append(row)
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(head)] + [line(r) for r in rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    try:
+        if args.cmd == "models":
+            from zoo.manifest import available_models, load_manifest
+            for name in available_models():
+                print(f"{name}\t{load_manifest(name).title}")
+            return 0
+        from zoo.run import run
+        if args.cmd == "run":
+            path = run(_config(args, args.backend), argv)
+            print(path)
+            return 0
+        import json
+        paths = [run(_config(args, b.strip()), argv) for b in args.backends.split(",") if b.strip()]
+        print(bench_table([json.loads(p.read_text()) for p in paths]))
+        for p in paths:
+            print(p)
+        return 0
+    except ZooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; no result written", file=sys.stderr)
+        return 130
+    except MemoryError as exc:
+        print(f"error: out of memory ({one_line(exc)})", file=sys.stderr)
+        return 2

@@ -1,0 +1,65 @@
+"""Facts about where a run happens: packages, git commit, CPU, container."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from zoo.paths import ROOT
+
+PACKAGES = ("torch", "onnx", "onnxruntime", "numpy", "opencv-python-headless", "opencv-python",
+            "jsonschema", "PyYAML", "openvino", "mmcv", "mmengine", "mmsegmentation", "mmdet", "pycocotools")
+
+
+def package_versions(names=PACKAGES) -> dict:
+    out = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty): ZOO_GIT_COMMIT (set in images at build time) or `git` in the repo."""
+    env = os.environ.get("ZOO_GIT_COMMIT")
+    if env:
+        return env, None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        return commit or None, dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def in_container() -> bool:
+    return os.environ.get("ZOO_IN_CONTAINER") == "1" or Path("/.dockerenv").exists()
+
+
+def environment(argv: list[str]) -> dict:
+    commit, dirty = git_state()
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "packages": package_versions(), "git_commit": commit, "git_dirty": dirty,
+            "in_container": in_container(), "command": [Path(sys.executable).name, "-m", "zoo", *argv]}
+
+
+def cpu_device(threads: int) -> dict:
+    return {"type": "cpu", "name": cpu_name(), "count": 1, "cores": os.cpu_count() or 1,
+            "details": {"threads_used": threads, "machine": platform.machine()}}

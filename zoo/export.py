@@ -1,0 +1,117 @@
+"""ONNX export (torch.onnx, TorchScript-based exporter, so the guides' opset 11 is reachable),
+checking, metadata stamping, caching by content, and ONNX Runtime vs PyTorch parity."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import ZooError, one_line
+from zoo.fileutil import file_digest
+
+EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
+
+
+def check_onnx(path: Path) -> str:
+    """onnx.checker with full_check (shape inference); a broken file is a one-line ZooError."""
+    import onnx
+    path = Path(path)
+    if not path.is_file():
+        raise ZooError(f"{path}: ONNX file not found")
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise ZooError(f"{path}: not a valid ONNX model ({one_line(exc)[:300]})") from None
+    return "full_check_passed"
+
+
+def onnx_io(path: Path) -> tuple[list[str], list[str], int]:
+    import onnx
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    ins = [i.name for i in m.graph.input if i.name not in inits]
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return ins, [o.name for o in m.graph.output], opset
+
+
+def export_key(weights_sha256: str, options: dict, opset: int, dynamic_batch: bool, extra: str = "") -> str:
+    import torch
+    blob = json.dumps({"w": weights_sha256, "o": options, "opset": opset, "dyn": dynamic_batch,
+                       "torch": torch.__version__, "exporter": EXPORTER, "x": extra}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def export_onnx(module, example: np.ndarray, path: Path, input_name: str, output_name: str,
+                opset: int, dynamic_batch: bool, metadata: dict | None = None) -> float:
+    """Export module(example) to path atomically; stamp metadata_props; return seconds taken."""
+    import onnx
+    import torch
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(module.eval(), (torch.from_numpy(example),), str(tmp),
+                              input_names=[input_name], output_names=[output_name],
+                              dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
+                              dynamo=False)
+        model = onnx.load(str(tmp))
+        for k, v in (metadata or {}).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = str(k), str(v)
+        onnx.save(model, str(tmp))
+        tmp.replace(path)
+    except ZooError:
+        raise
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise ZooError(f"{path}: ONNX export failed ({one_line(exc)[:300]})") from None
+    return time.perf_counter() - t0
+
+
+def ensure_onnx(module, example: np.ndarray, cache: Path, key: str, input_name: str, output_name: str,
+                opset: int, dynamic_batch: bool, metadata: dict) -> dict:
+    """Export once per key; reuse a cached file that still passes the checker."""
+    path = cache / "export" / key / "model.onnx"
+    cached = False
+    seconds = 0.0
+    if path.is_file():
+        try:
+            check_onnx(path)
+            cached = True
+        except ZooError:
+            path.unlink()  # a damaged cache entry is rebuilt, not trusted
+    if not cached:
+        seconds = export_onnx(module, example, path, input_name, output_name, opset, dynamic_batch, metadata)
+    checker = check_onnx(path)
+    return {"format": "onnx", "exporter": EXPORTER, "opset": opset, "input_names": [input_name],
+            "output_names": [output_name], "dynamic_batch": dynamic_batch, "path": str(path),
+            "onnx_sha256": file_digest(path), "cached": cached, "seconds": round(seconds, 3),
+            "checker": checker}
+
+
+def parity(reference: np.ndarray, candidate: np.ndarray, rtol: float, atol: float,
+           decision=None) -> dict:
+    """Compare two outputs of the same batch.
+
+    max_rel_diff = max|c - r| / max|r| (relative to the output's scale, stable near zero);
+    passed = every element within atol + rtol * max|r|; decision_flips = elements whose
+    decision (threshold/argmax, given by `decision`) differs."""
+    r = np.asarray(reference, dtype=np.float64)
+    c = np.asarray(candidate, dtype=np.float64)
+    if r.shape != c.shape:
+        raise ZooError(f"parity: output shapes differ: reference {r.shape}, candidate {c.shape}")
+    diff = np.abs(c - r)
+    scale = float(np.abs(r).max()) or 1.0
+    out = {"max_abs_diff": float(diff.max()), "max_rel_diff": float(diff.max() / scale),
+           "mean_abs_diff": float(diff.mean()), "rtol": rtol, "atol": atol,
+           "passed": bool((diff <= atol + rtol * scale).all()),
+           "decision_flips": int((decision(reference) != decision(candidate)).sum()) if decision else None}
+    return out

@@ -1,0 +1,150 @@
+"""The measuring harness: pure-inference timing and the streaming dataset pipeline.
+
+Timing is here, not in runtimes: `time.perf_counter_ns()` around synchronous calls, warm-up
+separate, every sample kept."""
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from zoo.stats import summarize, throughput
+
+
+def _now() -> int:
+    return time.perf_counter_ns()
+
+
+def _ms(ns: int) -> float:
+    return ns / 1e6
+
+
+class Progress:
+    """A one-line progress display on stderr (a line per update when stderr is not a terminal)."""
+
+    def __init__(self, label: str, total: int, every_s: float = 2.0):
+        self.label, self.total, self.every = label, total, every_s
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.t0 = time.perf_counter()
+
+    def update(self, done: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last < self.every and done < self.total:
+            return
+        self.last = now
+        rate = done / max(now - self.t0, 1e-9)
+        msg = f"{self.label}: {done}/{self.total} ({rate:.1f}/s)"
+        print(("\r" + msg) if self.tty else msg, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+        if self.tty and done >= self.total:
+            print(file=sys.stderr)
+
+
+def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: int, iterations: int,
+               time_budget_s: float | None, input_desc: str) -> dict:
+    """Time runtime.infer on a resident batch: `warmup` untimed calls, then up to `iterations`
+    timed calls or until `time_budget_s` of timed calls has elapsed (at least one call)."""
+    for _ in range(warmup):
+        runtime.infer(feeds)
+    lat = []
+    t_start = _now()
+    stopped_by = "iterations"
+    while len(lat) < iterations:
+        t0 = _now()
+        runtime.infer(feeds)
+        lat.append(_ms(_now() - t0))
+        if time_budget_s is not None and (_now() - t_start) / 1e9 >= time_budget_s and len(lat) < iterations:
+            stopped_by = "time_budget"
+            break
+    stats = summarize(lat)
+    return {"batch_size": batch_size, "scope": "infer_only", "status": "ok", "error": None,
+            "input": input_desc, "warmup": warmup, "iterations": len(lat), "stopped_by": stopped_by,
+            "num_samples": len(lat) * batch_size, "wall_s": (_now() - t_start) / 1e9,
+            "throughput": throughput(batch_size, stats["mean"]), "latency_ms": stats}
+
+
+@dataclass
+class StageClock:
+    ns: dict = field(default_factory=lambda: {"read": 0, "preprocess": 0, "infer": 0, "postprocess": 0})
+    per_batch: dict = field(default_factory=lambda: {"infer": [], "postprocess": []})
+
+
+def _load(dataset, sample_id):
+    t0 = _now()
+    raw = dataset.read(sample_id)
+    t1 = _now()
+    x, target = dataset.preprocess(raw)
+    return x, target, t1 - t0, _now() - t1
+
+
+def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name: str, metrics: list,
+                 workers: int = 1, limit_ids: list[str] | None = None, on_outputs=None, label: str = "") -> dict:
+    """Stream the dataset through read -> preprocess (in `workers` threads, prefetching) -> batch ->
+    infer -> postprocess (metric updates), in dataset order, with the last partial batch.
+
+    Memory stays bounded: at most `2 * batch_size + workers` samples are in flight and metrics keep
+    compact statistics. Returns a perf block of scope 'pipeline'."""
+    ids = limit_ids if limit_ids is not None else dataset.ids
+    n = len(ids)
+    clock = StageClock()
+    batch_lat = []
+    progress = Progress(f"{label} bs{batch_size}", n)
+    window = 2 * batch_size + max(workers, 1)
+    done = 0
+    t_start = _now()
+    last = t_start
+    with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="zoo-pre") as pool:
+        pending: deque = deque()
+        it = iter(ids)
+
+        def top_up():
+            while len(pending) < window:
+                try:
+                    sid = next(it)
+                except StopIteration:
+                    return
+                pending.append(pool.submit(_load, dataset, sid))
+
+        top_up()
+        while pending:
+            xs, targets = [], []
+            while pending and len(xs) < batch_size:
+                x, target, t_read, t_pre = pending.popleft().result()  # re-raises a sample's error
+                clock.ns["read"] += t_read
+                clock.ns["preprocess"] += t_pre
+                xs.append(x)
+                targets.append(target)
+                top_up()
+            t0 = _now()
+            batch = np.stack(xs)
+            out = runtime.infer({input_name: batch})[output_name]
+            t1 = _now()
+            for m in metrics:
+                m.update(out, targets)
+            if on_outputs is not None:
+                on_outputs(out, ids[done:done + len(xs)])
+            t2 = _now()
+            clock.ns["infer"] += t1 - t0
+            clock.ns["postprocess"] += t2 - t1
+            clock.per_batch["infer"].append(_ms(t1 - t0))
+            clock.per_batch["postprocess"].append(_ms(t2 - t1))
+            batch_lat.append(_ms(t2 - last))
+            last = t2
+            done += len(xs)
+            progress.update(done)
+    wall = (_now() - t_start) / 1e9
+    total_ns = sum(clock.ns.values()) or 1
+    stages = {}
+    for name, ns in clock.ns.items():
+        st = {"total_s": ns / 1e9, "share": ns / total_ns, "throughput": n / (ns / 1e9) if ns else 0.0}
+        if clock.per_batch.get(name):
+            st["latency_ms"] = summarize(clock.per_batch[name])
+        stages[name] = st
+    return {"batch_size": batch_size, "scope": "pipeline", "status": "ok", "error": None,
+            "stopped_by": "dataset_end", "num_samples": n, "wall_s": wall,
+            "throughput": n / wall if wall else 0.0, "latency_ms": summarize(batch_lat),
+            "stages": stages, "workers": max(workers, 1)}

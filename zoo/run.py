@@ -1,0 +1,201 @@
+"""One run of one model on one runtime: checkpoint -> ONNX -> compiled model -> dataset ->
+batched inference with statistics -> accuracy -> one validated result JSON (written atomically)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from zoo import RESULT_SCHEMA_VERSION, schema
+from zoo.errors import ZooError, one_line
+from zoo.envinfo import cpu_device, environment
+from zoo.export import check_onnx, ensure_onnx, export_key, onnx_io, parity
+from zoo.fileutil import atomic_write_text, file_digest
+from zoo.manifest import load_manifest
+from zoo.paths import cache_dir
+from zoo.pipeline import infer_only, run_pipeline
+from zoo.runtimes import ModelArtifacts, get_runtime
+from zoo.weights import resolve
+
+
+@dataclass
+class RunConfig:
+    model: str
+    backend: str = "onnxruntime"
+    weights: str | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    data: Path | None = None
+    ids_file: Path | None = None
+    batch_sizes: list[int] | None = None
+    limit: int | None = None
+    out: Path = Path("results")
+    opset: int | None = None
+    onnx: Path | None = None
+    options: dict = field(default_factory=dict)
+    warmup: int = 3
+    iterations: int = 20
+    time_budget: float | None = 10.0
+    threads: int | None = None
+    workers: int = 1
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _batch(samples: list[np.ndarray], n: int) -> np.ndarray:
+    """n samples, cycling when the dataset is smaller than the batch."""
+    return np.stack([samples[i % len(samples)] for i in range(n)])
+
+
+def _accuracy(metrics_by_bs: dict[int, list], manifest, dataset) -> list[dict]:
+    ref = manifest.reference
+    first_bs = next(iter(metrics_by_bs))
+    subset = dataset.expected is None or len(dataset) != dataset.expected
+    blocks = []
+    for i, m in enumerate(metrics_by_bs[first_bs]):
+        figures = m.compute()
+        value = float(figures[m.metric])
+        spreads = [abs(float(ms[i].compute()[m.metric]) - value) for ms in metrics_by_bs.values()]
+        proto = ref["protocols"].get(m.name)
+        block = {"name": m.name, "description": m.description + (" [subset: not comparable to the reference]" if subset else ""),
+                 "metric": m.metric, "value": value, "num_samples": int(figures.get("num_samples", len(dataset))),
+                 "metrics": {k: (float(v) if v is not None else None) for k, v in figures.items()},
+                 "batch_size": first_bs, "consistent_across_batch_sizes": max(spreads) <= 1e-4,
+                 "max_spread_across_batch_sizes": max(spreads), "reference": None, "passed": None}
+        if proto:
+            drop = (proto["value"] - value) / proto["value"]
+            block["reference"] = {"value": proto["value"], "source": proto["source"], "delta": value - proto["value"],
+                                  "relative_drop": drop, "tolerance": ref["tolerance"]}
+            block["passed"] = None if subset else bool(drop <= ref["tolerance"])
+        blocks.append(block)
+    return blocks
+
+
+def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
+    t_start = time.time()
+    manifest = load_manifest(cfg.model)
+    runtime_cls = get_runtime(cfg.backend)
+    adapter = manifest.adapter(**cfg.options)
+    batch_sizes = cfg.batch_sizes or manifest.benchmark["batch_sizes"]
+    if any(b < 1 for b in batch_sizes):
+        raise ZooError(f"batch sizes must be positive, got {batch_sizes}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ZooError(f"--limit must be positive, got {cfg.limit}")
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise ZooError(f"{cfg.out}: output path exists and is not a folder")
+    cache = cache_dir()
+    exp = manifest.export
+    inp, outp = manifest.input["name"], manifest.output["name"]
+
+    _log(f"[1/6] weights ({cfg.weights or 'built-in'})")
+    weights = resolve(cfg.weights, manifest, cfg.sha256, cfg.md5)
+    module = adapter.build()
+    adapter.load_weights(module, weights.path)
+    module.eval()
+
+    _log("[2/6] dataset")
+    dataset = adapter.dataset(cfg.data, cfg.ids_file, cfg.limit, cache)
+    pbs = exp["parity"]["batch_size"]
+    head = [dataset.preprocess(dataset.read(i))[0] for i in dataset.ids[:max(batch_sizes + [pbs])]]
+
+    _log("[3/6] export ONNX")
+    opset = cfg.opset or exp["opset"]
+    if cfg.onnx:
+        check_onnx(cfg.onnx)
+        ins, outs, file_opset = onnx_io(cfg.onnx)
+        if ins != [inp] or outs[:1] != [outp]:
+            raise ZooError(f"{cfg.onnx}: inputs {ins} / outputs {outs} do not match the manifest's {inp!r} -> {outp!r}")
+        export = {"format": "onnx", "exporter": "user-supplied file", "opset": file_opset, "input_names": ins,
+                  "output_names": outs[:1], "dynamic_batch": exp["dynamic_batch"], "path": str(Path(cfg.onnx).resolve()),
+                  "onnx_sha256": file_digest(cfg.onnx), "cached": False, "seconds": 0.0, "checker": "full_check_passed"}
+    else:
+        key = export_key(weights.sha256, adapter.options, opset, exp["dynamic_batch"], manifest.name)
+        meta = {"zoo.model": manifest.name, "zoo.variant": adapter.variant, "zoo.weights_sha256": weights.sha256,
+                "zoo.input": inp, "zoo.output": outp, "zoo.input_shape": json.dumps(manifest.input["shape"])}
+        export = ensure_onnx(module, _batch(head, pbs), cache, key, inp, outp, opset, exp["dynamic_batch"], meta)
+
+    # Parity: the same batch through PyTorch and a plain ONNX Runtime session of the exported file.
+    import onnxruntime as ort
+    import torch
+    x = _batch(head, pbs)
+    with torch.inference_mode():
+        ref_out = module(torch.from_numpy(x)).numpy()
+    sess = ort.InferenceSession(export["path"], providers=["CPUExecutionProvider"])
+    cand = sess.run([outp], {inp: x})[0]
+    del sess
+    export["parity"] = {"reference": f"torch {torch.__version__}", "candidate": f"onnxruntime {ort.__version__}",
+                        "batch_size": pbs, **parity(ref_out, cand, exp["parity"]["rtol"], exp["parity"]["atol"], adapter.decision)}
+    _log(f"      parity max_rel_diff={export['parity']['max_rel_diff']:.2e} passed={export['parity']['passed']}")
+
+    _log(f"[4/6] compile for {cfg.backend}")
+    rt = runtime_cls(cfg.threads)
+    arts = ModelArtifacts(onnx_path=Path(export["path"]), input_names=[inp], output_names=[outp],
+                          torch_module=module, key=export["onnx_sha256"])
+    rt.compile(arts, cache)
+    rt.load()
+
+    _log(f"[5/6] inference, batch sizes {batch_sizes}, {len(dataset)} samples")
+    perf, metrics_by_bs = [], {}
+    try:
+        for bs in batch_sizes:
+            try:
+                block = infer_only(rt, {inp: _batch(head, bs)}, bs, cfg.warmup, cfg.iterations,
+                                   cfg.time_budget, "dataset batch (first samples, cycled)")
+            except ZooError:
+                raise
+            except Exception as exc:  # a batch size the runtime cannot run (memory, shape)
+                perf.append({"batch_size": bs, "scope": "infer_only", "status": "failed", "error": one_line(exc)[:500]})
+                _log(f"      bs{bs}: infer_only FAILED: {one_line(exc)[:200]}")
+                continue
+            perf.append(block)
+            metrics = adapter.metrics()
+            try:
+                pipe = run_pipeline(rt, dataset, bs, inp, outp, metrics, workers=cfg.workers, label=cfg.backend)
+            except ZooError:
+                raise
+            except Exception as exc:
+                perf.append({"batch_size": bs, "scope": "pipeline", "status": "failed", "error": one_line(exc)[:500]})
+                continue
+            pipe["pipeline_vs_infer"] = pipe["throughput"] / block["throughput"]
+            perf.append(pipe)
+            metrics_by_bs[bs] = metrics
+            _log(f"      bs{bs}: infer {block['throughput']:.1f}/s, pipeline {pipe['throughput']:.1f}/s "
+                 f"({pipe['pipeline_vs_infer']:.0%}), " + ", ".join(
+                     f"{m.name} {m.metric}={m.compute()[m.metric]:.4f}" for m in metrics))
+    finally:
+        rt.close()
+    if not metrics_by_bs:
+        raise ZooError(f"{cfg.model}/{cfg.backend}: every batch size failed; first error: {perf[0].get('error')}")
+
+    _log("[6/6] result")
+    t_end = time.time()
+    stamp = datetime.fromtimestamp(t_start, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    record = {
+        "schema_version": RESULT_SCHEMA_VERSION, "kind": "zoo.result",
+        "run_id": f"{manifest.name}-{cfg.backend}-{stamp}", "status": "ok", "error": None,
+        "model": {"name": manifest.name, "title": manifest.title, "variant": adapter.variant, "options": adapter.options},
+        "runtime": {"name": rt.name, "version": rt.version(),
+                    "settings": {**rt.settings(), "cache": str(cache), "pipeline_workers": cfg.workers}},
+        "device": cpu_device(rt.threads), "precision": "fp32",
+        "environment": environment(argv or []),
+        "provenance": {"weights": weights.record(), "dataset": dataset.provenance()},
+        "export": export,
+        "timestamps": {"started": _utc(t_start), "finished": _utc(t_end), "duration_s": round(t_end - t_start, 3)},
+        "accuracy": _accuracy(metrics_by_bs, manifest, dataset),
+        "perf": perf,
+    }
+    path = Path(cfg.out) / manifest.name / f"{record['run_id']}.json"
+    schema.validate(record, str(path))
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    return path

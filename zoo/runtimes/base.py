@@ -1,0 +1,84 @@
+"""The runtime interface: compile -> load -> infer (numpy in, numpy out) -> close.
+
+Timing belongs to the harness (zoo.pipeline), not to runtimes. Runtime quirks stay inside a
+runtime's own module; model code never branches on the runtime."""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass
+class ModelArtifacts:
+    """What a runtime may compile from: the exported ONNX file and/or the PyTorch module."""
+    onnx_path: Path | None
+    input_names: list[str]
+    output_names: list[str]
+    torch_module: Any = None
+    key: str = ""                     # hash identifying weights + options + export settings
+
+
+@dataclass
+class Compiled:
+    path: Path | None
+    cached: bool
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def default_threads() -> int:
+    """Cores this process may use (affinity-aware), the default for intra-op threads."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Runtime(ABC):
+    name: ClassVar[str]
+    device_type: ClassVar[str] = "cpu"
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads or default_threads()
+        self.compiled: Compiled | None = None
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when usable here, else one line saying what is missing."""
+        return None
+
+    @classmethod
+    @abstractmethod
+    def version(cls) -> str: ...
+
+    @abstractmethod
+    def compile(self, artifacts: ModelArtifacts, cache: Path) -> Compiled: ...
+
+    @abstractmethod
+    def load(self) -> None: ...
+
+    @abstractmethod
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None:
+        pass
+
+    def settings(self) -> dict:
+        s = {"threads": self.threads}
+        if self.compiled:
+            s.update(artifact=str(self.compiled.path) if self.compiled.path else None,
+                     compile_cached=self.compiled.cached, compile_seconds=round(self.compiled.seconds, 3),
+                     **self.compiled.extra)
+        return s
+
+    def __enter__(self):
+        self.load()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,45 @@
+"""PyTorch eager on the CPU: the reference every other runtime is compared with."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import ZooError
+from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
+
+
+class TorchRuntime(Runtime):
+    name = "torch"
+
+    @classmethod
+    def unavailable_reason(cls):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return "the torch package is not installed in this environment"
+        return None
+
+    @classmethod
+    def version(cls) -> str:
+        import torch
+        return torch.__version__
+
+    def compile(self, artifacts: ModelArtifacts, cache: Path) -> Compiled:
+        if artifacts.torch_module is None:
+            raise ZooError("torch: no PyTorch module to run")
+        self.module = artifacts.torch_module.eval()
+        self.inputs, self.outputs = artifacts.input_names, artifacts.output_names
+        self.compiled = Compiled(None, False, 0.0, {"mode": "eager", "grad": "inference_mode"})
+        return self.compiled
+
+    def load(self) -> None:
+        import torch
+        torch.set_num_threads(self.threads)
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+        with torch.inference_mode():
+            out = self.module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.inputs])
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        return {n: o.numpy() for n, o in zip(self.outputs, outs)}
