@@ -1,6 +1,7 @@
 """Per-model local environments: `.venvs/<model>`, a virtual environment created from the model's
-pinned `models/<model>/requirements.txt` (plus optional `setup.sh` steps for compiled deps), reused
-while its fingerprint (requirements, setup script, interpreter) is unchanged."""
+pinned `models/<model>/requirements.txt`, constrained by its full lock `constraints.txt` (plus an
+optional `setup.sh` for compiled deps), reused while its fingerprint (those files, interpreter) is
+unchanged."""
 from __future__ import annotations
 
 import hashlib
@@ -44,7 +45,7 @@ def env_python(model: str) -> Path:
 def fingerprint(model: str, base_python: str = sys.executable) -> str:
     d = check_model(model)
     h = hashlib.sha256()
-    for name in ("requirements.txt", "setup.sh"):
+    for name in ("requirements.txt", "constraints.txt", "setup.sh"):
         p = d / name
         h.update(name.encode() + b"\0" + (p.read_bytes() if p.is_file() else b"") + b"\0")
     h.update(os.path.realpath(base_python).encode())
@@ -78,7 +79,8 @@ def ensure(model: str, force: bool = False) -> Path:
     (target / STAMP).unlink(missing_ok=True)
     _call([sys.executable, "-m", "venv", "--clear", target], "creating the virtual environment")
     py = env_python(model)
-    _call([py, "-m", "pip", "install", "--progress-bar", "off", "-r", d / "requirements.txt"],
+    lock = ["-c", d / "constraints.txt"] if (d / "constraints.txt").is_file() else []
+    _call([py, "-m", "pip", "install", "--progress-bar", "off", "-r", d / "requirements.txt", *lock],
           f"installing {d / 'requirements.txt'}")
     if (d / "setup.sh").is_file():  # compiled dependencies (e.g. mmcv built from source)
         _call(["bash", d / "setup.sh", py], f"running {d / 'setup.sh'}", env={**os.environ, "ZOO_ROOT": str(ROOT)})

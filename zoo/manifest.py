@@ -23,8 +23,11 @@ class Manifest:
     raw: dict = field(repr=False)
 
     def __getattr__(self, key):  # manifest sections as attributes: m.export, m.reference, ...
+        raw = self.__dict__.get("raw")  # absent while copy/pickle rebuild the object
+        if raw is None or key.startswith("__"):
+            raise AttributeError(key)
         try:
-            return self.raw[key]
+            return raw[key]
         except KeyError:
             raise AttributeError(key) from None
 

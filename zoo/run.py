@@ -90,6 +90,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     batch_sizes = cfg.batch_sizes or manifest.benchmark["batch_sizes"]
     if any(b < 1 for b in batch_sizes):
         raise ZooError(f"batch sizes must be positive, got {batch_sizes}")
+    if cfg.iterations < 1 or cfg.warmup < 0:
+        raise ZooError(f"--iters must be >= 1 and --warmup >= 0, got {cfg.iterations} and {cfg.warmup}")
     if cfg.limit is not None and cfg.limit < 1:
         raise ZooError(f"--limit must be positive, got {cfg.limit}")
     if cfg.out.exists() and not cfg.out.is_dir():

@@ -9,6 +9,7 @@ A checkpoint spec is one of
 """
 from __future__ import annotations
 
+import http.client
 import re
 import shutil
 import sys
@@ -72,7 +73,7 @@ def download(url: str, dest: Path, sha256: str | None, md5: str | None, timeout:
                           end="", file=sys.stderr, flush=True)
         if total:
             print(file=sys.stderr)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         part.unlink(missing_ok=True)
         raise ZooError(f"{url}: download failed: {one_line(exc)}") from None
     try:
@@ -101,8 +102,13 @@ def resolve(spec: str | None, manifest, sha256: str | None = None, md5: str | No
         key = (sha256 or md5).lower() if (sha256 or md5) else "unverified"
         dest = cache_dir() / "downloads" / key[:16] / fname
         if dest.is_file():
-            print(f"using cached download {dest}", file=sys.stderr)
-        else:
+            try:
+                verify_checksums(dest, sha256, md5)
+                print(f"using cached download {dest}", file=sys.stderr)
+            except ZooError:
+                print(f"cached download {dest} is damaged; downloading again", file=sys.stderr)
+                dest.unlink()
+        if not dest.is_file():
             download(spec, dest, sha256, md5)
         w = _local(dest, sha256, md5)
         w.url = spec

@@ -302,17 +302,19 @@ def test_dockerfile_entrypoint_env_and_user():
 def test_dockerfile_installs_the_pinned_requirements():
     instructions = dockerfile_instructions(DOCKERFILE)
     copies = [a.split() for k, a in instructions if k == "COPY"]
-    (dest,) = [d for s, d in copies if s == "models/unetpp/requirements.txt"]
+    (copy,) = [c for c in copies if "models/unetpp/requirements.txt" in c[:-1]]
+    assert "models/unetpp/constraints.txt" in copy[:-1] and copy[-1] == "/tmp/"
     installs = [a for k, a in instructions if k == "RUN" and "pip install" in a]
     assert len(installs) == 1
     words = installs[0].split()
-    assert words[words.index("-r") + 1] == dest
+    assert words[words.index("-r") + 1] == "/tmp/requirements.txt"
+    assert words[words.index("-c") + 1] == "/tmp/constraints.txt"
     assert "--no-cache-dir" in words
     assert words[words.index("--extra-index-url") + 1] == "https://download.pytorch.org/whl/cpu"
 
-    requirements = [line.strip() for line in
+    requirements = [line.split("#", 1)[0].strip() for line in
                     (MODELS_DIR / MODEL / "requirements.txt").read_text().splitlines()
-                    if line.strip() and not line.lstrip().startswith("#")]
+                    if line.split("#", 1)[0].strip()]
     assert requirements
     for line in requirements:
         assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[0-9][0-9A-Za-z.+!-]*", line), line

@@ -1,0 +1,116 @@
+"""zoo.manifest: discovery and schema validation of models/<name>/model.yaml."""
+import copy
+import pickle
+
+import pytest
+import yaml
+
+from zoo.errors import ZooError
+from zoo.manifest import Manifest, available_models, load_manifest
+from zoo.paths import MODELS_DIR
+
+
+def _write(models_dir, folder, data):
+    d = models_dir / folder
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / "model.yaml"
+    p.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return p
+
+
+@pytest.fixture(scope="module")
+def unetpp_raw():
+    return yaml.safe_load((MODELS_DIR / "unetpp" / "model.yaml").read_text())
+
+
+def test_load_unetpp():
+    m = load_manifest("unetpp")
+    assert isinstance(m, Manifest)
+    assert m.name == "unetpp" and m.dir == MODELS_DIR / "unetpp"
+    assert m.input["name"] == "actual_input_1" and m.output["name"] == "output1"
+    assert m.weights["default"] in m.weights["checkpoints"]
+    assert m.export["dynamic_batch"] is True
+    with pytest.raises(AttributeError):
+        m.no_such_section
+    assert "unetpp" in available_models()
+
+
+def test_unknown_model_lists_known():
+    with pytest.raises(ZooError) as ei:
+        load_manifest("nope")
+    msg = str(ei.value)
+    assert "'nope'" in msg and "known:" in msg and "unetpp" in msg
+
+
+def test_unknown_model_in_custom_dir(tmp_path, unetpp_raw):
+    assert available_models(tmp_path) == []
+    with pytest.raises(ZooError, match=r"known: none"):
+        load_manifest("x", models_dir=tmp_path)
+    for name in ("beta", "alpha"):
+        _write(tmp_path, name, {**unetpp_raw, "name": name})
+    assert available_models(tmp_path) == ["alpha", "beta"]
+    with pytest.raises(ZooError, match=r"\(known: alpha, beta\)"):
+        load_manifest("x", models_dir=tmp_path)
+    assert load_manifest("alpha", models_dir=tmp_path).dir == tmp_path / "alpha"
+
+
+def test_schema_violation_names_file_and_path(tmp_path, unetpp_raw):
+    bad = copy.deepcopy(unetpp_raw)
+    bad["name"] = "bad"
+    bad["export"]["opset"] = "seventeen"
+    p = _write(tmp_path, "bad", bad)
+    with pytest.raises(ZooError) as ei:
+        load_manifest("bad", models_dir=tmp_path)
+    msg = str(ei.value)
+    assert str(p) in msg and "at export/opset" in msg and "'seventeen' is not of type 'integer'" in msg
+    assert "\n" not in msg
+
+
+def test_schema_violation_nested_checksum(tmp_path, unetpp_raw):
+    bad = copy.deepcopy(unetpp_raw)
+    bad["name"] = "bad"
+    bad["weights"]["checkpoints"]["builtin"]["sha256"] = "nothex"
+    _write(tmp_path, "bad", bad)
+    with pytest.raises(ZooError, match=r"at weights/checkpoints/builtin/sha256"):
+        load_manifest("bad", models_dir=tmp_path)
+
+
+def test_missing_section_and_unknown_key(tmp_path, unetpp_raw):
+    bad = copy.deepcopy(unetpp_raw)
+    bad["name"] = "bad"
+    del bad["benchmark"]
+    _write(tmp_path, "bad", bad)
+    with pytest.raises(ZooError, match=r"at \(root\): 'benchmark' is a required property"):
+        load_manifest("bad", models_dir=tmp_path)
+    bad["benchmark"] = {"batch_sizes": [1]}
+    bad["colour"] = "blue"
+    _write(tmp_path, "bad", bad)
+    with pytest.raises(ZooError, match=r"'colour' was unexpected"):
+        load_manifest("bad", models_dir=tmp_path)
+
+
+def test_name_must_match_folder(tmp_path, unetpp_raw):
+    p = _write(tmp_path, "other", unetpp_raw)        # name: unetpp in folder other
+    with pytest.raises(ZooError) as ei:
+        load_manifest("other", models_dir=tmp_path)
+    assert str(p) in str(ei.value) and "does not match its folder" in str(ei.value)
+
+
+def test_invalid_yaml(tmp_path):
+    p = _write(tmp_path, "broken", "name: [unclosed\n  title: x\n")
+    with pytest.raises(ZooError) as ei:
+        load_manifest("broken", models_dir=tmp_path)
+    assert str(p) in str(ei.value) and "invalid YAML" in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_empty_yaml(tmp_path):
+    _write(tmp_path, "empty", "")
+    with pytest.raises(ZooError, match=r"invalid manifest at \(root\)"):
+        load_manifest("empty", models_dir=tmp_path)
+
+
+def test_manifest_can_be_copied_and_pickled():
+    m = load_manifest("unetpp")
+    c = copy.deepcopy(m)
+    assert c.raw == m.raw and c.name == m.name
+    assert pickle.loads(pickle.dumps(m)).raw == m.raw

@@ -1,0 +1,172 @@
+"""zoo.pipeline: streaming dataset pipeline (order, batching, stages, errors) and infer_only
+(iterations, time budget). Only counts and fields are asserted, never timing values."""
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.adapter import Dataset
+from zoo.errors import ZooError
+from zoo.metrics import BinaryIoU
+from zoo.pipeline import infer_only, run_pipeline
+from zoo.runtimes import ModelArtifacts
+from zoo.runtimes.torch_rt import TorchRuntime
+from zoo.stats import throughput
+
+IN, OUT = "x", "y"
+STAGES = {"read", "preprocess", "infer", "postprocess"}
+
+
+class ToyDataset(Dataset):
+    """Sample i: a (2, 4, 4) array depending on i; target: a 4x4 mask depending on i."""
+    name = "toy"
+    root = Path("/nonexistent")
+
+    def __init__(self, n=10, fail_on=None, slow_first=False):
+        self.ids = [f"s{i}" for i in range(n)]
+        self.fail_on = fail_on
+        self.slow_first = slow_first
+        self.reads = []
+
+    def read(self, sample_id):
+        i = int(sample_id[1:])
+        if sample_id == self.fail_on:
+            raise ZooError(f"{sample_id}: unreadable sample")
+        if self.slow_first:          # earlier samples finish later: order must still be kept
+            time.sleep(0.002 * (len(self.ids) - i))
+        self.reads.append(sample_id)
+        return np.arange(32, dtype=np.float32).reshape(2, 4, 4) + 100 * i
+
+    def preprocess(self, raw):
+        i = int(raw[0, 0, 0]) // 100
+        x = (raw - 100 * i - 8) / 8 + 0.1 * i              # channel 0: -1 .. 0.875, shifted by 0.1*i
+        target = ((np.arange(16).reshape(4, 4) % (i + 2)) == 0).astype(np.float32)
+        return x.astype(np.float32), target
+
+    def provenance(self):
+        return {"name": self.name}
+
+
+class Recorder(torch.nn.Module):
+    """Channel 0 * 2 - 0.3, recording the batch size of every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def forward(self, x):
+        self.batches.append(int(x.shape[0]))
+        return x[:, :1] * 2.0 - 0.3
+
+
+def _expected(ds, i):
+    x, t = ds.preprocess(ds.read(ds.ids[i]))
+    return x[:1] * 2.0 - 0.3, t
+
+
+@pytest.fixture
+def runtime(restore_torch_threads):
+    rt = TorchRuntime(threads=1)
+    rt.compile(ModelArtifacts(None, [IN], [OUT], torch_module=Recorder()), None)
+    rt.load()
+    yield rt
+    rt.close()
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_run_pipeline_batches_order_and_outputs(runtime, workers):
+    ds = ToyDataset(10, slow_first=workers > 1)
+    seen_ids, seen_out = [], []
+
+    def collect(out, ids):
+        seen_ids.extend(ids)
+        seen_out.extend(np.array(o) for o in out)
+
+    metric = BinaryIoU("guide", "")
+    res = run_pipeline(runtime, ds, 4, IN, OUT, [metric], workers=workers, on_outputs=collect, label="t")
+    assert runtime.module.batches == [4, 4, 2]            # the last partial batch is run
+    assert seen_ids == ds.ids                             # dataset order kept
+    ref = ToyDataset(10)
+    direct = BinaryIoU("guide", "")
+    for i, out in enumerate(seen_out):
+        exp, t = _expected(ref, i)
+        np.testing.assert_allclose(out, exp, rtol=1e-6)
+        direct.update(exp[None], [t])
+    assert metric.inter == direct.inter and metric.union == direct.union
+    assert metric.compute() == direct.compute() and metric.compute()["num_samples"] == 10
+    assert len(set(metric.inter)) > 1                     # the samples really differ
+
+    assert res["num_samples"] == 10 and res["batch_size"] == 4
+    assert res["scope"] == "pipeline" and res["status"] == "ok" and res["error"] is None
+    assert res["stopped_by"] == "dataset_end" and res["workers"] == workers
+    assert res["latency_ms"]["count"] == 3                # one latency per batch
+    assert set(res["stages"]) == STAGES
+    assert sum(s["share"] for s in res["stages"].values()) == pytest.approx(1.0, abs=1e-9)
+    for name, st in res["stages"].items():
+        assert 0 <= st["share"] <= 1 and st["total_s"] >= 0 and st["throughput"] >= 0
+    assert res["stages"]["infer"]["latency_ms"]["count"] == 3
+    assert res["stages"]["postprocess"]["latency_ms"]["count"] == 3
+    assert "latency_ms" not in res["stages"]["read"]
+
+
+def test_run_pipeline_batch_larger_than_dataset_and_limit_ids(runtime):
+    ds = ToyDataset(10)
+    got = []
+    res = run_pipeline(runtime, ds, 8, IN, OUT, [], limit_ids=["s3", "s1", "s7"],
+                       on_outputs=lambda out, ids: got.extend(zip(ids, np.array(out))))
+    assert runtime.module.batches == [3]
+    assert [g[0] for g in got] == ["s3", "s1", "s7"]
+    assert sorted(ds.reads) == ["s1", "s3", "s7"]
+    for sid, out in got:
+        np.testing.assert_allclose(out, _expected(ToyDataset(10), int(sid[1:]))[0], rtol=1e-6)
+    assert res["num_samples"] == 3 and res["latency_ms"]["count"] == 1
+
+
+def test_run_pipeline_batch_size_one(runtime):
+    res = run_pipeline(runtime, ToyDataset(5), 1, IN, OUT, [])
+    assert runtime.module.batches == [1] * 5
+    assert res["num_samples"] == 5 and res["latency_ms"]["count"] == 5
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_pipeline_read_error_propagates(runtime, workers):
+    ds = ToyDataset(10, fail_on="s6")
+    with pytest.raises(ZooError, match="s6: unreadable sample"):
+        run_pipeline(runtime, ds, 4, IN, OUT, [], workers=workers)
+    assert runtime.module.batches == [4]                  # stopped at the batch holding s6
+
+
+def test_infer_only_iterations(runtime):
+    feeds = {IN: np.zeros((3, 2, 4, 4), np.float32)}
+    res = infer_only(runtime, feeds, 3, warmup=2, iterations=5, time_budget_s=None, input_desc="zeros")
+    assert runtime.module.batches == [3] * 7              # 2 warm-up + 5 timed
+    assert res["iterations"] == 5 and res["warmup"] == 2
+    assert res["stopped_by"] == "iterations"
+    assert res["num_samples"] == 15 and res["batch_size"] == 3
+    assert res["scope"] == "infer_only" and res["status"] == "ok" and res["error"] is None
+    assert res["input"] == "zeros"
+    assert res["latency_ms"]["count"] == 5
+    assert res["throughput"] == pytest.approx(throughput(3, res["latency_ms"]["mean"]))
+
+
+def test_infer_only_generous_budget_stops_by_iterations(runtime):
+    feeds = {IN: np.zeros((1, 2, 4, 4), np.float32)}
+    res = infer_only(runtime, feeds, 1, warmup=0, iterations=3, time_budget_s=3600.0, input_desc="z")
+    assert res["stopped_by"] == "iterations" and res["iterations"] == 3
+    assert runtime.module.batches == [1, 1, 1]
+
+
+def test_infer_only_exhausted_budget_stops_after_one_call(runtime):
+    feeds = {IN: np.zeros((2, 2, 4, 4), np.float32)}
+    res = infer_only(runtime, feeds, 2, warmup=1, iterations=50, time_budget_s=0.0, input_desc="z")
+    assert res["stopped_by"] == "time_budget"
+    assert res["iterations"] == 1 and res["latency_ms"]["count"] == 1 and res["num_samples"] == 2
+    assert runtime.module.batches == [2, 2]               # warm-up is not limited by the budget
+
+
+def test_infer_only_budget_reached_on_last_iteration_is_iterations(runtime):
+    feeds = {IN: np.zeros((1, 2, 4, 4), np.float32)}
+    res = infer_only(runtime, feeds, 1, warmup=0, iterations=1, time_budget_s=0.0, input_desc="z")
+    assert res["stopped_by"] == "iterations" and res["iterations"] == 1

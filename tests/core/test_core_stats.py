@@ -1,0 +1,61 @@
+"""zoo.stats against hand-computed values."""
+import math
+
+import pytest
+
+from zoo.stats import summarize, throughput
+
+
+def test_summarize_skewed_list_hand_computed():
+    # sorted: 1 2 3 4 100 (given unsorted: the function must not rely on order)
+    s = summarize([100, 3, 1, 4, 2])
+    assert s["count"] == 5
+    assert s["min"] == 1.0 and s["max"] == 100.0
+    assert s["mean"] == pytest.approx(22.0)            # 110 / 5
+    assert s["median"] == pytest.approx(3.0)           # rank 0.5*4 = 2 -> 3
+    # linear interpolation: rank 0.9*(5-1) = 3.6 -> 4 + 0.6*(100-4) = 61.6
+    assert s["p90"] == pytest.approx(61.6)
+    # rank 0.99*4 = 3.96 -> 4 + 0.96*96 = 96.16
+    assert s["p99"] == pytest.approx(96.16)
+    # population std: deviations -21 -20 -19 -18 78; squares 441+400+361+324+6084 = 7610; /5 = 1522
+    assert s["std"] == pytest.approx(math.sqrt(1522.0))
+    assert s["std"] == pytest.approx(39.0128, abs=1e-4)
+    assert set(s) == {"count", "min", "max", "mean", "median", "p90", "p99", "std"}
+    assert all(type(v) is float for k, v in s.items() if k != "count")
+    assert type(s["count"]) is int
+
+
+def test_summarize_two_samples_interpolates():
+    s = summarize([10.0, 20.0])
+    assert s["median"] == pytest.approx(15.0)     # rank 0.5 -> 10 + 0.5*10
+    assert s["p90"] == pytest.approx(19.0)        # rank 0.9 -> 10 + 0.9*10
+    assert s["p99"] == pytest.approx(19.9)
+    assert s["std"] == pytest.approx(5.0)         # population (ddof=0), not 7.07 (ddof=1)
+
+
+def test_summarize_single_sample():
+    s = summarize([7.5])
+    assert s == {"count": 1, "min": 7.5, "max": 7.5, "mean": 7.5, "median": 7.5, "p90": 7.5,
+                 "p99": 7.5, "std": 0.0}
+
+
+def test_summarize_keeps_every_sample_no_clipping():
+    # an outlier must move max, mean and p99 (nothing clipped or trimmed)
+    base = [1.0] * 99
+    s = summarize(base + [1000.0])
+    assert s["max"] == 1000.0
+    assert s["mean"] == pytest.approx((99 + 1000) / 100)
+    # rank 0.99*99 = 98.01 -> 1 + 0.01*(1000-1) = 10.99
+    assert s["p99"] == pytest.approx(10.99)
+
+
+@pytest.mark.parametrize("empty", [[], ()])
+def test_summarize_empty_raises(empty):
+    with pytest.raises(ValueError, match="no latency samples"):
+        summarize(empty)
+
+
+def test_throughput():
+    assert throughput(4, 22.0) == pytest.approx(4000.0 / 22.0)   # 181.818... samples/s
+    assert throughput(1, 40.0) == pytest.approx(25.0)
+    assert throughput(16, 570.0) == pytest.approx(28.0701754386)

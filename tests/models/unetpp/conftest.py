@@ -1,0 +1,69 @@
+"""Fixtures for the UNet++ tests (run inside the unetpp environment: torch, onnxruntime, cv2)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+MODEL_DIR = ROOT / "models" / "unetpp"
+SHARED = Path(os.environ.get("ZOO_SHARED", ROOT.parent / "shared"))
+SHARED_DSB = SHARED / "datasets" / "dsb2018"
+BUILTIN = MODEL_DIR / "data" / "dsb2018"
+BUILTIN_IDS = MODEL_DIR / "data" / "builtin_ids.txt"
+
+
+@pytest.fixture(scope="session")
+def zoo_cache(tmp_path_factory) -> Path:
+    """One cache per test session: exports/compiles/preparations are shared between tests."""
+    return tmp_path_factory.mktemp("zoo-cache")
+
+
+@pytest.fixture(scope="session")
+def run_zoo(zoo_cache):
+    """Run the real CLI (`python -m zoo ...`) in a subprocess; returns CompletedProcess."""
+    def _run(*args, cache: Path | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+        env = {**os.environ, "ZOO_CACHE": str(cache or zoo_cache),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    return _run
+
+
+@pytest.fixture(scope="session")
+def shared_dsb() -> Path:
+    if not (SHARED_DSB / "stage1_train").is_dir():
+        pytest.skip(f"the full DSB2018 val split is not available at {SHARED_DSB} (../shared is optional)")
+    return SHARED_DSB
+
+
+@pytest.fixture(scope="session")
+def builtin_result(run_zoo, tmp_path_factory) -> dict:
+    """One real run on the built-in data (ONNX Runtime, batch sizes 1, 4, 16)."""
+    out = tmp_path_factory.mktemp("results")
+    proc = run_zoo("run", "--model", "unetpp", "--batch-sizes", "1,4,16", "--iters", "3", "--warmup", "1",
+                   "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    return {"path": path, "record": json.loads(path.read_text()), "out": out}
+
+
+def copy_dataset(ids: list[str], dest: Path, src: Path = BUILTIN) -> Path:
+    """Copy some built-in ids into dest/stage1_train (to damage them in bad-input tests)."""
+    for i in ids:
+        shutil.copytree(src / "stage1_train" / i, dest / "stage1_train" / i)
+    (dest / "ids.txt").write_text("\n".join(ids) + "\n")
+    return dest
+
+
+def builtin_ids() -> list[str]:
+    return [line.strip() for line in BUILTIN_IDS.read_text().splitlines() if line.strip()]
+
+
+def result_files(folder: Path) -> list[Path]:
+    return [p for p in Path(folder).rglob("*") if p.is_file()]

@@ -1,0 +1,162 @@
+"""Bad input: a clear one-line error naming the file and the problem, a non-zero exit code and
+no result file. Every case goes through the real CLI (`python -m zoo run`)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from .conftest import MODEL_DIR, ROOT, builtin_ids, copy_dataset, result_files
+
+IDS = builtin_ids()[:3]
+
+
+def assert_clean_failure(proc, out, *needles, code=2):
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert str(n) in last, (n, last)
+    assert result_files(out) == [], "no (partial) result may be written"
+    return last
+
+
+@pytest.fixture
+def out(tmp_path):
+    d = tmp_path / "results"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def small_data(tmp_path):
+    return copy_dataset(IDS, tmp_path / "dsb")
+
+
+def run(run_zoo, out, *args, cache=None):
+    return run_zoo("run", "--model", "unetpp", "--batch-sizes", "2", "--iters", "1", "--warmup", "0",
+                   "--out", out, *args, cache=cache)
+
+
+def test_unknown_model(run_zoo, out):
+    proc = run_zoo("run", "--model", "nope", "--out", out)
+    assert_clean_failure(proc, out, "unknown model 'nope'", "unetpp")
+
+
+def test_unknown_backend(run_zoo, out):
+    assert_clean_failure(run(run_zoo, out, "--backend", "tensorflow"), out, "unknown backend 'tensorflow'", "onnxruntime")
+
+
+def test_missing_data_folder(run_zoo, out, tmp_path):
+    missing = tmp_path / "nowhere"
+    assert_clean_failure(run(run_zoo, out, "--data", missing), out, missing, "data folder not found")
+
+
+def test_not_a_dsb_folder(run_zoo, out, tmp_path):
+    assert_clean_failure(run(run_zoo, out, "--data", tmp_path), out, tmp_path, "not a DSB2018 folder")
+
+
+def test_id_without_image(run_zoo, out, small_data, tmp_path):
+    img = small_data / "stage1_train" / IDS[1] / "images" / f"{IDS[1]}.png"
+    img.unlink()
+    proc = run(run_zoo, out, "--data", small_data, "--ids-file", small_data / "ids.txt", cache=tmp_path / "c")
+    assert_clean_failure(proc, out, img, "image not found")
+
+
+def test_id_listed_but_absent(run_zoo, out, small_data, tmp_path):
+    (small_data / "ids.txt").write_text("\n".join(IDS + ["deadbeef"]) + "\n")
+    proc = run(run_zoo, out, "--data", small_data, "--ids-file", small_data / "ids.txt", cache=tmp_path / "c")
+    assert_clean_failure(proc, out, "deadbeef", "image not found")
+
+
+def test_id_without_masks(run_zoo, out, small_data, tmp_path):
+    mdir = small_data / "stage1_train" / IDS[2] / "masks"
+    for p in mdir.glob("*.png"):
+        p.unlink()
+    proc = run(run_zoo, out, "--data", small_data, "--ids-file", small_data / "ids.txt", cache=tmp_path / "c")
+    assert_clean_failure(proc, out, mdir, "no mask PNGs")
+
+
+@pytest.mark.parametrize("which", ["image", "mask"])
+def test_truncated_png(run_zoo, out, small_data, tmp_path, which):
+    sdir = small_data / "stage1_train" / IDS[0]
+    victim = sdir / "images" / f"{IDS[0]}.png" if which == "image" else sorted((sdir / "masks").glob("*.png"))[0]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    proc = run(run_zoo, out, "--data", small_data, "--ids-file", small_data / "ids.txt", cache=tmp_path / "c")
+    assert_clean_failure(proc, out, victim, "unreadable or truncated")
+    # the failed preparation left nothing behind in the cache that a rerun would trust
+    assert not list((tmp_path / "c").rglob("DONE"))
+
+
+def test_not_a_png(run_zoo, out, small_data, tmp_path):
+    victim = small_data / "stage1_train" / IDS[0] / "images" / f"{IDS[0]}.png"
+    victim.write_text("this is not an image")
+    proc = run(run_zoo, out, "--data", small_data, "--ids-file", small_data / "ids.txt", cache=tmp_path / "c")
+    assert_clean_failure(proc, out, victim, "unreadable or truncated")
+
+
+def test_missing_weights(run_zoo, out, tmp_path):
+    w = tmp_path / "none.pth"
+    assert_clean_failure(run(run_zoo, out, "--weights", w), out, w, "weights file not found")
+
+
+def test_wrong_checksum(run_zoo, out):
+    w = MODEL_DIR / "weights" / "unetpp_dsb2018.pth"
+    proc = run(run_zoo, out, "--weights", w, "--sha256", "0" * 64)
+    assert_clean_failure(proc, out, w, "sha256 mismatch", "0" * 64, "db72943a49e5")
+
+
+def test_wrong_keys(run_zoo, out, tmp_path):
+    sd = torch.load(MODEL_DIR / "weights" / "unetpp_dsb2018.pth", map_location="cpu", weights_only=True)
+    sd.pop("final.bias")
+    sd["conv0_0.bn1.weight"] = torch.ones(31)
+    w = tmp_path / "bad.pth"
+    torch.save(sd, w)
+    last = assert_clean_failure(run(run_zoo, out, "--weights", w), out, w, "does not match the model")
+    assert "missing: final.bias" in last and "conv0_0.bn1.weight [31] != [32]" in last
+
+
+def test_not_a_checkpoint(run_zoo, out, tmp_path):
+    w = tmp_path / "garbage.pth"
+    w.write_bytes(os.urandom(1000))
+    assert_clean_failure(run(run_zoo, out, "--weights", w), out, w, "not a readable PyTorch checkpoint")
+
+
+def test_broken_onnx(run_zoo, out, tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07" + os.urandom(64))
+    assert_clean_failure(run(run_zoo, out, "--onnx", bad), out, bad, "not a valid ONNX model")
+
+
+def test_bad_batch_sizes(run_zoo, out):
+    proc = run_zoo("run", "--model", "unetpp", "--batch-sizes", "0,4", "--out", out)
+    assert proc.returncode == 2 and "batch sizes must be positive" in proc.stderr
+    assert result_files(out) == []
+
+
+def test_interrupted_run_writes_nothing(out, zoo_cache):
+    env = {**os.environ, "ZOO_CACHE": str(zoo_cache), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", "run", "--model", "unetpp", "--batch-sizes", "1",
+                             "--iters", "100000", "--time-budget", "600", "--out", str(out)],
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        for line in proc.stderr:  # wait until inference is running
+            if line.startswith("[5/6]") or time.time() > deadline:
+                break
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "error: interrupted; no result written"
+    assert result_files(out) == []

@@ -1,0 +1,108 @@
+"""The whole guide end to end through the real CLI: built-in data, then the full val split."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zoo import schema
+from zoo.schema import SchemaError
+
+from .conftest import builtin_ids
+
+
+def test_builtin_run_record(builtin_result):
+    rec = builtin_result["record"]
+    schema.validate(rec)
+    assert rec["status"] == "ok" and rec["model"]["name"] == "unetpp"
+    assert rec["model"]["variant"].endswith("upsample=bilinear")
+    assert rec["runtime"]["name"] == "onnxruntime"
+    w = rec["provenance"]["weights"]
+    assert w["sha256"] == "db72943a49e52a067eca38249c51f6114e6f565e2da521d4a3b7beae5fdd4f8a"
+    assert w["verified"] is True and w["builtin"] is True
+    d = rec["provenance"]["dataset"]
+    assert d["num_samples"] == len(builtin_ids()) == 16 and d["builtin"] is True
+    e = rec["export"]
+    assert e["input_names"] == ["actual_input_1"] and e["output_names"] == ["output1"]
+    assert e["opset"] == 17 and e["dynamic_batch"] is True and e["checker"] == "full_check_passed"
+    assert e["parity"]["passed"] and e["parity"]["max_rel_diff"] < 1e-4
+    scopes = {(p["batch_size"], p["scope"]) for p in rec["perf"]}
+    assert scopes == {(b, s) for b in (1, 4, 16) for s in ("infer_only", "pipeline")}
+    for p in rec["perf"]:
+        assert p["status"] == "ok" and p["throughput"] > 0
+        lat = p["latency_ms"]
+        assert lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        if p["scope"] == "pipeline":
+            assert p["num_samples"] == 16 and set(p["stages"]) == {"read", "preprocess", "infer", "postprocess"}
+            assert abs(sum(s["share"] for s in p["stages"].values()) - 1) < 1e-9
+        else:
+            assert p["iterations"] == 3 and p["warmup"] == 1
+    acc = {a["name"]: a for a in rec["accuracy"]}
+    assert set(acc) == {"guide", "upstream"}
+    for a in acc.values():
+        assert a["num_samples"] == 16 and 0.5 < a["value"] < 1.0
+        assert a["passed"] is None and "subset" in a["description"]  # 16 of 134: not compared
+        assert a["consistent_across_batch_sizes"] is True
+        assert a["reference"]["value"] in (0.8385, 0.842)
+
+
+def test_rerun_uses_export_and_compile_caches(builtin_result, run_zoo, tmp_path):
+    proc = run_zoo("run", "--model", "unetpp", "--batch-sizes", "2", "--iters", "1", "--warmup", "0",
+                   "--limit", "5", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
+    assert rec["export"]["cached"] is True
+    assert rec["runtime"]["settings"]["compile_cached"] is True
+    assert rec["export"]["onnx_sha256"] == builtin_result["record"]["export"]["onnx_sha256"]
+    pipe = [p for p in rec["perf"] if p["scope"] == "pipeline"][0]
+    assert pipe["num_samples"] == 5  # batches of 2, 2 and the last partial batch of 1
+    assert pipe["stages"]["infer"]["latency_ms"]["count"] == 3
+
+
+def test_schema_rejects_broken_records(builtin_result):
+    rec = json.loads(builtin_result["path"].read_text())
+    broken = [
+        ("accuracy", lambda r: r["accuracy"][0].pop("value")),
+        ("perf/0/scope", lambda r: r["perf"][0].__setitem__("scope", "everything")),
+        ("provenance/weights/sha256", lambda r: r["provenance"]["weights"].__setitem__("sha256", "abc")),
+        ("(root)", lambda r: r.__setitem__("surprise", 1)),
+        ("timestamps/started", lambda r: r["timestamps"].__setitem__("started", "yesterday")),
+    ]
+    for where, damage in broken:
+        r = json.loads(json.dumps(rec))
+        damage(r)
+        with pytest.raises(SchemaError) as ei:
+            schema.validate(r, "x.json")
+        assert where.split("/")[0] in str(ei.value) and "x.json" in str(ei.value)
+
+
+def test_torch_backend_and_guide_variant_options(run_zoo, tmp_path):
+    proc = run_zoo("run", "--model", "unetpp", "--backend", "torch", "--option", "upsample=nearest",
+                   "--opset", "11", "--batch-sizes", "4", "--iters", "1", "--warmup", "0", "--limit", "6",
+                   "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
+    assert rec["runtime"]["name"] == "torch" and rec["model"]["options"]["upsample"] == "nearest"
+    assert rec["export"]["opset"] == 11 and rec["export"]["parity"]["passed"]
+
+
+@pytest.mark.slow
+def test_full_val_split_matches_published_measurement(shared_dsb, run_zoo, tmp_path):
+    """The shipped checkpoint on the 134-image val split: guide IoU 0.8369 and upstream IoU 0.8400
+    (shared/weights/README.md) to 3 decimals; ONNX Runtime and PyTorch agree to 4."""
+    values = {}
+    for backend in ("onnxruntime", "torch"):
+        proc = run_zoo("run", "--model", "unetpp", "--data", shared_dsb, "--backend", backend,
+                       "--batch-sizes", "16", "--iters", "2", "--warmup", "1", "--out", tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        rec = json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
+        assert rec["provenance"]["dataset"]["num_samples"] == 134
+        assert rec["provenance"]["dataset"]["expected_samples"] == 134
+        acc = {a["name"]: a for a in rec["accuracy"]}
+        assert round(acc["guide"]["value"], 3) == 0.837
+        assert round(acc["upstream"]["value"], 3) == 0.840
+        assert acc["guide"]["passed"] is True and acc["upstream"]["passed"] is True
+        values[backend] = acc
+    for name in ("guide", "upstream"):
+        assert abs(values["onnxruntime"][name]["value"] - values["torch"][name]["value"]) < 5e-5
