@@ -3,6 +3,7 @@
   invoke setup  --model unetpp          create/reuse the model's environment (.venvs/unetpp)
   invoke run    --model unetpp [...]    run the guide end to end (local env; --docker for the image)
   invoke bench  --model unetpp          PyTorch eager vs the compiled runtime, side by side
+  invoke prep   --model unetpp --bin-dir D   write preprocessed <id>.bin inputs (guide/ais_bench style)
   invoke build  --model unetpp          build the model's Docker image alone
   invoke report [--results results]     Markdown + HTML report of every result JSON
   invoke test   [--model unetpp]        the test suite (host tests + each model's, in its env)
@@ -155,6 +156,24 @@ def bench(c, model=None, batch_sizes=None, limit=None, data=None, weights=None, 
         argv += ["--weights", str(weights)]
     if data:
         argv += ["--data", str(data)]
+    proc = _in_env(model, argv)
+    print(proc.stdout, end="")
+    if proc.returncode != 0:
+        raise Exit(code=proc.returncode)
+
+
+@task(auto_shortflags=False, iterable=["option"])
+def prep(c, model=None, bin_dir=None, data=None, ids_file=None, limit=None, option=None):
+    """Write preprocessed inputs as <id>.bin (float32 CHW) for .bin-reading tools (ais_bench)."""
+    _need(model)
+    if not bin_dir:
+        _fail("--bin-dir is required")
+    argv = ["-m", "zoo", "prep", "--model", model, "--bin-dir", str(Path(bin_dir).resolve())]
+    for flag, val in (("--data", data), ("--ids-file", ids_file), ("--limit", limit)):
+        if val is not None:
+            argv += [flag, str(Path(val).resolve()) if flag != "--limit" else str(val)]
+    for o in option or ():
+        argv += ["--option", o]
     proc = _in_env(model, argv)
     print(proc.stdout, end="")
     if proc.returncode != 0:

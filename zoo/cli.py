@@ -72,6 +72,14 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="PyTorch eager vs the compiled runtime, side by side")
     _add_common(b)
     b.add_argument("--backends", default="torch,onnxruntime")
+    pr = sub.add_parser("prep", help="write the preprocessed inputs as <id>.bin (float32 CHW), as the guides' "
+                        "preprocessing scripts do, for tools that read .bin files (ais_bench, benchmark)")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--data", type=Path)
+    pr.add_argument("--ids-file", type=Path)
+    pr.add_argument("--limit", type=int)
+    pr.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE")
+    pr.add_argument("--bin-dir", type=Path, required=True, help="output folder (must not exist yet)")
     sub.add_parser("models", help="list the models")
     return ap
 
@@ -108,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             from zoo.manifest import available_models, load_manifest
             for name in available_models():
                 print(f"{name}\t{load_manifest(name).title}")
+            return 0
+        if args.cmd == "prep":
+            from zoo.run import write_bins
+            print(write_bins(args.model, args.data, args.ids_file, args.limit, dict(args.option), args.bin_dir))
             return 0
         from zoo.run import run
         if args.cmd == "run":

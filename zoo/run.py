@@ -3,6 +3,7 @@ batched inference with statistics -> accuracy -> one validated result JSON (writ
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -201,3 +202,33 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     schema.validate(record, str(path))
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     return path
+
+
+def write_bins(model: str, data: Path | None, ids_file: Path | None, limit: int | None, options: dict,
+               bin_dir: Path) -> Path:
+    """Preprocess every sample and write `<id>.bin` (raw float32, CHW) into bin_dir, plus
+    `inputs.json` (ids in order, shape, dtype). All or nothing: written to a temporary folder
+    that is renamed at the end."""
+    bin_dir = Path(bin_dir)
+    if bin_dir.exists():
+        raise ZooError(f"{bin_dir}: already exists (refusing to mix with other files)")
+    manifest = load_manifest(model)
+    dataset = manifest.adapter(**options).dataset(data, ids_file, limit, cache_dir())
+    tmp = bin_dir.with_name(bin_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        shape = None
+        for sid in dataset.ids:
+            x, _ = dataset.preprocess(dataset.read(sid))
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            shape = list(x.shape)
+            x.tofile(tmp / f"{sid}.bin")
+        (tmp / "inputs.json").write_text(json.dumps({"model": model, "input": manifest.input["name"],
+                                                     "shape": shape, "dtype": "float32", "layout": "CHW",
+                                                     "ids": dataset.ids}, indent=1))
+        tmp.rename(bin_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return bin_dir

@@ -106,3 +106,20 @@ def test_full_val_split_matches_published_measurement(shared_dsb, run_zoo, tmp_p
         values[backend] = acc
     for name in ("guide", "upstream"):
         assert abs(values["onnxruntime"][name]["value"] - values["torch"][name]["value"]) < 5e-5
+
+
+def test_prep_writes_guide_style_bin_files(run_zoo, tmp_path):
+    import numpy as np
+
+    from zoo.manifest import load_manifest
+    bins = tmp_path / "bins"
+    proc = run_zoo("prep", "--model", "unetpp", "--limit", "3", "--bin-dir", bins)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((bins / "inputs.json").read_text())
+    assert info["ids"] == builtin_ids()[:3] and info["shape"] == [3, 96, 96]
+    ds = load_manifest("unetpp").adapter().dataset(None, None, 3, tmp_path / "c")
+    for sid in info["ids"]:
+        x = np.fromfile(bins / f"{sid}.bin", dtype=np.float32).reshape(3, 96, 96)
+        np.testing.assert_array_equal(x, ds.preprocess(ds.read(sid))[0])
+    again = run_zoo("prep", "--model", "unetpp", "--limit", "3", "--bin-dir", bins)
+    assert again.returncode == 2 and "already exists" in again.stderr
