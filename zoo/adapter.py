@@ -46,6 +46,10 @@ class Metric(ABC):
     def compute(self) -> dict:
         """All figures; must contain self.metric."""
 
+    def per_class(self) -> list[dict] | None:
+        """Per-class figures ([{"class": name, "iou": ...}, ...]) where the metric has classes."""
+        return None
+
 
 class ModelAdapter(ABC):
     def __init__(self, manifest, **overrides):
@@ -74,6 +78,16 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def metrics(self) -> list[Metric]: ...
+
+    def edit_onnx(self, model) -> dict | None:
+        """Optional model-specific edit of the exported onnx.ModelProto, in place (e.g. a guide's
+        weight patch). Return a description of what changed (recorded in the result and part of
+        the export cache key via `export_edit_key`), or None for no edit."""
+        return None
+
+    def export_edit_key(self) -> str:
+        """Identifies the edit `edit_onnx` would make (part of the export cache key)."""
+        return ""
 
     def decision(self, outputs: np.ndarray) -> np.ndarray:
         """The discrete prediction taken from outputs (parity counts flips of it)."""

@@ -76,6 +76,23 @@ def export_onnx(module, example: np.ndarray, path: Path, input_name: str, output
     return time.perf_counter() - t0
 
 
+def apply_edit(src: Path, dst: Path, edit) -> dict:
+    """Write an edited copy of src to dst (atomically): `edit(model_proto)` changes it in place and
+    returns a description of the change; the result must still pass the checker."""
+    import onnx
+    model = onnx.load(str(src))
+    info = edit(model) or {}
+    tmp = dst.with_name(dst.name + ".tmp")
+    onnx.save(model, str(tmp))
+    try:
+        check_onnx(tmp)
+    except ZooError:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(dst)
+    return info
+
+
 def ensure_onnx(module, example: np.ndarray, cache: Path, key: str, input_name: str, output_name: str,
                 opset: int, dynamic_batch: bool, metadata: dict) -> dict:
     """Export once per key; reuse a cached file that still passes the checker."""

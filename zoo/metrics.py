@@ -60,3 +60,119 @@ class BinaryIoU(Metric):
             sizes = [min(self.group, n - s) for s in starts]
             iou = float(np.average(vals, weights=sizes))
         return {"iou": iou, "num_samples": n}
+
+
+class ConfusionMatrix:
+    """Streaming confusion matrix (rows = ground truth, columns = prediction) over the pixels
+    whose ground truth is < n_gt; memory is O(classes^2), whatever the number of images."""
+
+    def __init__(self, n_gt: int, n_pred: int | None = None):
+        self.n_gt, self.n_pred = n_gt, n_pred or n_gt
+        self.mat = np.zeros((self.n_gt, self.n_pred), dtype=np.int64)
+
+    def update(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+        """Add one image; returns that image's own matrix."""
+        if pred.shape != gt.shape:
+            raise ValueError(f"prediction {pred.shape} and label {gt.shape} differ in shape")
+        valid = gt < self.n_gt
+        idx = gt[valid].astype(np.int64) * self.n_pred + pred[valid].astype(np.int64)
+        m = np.bincount(idx, minlength=self.n_gt * self.n_pred).reshape(self.n_gt, self.n_pred)
+        self.mat += m
+        return m
+
+
+def _argmax(outputs: np.ndarray) -> np.ndarray:
+    """argmax over the class axis (first index on ties, like torch.argmax)."""
+    return outputs.argmax(1)
+
+
+class IouEvalMetric(Metric):
+    """erfnet_pytorch `iouEval(nClasses, ignoreIndex)` over the dataset: per class c < ignore,
+    TP = pred c & gt c; FP = pred c & gt not c & gt != ignore; FN = gt c & pred not c (a pixel
+    predicted as the ignore class counts as FN); IoU_c = TP / (TP + FP + FN + 1e-15); mean over
+    the classes 0..ignore-1 with no NaN handling. Targets use `ignore` for void (255 -> ignore)."""
+
+    metric = "miou"
+
+    def __init__(self, name: str, description: str, classes: tuple[str, ...], n_outputs: int, ignore: int):
+        self.name, self.description, self.classes = name, description, classes
+        self.ignore = ignore
+        self.cm = ConfusionMatrix(n_gt=ignore, n_pred=n_outputs)  # gt == ignore (or 255) excluded
+        self.n = 0
+
+    def update(self, outputs, targets):
+        for pred, gt in zip(_argmax(outputs), targets):
+            self.cm.update(pred, np.asarray(gt))
+            self.n += 1
+
+    def _iou(self) -> np.ndarray:
+        m = self.cm.mat  # rows: gt 0..ignore-1 ; cols: pred 0..n_outputs-1
+        k = self.ignore
+        tp = np.diag(m[:, :k]).astype(np.float64)
+        fp = m[:, :k].sum(0) - tp
+        fn = m.sum(1) - tp
+        return tp / (tp + fp + fn + 1e-15)
+
+    def compute(self) -> dict:
+        iou = self._iou()
+        return {"miou": float(iou.mean()), "num_samples": self.n}
+
+    def per_class(self) -> list[dict]:
+        return [{"class": c, "iou": float(v)} for c, v in zip(self.classes, self._iou())]
+
+
+class SegmentronMetric(Metric):
+    """SegmenTron `SegmentationMetric(nclass)` over the dataset, including its quirks:
+
+    - mIoU: per class intersection / union (prediction counted only on labelled pixels),
+      IoU = inter / (2.22e-16 + union), plain mean over all classes (absent classes give 0);
+    - pixAcc = correct / (2.22e-16 + labelled), where `correct` compares the target with
+      argmax(trunc(logits)) (upstream calls `torch.argmax(output.long(), 1)`; ties -> first);
+      `pix_acc_true` gives the same with the plain argmax;
+    - the Ascend postprocess's reported figures "AvgmIou"/"AvgpixAcc": the mean over images of the
+      *running* dataset-level values after each image (order dependent) -> `running_avg_*`.
+    Targets are trainIds with 255 for unlabelled pixels."""
+
+    metric = "miou"
+    EPS = 2.220446049250313e-16
+
+    def __init__(self, name: str, description: str, classes: tuple[str, ...]):
+        self.name, self.description, self.classes = name, description, classes
+        self.cm = ConfusionMatrix(len(classes))
+        self.correct_trunc = 0
+        self.sum_running_miou = 0.0
+        self.sum_running_pixacc = 0.0
+        self.n = 0
+        self.order: list[str] = []
+
+    def _iou(self) -> np.ndarray:
+        m = self.cm.mat.astype(np.float64)
+        inter = np.diag(m)
+        union = m.sum(0) + m.sum(1) - inter
+        return inter / (self.EPS + union)
+
+    def update(self, outputs, targets):
+        preds = _argmax(outputs)
+        preds_trunc = _argmax(np.trunc(outputs))
+        for pred, pred_t, gt in zip(preds, preds_trunc, targets):
+            gt = np.asarray(gt)
+            self.cm.update(pred, gt)
+            labelled = gt < len(self.classes)
+            self.correct_trunc += int(((pred_t == gt) & labelled).sum())
+            self.n += 1
+            self.sum_running_miou += float(self._iou().mean())
+            self.sum_running_pixacc += self._pixacc()
+
+    def _pixacc(self) -> float:
+        return self.correct_trunc / (self.EPS + self.cm.mat.sum())
+
+    def compute(self) -> dict:
+        labelled = self.cm.mat.sum()
+        n = max(self.n, 1)
+        return {"miou": float(self._iou().mean()), "pix_acc": float(self._pixacc()),
+                "pix_acc_true": float(np.trace(self.cm.mat) / (self.EPS + labelled)),
+                "running_avg_miou": self.sum_running_miou / n, "running_avg_pix_acc": self.sum_running_pixacc / n,
+                "num_samples": self.n}
+
+    def per_class(self) -> list[dict]:
+        return [{"class": c, "iou": float(v)} for c, v in zip(self.classes, self._iou())]

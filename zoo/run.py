@@ -15,7 +15,7 @@ import numpy as np
 from zoo import RESULT_SCHEMA_VERSION, schema
 from zoo.errors import ZooError, one_line
 from zoo.envinfo import cpu_device, environment
-from zoo.export import check_onnx, ensure_onnx, export_key, onnx_io, parity
+from zoo.export import apply_edit, check_onnx, ensure_onnx, export_key, onnx_io, parity
 from zoo.fileutil import atomic_write_text, file_digest
 from zoo.manifest import load_manifest
 from zoo.paths import cache_dir
@@ -54,6 +54,11 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _first(out):
+    """The main output of a model that may also return auxiliary outputs (a tuple/list)."""
+    return out[0] if isinstance(out, (list, tuple)) else out
+
+
 def _batch(samples: list[np.ndarray], n: int) -> np.ndarray:
     """n samples, cycling when the dataset is smaller than the batch."""
     return np.stack([samples[i % len(samples)] for i in range(n)])
@@ -72,6 +77,7 @@ def _accuracy(metrics_by_bs: dict[int, list], manifest, dataset) -> list[dict]:
         block = {"name": m.name, "description": m.description + (" [subset: not comparable to the reference]" if subset else ""),
                  "metric": m.metric, "value": value, "num_samples": int(figures.get("num_samples", len(dataset))),
                  "metrics": {k: (float(v) if v is not None else None) for k, v in figures.items()},
+                 "per_class": m.per_class() or [],
                  "batch_size": first_bs, "consistent_across_batch_sizes": max(spreads) <= 1e-4,
                  "max_spread_across_batch_sizes": max(spreads), "reference": None, "passed": None}
         if proto:
@@ -133,13 +139,25 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     import torch
     x = _batch(head, pbs)
     with torch.inference_mode():
-        ref_out = module(torch.from_numpy(x)).numpy()
-    sess = ort.InferenceSession(export["path"], providers=["CPUExecutionProvider"])
-    cand = sess.run([outp], {inp: x})[0]
-    del sess
+        ref_out = _first(module(torch.from_numpy(x))).numpy()
+
+    def ort_out(path):
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run([outp], {inp: x})[0]
+
+    tol = exp["parity"]
     export["parity"] = {"reference": f"torch {torch.__version__}", "candidate": f"onnxruntime {ort.__version__}",
-                        "batch_size": pbs, **parity(ref_out, cand, exp["parity"]["rtol"], exp["parity"]["atol"], adapter.decision)}
+                        "batch_size": pbs, **parity(ref_out, ort_out(export["path"]), tol["rtol"], tol["atol"], adapter.decision)}
     _log(f"      parity max_rel_diff={export['parity']['max_rel_diff']:.2e} passed={export['parity']['passed']}")
+    edit_key = adapter.export_edit_key()
+    if edit_key and not cfg.onnx:
+        # A guide's edit of the exported graph (changes numerics): the runtimes use the edited
+        # file; its effect on the outputs of the parity batch is recorded next to the parity.
+        edited = Path(export["path"]).with_name(f"model.{edit_key}.onnx")
+        info = apply_edit(Path(export["path"]), edited, adapter.edit_onnx)
+        export["edit"] = {"name": edit_key, **info, "path": str(edited), "onnx_sha256": file_digest(edited),
+                          "effect_vs_torch": parity(ref_out, ort_out(edited), tol["rtol"], tol["atol"], adapter.decision)}
+        export["path"] = str(edited)
+        _log(f"      edit {edit_key}: {info} -> max_rel_diff vs torch {export['edit']['effect_vs_torch']['max_rel_diff']:.2e}")
 
     _log(f"[4/6] compile for {cfg.backend}")
     rt = runtime_cls(cfg.threads)

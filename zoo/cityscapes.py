@@ -1,0 +1,112 @@
+"""Cityscapes in its real layout, shared by every Cityscapes model (ErfNet, Fast-SCNN).
+
+  <root>/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+  <root>/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
+  <root>/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelTrainIds.png
+
+Images and labels are paired by name, never by sort position. The labelId -> trainId table
+(cityscapesScripts `labels.py`, the 19 evaluated classes) lives here and only here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from zoo.errors import ZooError
+
+CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+           "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+           "motorcycle", "bicycle")
+IGNORE = 255
+# labelId -> trainId for the 19 evaluated classes; every other labelId (0-6, 9, 10, 14-16, 18,
+# 29, 30, -1 licence plate) is ignored.
+LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
+                  25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_KINDS = {"labelIds": "_gtFine_labelIds.png", "labelTrainIds": "_gtFine_labelTrainIds.png"}
+
+
+def train_id_lut(ignore: int = IGNORE) -> np.ndarray:
+    """256-entry uint8 lookup table labelId -> trainId (ignore elsewhere)."""
+    lut = np.full(256, ignore, dtype=np.uint8)
+    for label_id, train_id in LABEL_TO_TRAIN.items():
+        lut[label_id] = train_id
+    return lut
+
+
+def to_train_ids(label_ids: np.ndarray, ignore: int = IGNORE) -> np.ndarray:
+    if label_ids.dtype != np.uint8:
+        raise ValueError(f"labelIds must be uint8, got {label_ids.dtype}")
+    return train_id_lut(ignore)[label_ids]
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str            # <city>_<seq>_<frame>
+    city: str
+    image: Path
+    labels: dict         # kind ("labelIds"/"labelTrainIds") -> Path, only those that exist
+
+
+def find_samples(root: Path, split: str = "val", order: list[str] | None = None) -> list[Sample]:
+    """Every image of the split (sorted by city then name, or in `order` given as sample names),
+    with whatever label files exist beside it. An image with no label at all is an error."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ZooError(f"{root}: data folder not found")
+    img_dir = root / "leftImg8bit" / split
+    if not img_dir.is_dir():
+        raise ZooError(f"{root}: not a Cityscapes folder (expected {img_dir}/<city>/*{IMAGE_SUFFIX})")
+    samples = {}
+    for img in sorted(img_dir.glob(f"*/*{IMAGE_SUFFIX}")):
+        name, city = img.name[: -len(IMAGE_SUFFIX)], img.parent.name
+        gt = root / "gtFine" / split / city
+        labels = {k: gt / f"{name}{suf}" for k, suf in LABEL_KINDS.items() if (gt / f"{name}{suf}").is_file()}
+        if not labels:
+            raise ZooError(f"{img}: no label for this image (expected {gt / (name + LABEL_KINDS['labelTrainIds'])} "
+                           f"or {LABEL_KINDS['labelIds']})")
+        samples[name] = Sample(name, city, img, labels)
+    if not samples:
+        raise ZooError(f"{img_dir}: no *{IMAGE_SUFFIX} images")
+    if order is None:
+        return list(samples.values())
+    missing = [n for n in order if n not in samples]
+    if missing:
+        raise ZooError(f"{img_dir}: image {missing[0]}{IMAGE_SUFFIX} listed in the order file is missing"
+                       + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+    return [samples[n] for n in order]
+
+
+def read_png(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ZooError(f"{path}: cannot read ({exc.strerror})") from None
+    img = cv2.imdecode(buf, flags) if buf.size else None
+    if img is None:
+        raise ZooError(f"{path}: unreadable or truncated image")
+    return img
+
+
+def read_train_ids(sample: Sample, prefer: str = "labelTrainIds") -> tuple[np.ndarray, str]:
+    """The label as trainIds (uint8, 255 = ignore) and which file it came from. `prefer` picks
+    the file kind when both exist; labelIds are mapped through LABEL_TO_TRAIN (the same mapping
+    cityscapesScripts uses to write labelTrainIds)."""
+    kinds = [prefer] + [k for k in LABEL_KINDS if k != prefer]
+    for kind in kinds:
+        path = sample.labels.get(kind)
+        if path is None:
+            continue
+        lab = read_png(path)
+        if lab.ndim != 2 or lab.dtype != np.uint8:
+            raise ZooError(f"{path}: expected a single-channel 8-bit label image, got shape {lab.shape} {lab.dtype}")
+        if kind == "labelIds":
+            return to_train_ids(lab), kind
+        bad = np.setdiff1d(np.unique(lab), np.r_[np.arange(len(CLASSES)), IGNORE])
+        if bad.size:
+            raise ZooError(f"{path}: unexpected trainId values {bad[:5].tolist()} (allowed 0-18 and 255)")
+        return lab, kind
+    raise ZooError(f"{sample.image}: no label file")  # find_samples guarantees one exists
