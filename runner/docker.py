@@ -414,21 +414,7 @@ def prepare_run(
     )
 
 
-def plan_run(
-    model: str,
-    *,
-    out: PathLike,
-    cache: PathLike,
-    data: PathLike | None = None,
-    weights: PathLike | None = None,
-    tag: str | None = None,
-    device_type: str = "auto",
-    zoo_args: Sequence[str] = (),
-    user: str | None = None,
-    dev_root: PathLike = "/dev",
-    driver_dir: PathLike = ASCEND_DRIVER_DIR,
-    npu_smi: PathLike = NPU_SMI,
-) -> list[str]:
+def plan_run(model: str, **run_options: Any) -> list[str]:
     """argv of ``docker run --rm`` for ``model``.
 
     ``out``/``cache`` are host folders mounted read-write at /results and /cache; ``data``
@@ -437,12 +423,10 @@ def plan_run(
     None. A ``weights`` that is an http(s) URL or a manifest checkpoint name (no path
     separator, no such file) is passed through as is, unmounted. ``zoo_args`` (backend, batch sizes, limit, ...) follow ``run --model <model> ...``
     after the image. ``user`` defaults to the caller's ``uid:gid``. Host paths are made
-    absolute. Devices come from ``discover_devices(device_type, ...)``.
+    absolute. Devices come from ``discover_devices(device_type, ...)``. The keywords are those
+    of ``prepare_run``.
     """
-    return prepare_run(
-        model, out=out, cache=cache, data=data, weights=weights, tag=tag,
-        device_type=device_type, zoo_args=zoo_args, user=user, dev_root=dev_root,
-        driver_dir=driver_dir, npu_smi=npu_smi).argv()
+    return prepare_run(model, **run_options).argv()
 
 
 # --------------------------------------------------------------------------- execution (SDK)
@@ -560,32 +544,15 @@ def build(
         raise _sdk_error(f"docker build of {tag}", exc) from exc
 
 
-def run(
-    model: str,
-    *,
-    out: PathLike,
-    cache: PathLike,
-    data: PathLike | None = None,
-    weights: PathLike | None = None,
-    tag: str | None = None,
-    device_type: str = "auto",
-    zoo_args: Sequence[str] = (),
-    user: str | None = None,
-    dev_root: PathLike = "/dev",
-    driver_dir: PathLike = ASCEND_DRIVER_DIR,
-    npu_smi: PathLike = NPU_SMI,
-    log: Callable[[str], None] = print_line,
-) -> int:
-    """Run ``model``'s image with the Docker SDK (what ``plan_run`` prints).
+def run(model: str, *, log: Callable[[str], None] = print_line, **run_options: Any) -> int:
+    """Run ``model``'s image with the Docker SDK (what ``plan_run`` prints; the keywords are
+    those of ``prepare_run``).
 
     Checks the data folder and weights file exist, creates the results and cache folders
     (so they belong to the caller), streams the container's output lines to ``log``,
     removes the container, and returns its exit code. The image must have been built.
     """
-    spec = prepare_run(
-        model, out=out, cache=cache, data=data, weights=weights, tag=tag,
-        device_type=device_type, zoo_args=zoo_args, user=user, dev_root=dev_root,
-        driver_dir=driver_dir, npu_smi=npu_smi)
+    spec = prepare_run(model, **run_options)
     if spec.data is not None and not spec.data.is_dir():
         raise DockerError(f"data folder not found: {spec.data}")
     if spec.weights is not None and not spec.weights.is_file():

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from zoo.errors import ZooError
+from zoo.images import imread
 
 CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
            "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
@@ -80,15 +81,9 @@ def find_samples(root: Path, split: str = "val", order: list[str] | None = None)
     return [samples[n] for n in order]
 
 
-def read_png(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
-    try:
-        buf = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise ZooError(f"{path}: cannot read ({exc.strerror})") from None
-    img = cv2.imdecode(buf, flags) if buf.size else None
-    if img is None:
-        raise ZooError(f"{path}: unreadable or truncated image")
-    return img
+def read_png(path: Path) -> np.ndarray:
+    """A label or image PNG as stored (no colour conversion)."""
+    return imread(path, cv2.IMREAD_UNCHANGED)
 
 
 def read_train_ids(sample: Sample, prefer: str = "labelTrainIds") -> tuple[np.ndarray, str]:

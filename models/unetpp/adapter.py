@@ -23,6 +23,7 @@ import numpy as np
 from zoo.adapter import Dataset, ModelAdapter
 from zoo.errors import ZooError
 from zoo.fileutil import text_sha256
+from zoo.images import imread
 from zoo.metrics import BinaryIoU
 from zoo.weights import load_strict, read_checkpoint, unwrap_state_dict
 
@@ -40,19 +41,6 @@ def read_ids(path: Path) -> list[str]:
     if dup:
         raise ZooError(f"{path}: duplicate ids, e.g. {sorted(dup)[0]}")
     return ids
-
-
-def imread(path: Path, flags: int) -> np.ndarray:
-    """cv2 decode with a one-line error for a missing, unreadable or truncated image."""
-    path = Path(path)
-    try:
-        buf = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise ZooError(f"{path}: cannot read ({exc.strerror})") from None
-    img = cv2.imdecode(buf, flags) if buf.size else None
-    if img is None:
-        raise ZooError(f"{path}: unreadable or truncated image")
-    return img
 
 
 def _source_files(root: Path, sample_id: str) -> tuple[Path, list[Path]]:
