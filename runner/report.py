@@ -1,8 +1,10 @@
 """Turn a folder of result JSONs into a guide-style report: report.md, report.html and plots.
 
 The report follows the Ascend ModelZoo inference guides: per model an accuracy table
-(ours vs the reference value, delta, relative drop, pass), throughput tables with batch
-sizes as rows and runs as columns (plus ratio columns and a "best batch" row), latency
+(ours vs the reference value, delta, relative drop, pass; under it every figure of each
+protocol, e.g. a guide's running average next to the final value), per-class IoU tables (one
+per protocol that has per-class figures: classes as rows, runs as columns), throughput tables
+with batch sizes as rows and runs as columns (plus ratio columns and a "best batch" row), latency
 and pipeline-stage tables per run, a throughput-vs-batch-size plot, and the export facts.
 
 The content is built once as a list of blocks (headings, paragraphs, tables, images) and
@@ -107,7 +109,66 @@ def _accuracy_table(runs, labels) -> Table:
         notes[" pass"] = f"pass: relative drop within the tolerance ({', '.join(tolerances)})"
     header = ["runtime", "protocol", "metric", "ours", "reference", "reference source", "delta",
               "relative drop", "pass"]
-    return Table("Accuracy vs reference", header, rows, list(notes.values()))
+    return Table("Accuracy vs reference", header, rows, list(notes.values()) + _figures_notes(runs, labels))
+
+
+def _figure(key: str, value) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return DASH
+    if key.startswith("num_") and float(value).is_integer():
+        return str(int(value))
+    return f"{value:.4f}"
+
+
+def _figures_notes(runs, labels) -> list[str]:
+    """Every figure of every accuracy block (`metrics`), one line per run and protocol, and what
+    running_avg_* means when a block has them: the guide's reported figure (mean over the images
+    of the running dataset-level value after each image) as opposed to the final value."""
+    lines, running = [], False
+    for run, label in zip(runs, labels):
+        for acc in run["accuracy"]:
+            figures = acc.get("metrics") or {}
+            if not figures:
+                continue
+            running = running or any(k.startswith("running_avg_") for k in figures)
+            lines.append(f"figures, {label}, {acc['name']}: "
+                         + ", ".join(f"{k} {_figure(k, v)}" for k, v in figures.items()))
+    if running:
+        lines.append("running_avg_*: mean over the images of the running dataset-level value after "
+                     "each image (what the guide's postprocess reports; depends on the image order); "
+                     "the same names without running_avg_ are the final values over the whole dataset")
+    return lines
+
+
+def _per_class_tables(runs, labels) -> list[Table]:
+    """One table per protocol with per-class entries: rows = classes (in the order the records
+    list them), columns = the runs that have them (same labels as the other tables)."""
+    protocols: list[str] = []
+    for run in runs:
+        for acc in run["accuracy"]:
+            if acc.get("per_class") and acc["name"] not in protocols:
+                protocols.append(acc["name"])
+    tables = []
+    for proto in protocols:
+        columns, classes, notes = [], [], []
+        for run, label in zip(runs, labels):
+            acc = next((a for a in run["accuracy"] if a["name"] == proto and a.get("per_class")), None)
+            if acc is None:
+                continue
+            values = {}
+            for entry in acc["per_class"]:
+                cls = str(entry.get("class", DASH))
+                values[cls] = entry.get("iou")
+                if cls not in classes:
+                    classes.append(cls)
+            columns.append((label, values))
+            subset = _subset(run, acc["num_samples"])
+            if subset:
+                notes.append(f"{label}: {subset}, not comparable to the full set")
+        rows = [[cls] + [_figure("iou", values.get(cls)) for _, values in columns] for cls in classes]
+        tables.append(Table(f"Per-class IoU, protocol {proto}", ["class"] + [label for label, _ in columns],
+                            rows, notes))
+    return tables
 
 
 def _perf_table(runs, labels, scope: str, title: str) -> Table | None:
@@ -256,6 +317,7 @@ def _model_section(name: str, runs: list[dict]) -> list[Block]:
                for r, label in zip(runs, labels) if r["status"] != "ok"]
     blocks += _provenance_lines(runs, labels)
     blocks += [("h3", "Accuracy"), ("table", _accuracy_table(runs, labels))]
+    blocks += [("table", t) for t in _per_class_tables(runs, labels)]
     blocks.append(("h3", "Performance"))
     for scope, title in SCOPES:
         table = _perf_table(runs, labels, scope, title)

@@ -61,9 +61,15 @@ def find_samples(root: Path, split: str = "val", order: list[str] | None = None)
     img_dir = root / "leftImg8bit" / split
     if not img_dir.is_dir():
         raise ZooError(f"{root}: not a Cityscapes folder (expected {img_dir}/<city>/*{IMAGE_SUFFIX})")
+    if order is not None and len(set(order)) != len(order):
+        dup = next(n for n in order if order.count(n) > 1)
+        raise ZooError(f"{img_dir}: sample {dup} is listed twice in the order")
+    wanted = set(order) if order is not None else None
     samples = {}
     for img in sorted(img_dir.glob(f"*/*{IMAGE_SUFFIX}")):
         name, city = img.name[: -len(IMAGE_SUFFIX)], img.parent.name
+        if wanted is not None and name not in wanted:
+            continue
         gt = root / "gtFine" / split / city
         labels = {k: gt / f"{name}{suf}" for k, suf in LABEL_KINDS.items() if (gt / f"{name}{suf}").is_file()}
         if not labels:
@@ -90,6 +96,8 @@ def read_train_ids(sample: Sample, prefer: str = "labelTrainIds") -> tuple[np.nd
     """The label as trainIds (uint8, 255 = ignore) and which file it came from. `prefer` picks
     the file kind when both exist; labelIds are mapped through LABEL_TO_TRAIN (the same mapping
     cityscapesScripts uses to write labelTrainIds)."""
+    if prefer not in LABEL_KINDS:
+        raise ValueError(f"prefer must be one of {sorted(LABEL_KINDS)}, got {prefer!r}")
     kinds = [prefer] + [k for k in LABEL_KINDS if k != prefer]
     for kind in kinds:
         path = sample.labels.get(kind)

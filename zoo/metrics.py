@@ -74,11 +74,19 @@ class ConfusionMatrix:
         """Add one image; returns that image's own matrix."""
         if pred.shape != gt.shape:
             raise ValueError(f"prediction {pred.shape} and label {gt.shape} differ in shape")
-        valid = gt < self.n_gt
-        idx = gt[valid].astype(np.int64) * self.n_pred + pred[valid].astype(np.int64)
+        valid = (gt >= 0) & (gt < self.n_gt)
+        p = pred[valid].astype(np.int64)
+        if p.size and (p.min() < 0 or p.max() >= self.n_pred):
+            raise ValueError(f"prediction values must be in [0, {self.n_pred}), got {p.min()}..{p.max()}")
+        idx = gt[valid].astype(np.int64) * self.n_pred + p
         m = np.bincount(idx, minlength=self.n_gt * self.n_pred).reshape(self.n_gt, self.n_pred)
         self.mat += m
         return m
+
+
+def _check_channels(outputs: np.ndarray, n: int, name: str) -> None:
+    if outputs.ndim != 4 or outputs.shape[1] != n:
+        raise ValueError(f"metric {name}: expected (N, {n}, H, W) logits, got {outputs.shape}")
 
 
 def _argmax(outputs: np.ndarray) -> np.ndarray:
@@ -101,6 +109,7 @@ class IouEvalMetric(Metric):
         self.n = 0
 
     def update(self, outputs, targets):
+        _check_channels(outputs, self.cm.n_pred, self.name)
         for pred, gt in zip(_argmax(outputs), targets):
             self.cm.update(pred, np.asarray(gt))
             self.n += 1
@@ -152,12 +161,13 @@ class SegmentronMetric(Metric):
         return inter / (self.EPS + union)
 
     def update(self, outputs, targets):
-        preds = _argmax(outputs)
-        preds_trunc = _argmax(np.trunc(outputs))
-        for pred, pred_t, gt in zip(preds, preds_trunc, targets):
+        _check_channels(outputs, len(self.classes), self.name)
+        for out, gt in zip(outputs, targets):
             gt = np.asarray(gt)
+            pred = out.argmax(0)
+            pred_t = np.trunc(out).argmax(0)  # one image at a time: no copy of the whole batch
             self.cm.update(pred, gt)
-            labelled = gt < len(self.classes)
+            labelled = (gt >= 0) & (gt < len(self.classes))
             self.correct_trunc += int(((pred_t == gt) & labelled).sum())
             self.n += 1
             self.sum_running_miou += float(self._iou().mean())

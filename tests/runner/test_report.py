@@ -67,6 +67,99 @@ def _table(md: str, title: str) -> list[list[str]]:
     return rows  # header, separator, data rows
 
 
+# ---------------------------------------------------------------- per-class IoU and all figures
+
+CITYSCAPES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+              "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+              "motorcycle", "bicycle")
+
+
+def _class_ious(offset: float) -> list[float]:
+    return [round(0.5 + 0.02 * i + offset, 6) for i in range(len(CITYSCAPES))]
+
+
+def _seg_run(runtime: str, run_id: str, offset: float, upstream_per_class: bool = False) -> dict:
+    """The fixture turned into a Cityscapes-style record: the guide block gets per_class and the
+    SegmenTron figures (final and running-average values); optionally the upstream block too."""
+    rec = _fixture()
+    rec["schema_version"] = "1.1"
+    rec["model"].update(name="fastscnn", title="Fast-SCNN, Cityscapes val")
+    rec["runtime"]["name"] = runtime
+    rec["run_id"] = run_id
+    guide, upstream = rec["accuracy"]
+    guide.update(metric="miou", value=0.685 + offset, metrics={
+        "miou": 0.685 + offset, "pix_acc": 0.95123, "pix_acc_true": 0.95207,
+        "running_avg_miou": 0.68667, "running_avg_pix_acc": 0.953527, "num_samples": 134.0})
+    guide["per_class"] = [{"class": c, "iou": v} for c, v in zip(CITYSCAPES, _class_ious(offset))]
+    if upstream_per_class:
+        upstream["per_class"] = [{"class": c, "iou": 0.25} for c in CITYSCAPES[:3]]
+    return rec
+
+
+@pytest.fixture
+def seg_results(tmp_path: Path) -> Path:
+    folder = tmp_path / "seg"
+    folder.mkdir()
+    _write(folder, "a.json", _seg_run("onnxruntime", "fastscnn-onnxruntime-1", 0.0))
+    _write(folder, "b.json", _seg_run("torch", "fastscnn-torch-1", 0.00007, upstream_per_class=True))
+    limited = _seg_run("onnxruntime", "fastscnn-onnxruntime-limited", -0.1)
+    limited["provenance"]["dataset"].update(num_samples=12, limit=12)
+    for acc in limited["accuracy"]:
+        acc["num_samples"] = 12
+    _write(folder, "c.json", limited)
+    return folder
+
+
+def test_per_class_tables(seg_results: Path, tmp_path: Path):
+    md = write_report(seg_results, tmp_path / "out")["markdown"].read_text()
+    ort, torch, lim = ("onnxruntime cpu (fastscnn-onnxruntime-1)", "torch cpu",
+                       "onnxruntime cpu (fastscnn-onnxruntime-limited)")
+    guide = _table(md, "Per-class IoU, protocol guide")
+    assert guide[0] == ["class", ort, torch, lim]              # same run labels as the other tables
+    rows = guide[2:]
+    assert [r[0] for r in rows] == list(CITYSCAPES)
+    by_class = {r[0]: r[1:] for r in rows}
+    assert by_class["road"] == ["0.5000", "0.5001", "0.4000"]   # 4 decimals (0.50007 -> 0.5001)
+    assert by_class["traffic light"] == ["0.6200", "0.6201", "0.5200"]
+    assert by_class["bicycle"] == ["0.8600", "0.8601", "0.7600"]
+    assert f"{lim}: (subset: 12 of 134), not comparable to the full set" in md
+    # only the torch run has upstream per-class figures: one column, three classes
+    upstream = _table(md, "Per-class IoU, protocol upstream")
+    assert upstream[0] == ["class", torch]
+    assert upstream[2:] == [["road", "0.2500"], ["sidewalk", "0.2500"], ["building", "0.2500"]]
+    # the tables follow the accuracy table, before the performance section
+    assert md.index("**Accuracy vs reference**") < md.index("**Per-class IoU, protocol guide**") \
+        < md.index("**Per-class IoU, protocol upstream**") < md.index("### Performance")
+
+
+def test_all_figures_listed_under_the_accuracy_table(seg_results: Path, tmp_path: Path):
+    md = write_report(seg_results, tmp_path / "out")["markdown"].read_text()
+    acc_start = md.index("**Accuracy vs reference**")
+    notes = md[acc_start:md.index("**Per-class IoU, protocol guide**")]
+    assert ("figures, torch cpu, guide: miou 0.6851, pix_acc 0.9512, pix_acc_true 0.9521, "
+            "running_avg_miou 0.6867, running_avg_pix_acc 0.9535, num_samples 134") in notes
+    assert "figures, onnxruntime cpu (fastscnn-onnxruntime-limited), guide: miou 0.5850," in notes
+    assert "running_avg_*: mean over the images of the running dataset-level value after each image" in notes
+    # the unetpp fixture has no per-class figures and no running averages
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    _write(plain, "a.json", _fixture())
+    md_plain = write_report(plain, tmp_path / "out_plain")["markdown"].read_text()
+    assert "Per-class IoU" not in md_plain and "running_avg_" not in md_plain
+
+
+def test_per_class_tables_in_html(seg_results: Path, tmp_path: Path):
+    written = write_report(seg_results, tmp_path / "out")
+    page = _Collector()
+    text = written["html"].read_text()
+    page.feed(text)
+    # runs overview + accuracy + 2 per-class + infer_only + pipeline + per run latency + stages
+    assert page.tables == 1 + 1 + 2 + 2 + 3 * 2
+    assert "<caption>Per-class IoU, protocol guide</caption>" in text
+    assert '<td>traffic light</td><td class="n">0.6200</td><td class="n">0.6201</td>' in text
+    assert "running_avg_miou 0.6867" in text
+
+
 class _Collector(HTMLParser):
     def __init__(self):
         super().__init__()
