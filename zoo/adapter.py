@@ -38,6 +38,8 @@ class Metric(ABC):
     name: str           # protocol id, e.g. "guide"
     metric: str         # headline figure, e.g. "iou"
     description: str = ""
+    comparable: bool | None = None  # False: the value's protocol differs from the reference's
+                                    # (e.g. another evaluation order): no pass/fail is claimed
 
     @abstractmethod
     def update(self, outputs: np.ndarray, targets: list) -> None: ...
