@@ -1,0 +1,114 @@
+"""The whole guide end to end through the real CLI (`python -m zoo run --model erfnet`): full-size
+synthetic Cityscapes trees in the real layout (labelTrainIds; labelIds only), the guide's BN-weight
+edit, and the real 256x128 sample from ../shared."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zoo import schema
+from zoo.cityscapes import CLASSES
+
+from .conftest import SHARED_CITYSCAPES, expected_miou, last_result, result_files, write_cityscapes
+
+COMMON = ("--iters", "1", "--warmup", "0", "--time-budget", "5")
+
+
+@pytest.fixture(scope="module")
+def train_ids_tree(tmp_path_factory, synthetic):
+    return write_cityscapes(tmp_path_factory.mktemp("cityscapes"), synthetic["samples"])
+
+
+def check_record(rec, n_samples, batch_sizes):
+    schema.validate(rec)
+    assert rec["status"] == "ok" and rec["model"]["name"] == "erfnet"
+    e = rec["export"]
+    assert e["input_names"] == ["actual_input_1"] and e["output_names"] == ["output1"]
+    assert e["dynamic_batch"] is True and e["checker"] == "full_check_passed"
+    assert e["parity"]["passed"], e["parity"]
+    d = rec["provenance"]["dataset"]
+    assert d["name"] == "cityscapes" and d["num_samples"] == n_samples and d["expected_samples"] == 500
+    w = rec["provenance"]["weights"]
+    assert w["verified"] is False and w["builtin"] is False
+    scopes = {(p["batch_size"], p["scope"]) for p in rec["perf"] if p["status"] == "ok"}
+    assert scopes == {(b, s) for b in batch_sizes for s in ("infer_only", "pipeline")}
+    (acc,) = rec["accuracy"]
+    assert acc["name"] == "guide" and acc["metric"] == "miou" and acc["num_samples"] == n_samples
+    assert [p["class"] for p in acc["per_class"]] == list(CLASSES) and len(acc["per_class"]) == 19
+    assert acc["reference"]["value"] == 0.722 and acc["passed"] is None and "subset" in acc["description"]
+    assert acc["consistent_across_batch_sizes"] is True
+    return acc
+
+
+def test_full_size_tree_with_train_ids(run_zoo, checkpoint, synthetic, train_ids_tree, tmp_path):
+    proc = run_zoo("run", "--model", "erfnet", "--weights", checkpoint, "--data", train_ids_tree,
+                   "--batch-sizes", "1,2", *COMMON, "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = last_result(proc)
+    acc = check_record(rec, 3, (1, 2))
+    assert rec["export"]["opset"] == 17 and "edit" not in rec["export"]
+    assert rec["provenance"]["dataset"]["preparation"]["labels"]["labelTrainIds"] == 3
+    # the labels are the model's own predictions: a correct pipeline (pairing by name, the
+    # guide's resize and scale, nearest labels, 255 -> 19) scores what upstream's code scores
+    want = expected_miou(synthetic["pred"], synthetic["samples"])
+    assert want > 0.3
+    assert acc["value"] == pytest.approx(want, abs=2e-3)
+    present = [c for c, p in zip(range(19), acc["per_class"]) if p["iou"] > 0]
+    assert all(acc["per_class"][c]["iou"] > 0.97 for c in present)
+
+
+def test_tree_with_label_ids_only(run_zoo, checkpoint, synthetic, tmp_path):
+    two = dict(list(synthetic["samples"].items())[:2])
+    root = write_cityscapes(tmp_path / "cs", two, kinds=("labelIds",))
+    assert not list(root.rglob("*labelTrainIds*"))
+    proc = run_zoo("run", "--model", "erfnet", "--weights", checkpoint, "--data", root,
+                   "--batch-sizes", "1", *COMMON, "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = last_result(proc)
+    acc = check_record(rec, 2, (1,))
+    assert rec["provenance"]["dataset"]["preparation"]["labels"] == {"labelTrainIds": 0, "labelIds (trainIds derived)": 2}
+    assert acc["value"] == pytest.approx(expected_miou(synthetic["pred"], two), abs=2e-3)
+
+
+def test_bn_weight_clamp_option_is_applied_and_reported(run_zoo, checkpoint, erfnet, train_ids_tree, tmp_path):
+    proc = run_zoo("run", "--model", "erfnet", "--weights", checkpoint, "--data", train_ids_tree, "--limit", "1",
+                   "--option", "bn_weight_clamp=true", "--opset", "11", "--batch-sizes", "1", *COMMON,
+                   "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = last_result(proc)
+    check_record(rec, 1, (1,))
+    assert rec["model"]["options"] == {"bn_weight_clamp": True} and rec["export"]["opset"] == 11
+    edit = rec["export"]["edit"]
+    n_small = [int((m.weight.abs() <= 0.01).sum()) for m in erfnet.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert edit["name"] == "bnclamp0.01" and edit["path"].endswith("model.bnclamp0.01.onnx")
+    assert edit["initializers_changed"] == sum(1 for n in n_small if n) and edit["values_changed"] == sum(n_small)
+    assert edit["bn_layers_considered"] == 39 and edit["bn_folded_into_conv"] == 34
+    assert rec["export"]["path"] == edit["path"]                     # the runtime used the edited file
+    assert rec["export"]["onnx_sha256"] != edit["onnx_sha256"]       # ... not the plain export,
+    assert rec["export"]["parity"]["passed"]                         # which matches PyTorch
+    assert edit["effect_vs_torch"]["passed"] is False and edit["effect_vs_torch"]["max_rel_diff"] > 1e-2
+
+
+def test_real_cityscapes_sample(run_zoo, checkpoint, tmp_path):
+    if not (SHARED_CITYSCAPES / "leftImg8bit" / "val").is_dir():
+        pytest.skip(f"the real Cityscapes sample is not available at {SHARED_CITYSCAPES} (../shared is optional)")
+    proc = run_zoo("run", "--model", "erfnet", "--weights", checkpoint, "--data", SHARED_CITYSCAPES,
+                   "--backend", "torch", "--batch-sizes", "1", *COMMON, "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = last_result(proc)
+    acc = check_record(rec, 1, (1,))
+    assert rec["runtime"]["name"] == "torch"
+    assert rec["provenance"]["dataset"]["builtin"] is False
+    assert 0.0 <= acc["value"] < 1.0
+    assert len(result_files(tmp_path)) == 1
+
+
+def test_builtin_sample_without_data(run_zoo, checkpoint, tmp_path):
+    """`run --model erfnet --weights W` with no --data: the built-in real sample (zoo/samples)."""
+    proc = run_zoo("run", "--model", "erfnet", "--weights", checkpoint, "--batch-sizes", "1", *COMMON,
+                   "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = last_result(proc)
+    check_record(rec, 1, (1,))
+    d = rec["provenance"]["dataset"]
+    assert d["builtin"] is True and d["path"].endswith("zoo/samples/cityscapes")
