@@ -25,6 +25,7 @@ from zoo.adapter import Dataset, ModelAdapter
 from zoo.cityscapes import CLASSES, LABEL_KINDS, find_samples, read_train_ids
 from zoo.errors import ZooError, one_line
 from zoo.fileutil import text_sha256
+from zoo.ids import read_ids
 from zoo.metrics import IouEvalMetric
 from zoo.weights import load_strict, read_checkpoint, unwrap_state_dict
 
@@ -92,25 +93,6 @@ def label_to_target(train_ids: np.ndarray, short: int = SHORT_SIDE, void: int = 
     return out
 
 
-def read_names(path: Path) -> list[str]:
-    """Sample names (<city>_<seq>_<frame>), one a line, for --ids-file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ZooError(f"{path}: ids file not found")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not names:
-        raise ZooError(f"{path}: ids file is empty")
-    seen, dup = set(), None
-    for n in names:
-        if n in seen:
-            dup = n
-            break
-        seen.add(n)
-    if dup:
-        raise ZooError(f"{path}: duplicate id {dup}")
-    return names
-
-
 class CityscapesVal(Dataset):
     """Cityscapes val in its real layout, streamed (no preparation step: the guide's
     preprocessing runs per sample in the pipeline's workers)."""
@@ -121,7 +103,7 @@ class CityscapesVal(Dataset):
                  builtin: bool, short: int = SHORT_SIDE):
         self.root, self.ids_file, self.limit, self.expected, self.builtin = Path(root), ids_file, limit, expected, builtin
         self.short = short
-        order = read_names(ids_file) if ids_file else None
+        order = read_ids(ids_file) if ids_file else None
         samples = find_samples(self.root, "val", order)
         if limit is not None:
             samples = samples[:limit]

@@ -24,6 +24,7 @@ import numpy as np
 from zoo.adapter import Dataset, ModelAdapter
 from zoo.cityscapes import CLASSES, Sample, find_samples, read_train_ids
 from zoo.errors import ZooError, one_line
+from zoo.ids import read_ids
 from zoo.fileutil import text_sha256
 from zoo.metrics import SegmentronMetric
 from zoo.weights import load_strict, read_checkpoint, unwrap_state_dict
@@ -32,34 +33,19 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 GUIDE_ORDER_FILE = "guide_order.txt"
 
 
+def _sample_name(line: str) -> str:
+    """`<city>_<seq>_<frame>` from a name or the guide's sort.log form `<dir>/<name>_leftImg8bit.png`."""
+    name = line.replace("\\", "/").rsplit("/", 1)[-1]
+    for suffix in (IMAGE_SUFFIX, ".png"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def read_order(path: Path) -> list[str]:
     """Sample names in order, one a line: `<city>_<seq>_<frame>`, or the guide's sort.log form
     `<name>_leftImg8bit.png` (a leading folder is dropped). Blank lines and `#` comments skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise ZooError(f"{path}: ids file not found")
-    names = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name = line.replace("\\", "/").rsplit("/", 1)[-1]
-        for suffix in (IMAGE_SUFFIX, ".png"):
-            if name.endswith(suffix):
-                name = name[: -len(suffix)]
-                break
-        names.append(name)
-    if not names:
-        raise ZooError(f"{path}: ids file is empty")
-    if len(set(names)) != len(names):
-        seen, dup = set(), None
-        for n in names:
-            if n in seen:
-                dup = n
-                break
-            seen.add(n)
-        raise ZooError(f"{path}: duplicate ids, e.g. {dup}")
-    return names
+    return read_ids(path, _sample_name)
 
 
 def load_rgb(path: Path) -> np.ndarray:

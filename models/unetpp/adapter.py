@@ -23,24 +23,12 @@ import numpy as np
 from zoo.adapter import Dataset, ModelAdapter
 from zoo.errors import ZooError
 from zoo.fileutil import text_sha256
+from zoo.ids import read_ids
 from zoo.images import imread
 from zoo.metrics import BinaryIoU
 from zoo.weights import load_strict, read_checkpoint, unwrap_state_dict
 
 PREP_VERSION = 1  # bump when the preparation code changes: it is part of the cache key
-
-
-def read_ids(path: Path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise ZooError(f"{path}: ids file not found")
-    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not ids:
-        raise ZooError(f"{path}: ids file is empty")
-    dup = {i for i in ids if ids.count(i) > 1} if len(set(ids)) != len(ids) else set()
-    if dup:
-        raise ZooError(f"{path}: duplicate ids, e.g. {sorted(dup)[0]}")
-    return ids
 
 
 def _source_files(root: Path, sample_id: str) -> tuple[Path, list[Path]]:
