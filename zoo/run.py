@@ -108,7 +108,11 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     exp = manifest.export
     inp, outp = manifest.input["name"], manifest.output["name"]
 
-    _log(f"[1/6] weights ({cfg.weights or 'built-in'})")
+    edit_key = adapter.export_edit_key()
+    if edit_key and (cfg.backend != "onnxruntime" or cfg.onnx):
+        raise ZooError(f"{manifest.name}: the option behind the ONNX edit {edit_key!r} applies to the exported graph "
+                       f"only: use --backend onnxruntime without --onnx (or turn the option off)")
+    _log(f"[1/6] weights ({cfg.weights or manifest.weights.get('default')})")
     weights = resolve(cfg.weights, manifest, cfg.sha256, cfg.md5)
     module = adapter.build()
     adapter.load_weights(module, weights.path)
@@ -154,8 +158,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     export["parity"] = {"reference": f"torch {torch.__version__}", "candidate": f"onnxruntime {ort.__version__}",
                         "batch_size": pbs, **parity(ref_out, ort_out(export["path"]), tol["rtol"], tol["atol"], adapter.decision)}
     _log(f"      parity max_rel_diff={export['parity']['max_rel_diff']:.2e} passed={export['parity']['passed']}")
-    edit_key = adapter.export_edit_key()
-    if edit_key and not cfg.onnx:
+    if edit_key:
         # A guide's edit of the exported graph (changes numerics): the runtimes use the edited
         # file; its effect on the outputs of the parity batch is recorded next to the parity.
         edited = Path(export["path"]).with_name(f"model.{edit_key}.onnx")

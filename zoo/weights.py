@@ -95,6 +95,10 @@ def resolve(spec: str | None, manifest, sha256: str | None = None, md5: str | No
         if entry.get("path"):
             return _local(manifest.dir / entry["path"], sha256, md5, builtin=True)
         spec = entry["url"]
+        if not (sha256 or md5):
+            raise ZooError(f"{manifest.name}: checkpoint {name!r} ({spec}) has no published checksum, so it is not "
+                           f"downloaded unverified: download it and pass --weights FILE (optionally --sha256), "
+                           f"or pass --weights {spec} --sha256 <expected>")
     if spec is None:
         raise ZooError(f"{manifest.name}: no --weights given and the manifest has no default checkpoint")
     if re.match(r"^https?://", spec):

@@ -72,7 +72,12 @@ def test_no_weights_says_how_to_get_the_checkpoint_subprocess(run_zoo, out):
     # before any download, naming the URL to fetch
     proc = run_zoo("run", "--model", "erfnet", "--out", out)
     last = proc.stderr.strip().splitlines()[-1]
-    assert_clean_failure(proc.returncode, last, proc.stderr, out, URL, "without an expected sha256 or md5")
+    assert_clean_failure(proc.returncode, last, proc.stderr, out, URL, "no published checksum", "--weights FILE")
+
+
+def test_onnx_edit_option_with_the_torch_backend_is_refused(zoo, out, checkpoint):
+    assert_clean_failure(*zoo("--weights", checkpoint, "--backend", "torch", "--option", "bn_weight_clamp=true"),
+                         out, "bnclamp0.01", "--backend onnxruntime")
 
 
 def test_url_without_checksum_is_refused(zoo, out):
