@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from tests.zootest import result_files  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL_DIR = ROOT / "models" / "fastscnn"
@@ -26,23 +26,6 @@ SHARED_PSEUDO = SHARED / "datasets" / "cityscapes_pseudo"
 FULL = (1024, 2048)
 # every labelId of Cityscapes' labels.py that appears in gtFine labelIds files (0..33)
 LABEL_IDS = np.arange(34, dtype=np.uint8)
-
-
-@pytest.fixture(scope="session")
-def zoo_cache(tmp_path_factory) -> Path:
-    """One cache per test session: exports/compiles are shared between tests."""
-    return tmp_path_factory.mktemp("zoo-cache")
-
-
-@pytest.fixture(scope="session")
-def run_zoo(zoo_cache):
-    """Run the real CLI (`python -m zoo ...`) in a subprocess; returns CompletedProcess."""
-    def _run(*args, cache: Path | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-        env = {**os.environ, "ZOO_CACHE": str(cache or zoo_cache),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=timeout)
-    return _run
 
 
 def calibrated_model(seed: int = 0, size: tuple[int, int] = (256, 512), ppm: str = "exact"):
@@ -130,5 +113,3 @@ def last_json(proc) -> dict:
     return json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
 
 
-def result_files(folder: Path) -> list[Path]:
-    return [p for p in Path(folder).rglob("*") if p.is_file()]

@@ -6,21 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from tests.zootest import assert_clean_failure
+
 from .conftest import SAMPLE_NAME, copy_builtin, result_files, synthetic_tree
 
 IMG_REL = f"leftImg8bit/val/frankfurt/{SAMPLE_NAME}_leftImg8bit.png"
 GT_DIR = "gtFine/val/frankfurt"
-
-
-def assert_clean_failure(proc, out, *needles, code=2):
-    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: "), proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    for n in needles:
-        assert str(n) in last, (n, last)
-    assert result_files(out) == [], "no (partial) result may be written"
-    return last
 
 
 @pytest.fixture

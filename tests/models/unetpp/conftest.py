@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.zootest import result_files  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL_DIR = ROOT / "models" / "unetpp"
@@ -16,23 +16,6 @@ SHARED = Path(os.environ.get("ZOO_SHARED", ROOT.parent / "shared"))
 SHARED_DSB = SHARED / "datasets" / "dsb2018"
 BUILTIN = MODEL_DIR / "data" / "dsb2018"
 BUILTIN_IDS = MODEL_DIR / "data" / "builtin_ids.txt"
-
-
-@pytest.fixture(scope="session")
-def zoo_cache(tmp_path_factory) -> Path:
-    """One cache per test session: exports/compiles/preparations are shared between tests."""
-    return tmp_path_factory.mktemp("zoo-cache")
-
-
-@pytest.fixture(scope="session")
-def run_zoo(zoo_cache):
-    """Run the real CLI (`python -m zoo ...`) in a subprocess; returns CompletedProcess."""
-    def _run(*args, cache: Path | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-        env = {**os.environ, "ZOO_CACHE": str(cache or zoo_cache),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=timeout)
-    return _run
 
 
 @pytest.fixture(scope="session")
@@ -65,5 +48,3 @@ def builtin_ids() -> list[str]:
     return [line.strip() for line in BUILTIN_IDS.read_text().splitlines() if line.strip()]
 
 
-def result_files(folder: Path) -> list[Path]:
-    return [p for p in Path(folder).rglob("*") if p.is_file()]

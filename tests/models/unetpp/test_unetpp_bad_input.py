@@ -11,20 +11,11 @@ import time
 import pytest
 import torch
 
+from tests.zootest import assert_clean_failure
+
 from .conftest import MODEL_DIR, ROOT, builtin_ids, copy_dataset, result_files
 
 IDS = builtin_ids()[:3]
-
-
-def assert_clean_failure(proc, out, *needles, code=2):
-    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: "), proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    for n in needles:
-        assert str(n) in last, (n, last)
-    assert result_files(out) == [], "no (partial) result may be written"
-    return last
 
 
 @pytest.fixture
