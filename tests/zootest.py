@@ -19,3 +19,28 @@ def assert_clean_failure(proc, out, *needles, code=2) -> str:
         assert str(n) in last, (n, last)
     assert result_files(out) == [], "no (partial) result may be written"
     return last
+
+
+def reference_keys(path: Path) -> dict[str, list[int]]:
+    """A state_dict key list file (`name [d0, d1, ...]` a line) -> {name: shape}, in file order."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        name, shape = line.split(" ", 1)
+        out[name] = [int(s) for s in shape.strip("[] ").split(",") if s.strip()]
+    return out
+
+
+def calibrate_bn(net, batches):
+    """Reset every BatchNorm2d's running statistics and re-estimate them as the cumulative average
+    over `batches` (torch tensors) in train mode, so a randomly initialised network gives spread-out
+    logits rather than flat ones; returns the network in eval mode."""
+    import torch
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration passes
+    net.train()
+    with torch.no_grad():
+        for x in batches:
+            net(x)
+    return net.eval()

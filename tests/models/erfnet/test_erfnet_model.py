@@ -7,6 +7,7 @@ import torch
 
 from models.erfnet.model import ERFNet, batchnorms
 from zoo.errors import ZooError
+from tests.zootest import reference_keys
 from zoo.manifest import load_manifest
 
 from .conftest import MODEL_DIR, SHARED, official_style_state_dict
@@ -14,16 +15,8 @@ from .conftest import MODEL_DIR, SHARED, official_style_state_dict
 M = load_manifest("erfnet")
 
 
-def _keys(path) -> dict[str, list[int]]:
-    out = {}
-    for line in path.read_text().splitlines():
-        name, shape = line.split(" ", 1)
-        out[name] = [int(s) for s in shape.strip("[] ").split(",") if s.strip()]
-    return out
-
-
 def test_state_dict_matches_reference_key_list():
-    ref = _keys(MODEL_DIR / "state_dict_keys.txt")
+    ref = reference_keys(MODEL_DIR / "state_dict_keys.txt")
     sd = ERFNet(20).state_dict()
     assert list(sd) == list(ref)  # same names, same order as upstream's module tree
     assert {k: list(v.shape) for k, v in sd.items()} == ref

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.zootest import result_files  # noqa: F401  (re-exported for the tests)
+from tests.zootest import calibrate_bn, result_files  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL_DIR = ROOT / "models" / "fastscnn"
@@ -34,15 +34,7 @@ def calibrated_model(seed: int = 0, size: tuple[int, int] = (256, 512), ppm: str
     from models.fastscnn.model import FastSCNN
     torch.manual_seed(seed)
     net = FastSCNN(ppm=ppm)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the calibration passes
-    net.train()
-    with torch.no_grad():
-        x = torch.from_numpy(structured_images(2, size, seed=seed + 1))
-        net(x)
-    return net.eval()
+    return calibrate_bn(net, [torch.from_numpy(structured_images(2, size, seed=seed + 1))])
 
 
 def structured_images(n: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:

@@ -6,6 +6,7 @@ import torch
 
 from models.fastscnn.model import FastSCNN, ppm_input_size
 from zoo.errors import ZooError
+from tests.zootest import reference_keys
 from zoo.manifest import load_manifest
 
 from .conftest import MODEL_DIR, SHARED
@@ -13,16 +14,8 @@ from .conftest import MODEL_DIR, SHARED
 M = load_manifest("fastscnn")
 
 
-def _keys(path) -> dict[str, list[int]]:
-    out = {}
-    for line in path.read_text().splitlines():
-        name, shape = line.split(" ", 1)
-        out[name] = [int(s) for s in shape.strip("[] ").split(",") if s.strip()]
-    return out
-
-
 def test_state_dict_matches_upstream_key_list():
-    ref = _keys(MODEL_DIR / "state_dict_keys.txt")
+    ref = reference_keys(MODEL_DIR / "state_dict_keys.txt")
     sd = FastSCNN(num_classes=19, aux=True).state_dict()
     assert list(sd) == list(ref)  # same names, same order as upstream's module tree
     assert {k: list(v.shape) for k, v in sd.items()} == ref

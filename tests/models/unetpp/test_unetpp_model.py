@@ -8,21 +8,14 @@ import torch
 from models.unetpp.model import NestedUNet
 from zoo.errors import ZooError
 from zoo.fileutil import file_digest
+from tests.zootest import reference_keys
 from zoo.manifest import load_manifest
 
 from .conftest import MODEL_DIR
 
 
-def _reference_keys() -> dict[str, list[int]]:
-    out = {}
-    for line in (MODEL_DIR / "state_dict_keys.txt").read_text().splitlines():
-        name, shape = line.split(" ", 1)
-        out[name] = [int(s) for s in shape.strip("[] ").split(",") if s.strip()]
-    return out
-
-
 def test_state_dict_matches_upstream_key_list():
-    ref = _reference_keys()
+    ref = reference_keys(MODEL_DIR / "state_dict_keys.txt")
     sd = NestedUNet().state_dict()
     assert list(sd) == list(ref)  # same names, same order as upstream's module tree
     assert {k: list(v.shape) for k, v in sd.items()} == ref

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from models.unetpp.model import NestedUNet
+from tests.zootest import calibrate_bn
 from zoo.export import check_onnx, export_onnx, onnx_io, parity
 from zoo.manifest import load_manifest
 
@@ -24,16 +25,8 @@ def real_batch(tmp_path_factory) -> np.ndarray:
 
 def calibrated(upsample: str, batch: np.ndarray, seed: int = 0) -> NestedUNet:
     torch.manual_seed(seed)
-    net = NestedUNet(upsample=upsample)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the calibration passes
-    net.train()
-    with torch.no_grad():
-        for _ in range(2):
-            net(torch.from_numpy(batch))
-    return net.eval()
+    x = torch.from_numpy(batch)
+    return calibrate_bn(NestedUNet(upsample=upsample), [x, x])
 
 
 @pytest.mark.parametrize("upsample,opset", [("bilinear", 17), ("bilinear", 11), ("nearest", 11)])
