@@ -54,6 +54,13 @@ class Metric(ABC):
 
 
 class ModelAdapter(ABC):
+    # The exported graph's spatial axes are dynamic (inputs of different sizes, e.g. a keep-ratio
+    # resize without padding); such a model can only batch one sample at a time.
+    dynamic_spatial: bool = False
+    # Options that do not change the exported graph (e.g. an output folder for drawings): kept out
+    # of the export cache key.
+    run_only_options: tuple[str, ...] = ()
+
     def __init__(self, manifest, **overrides):
         self.manifest = manifest
         opts = dict(manifest.model["options"])
@@ -66,6 +73,14 @@ class ModelAdapter(ABC):
     @property
     def variant(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self.options.items())
+
+    def export_options(self) -> dict:
+        """The options that shape the exported graph (part of the export cache key)."""
+        return {k: v for k, v in self.options.items() if k not in self.run_only_options}
+
+    def max_batch_size(self) -> int | None:
+        """Largest batch the model's inputs allow (1 for dynamic spatial sizes), None for no limit."""
+        return 1 if self.dynamic_spatial else None
 
     @abstractmethod
     def build(self):

@@ -46,21 +46,25 @@ def export_key(weights_sha256: str, options: dict, opset: int, dynamic_batch: bo
 
 
 def export_onnx(module, example: np.ndarray, path: Path, input_name: str, output_name: str,
-                opset: int, dynamic_batch: bool, metadata: dict | None = None) -> float:
+                opset: int, dynamic_batch: bool, metadata: dict | None = None,
+                dynamic_spatial: bool = False) -> float:
     """Export module(example) to path atomically; stamp metadata_props; return seconds taken."""
     import onnx
     import torch
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
+    axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else {}
+    if dynamic_spatial:  # NCHW in and out (dense prediction at the input's size)
+        for name in (input_name, output_name):
+            axes.setdefault(name, {}).update({2: "height", 3: "width"})
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(module.eval(), (torch.from_numpy(example),), str(tmp),
                               input_names=[input_name], output_names=[output_name],
-                              dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
+                              dynamic_axes=axes or None, opset_version=opset, do_constant_folding=True,
                               dynamo=False)
         model = onnx.load(str(tmp))
         for k, v in (metadata or {}).items():
@@ -94,7 +98,7 @@ def apply_edit(src: Path, dst: Path, edit) -> dict:
 
 
 def ensure_onnx(module, example: np.ndarray, cache: Path, key: str, input_name: str, output_name: str,
-                opset: int, dynamic_batch: bool, metadata: dict) -> dict:
+                opset: int, dynamic_batch: bool, metadata: dict, dynamic_spatial: bool = False) -> dict:
     """Export once per key; reuse a cached file that still passes the checker."""
     path = cache / "export" / key / "model.onnx"
     cached = False
@@ -106,10 +110,11 @@ def ensure_onnx(module, example: np.ndarray, cache: Path, key: str, input_name: 
         except ZooError:
             path.unlink()  # a damaged cache entry is rebuilt, not trusted
     if not cached:
-        seconds = export_onnx(module, example, path, input_name, output_name, opset, dynamic_batch, metadata)
+        seconds = export_onnx(module, example, path, input_name, output_name, opset, dynamic_batch, metadata,
+                              dynamic_spatial)
     checker = check_onnx(path)
     return {"format": "onnx", "exporter": EXPORTER, "opset": opset, "input_names": [input_name],
-            "output_names": [output_name], "dynamic_batch": dynamic_batch, "path": str(path),
+            "output_names": [output_name], "dynamic_batch": dynamic_batch, "dynamic_spatial": dynamic_spatial, "path": str(path),
             "onnx_sha256": file_digest(path), "cached": cached, "seconds": round(seconds, 3),
             "checker": checker}
 

@@ -186,3 +186,55 @@ class SegmentronMetric(Metric):
 
     def per_class(self) -> list[dict]:
         return [{"class": c, "iou": float(v)} for c, v in zip(self.classes, self._iou())]
+
+
+class DatasetIoU(Metric):
+    """mmsegmentation's IoUMetric (`intersect_and_union` summed over the dataset, then
+    `total_area_to_metrics`): per class IoU = intersect / union and Acc = intersect / label area,
+    NaN for a class absent from both prediction and labels (IoU) or from the labels (Acc);
+    mIoU and mAcc are nan-means, aAcc = all intersections / all labelled pixels. Pixels whose
+    label is `ignore_index` (or any value >= the class count) are left out.
+
+    `postprocess(output, target) -> (pred HxW, gt HxW)` turns one model output and its target
+    into a label map at the label's size (the protocol's cropping / resizing)."""
+
+    metric = "miou"
+
+    def __init__(self, name: str, description: str, classes: tuple[str, ...], postprocess):
+        self.name, self.description, self.classes = name, description, tuple(classes)
+        self.postprocess = postprocess
+        self.cm = ConfusionMatrix(len(self.classes))
+        self.n = 0
+
+    def update(self, outputs, targets):
+        for out, target in zip(outputs, targets):
+            pred, gt = self.postprocess(out, target)
+            self.cm.update(np.asarray(pred), np.asarray(gt))
+            self.n += 1
+
+    def areas(self) -> dict:
+        """Dataset totals per class, as mmseg's `total_area_*`."""
+        m = self.cm.mat.astype(np.float64)
+        inter = np.diag(m)
+        label, pred = m.sum(1), m.sum(0)
+        return {"intersect": inter, "union": label + pred - inter, "pred_label": pred, "label": label}
+
+    def _per_class(self) -> tuple[np.ndarray, np.ndarray]:
+        a = self.areas()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return a["intersect"] / a["union"], a["intersect"] / a["label"]
+
+    def compute(self) -> dict:
+        iou, acc = self._per_class()
+        a = self.areas()
+        total = a["label"].sum()
+        with np.errstate(invalid="ignore"):
+            return {"miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+                    "macc": float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan"),
+                    "aacc": float(a["intersect"].sum() / total) if total else float("nan"),
+                    "num_samples": self.n}
+
+    def per_class(self) -> list[dict]:
+        iou, acc = self._per_class()
+        return [{"class": c, "iou": None if np.isnan(i) else float(i), "acc": None if np.isnan(a) else float(a)}
+                for c, i, a in zip(self.classes, iou, acc)]

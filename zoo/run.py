@@ -98,6 +98,12 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     batch_sizes = cfg.batch_sizes or manifest.benchmark["batch_sizes"]
     if any(b < 1 for b in batch_sizes):
         raise ZooError(f"batch sizes must be positive, got {batch_sizes}")
+    limit_bs = adapter.max_batch_size()
+    if limit_bs is not None and not cfg.batch_sizes:  # the manifest's sweep, cut to what is possible
+        batch_sizes = [b for b in batch_sizes if b <= limit_bs] or [limit_bs]
+    if limit_bs is not None and max(batch_sizes) > limit_bs:
+        raise ZooError(f"{manifest.name} ({adapter.variant}): batch sizes above {limit_bs} are not possible "
+                       f"(inputs of different sizes cannot be stacked), got {batch_sizes}")
     if cfg.iterations < 1 or cfg.warmup < 0:
         raise ZooError(f"--iters must be >= 1 and --warmup >= 0, got {cfg.iterations} and {cfg.warmup}")
     if cfg.limit is not None and cfg.limit < 1:
@@ -135,10 +141,11 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
                   "onnx_sha256": file_digest(cfg.onnx), "cached": False, "seconds": 0.0, "checker": "full_check_passed"}
     else:
         shape = list(head[0].shape)  # the graph may be specialised to the exported size (e.g. exact pooling)
-        key = export_key(weights.sha256, adapter.options, opset, exp["dynamic_batch"], f"{manifest.name}|{shape}")
+        key = export_key(weights.sha256, adapter.export_options(), opset, exp["dynamic_batch"], f"{manifest.name}|{shape}")
         meta = {"zoo.model": manifest.name, "zoo.variant": adapter.variant, "zoo.weights_sha256": weights.sha256,
                 "zoo.input": inp, "zoo.output": outp, "zoo.input_shape": json.dumps(shape)}
-        export = ensure_onnx(module, _batch(head, pbs), cache, key, inp, outp, opset, exp["dynamic_batch"], meta)
+        export = ensure_onnx(module, _batch(head, pbs), cache, key, inp, outp, opset, exp["dynamic_batch"], meta,
+                             dynamic_spatial=adapter.dynamic_spatial)
 
     # Parity: the same batch through PyTorch and a plain ONNX Runtime session of the exported file.
     import onnxruntime as ort

@@ -48,7 +48,10 @@ class Weights:
 def verify_checksums(path: Path, sha256: str | None = None, md5: str | None = None) -> tuple[str, str]:
     """Return (sha256, md5) of path; raise ZooError on a mismatch with an expected value."""
     got_sha, got_md5 = file_digest(path, "sha256"), file_digest(path, "md5")
-    if sha256 and got_sha != sha256.lower():
+    if sha256 and len(sha256) < 64 and not got_sha.startswith(sha256.lower()):
+        # OpenMMLab publishes the first 8 hex digits of the sha256 in the file name (and checks them)
+        raise ZooError(f"{path}: sha256 prefix mismatch: expected {sha256.lower()}..., got {got_sha}")
+    if sha256 and len(sha256) == 64 and got_sha != sha256.lower():
         raise ZooError(f"{path}: sha256 mismatch: expected {sha256.lower()}, got {got_sha}")
     if md5 and got_md5 != md5.lower():
         raise ZooError(f"{path}: md5 mismatch: expected {md5.lower()}, got {got_md5}")
@@ -91,7 +94,7 @@ def resolve(spec: str | None, manifest, sha256: str | None = None, md5: str | No
     name = spec or manifest.weights.get("default")
     if name in checkpoints:
         entry = checkpoints[name]
-        sha256, md5 = sha256 or entry.get("sha256"), md5 or entry.get("md5")
+        sha256, md5 = sha256 or entry.get("sha256") or entry.get("sha256_prefix"), md5 or entry.get("md5")
         if entry.get("path"):
             return _local(manifest.dir / entry["path"], sha256, md5, builtin=True)
         spec = entry["url"]
@@ -117,6 +120,12 @@ def resolve(spec: str | None, manifest, sha256: str | None = None, md5: str | No
         w = _local(dest, sha256, md5)
         w.url = spec
         return w
+    if not (sha256 or md5):
+        # A local copy of a manifest checkpoint (same file name as its URL) is checked against
+        # that checkpoint's published checksums.
+        for entry in checkpoints.values():
+            if entry.get("url") and entry["url"].rstrip("/").rsplit("/", 1)[-1] == Path(spec).name:
+                sha256, md5 = entry.get("sha256") or entry.get("sha256_prefix"), entry.get("md5")
     return _local(Path(spec), sha256, md5)
 
 

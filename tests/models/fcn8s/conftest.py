@@ -1,0 +1,124 @@
+"""Fixtures for the FCN-8s tests (run inside the fcn8s environment: torch, mmseg, mmcv, ORT).
+
+The official checkpoint cannot be downloaded here: tests use mmseg's own FCN with random weights
+whose BatchNorm statistics are calibrated on structured images (so logits are spread out), saved
+in the official mmcv container format. Data: the built-in VOC sample (3 real images) and
+synthetic VOCdevkit trees in the real layout."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[3]
+MODEL_DIR = ROOT / "models" / "fcn8s"
+BUILTIN = MODEL_DIR / "data" / "VOCdevkit"
+SHARED = Path(os.environ.get("ZOO_SHARED", ROOT.parent / "shared"))
+SHARED_VOC = SHARED / "datasets" / "voc2012" / "VOCdevkit"
+# the VOC colour map (index -> RGB), for writing palette PNGs as the dataset stores them
+PALETTE = []
+for i in range(256):
+    c, r, g, b = i, 0, 0, 0
+    for j in range(8):
+        r |= ((c >> 0) & 1) << (7 - j)
+        g |= ((c >> 1) & 1) << (7 - j)
+        b |= ((c >> 2) & 1) << (7 - j)
+        c >>= 3
+    PALETTE += [r, g, b]
+
+
+def structured_images(n: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """(n, 3, H, W) float32 inputs in the normalised range: smooth waves plus a bright block."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = np.empty((n, 3, h, w), np.float32)
+    for i in range(n):
+        for c in range(3):
+            fy, fx, ph = rng.uniform(1, 6), rng.uniform(1, 6), rng.uniform(0, 6.3)
+            out[i, c] = 1.5 * np.sin(yy / h * fy * 3.1416 + ph) * np.cos(xx / w * fx * 3.1416)
+        by, bx = rng.integers(0, h // 2), rng.integers(0, w // 2)
+        out[i, :, by:by + h // 3, bx:bx + w // 3] += rng.normal(0, 1.0, (3, 1, 1)).astype(np.float32)
+    return out
+
+
+def calibrate_all_bn(net, batches):
+    """Re-estimate every BatchNorm's statistics (cumulative average) with only the BatchNorms in
+    train mode (OpenMMLab backbones keep frozen stages in eval mode under .train())."""
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    net.eval()
+    for m in bns:
+        m.train()
+    with torch.no_grad():
+        for x in batches:
+            net(x)
+    return net.eval()
+
+
+def calibrated_model(seed: int = 0, size=(256, 256)):
+    """The adapter's network (mmseg FCN wrapped for export) with calibrated random weights."""
+    from zoo.manifest import load_manifest
+    torch.manual_seed(seed)
+    net = load_manifest("fcn8s").adapter().build()
+    return calibrate_all_bn(net, [torch.from_numpy(structured_images(2, size, seed=seed + 1))])
+
+
+@pytest.fixture(scope="session")
+def model():
+    return calibrated_model(0)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(model, tmp_path_factory) -> Path:
+    """Calibrated random weights in the official container: {'meta': {...}, 'state_dict': ...}."""
+    from models.fcn8s.adapter import CLASSES
+    path = tmp_path_factory.mktemp("weights") / "fcn_r50_random.pth"
+    torch.save({"meta": {"CLASSES": list(CLASSES), "mmseg_version": "test"},
+                "state_dict": model.seg.state_dict()}, path)
+    return path
+
+
+def write_voc(root: Path, ids: list[str], sizes: dict | None = None, seed: int = 0, split_ids=None) -> Path:
+    """A synthetic VOCdevkit/VOC2012 tree: JPEG images, palette label PNGs with classes 0..20 and a
+    255 border, ImageSets/Segmentation/val.txt."""
+    rng = np.random.default_rng(seed)
+    voc = root / "VOC2012"
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / d).mkdir(parents=True, exist_ok=True)
+    for k, sid in enumerate(ids):
+        h, w = (sizes or {}).get(sid, (375, 500))
+        yy, xx = np.mgrid[0:h, 0:w]
+        rgb = np.stack([(127 + 120 * np.sin(xx / w * (3 + k) + c) * np.cos(yy / h * (2 + c))) for c in range(3)], -1)
+        Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB").save(voc / "JPEGImages" / f"{sid}.jpg", quality=92)
+        lab = np.zeros((h, w), np.uint8)
+        for _ in range(4):
+            c = int(rng.integers(1, 21))
+            y0, x0 = int(rng.integers(0, h - 40)), int(rng.integers(0, w - 40))
+            y1, x1 = y0 + int(rng.integers(20, h // 2)), x0 + int(rng.integers(20, w // 2))
+            lab[y0:y1, x0:x1] = 255
+            lab[y0 + 2:y1 - 2, x0 + 2:x1 - 2] = c
+        im = Image.fromarray(lab, "P")
+        im.putpalette(PALETTE)
+        im.save(voc / "SegmentationClass" / f"{sid}.png")
+    (voc / "ImageSets/Segmentation/val.txt").write_text("\n".join(split_ids or ids) + "\n")
+    return root
+
+
+def copy_builtin(dest: Path) -> Path:
+    shutil.copytree(BUILTIN, dest)
+    for p in dest.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return dest
+
+
+def last_json(proc) -> dict:
+    return json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
