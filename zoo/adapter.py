@@ -90,6 +90,11 @@ class ModelAdapter(ABC):
     def load_weights(self, module, path: Path) -> None:
         """Strict load with upstream key names (zoo.weights.load_strict)."""
 
+    def checkpoint_payload(self, module) -> dict:
+        """What a checkpoint file of this model holds (the inverse of load_weights), e.g. for a
+        random-weight checkpoint that measures speed without the official file."""
+        return module.state_dict()
+
     @abstractmethod
     def dataset(self, data: Path | None, ids_file: Path | None, limit: int | None, cache: Path) -> Dataset: ...
 

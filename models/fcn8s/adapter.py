@@ -250,6 +250,9 @@ class FCN8sAdapter(ModelAdapter):
         seg = build_model("mmseg", cfg)
         return FcnExport.wrap(seg, self.options["argmax_in_graph"])
 
+    def checkpoint_payload(self, module) -> dict:
+        return {"meta": {"note": "written by the zoo"}, "state_dict": module.seg.state_dict()}
+
     def load_weights(self, module, path: Path) -> None:
         from zoo.mm import checkpoint_state_dict
         sd, _meta = checkpoint_state_dict(path)

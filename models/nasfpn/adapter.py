@@ -202,6 +202,9 @@ class NasFpnAdapter(ModelAdapter):
         det = build_model("mmdet", load_config("mmdet", CONFIG))
         return NasFpnExport.wrap(det)
 
+    def checkpoint_payload(self, module) -> dict:
+        return {"meta": {"note": "written by the zoo"}, "state_dict": module.det.state_dict()}
+
     def load_weights(self, module, path: Path) -> None:
         from zoo.mm import checkpoint_state_dict
         sd, _meta = checkpoint_state_dict(path)

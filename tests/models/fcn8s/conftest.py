@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from tests.zootest import calibrate_all_bn, structured_images  # noqa: F401  (used by the tests too)
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -31,37 +33,6 @@ for i in range(256):
         b |= ((c >> 2) & 1) << (7 - j)
         c >>= 3
     PALETTE += [r, g, b]
-
-
-def structured_images(n: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
-    """(n, 3, H, W) float32 inputs in the normalised range: smooth waves plus a bright block."""
-    rng = np.random.default_rng(seed)
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    out = np.empty((n, 3, h, w), np.float32)
-    for i in range(n):
-        for c in range(3):
-            fy, fx, ph = rng.uniform(1, 6), rng.uniform(1, 6), rng.uniform(0, 6.3)
-            out[i, c] = 1.5 * np.sin(yy / h * fy * 3.1416 + ph) * np.cos(xx / w * fx * 3.1416)
-        by, bx = rng.integers(0, h // 2), rng.integers(0, w // 2)
-        out[i, :, by:by + h // 3, bx:bx + w // 3] += rng.normal(0, 1.0, (3, 1, 1)).astype(np.float32)
-    return out
-
-
-def calibrate_all_bn(net, batches):
-    """Re-estimate every BatchNorm's statistics (cumulative average) with only the BatchNorms in
-    train mode (OpenMMLab backbones keep frozen stages in eval mode under .train())."""
-    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    net.eval()
-    for m in bns:
-        m.train()
-    with torch.no_grad():
-        for x in batches:
-            net(x)
-    return net.eval()
 
 
 def calibrated_model(seed: int = 0, size=(256, 256)):

@@ -17,40 +17,13 @@ import numpy as np
 import pytest
 import torch
 
+from tests.zootest import calibrate_all_bn, structured_images  # noqa: F401  (used by the tests too)
+
 ROOT = Path(__file__).resolve().parents[3]
 MODEL_DIR = ROOT / "models" / "nasfpn"
 BUILTIN = MODEL_DIR / "data" / "coco"
 SHARED = Path(os.environ.get("ZOO_SHARED", ROOT.parent / "shared"))
 SHARED_COCO = SHARED / "datasets" / "coco"
-
-
-def structured_images(n: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    out = np.empty((n, 3, h, w), np.float32)
-    for i in range(n):
-        for c in range(3):
-            fy, fx, ph = rng.uniform(1, 8), rng.uniform(1, 8), rng.uniform(0, 6.3)
-            out[i, c] = 1.5 * np.sin(yy / h * fy * 3.1416 + ph) * np.cos(xx / w * fx * 3.1416)
-        for _ in range(3):
-            by, bx = rng.integers(0, h * 3 // 4), rng.integers(0, w * 3 // 4)
-            out[i, :, by:by + h // 5, bx:bx + w // 5] += rng.normal(0, 1.5, (3, 1, 1)).astype(np.float32)
-    return out
-
-
-def calibrate_all_bn(net, batches):
-    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    net.eval()
-    for m in bns:
-        m.train()
-    with torch.no_grad():
-        for x in batches:
-            net(x)
-    return net.eval()
 
 
 def calibrated_model(seed: int = 0):
