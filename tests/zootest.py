@@ -4,6 +4,21 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def last_json(proc) -> dict:
+    """The result record a successful `python -m zoo run` printed the path of (its last line)."""
+    import json
+    return json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
+
+
+def writable_copy(src: Path, dest: Path) -> Path:
+    """A writable copy of a (read-only, built-in) sample tree, to damage in bad-input tests."""
+    import shutil
+    shutil.copytree(src, dest)
+    for p in Path(dest).rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return Path(dest)
+
+
 def result_files(folder: Path) -> list[Path]:
     return [p for p in Path(folder).rglob("*") if p.is_file()]
 
@@ -63,7 +78,7 @@ def calibrate_all_bn(net, batches):
     return net.eval()
 
 
-def structured_images(n: int, size: tuple[int, int], seed: int = 0, blocks: int = 1) -> "np.ndarray":
+def structured_images(n: int, size: tuple[int, int], seed: int = 0, blocks: int = 1):
     """(n, 3, H, W) float32 model inputs in the normalised range: smooth waves plus `blocks`
     bright rectangles (a calibration/parity input with structure, unlike white noise)."""
     import numpy as np

@@ -5,9 +5,7 @@ the real layout; the one real image is the 256x128 sample shipped in zoo/samples
 shared/datasets/cityscapes_pseudo when present)."""
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.zootest import calibrate_bn, result_files  # noqa: F401  (re-exported for the tests)
+from tests.zootest import (calibrate_bn, last_json, result_files,  # noqa: F401  (re-exported for the tests)
+                           structured_images, writable_copy)
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL_DIR = ROOT / "models" / "fastscnn"
@@ -35,21 +34,6 @@ def calibrated_model(seed: int = 0, size: tuple[int, int] = (256, 512), ppm: str
     torch.manual_seed(seed)
     net = FastSCNN(ppm=ppm)
     return calibrate_bn(net, [torch.from_numpy(structured_images(2, size, seed=seed + 1))])
-
-
-def structured_images(n: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
-    """(n, 3, H, W) float32 model inputs with smooth gradients and blocks (ImageNet-normalised range)."""
-    rng = np.random.default_rng(seed)
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    out = np.empty((n, 3, h, w), np.float32)
-    for i in range(n):
-        for c in range(3):
-            fy, fx, ph = rng.uniform(1, 6), rng.uniform(1, 6), rng.uniform(0, 6.3)
-            out[i, c] = 1.5 * np.sin(yy / h * fy * 3.1416 + ph) * np.cos(xx / w * fx * 3.1416)
-        by, bx = rng.integers(0, h // 2), rng.integers(0, w // 2)
-        out[i, :, by:by + h // 3, bx:bx + w // 3] += rng.normal(0, 1.0, (3, 1, 1)).astype(np.float32)
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -95,13 +79,6 @@ def synthetic_tree(root: Path, names: list[str], size: tuple[int, int] = FULL, s
 
 def copy_builtin(dest: Path) -> Path:
     """A writable copy of the built-in sample tree (to damage it in bad-input tests)."""
-    shutil.copytree(BUILTIN, dest)
-    for p in dest.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return dest
-
-
-def last_json(proc) -> dict:
-    return json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
+    return writable_copy(BUILTIN, dest)
 
 

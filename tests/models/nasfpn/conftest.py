@@ -8,16 +8,13 @@ every anchor: no detections, nothing to compare). Data: the built-in COCO sample
 images, real annotations) and copies of it."""
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from tests.zootest import calibrate_all_bn, structured_images  # noqa: F401  (used by the tests too)
+from tests.zootest import calibrate_all_bn, last_json, structured_images, writable_copy  # noqa: F401  (re-exported)
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL_DIR = ROOT / "models" / "nasfpn"
@@ -49,11 +46,5 @@ def checkpoint(model, tmp_path_factory) -> Path:
 
 
 def copy_builtin(dest: Path) -> Path:
-    shutil.copytree(BUILTIN, dest)
-    for p in dest.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return dest
-
-
-def last_json(proc) -> dict:
-    return json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
+    """A writable copy of the built-in sample tree (to damage it in bad-input tests)."""
+    return writable_copy(BUILTIN, dest)
