@@ -6,6 +6,7 @@
   invoke prep   --model unetpp --bin-dir D   write preprocessed <id>.bin inputs (guide/ais_bench style)
   invoke build  --model unetpp          build the model's Docker image alone
   invoke report [--results results]     Markdown + HTML report of every result JSON
+  invoke compare BASELINE NEW           accuracy deltas and throughput ratios; exit 1 on a regression
   invoke test   [--model unetpp]        the test suite (host tests + each model's, in its env)
   invoke lint                           hadolint every Dockerfile
 """
@@ -203,6 +204,25 @@ def report(c, results=str(RESULTS), out=None):
         _fail(str(exc))
     print(paths["markdown"])
     print(paths["html"])
+
+
+@task(auto_shortflags=False, help={
+    "baseline": "baseline results (folder or file)", "new": "new results (folder or file)",
+    "max-accuracy-drop": "relative accuracy drop that fails (default 0.01)",
+    "max-throughput-drop": "relative throughput drop that fails (default 0.10)",
+    "allow-missing": "runs/batch sizes only in the baseline do not fail", "out": "write compare.md + compare.json here"})
+def compare(c, baseline, new, max_accuracy_drop=0.01, max_throughput_drop=0.10, allow_missing=False, out=None):
+    """Compare two result sets (the CI gate): exit 1 on an accuracy or throughput regression."""
+    from runner.compare import run_compare
+    try:
+        comp, md = run_compare(Path(baseline), Path(new), Path(out) if out else None,
+                               max_accuracy_drop=float(max_accuracy_drop),
+                               max_throughput_drop=float(max_throughput_drop), allow_missing=allow_missing)
+    except ResultError as exc:
+        _fail(str(exc))
+    print(md)
+    if comp.regressions:
+        raise Exit(f"error: {len(comp.regressions)} regression(s) against {baseline}", code=1)
 
 
 @task(auto_shortflags=False)

@@ -1,0 +1,174 @@
+"""Compare two sets of result records: the regression gate a CI matrix runs.
+
+    invoke compare BASELINE NEW [--max-accuracy-drop 0.01] [--max-throughput-drop 0.10] [--out DIR]
+
+BASELINE and NEW are result folders (or single result files). Records are matched by
+(model, variant, runtime, device, precision); when a key has several records the newest
+(`timestamps.finished`) is used. For each match:
+  - accuracy, per protocol: relative drop (baseline - new) / baseline of the headline value; a
+    drop above `max_accuracy_drop` (default 1%, the guides' criterion) is a regression;
+  - throughput, per batch size and scope (infer_only, pipeline): ratio new / baseline; a drop
+    above `max_throughput_drop` (default 10%) is a regression; a batch size that ran in the
+    baseline but failed in the new run is a regression too.
+A key present in the baseline but absent from NEW is a regression unless `allow_missing`.
+Exit codes (the CLI): 0 no regression, 1 regression, 2 bad input (missing folder, invalid record).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.validate import ResultError, load_result, load_results
+
+
+@dataclass
+class Row:
+    kind: str                 # "accuracy" | "throughput" | "missing"
+    key: str                  # model / variant / runtime / device / precision
+    item: str                 # protocol, or "bs<N> <scope>"
+    baseline: float | None
+    new: float | None
+    change: float | None      # accuracy: relative drop; throughput: new / baseline
+    status: str               # "ok" | "regression" | "improved" | "new" | "missing" | "failed"
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Comparison:
+    rows: list[Row] = field(default_factory=list)
+    thresholds: dict = field(default_factory=dict)
+
+    @property
+    def regressions(self) -> list[Row]:
+        return [r for r in self.rows if r.status in ("regression", "missing", "failed")]
+
+
+def _records(path: Path) -> list[dict]:
+    path = Path(path)
+    if path.is_file():
+        return [load_result(path)]
+    records = load_results(path)
+    if not records:
+        raise ResultError(f"{path}: no result records found")
+    return records
+
+
+def record_key(rec: dict) -> str:
+    dev = rec.get("device", {})
+    return " / ".join([rec["model"]["name"], rec["model"].get("variant") or "-", rec["runtime"]["name"],
+                       f"{dev.get('type', '?')}:{dev.get('name', '?')}", rec.get("precision", "?")])
+
+
+def latest_by_key(records: list[dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for rec in records:
+        k = record_key(rec)
+        if k not in out or rec["timestamps"]["finished"] > out[k]["timestamps"]["finished"]:
+            out[k] = rec
+    return out
+
+
+def _perf(rec: dict) -> dict[tuple[int, str], dict]:
+    return {(p["batch_size"], p["scope"]): p for p in rec.get("perf", [])}
+
+
+def compare(baseline: list[dict], new: list[dict], max_accuracy_drop: float = 0.01,
+            max_throughput_drop: float = 0.10, allow_missing: bool = False) -> Comparison:
+    if not 0 <= max_accuracy_drop < 1 or not 0 <= max_throughput_drop < 1:
+        raise ResultError("thresholds must be fractions in [0, 1)")
+    result = Comparison(thresholds={"max_accuracy_drop": max_accuracy_drop,
+                                    "max_throughput_drop": max_throughput_drop, "allow_missing": allow_missing})
+    base, cand = latest_by_key(baseline), latest_by_key(new)
+    for key in sorted(set(base) | set(cand)):
+        if key not in cand:
+            result.rows.append(Row("missing", key, "-", None, None, None, "ok" if allow_missing else "missing",
+                                   "in the baseline, not in the new results"))
+            continue
+        if key not in base:
+            result.rows.append(Row("missing", key, "-", None, None, None, "new", "no baseline"))
+            continue
+        b, n = base[key], cand[key]
+        b_acc = {a["name"]: a for a in b.get("accuracy", [])}
+        n_acc = {a["name"]: a for a in n.get("accuracy", [])}
+        for proto in sorted(set(b_acc) | set(n_acc)):
+            ba, na = b_acc.get(proto), n_acc.get(proto)
+            if ba is None or na is None:
+                result.rows.append(Row("accuracy", key, proto, ba and ba["value"], na and na["value"], None,
+                                       "new" if ba is None else ("ok" if allow_missing else "missing"),
+                                       "protocol only in one set"))
+                continue
+            bv, nv = float(ba["value"]), float(na["value"])
+            drop = (bv - nv) / abs(bv) if bv else (0.0 if nv == bv else float("inf"))
+            note = ""
+            if ba.get("num_samples") != na.get("num_samples"):
+                note = f"different sample counts ({ba.get('num_samples')} vs {na.get('num_samples')})"
+            status = "regression" if drop > max_accuracy_drop else ("improved" if drop < -max_accuracy_drop else "ok")
+            result.rows.append(Row("accuracy", key, f"{proto} {na['metric']}", bv, nv, drop, status, note))
+        bp, np_ = _perf(b), _perf(n)
+        for bs, scope in sorted(set(bp) | set(np_)):
+            item = f"bs{bs} {scope}"
+            pb, pn = bp.get((bs, scope)), np_.get((bs, scope))
+            if pb is None or pb.get("status") != "ok":
+                if pn is not None and pn.get("status") == "ok":
+                    result.rows.append(Row("throughput", key, item, None, pn["throughput"], None, "new",
+                                           "not measured in the baseline"))
+                continue
+            if pn is None:
+                result.rows.append(Row("throughput", key, item, pb["throughput"], None, None,
+                                       "ok" if allow_missing else "missing", "not measured in the new run"))
+                continue
+            if pn.get("status") != "ok":
+                result.rows.append(Row("throughput", key, item, pb["throughput"], None, None, "failed",
+                                       (pn.get("error") or "failed")[:200]))
+                continue
+            ratio = pn["throughput"] / pb["throughput"] if pb["throughput"] else float("inf")
+            status = ("regression" if ratio < 1 - max_throughput_drop
+                      else "improved" if ratio > 1 + max_throughput_drop else "ok")
+            result.rows.append(Row("throughput", key, item, pb["throughput"], pn["throughput"], ratio, status))
+    return result
+
+
+def _fmt(v, digits=4) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def to_markdown(c: Comparison) -> str:
+    t = c.thresholds
+    lines = ["# Comparison", "",
+             f"Thresholds: accuracy drop > {t['max_accuracy_drop']:.1%} (relative), throughput drop > "
+             f"{t['max_throughput_drop']:.0%}. Regressions: **{len(c.regressions)}**.", ""]
+    acc = [r for r in c.rows if r.kind == "accuracy"]
+    if acc:
+        lines += ["## Accuracy", "", "| run | protocol | baseline | new | relative drop | status | note |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r.key} | {r.item} | {_fmt(r.baseline)} | {_fmt(r.new)} | "
+                  f"{'-' if r.change is None else f'{r.change:+.2%}'} | {r.status} | {r.note} |" for r in acc]
+        lines.append("")
+    thr = [r for r in c.rows if r.kind == "throughput"]
+    if thr:
+        lines += ["## Throughput (samples/s)", "", "| run | batch, scope | baseline | new | new/baseline | status | note |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r.key} | {r.item} | {_fmt(r.baseline, 2)} | {_fmt(r.new, 2)} | "
+                  f"{'-' if r.change is None else f'{r.change:.2f}x'} | {r.status} | {r.note} |" for r in thr]
+        lines.append("")
+    miss = [r for r in c.rows if r.kind == "missing"]
+    if miss:
+        lines += ["## Runs in only one set", ""] + [f"- {r.key}: {r.note} ({r.status})" for r in miss] + [""]
+    return "\n".join(lines)
+
+
+def run_compare(baseline: Path, new: Path, out: Path | None = None, **kw) -> tuple[Comparison, str]:
+    c = compare(_records(baseline), _records(new), **kw)
+    md = to_markdown(c)
+    if out is not None:
+        from zoo.fileutil import atomic_write_text
+        out = Path(out)
+        atomic_write_text(out / "compare.md", md)
+        atomic_write_text(out / "compare.json", json.dumps(
+            {"kind": "zoo.comparison", "baseline": str(baseline), "new": str(new), "thresholds": c.thresholds,
+             "regressions": len(c.regressions), "rows": [r.as_dict() for r in c.rows]}, indent=1) + "\n")
+    return c, md

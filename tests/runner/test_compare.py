@@ -1,0 +1,127 @@
+"""`invoke compare BASELINE NEW`: accuracy deltas, throughput ratios, exit codes, on constructed
+result records (the schema-valid fixture, edited)."""
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.compare import compare, run_compare
+from runner.validate import ResultError
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "tests" / "fixtures" / "result_example.json"
+
+
+def base() -> dict:
+    return json.loads(FIXTURE.read_text())
+
+
+def write(folder: Path, name: str, rec: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(rec))
+    return folder
+
+
+def scaled(rec: dict, acc: dict | None = None, thr: float = 1.0, bs_fail: int | None = None) -> dict:
+    rec = copy.deepcopy(rec)
+    for a in rec["accuracy"]:
+        if acc and a["name"] in acc:
+            a["value"] = acc[a["name"]]
+    for p in rec["perf"]:
+        if p["status"] == "ok":
+            p["throughput"] *= thr
+        if bs_fail is not None and p["batch_size"] == bs_fail:
+            p.update(status="failed", error="out of memory", throughput=None)
+    rec["timestamps"]["finished"] = "2026-11-23T00:00:00Z"
+    return rec
+
+
+def by_item(c):
+    return {(r.kind, r.item): r for r in c.rows}
+
+
+def test_identical_sets_pass():
+    c = compare([base()], [base()])
+    assert c.regressions == []
+    rows = by_item(c)
+    assert rows[("accuracy", "guide iou")].change == 0.0 and rows[("accuracy", "guide iou")].status == "ok"
+    assert rows[("throughput", "bs4 infer_only")].change == pytest.approx(1.0)
+    # bs64 failed in both: not a comparison row
+    assert ("throughput", "bs64 infer_only") not in rows
+
+
+def test_accuracy_drop_threshold_is_relative():
+    b = base()  # guide 0.8369
+    ok = compare([b], [scaled(b, {"guide": 0.8369 * 0.991})])
+    assert ok.regressions == []
+    bad = compare([b], [scaled(b, {"guide": 0.8369 * 0.985})])
+    (r,) = bad.regressions
+    assert r.kind == "accuracy" and r.item == "guide iou" and r.change == pytest.approx(0.015)
+    better = by_item(compare([b], [scaled(b, {"upstream": 0.86})]))[("accuracy", "upstream iou")]
+    assert better.status == "improved"
+    assert compare([b], [scaled(b, {"guide": 0.8369 * 0.985})], max_accuracy_drop=0.02).regressions == []
+
+
+def test_throughput_drop_and_failed_batch():
+    b = base()
+    assert compare([b], [scaled(b, thr=0.92)]).regressions == []
+    slow = compare([b], [scaled(b, thr=0.85)])
+    assert {r.item for r in slow.regressions} == {f"bs{n} {s}" for n in (1, 4, 16) for s in ("infer_only", "pipeline")}
+    assert all(r.change == pytest.approx(0.85) for r in slow.regressions)
+    failed = compare([b], [scaled(b, bs_fail=16)])
+    assert {(r.item, r.status) for r in failed.regressions} == {("bs16 infer_only", "failed"), ("bs16 pipeline", "failed")}
+    assert "out of memory" in failed.regressions[0].note
+
+
+def test_missing_run_and_newest_record_wins():
+    b = base()
+    other = copy.deepcopy(b)
+    other["runtime"]["name"] = "torch"
+    c = compare([b, other], [b])
+    (r,) = c.regressions
+    assert r.kind == "missing" and "/ torch /" in r.key
+    assert compare([b, other], [b], allow_missing=True).regressions == []
+    old_bad = scaled(b, {"guide": 0.5})
+    old_bad["timestamps"]["finished"] = "2020-01-01T00:00:00Z"
+    assert compare([b], [old_bad, b]).regressions == []  # the newer record of the key is used
+    assert [r.status for r in compare([b], [b, other]).rows if r.kind == "missing"] == ["new"]
+
+
+def test_cli_exit_codes_and_outputs(tmp_path):
+    b = base()
+    write(tmp_path / "base", "r.json", b)
+    write(tmp_path / "same", "r.json", b)
+    write(tmp_path / "worse", "r.json", scaled(b, {"guide": 0.80}))
+
+    def invoke(*args):
+        return subprocess.run([sys.executable, "-m", "invoke", "compare", *map(str, args)], cwd=ROOT,
+                              capture_output=True, text=True)
+
+    ok = invoke(tmp_path / "base", tmp_path / "same", "--out", tmp_path / "cmp")
+    assert ok.returncode == 0, ok.stderr
+    assert "| unetpp / upsample=bilinear / onnxruntime" in ok.stdout and "Regressions: **0**" in ok.stdout
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert saved["kind"] == "zoo.comparison" and saved["regressions"] == 0 and saved["rows"]
+    assert (tmp_path / "cmp" / "compare.md").read_text().startswith("# Comparison")
+    bad = invoke(tmp_path / "base", tmp_path / "worse")
+    assert bad.returncode == 1 and "1 regression(s)" in bad.stderr and "regression" in bad.stdout
+    assert invoke(tmp_path / "base", tmp_path / "worse", "--max-accuracy-drop", "0.5").returncode == 0
+    missing = invoke(tmp_path / "base", tmp_path / "nowhere")
+    assert missing.returncode == 2 and "results folder does not exist" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    assert "no result records found" in invoke(tmp_path / "base", tmp_path / "empty").stderr
+
+
+def test_invalid_record_and_thresholds(tmp_path):
+    rec = base()
+    del rec["perf"]
+    write(tmp_path / "bad", "r.json", rec)
+    with pytest.raises(ResultError, match="does not match"):
+        run_compare(FIXTURE, tmp_path / "bad")
+    with pytest.raises(ResultError, match="thresholds"):
+        compare([base()], [base()], max_throughput_drop=1.5)
