@@ -51,6 +51,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20, help="timed calls per batch size (infer_only)")
     p.add_argument("--time-budget", type=float, default=10.0, help="seconds of timed calls per batch size, at most")
+    p.add_argument("--stable-tolerance", type=float, default=0.05,
+                   help="stop timing when 3 consecutive windows' mean latencies are within this fraction (0: off)")
+    p.add_argument("--stable-window", type=int, default=5, help="timed calls per stability window")
     p.add_argument("--threads", type=int, help="intra-op threads (default: the cores available)")
     p.add_argument("--workers", type=int, default=1, help="read/preprocess threads in the pipeline")
 
@@ -60,7 +63,20 @@ def _config(a, backend: str):
     return RunConfig(model=a.model, backend=backend, weights=a.weights, sha256=a.sha256, md5=a.md5, data=a.data,
                      ids_file=a.ids_file, batch_sizes=a.batch_sizes, limit=a.limit, out=a.out, opset=a.opset,
                      onnx=a.onnx, options=dict(a.option), warmup=a.warmup, iterations=a.iters,
-                     time_budget=a.time_budget, threads=a.threads, workers=a.workers)
+                     time_budget=a.time_budget, threads=a.threads, workers=a.workers,
+                     stability=_stability(a))
+
+
+def _stability(a):
+    from zoo.errors import ZooError
+    from zoo.pipeline import Stability
+    if not a.stable_tolerance:
+        return None
+    try:
+        return Stability(window=a.stable_window, tolerance=a.stable_tolerance)
+    except ValueError:
+        raise ZooError(f"--stable-tolerance must be in (0, 1) and --stable-window >= 1, got "
+                       f"{a.stable_tolerance} and {a.stable_window}") from None
 
 
 def parser() -> argparse.ArgumentParser:

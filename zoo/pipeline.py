@@ -44,27 +44,63 @@ class Progress:
             print(file=sys.stderr)
 
 
+@dataclass(frozen=True)
+class Stability:
+    """Stop-when-stable (as perf_analyzer): timed calls are grouped in windows of `window` calls;
+    the measurement is stable when the mean latencies of the last `windows` windows are all
+    within `tolerance` (relative) of their average."""
+    window: int = 5
+    windows: int = 3
+    tolerance: float = 0.05
+
+    def __post_init__(self):
+        if self.window < 1 or self.windows < 2 or not 0 < self.tolerance < 1:
+            raise ValueError(f"invalid stability settings {self}")
+
+    def check(self, window_means: list[float]) -> bool:
+        if len(window_means) < self.windows:
+            return False
+        last = window_means[-self.windows:]
+        avg = sum(last) / len(last)
+        return all(abs(m - avg) <= self.tolerance * avg for m in last)
+
+
 def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: int, iterations: int,
-               time_budget_s: float | None, input_desc: str) -> dict:
-    """Time runtime.infer on a resident batch: `warmup` untimed calls, then up to `iterations`
-    timed calls or until `time_budget_s` of timed calls has elapsed (at least one call)."""
+               time_budget_s: float | None, input_desc: str, stability: Stability | None = None,
+               clock=_now) -> dict:
+    """Time runtime.infer on a resident batch: `warmup` untimed calls, then timed calls until the
+    first of: `stability` reached (stopped_by "stable"), `iterations` calls, `time_budget_s` of
+    timed calls (at least one call). `clock()` returns nanoseconds (injectable for tests)."""
     for _ in range(warmup):
         runtime.infer(feeds)
-    lat = []
-    t_start = _now()
+    lat: list[float] = []
+    means: list[float] = []
+    t_start = clock()
     stopped_by = "iterations"
     while len(lat) < iterations:
-        t0 = _now()
+        t0 = clock()
         runtime.infer(feeds)
-        lat.append(_ms(_now() - t0))
-        if time_budget_s is not None and (_now() - t_start) / 1e9 >= time_budget_s and len(lat) < iterations:
+        lat.append((clock() - t0) / 1e6)
+        if stability is not None and len(lat) % stability.window == 0:
+            means.append(sum(lat[-stability.window:]) / stability.window)
+            if stability.check(means):
+                stopped_by = "stable"
+                break
+        if time_budget_s is not None and (clock() - t_start) / 1e9 >= time_budget_s and len(lat) < iterations:
             stopped_by = "time_budget"
             break
     stats = summarize(lat)
-    return {"batch_size": batch_size, "scope": "infer_only", "status": "ok", "error": None,
-            "input": input_desc, "warmup": warmup, "iterations": len(lat), "stopped_by": stopped_by,
-            "num_samples": len(lat) * batch_size, "wall_s": (_now() - t_start) / 1e9,
-            "throughput": throughput(batch_size, stats["mean"]), "latency_ms": stats}
+    block = {"batch_size": batch_size, "scope": "infer_only", "status": "ok", "error": None,
+             "input": input_desc, "warmup": warmup, "iterations": len(lat), "stopped_by": stopped_by,
+             "num_samples": len(lat) * batch_size, "wall_s": (clock() - t_start) / 1e9,
+             "throughput": throughput(batch_size, stats["mean"]), "latency_ms": stats}
+    if stability is not None:
+        last = means[-stability.windows:]
+        block["stability"] = {"window": stability.window, "windows": stability.windows,
+                              "tolerance": stability.tolerance, "stable": stopped_by == "stable",
+                              "window_means_ms": means,
+                              "spread": (max(last) - min(last)) / (sum(last) / len(last)) if len(last) >= 2 else None}
+    return block
 
 
 @dataclass

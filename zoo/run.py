@@ -19,7 +19,7 @@ from zoo.export import apply_edit, check_onnx, ensure_onnx, export_key, onnx_io,
 from zoo.fileutil import atomic_write_text, file_digest
 from zoo.manifest import load_manifest
 from zoo.paths import cache_dir
-from zoo.pipeline import infer_only, run_pipeline
+from zoo.pipeline import Stability, infer_only, run_pipeline
 from zoo.runtimes import ModelArtifacts, get_runtime
 from zoo.weights import resolve
 
@@ -44,6 +44,7 @@ class RunConfig:
     time_budget: float | None = 10.0
     threads: int | None = None
     workers: int = 1
+    stability: "Stability | None" = field(default_factory=lambda: Stability())
 
 
 def _utc(ts: float) -> str:
@@ -188,7 +189,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         for bs in batch_sizes:
             try:
                 block = infer_only(rt, {inp: _batch(head, bs)}, bs, cfg.warmup, cfg.iterations,
-                                   cfg.time_budget, "dataset batch (first samples, cycled)")
+                                   cfg.time_budget, "dataset batch (first samples, cycled)", cfg.stability)
             except ZooError:
                 raise
             except Exception as exc:  # a batch size the runtime cannot run (memory, shape)

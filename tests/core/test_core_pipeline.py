@@ -170,3 +170,68 @@ def test_infer_only_budget_reached_on_last_iteration_is_iterations(runtime):
     feeds = {IN: np.zeros((1, 2, 4, 4), np.float32)}
     res = infer_only(runtime, feeds, 1, warmup=0, iterations=1, time_budget_s=0.0, input_desc="z")
     assert res["stopped_by"] == "iterations" and res["iterations"] == 1
+
+
+# ---------------------------------------------------------------- stop-when-stable (fake clock)
+
+class FakeClock:
+    """Nanoseconds that advance only when the fake runtime 'runs' for its next latency."""
+
+    def __init__(self):
+        self.ns = 0
+
+    def __call__(self):
+        return self.ns
+
+
+class FakeRuntime:
+    def __init__(self, clock, latencies_ms):
+        self.clock, self.lat, self.calls = clock, list(latencies_ms), 0
+
+    def infer(self, feeds):
+        self.clock.ns += int(self.lat[min(self.calls, len(self.lat) - 1)] * 1e6)
+        self.calls += 1
+        return {}
+
+
+def _timed(latencies, **kw):
+    from zoo.pipeline import Stability
+    clock = FakeClock()
+    rt = FakeRuntime(clock, latencies)
+    args = dict(warmup=0, iterations=100, time_budget_s=None, input_desc="z", clock=clock,
+                stability=Stability(window=2, windows=3, tolerance=0.05))
+    args.update(kw)
+    return infer_only(rt, {}, 1, **args), rt
+
+
+def test_stable_after_three_agreeing_windows():
+    # windows of 2 calls: means 20, 15, 10.2, 10, 10.1 -> the last three within 5% of 10.1
+    res, rt = _timed([30, 10, 20, 10, 10.4, 10, 10, 10, 10.2, 10, 99, 99])
+    assert res["stopped_by"] == "stable" and res["iterations"] == 10 and rt.calls == 10
+    st = res["stability"]
+    assert st["stable"] is True and st["window_means_ms"] == pytest.approx([20, 15, 10.2, 10, 10.1])
+    assert st["spread"] == pytest.approx((10.2 - 10) / ((10.2 + 10 + 10.1) / 3))
+    assert res["latency_ms"]["count"] == 10 and res["latency_ms"]["max"] == pytest.approx(30)
+    assert res["wall_s"] == pytest.approx(sum([30, 10, 20, 10, 10.4, 10, 10, 10, 10.2, 10]) / 1000)
+
+
+def test_unstable_runs_to_the_iteration_cap_and_says_so():
+    lat = [10, 10, 20, 20] * 10  # window means alternate 10, 20: never stable
+    res, _ = _timed(lat, iterations=12)
+    assert res["stopped_by"] == "iterations" and res["iterations"] == 12
+    assert res["stability"]["stable"] is False and res["stability"]["spread"] == pytest.approx(10 / (50 / 3))
+
+
+def test_time_budget_ends_an_unstable_run():
+    res, _ = _timed([10, 10, 20, 20] * 50, time_budget_s=0.1)  # 100 ms of fake time
+    assert res["stopped_by"] == "time_budget" and res["stability"]["stable"] is False
+    assert sum(([10, 10, 20, 20] * 50)[:res["iterations"]]) >= 100
+
+
+def test_stability_off_and_settings_checked():
+    from zoo.pipeline import Stability
+    res, _ = _timed([5.0] * 10, iterations=4, stability=None)
+    assert res["stopped_by"] == "iterations" and "stability" not in res
+    for bad in (dict(window=0), dict(windows=1), dict(tolerance=0.0), dict(tolerance=1.5)):
+        with pytest.raises(ValueError):
+            Stability(**bad)
