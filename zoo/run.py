@@ -45,6 +45,7 @@ class RunConfig:
     threads: int | None = None
     workers: int = 1
     stability: "Stability | None" = field(default_factory=lambda: Stability())
+    measure_peak: bool = True
 
 
 def _utc(ts: float) -> str:
@@ -176,12 +177,32 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         export["path"] = str(edited)
         _log(f"      edit {edit_key}: {info} -> max_rel_diff vs torch {export['edit']['effect_vs_torch']['max_rel_diff']:.2e}")
 
+    # The model's cost (from the graph the runtimes run) and this machine's fp32 GEMM rate, so
+    # each throughput can be read as achieved GFLOP/s and a fraction of the peak.
+    try:
+        from zoo.cost import onnx_cost
+        export["cost"] = {**onnx_cost(Path(export["path"]), list(head[0].shape)), "input_shape": list(head[0].shape)}
+    except ZooError as exc:
+        _log(f"      cost not counted: {exc}")
     _log(f"[4/6] compile for {cfg.backend}")
     rt = runtime_cls(cfg.threads)
     arts = ModelArtifacts(onnx_path=Path(export["path"]), input_names=[inp], output_names=[outp],
                           torch_module=module, key=export["onnx_sha256"])
     rt.compile(arts, cache)
     rt.load()
+
+    peak = None
+    if cfg.measure_peak:
+        from zoo.cost import gemm_peak
+        peak = gemm_peak(rt.threads)
+        _log(f"      fp32 GEMM peak on {rt.threads} threads: {peak['gflops']:.0f} GFLOP/s")
+    flops = export.get("cost", {}).get("flops_per_sample")
+
+    def with_cost(block: dict) -> dict:
+        if flops and block.get("status") == "ok":
+            block["gflops"] = flops * block["throughput"] / 1e9
+            block["peak_fraction"] = block["gflops"] / peak["gflops"] if peak else None
+        return block
 
     _log(f"[5/6] inference, batch sizes {batch_sizes}, {len(dataset)} samples")
     perf, metrics_by_bs = [], {}
@@ -196,7 +217,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
                 perf.append({"batch_size": bs, "scope": "infer_only", "status": "failed", "error": one_line(exc)[:500]})
                 _log(f"      bs{bs}: infer_only FAILED: {one_line(exc)[:200]}")
                 continue
-            perf.append(block)
+            perf.append(with_cost(block))
             metrics = adapter.metrics()
             try:
                 pipe = run_pipeline(rt, dataset, bs, inp, outp, metrics, workers=cfg.workers, label=cfg.backend)
@@ -206,7 +227,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
                 perf.append({"batch_size": bs, "scope": "pipeline", "status": "failed", "error": one_line(exc)[:500]})
                 continue
             pipe["pipeline_vs_infer"] = pipe["throughput"] / block["throughput"]
-            perf.append(pipe)
+            perf.append(with_cost(pipe))
             metrics_by_bs[bs] = metrics
             _log(f"      bs{bs}: infer {block['throughput']:.1f}/s, pipeline {pipe['throughput']:.1f}/s "
                  f"({pipe['pipeline_vs_infer']:.0%}), " + ", ".join(
@@ -225,7 +246,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         "model": {"name": manifest.name, "title": manifest.title, "variant": adapter.variant, "options": adapter.options},
         "runtime": {"name": rt.name, "version": rt.version(),
                     "settings": {**rt.settings(), "cache": str(cache), "pipeline_workers": cfg.workers}},
-        "device": cpu_device(rt.threads), "precision": "fp32",
+        "device": {**cpu_device(rt.threads), **({"fp32_peak": peak} if peak else {})}, "precision": "fp32",
         "environment": environment(argv or []),
         "provenance": {"weights": weights.record(), "dataset": dataset.provenance()},
         "export": export,

@@ -1,0 +1,108 @@
+"""The cost of a model and the machine's limit, so a run shows how far it is from the hardware:
+
+- `onnx_cost(path, input_shape)`: multiply-accumulates of Conv / ConvTranspose / Gemm / MatMul
+  (the compute-bound operators) per sample, from the ONNX graph with shapes inferred for a
+  concrete input, FLOPs = 2 x MACs, and the parameter count (initializers);
+- `gemm_peak(threads)`: the fp32 rate of a large single-precision matrix product on the same
+  number of threads (torch.mm, best of several calls), the practical peak of this CPU.
+Elementwise operators, pooling and resizes are not counted (memory-bound; see the bytes moved,
+`activation_bytes`, for models such as Fast-SCNN whose depthwise layers are bandwidth-bound)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import ZooError, one_line
+
+
+def _dims(vi) -> list[int] | None:
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    out = []
+    for d in t.shape.dim:
+        if not d.HasField("dim_value"):
+            return None
+        out.append(int(d.dim_value))
+    return out
+
+
+def onnx_cost(path: Path, input_shape: list[int]) -> dict:
+    """{'flops_per_sample', 'macs_per_sample', 'params', 'by_op': {op: flops}, 'activation_bytes'}
+    for a batch-1 input of `input_shape` (CHW, without the batch axis)."""
+    import onnx
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:
+        raise ZooError(f"{path}: cannot read the ONNX file ({one_line(exc)[:200]})") from None
+    inits = {t.name: t for t in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(graph_inputs) != 1:
+        raise ZooError(f"{path}: cost needs a single-input graph, found {len(graph_inputs)} inputs")
+    dims = graph_inputs[0].type.tensor_type.shape.dim
+    for d, v in zip(dims, [1, *input_shape]):
+        d.ClearField("dim_param")
+        d.dim_value = int(v)
+    try:
+        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:
+        raise ZooError(f"{path}: shape inference failed ({one_line(exc)[:200]})") from None
+    shapes = {vi.name: _dims(vi) for vi in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    for name, t in inits.items():
+        shapes[name] = list(t.dims)
+    macs_by_op: dict[str, int] = {}
+    act_bytes = 0
+    for node in model.graph.node:
+        out = shapes.get(node.output[0]) if node.output else None
+        if out:
+            act_bytes += 4 * int(np.prod(out))
+        macs = 0
+        if node.op_type in ("Conv", "ConvTranspose"):
+            w = shapes.get(node.input[1])
+            attrs = {a.name: a for a in node.attribute}
+            group = attrs["group"].i if "group" in attrs else 1
+            if w is None or out is None:
+                continue
+            k = int(np.prod(w[2:]))
+            if node.op_type == "Conv":          # w: [Cout, Cin/g, kh, kw]
+                macs = int(np.prod(out)) * w[1] * k
+            else:                               # w: [Cin, Cout/g, kh, kw]
+                inp = shapes.get(node.input[0])
+                if inp is None:
+                    continue
+                macs = int(np.prod(inp)) * w[1] * k
+        elif node.op_type in ("Gemm", "MatMul"):
+            a = shapes.get(node.input[0])
+            if a is None or out is None:
+                continue
+            macs = int(np.prod(out)) * a[-1]
+        if macs:
+            macs_by_op[node.op_type] = macs_by_op.get(node.op_type, 0) + macs
+    total = sum(macs_by_op.values())
+    params = int(sum(int(np.prod(t.dims)) for t in inits.values()))
+    return {"flops_per_sample": 2 * total, "macs_per_sample": total, "params": params,
+            "by_op": {k: 2 * v for k, v in sorted(macs_by_op.items())}, "activation_bytes": act_bytes,
+            "counted": "Conv, ConvTranspose, Gemm, MatMul (2 FLOPs per multiply-accumulate)"}
+
+
+def gemm_peak(threads: int, n: int = 2048, repeats: int = 7) -> dict:
+    """Best fp32 GFLOP/s of torch.mm(n x n, n x n) on `threads` threads."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(n, n, generator=g)
+        b = torch.randn(n, n, generator=g)
+        torch.mm(a, b)  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    return {"gflops": 2 * n ** 3 / best / 1e9, "method": f"torch.mm {n}x{n} fp32, best of {repeats}",
+            "threads": threads, "torch": torch.__version__}
