@@ -1,0 +1,95 @@
+"""OpenVINO on the CPU: the ONNX file read by OpenVINO, reshaped to a static batch and compiled
+once per batch size (static shapes let the CPU plugin pick its best kernels), with the settings
+that decide its speed made explicit and recorded:
+
+- INFERENCE_NUM_THREADS = the run's threads (as every other runtime);
+- PERFORMANCE_HINT = LATENCY and NUM_STREAMS = 1 by default: one request at a time, all threads
+  on it -- the way the zoo times every runtime (THROUGHPUT would split the cores into streams that
+  only pay off with several requests in flight);
+- INFERENCE_PRECISION_HINT = f32: on CPUs with AMX/AVX512-BF16 the CPU plugin would otherwise run
+  bf16 by default, which is another precision, not a faster fp32.
+Override with ZOO_OPENVINO_HINT (LATENCY/THROUGHPUT), ZOO_OPENVINO_STREAMS, ZOO_OPENVINO_PRECISION."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import ZooError, one_line
+from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
+
+
+class OpenVinoRuntime(Runtime):
+    name = "openvino"
+
+    def __init__(self, threads: int | None = None):
+        super().__init__(threads)
+        self.config = {
+            "INFERENCE_NUM_THREADS": self.threads,
+            "PERFORMANCE_HINT": os.environ.get("ZOO_OPENVINO_HINT", "LATENCY"),
+            "NUM_STREAMS": int(os.environ.get("ZOO_OPENVINO_STREAMS", "1")),
+            "INFERENCE_PRECISION_HINT": os.environ.get("ZOO_OPENVINO_PRECISION", "f32"),
+        }
+        self.requests: dict[int, object] = {}
+        self.compile_seconds: dict[int, float] = {}
+
+    @classmethod
+    def unavailable_reason(cls):
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return "the openvino package is not installed in this environment (pip install openvino)"
+        return None
+
+    @classmethod
+    def version(cls) -> str:
+        import openvino
+        return openvino.__version__.split("-")[0]
+
+    def compile(self, artifacts: ModelArtifacts, cache: Path) -> Compiled:
+        import openvino as ov
+        if artifacts.onnx_path is None:
+            raise ZooError("openvino: no ONNX model to compile")
+        self.core = ov.Core()
+        self.cache_dir = Path(cache) / "compiled" / "openvino"
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.core.set_property({"CACHE_DIR": str(self.cache_dir)})
+        try:
+            self.model = self.core.read_model(str(artifacts.onnx_path))
+        except Exception as exc:
+            raise ZooError(f"{artifacts.onnx_path}: OpenVINO cannot read the model ({one_line(exc)[:300]})") from None
+        self.inputs, self.outputs = artifacts.input_names, artifacts.output_names
+        self.compiled = Compiled(self.cache_dir, False, 0.0, {"config": self.config, "compile_seconds_per_batch": self.compile_seconds})
+        return self.compiled
+
+    def load(self) -> None:
+        pass  # one compiled model per batch size, on first use
+
+    def _request(self, shape: tuple[int, ...]):
+        bs = int(shape[0])
+        if bs not in self.requests:
+            model = self.model.clone()
+            model.reshape({self.inputs[0]: list(shape)})
+            t0 = time.perf_counter()
+            try:
+                compiled = self.core.compile_model(model, "CPU", self.config)
+            except Exception as exc:
+                raise ZooError(f"OpenVINO cannot compile the model for {list(shape)} ({one_line(exc)[:300]})") from None
+            self.compile_seconds[bs] = round(time.perf_counter() - t0, 3)
+            self.compiled.seconds += self.compile_seconds[bs]
+            self.requests[bs] = (compiled, compiled.create_infer_request())
+        return self.requests[bs]
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = feeds[self.inputs[0]]
+        compiled, req = self._request(tuple(x.shape))
+        req.infer({self.inputs[0]: x})
+        return {name: req.get_tensor(compiled.output(name)).data.copy() for name in self.outputs}
+
+    def close(self) -> None:
+        self.requests.clear()
+
+    def settings(self) -> dict:
+        return {**super().settings(), "device": "CPU", **{k.lower(): v for k, v in self.config.items()}}
