@@ -75,12 +75,17 @@ def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: i
         runtime.infer(feeds)
     lat: list[float] = []
     means: list[float] = []
+    copies: dict[str, list[float]] = {}
     t_start = clock()
     stopped_by = "iterations"
     while len(lat) < iterations:
         t0 = clock()
         runtime.infer(feeds)
         lat.append((clock() - t0) / 1e6)
+        timing = getattr(runtime, "last_timing", None)  # runtimes with device copies (IO binding)
+        if timing:
+            for k, v in timing.items():
+                copies.setdefault(k, []).append(v)
         if stability is not None and len(lat) % stability.window == 0:
             means.append(sum(lat[-stability.window:]) / stability.window)
             if stability.check(means):
@@ -94,6 +99,8 @@ def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: i
              "input": input_desc, "warmup": warmup, "iterations": len(lat), "stopped_by": stopped_by,
              "num_samples": len(lat) * batch_size, "wall_s": (clock() - t_start) / 1e9,
              "throughput": throughput(batch_size, stats["mean"]), "latency_ms": stats}
+    for k, vals in copies.items():  # h2d_ms / compute_ms / d2h_ms -> h2d_latency_ms, ...
+        block[k.replace("_ms", "_latency_ms")] = summarize(vals)
     if stability is not None:
         last = means[-stability.windows:]
         block["stability"] = {"window": stability.window, "windows": stability.windows,

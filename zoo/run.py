@@ -92,6 +92,16 @@ def _accuracy(metrics_by_bs: dict[int, list], manifest, dataset) -> list[dict]:
     return blocks
 
 
+def _device(rt, peak: dict | None) -> dict:
+    """The device the runtime ran on (the accelerator, with the host CPU in details, or the CPU)
+    and the fp32 peak measured on the host's threads."""
+    host = cpu_device(rt.threads)
+    dev = rt.device_info() or host
+    if dev is not host:
+        dev = {**dev, "details": {**dev.get("details", {}), "host": host}}
+    return {**dev, **({"fp32_peak": peak} if peak else {})}
+
+
 def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     t_start = time.time()
     manifest = load_manifest(cfg.model)
@@ -246,7 +256,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         "model": {"name": manifest.name, "title": manifest.title, "variant": adapter.variant, "options": adapter.options},
         "runtime": {"name": rt.name, "version": rt.version(),
                     "settings": {**rt.settings(), "cache": str(cache), "pipeline_workers": cfg.workers}},
-        "device": {**cpu_device(rt.threads), **({"fp32_peak": peak} if peak else {})}, "precision": "fp32",
+        "device": _device(rt, peak), "precision": "fp32",
         "environment": environment(argv or []),
         "provenance": {"weights": weights.record(), "dataset": dataset.provenance()},
         "export": export,

@@ -4,11 +4,12 @@ from __future__ import annotations
 from zoo.errors import ZooError
 from zoo.runtimes.ascend_rt import AscendRuntime
 from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
-from zoo.runtimes.onnxruntime_rt import OnnxRuntime
+from zoo.runtimes.onnxruntime_rt import OnnxRuntime, OnnxRuntimeCuda, OnnxRuntimeTensorRT
 from zoo.runtimes.openvino_rt import OpenVinoRuntime
 from zoo.runtimes.torch_rt import TorchRuntime
 
-RUNTIMES: dict[str, type[Runtime]] = {cls.name: cls for cls in (OnnxRuntime, OpenVinoRuntime, TorchRuntime, AscendRuntime)}
+RUNTIMES: dict[str, type[Runtime]] = {cls.name: cls for cls in (OnnxRuntime, OnnxRuntimeCuda, OnnxRuntimeTensorRT, OpenVinoRuntime,
+                                                        TorchRuntime, AscendRuntime)}
 
 
 def get_runtime(name: str) -> type[Runtime]:

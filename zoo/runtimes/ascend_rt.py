@@ -126,6 +126,9 @@ class AscendRuntime(Runtime):
         outs = self.sessions[bs].infer([x])
         return dict(zip(self.artifacts.output_names, outs))
 
+    def device_info(self) -> dict | None:
+        return {"type": "npu", "name": self.soc_version(), "count": 1, "details": {"device_id": self.device_id}}
+
     def close(self) -> None:
         for s in self.sessions.values():
             free = getattr(s, "free_resource", None)

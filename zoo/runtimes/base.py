@@ -68,6 +68,11 @@ class Runtime(ABC):
     def close(self) -> None:
         pass
 
+    def device_info(self) -> dict | None:
+        """The accelerator this runtime runs on ({'type', 'name', 'count', 'details'}), None for
+        the host CPU."""
+        return None
+
     def settings(self) -> dict:
         s = {"threads": self.threads}
         if self.compiled:

@@ -88,3 +88,111 @@ class OnnxRuntime(Runtime):
     def settings(self) -> dict:
         return {**super().settings(), "providers": self.providers, "inter_op_num_threads": 1,
                 "execution_mode": "ORT_SEQUENTIAL"}
+
+
+class _OnnxRuntimeGpu(OnnxRuntime):
+    """ONNX Runtime with a GPU execution provider. Inputs go through IO binding so that the
+    host-to-device copy, the compute and the device-to-host copy are timed separately
+    (`last_timing`, collected by the harness). The optimised graph is not saved (it would hold
+    provider-specific nodes); the session optimises at load."""
+
+    device_type = "cuda"
+    ort_device = "cuda"
+    required_provider = ""
+
+    def __init__(self, threads: int | None = None):
+        super().__init__(threads)
+        import os
+        self.device_id = int(os.environ.get("ZOO_CUDA_DEVICE", "0"))
+        self.last_timing: dict | None = None
+
+    @classmethod
+    def unavailable_reason(cls):
+        reason = super().unavailable_reason()
+        if reason:
+            return reason
+        import onnxruntime as ort
+        if cls.required_provider not in ort.get_available_providers():
+            return (f"onnxruntime {ort.__version__} has no {cls.required_provider} here (needs the onnxruntime-gpu "
+                    f"package, a matching CUDA/cuDNN{'/TensorRT' if 'Tensorrt' in cls.required_provider else ''} "
+                    f"and an NVIDIA driver); available: {', '.join(ort.get_available_providers())}")
+        return None
+
+    def provider_options(self, cache: Path) -> list[dict]:
+        raise NotImplementedError
+
+    def compile(self, artifacts: ModelArtifacts, cache: Path) -> Compiled:
+        if artifacts.onnx_path is None:
+            raise ZooError(f"{self.name}: no ONNX model to compile")
+        self.inputs, self.outputs = artifacts.input_names, artifacts.output_names
+        self.options = self.provider_options(Path(cache))
+        self.compiled = Compiled(Path(artifacts.onnx_path), False, 0.0,
+                                 {"optimization": "ORT_ENABLE_ALL (at load)", "provider_options": self.options})
+        return self.compiled
+
+    def load(self) -> None:
+        import onnxruntime as ort
+        t0 = time.perf_counter()
+        try:
+            self.session = ort.InferenceSession(str(self.compiled.path), self._options(optimize=True),
+                                                providers=self.providers, provider_options=self.options)
+        except Exception as exc:
+            raise ZooError(f"{self.compiled.path}: {self.name} cannot load the model ({one_line(exc)[:300]})") from None
+        self.compiled.seconds = time.perf_counter() - t0
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.infer_bound(feeds, self.ort_device, self.device_id)
+
+    def infer_bound(self, feeds: dict[str, np.ndarray], device: str, device_id: int) -> dict[str, np.ndarray]:
+        import onnxruntime as ort
+        binding = self.session.io_binding()
+        t0 = time.perf_counter_ns()
+        values = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v), device, device_id) for k, v in feeds.items()}
+        t1 = time.perf_counter_ns()
+        for k, v in values.items():
+            binding.bind_ortvalue_input(k, v)
+        for name in self.outputs:
+            binding.bind_output(name, device, device_id)
+        self.session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        t2 = time.perf_counter_ns()
+        outs = binding.copy_outputs_to_cpu()
+        t3 = time.perf_counter_ns()
+        self.last_timing = {"h2d_ms": (t1 - t0) / 1e6, "compute_ms": (t2 - t1) / 1e6, "d2h_ms": (t3 - t2) / 1e6}
+        return dict(zip(self.outputs, outs))
+
+    def settings(self) -> dict:
+        return {**super().settings(), "device_id": self.device_id, "io_binding": True}
+
+    def device_info(self) -> dict | None:
+        import subprocess
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader",
+                                  "-i", str(self.device_id)], capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        name, driver, mem = ([p.strip() for p in out.split(",")] + ["unknown"] * 3)[:3] if out else ["unknown"] * 3
+        return {"type": "cuda", "name": name, "count": 1,
+                "details": {"device_id": self.device_id, "driver": driver, "memory": mem}}
+
+
+class OnnxRuntimeCuda(_OnnxRuntimeGpu):
+    name = "onnxruntime-cuda"
+    required_provider = "CUDAExecutionProvider"
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def provider_options(self, cache: Path) -> list[dict]:
+        return [{"device_id": str(self.device_id), "cudnn_conv_algo_search": "EXHAUSTIVE",
+                 "do_copy_in_default_stream": "1"}, {}]
+
+
+class OnnxRuntimeTensorRT(_OnnxRuntimeGpu):
+    name = "onnxruntime-trt"
+    required_provider = "TensorrtExecutionProvider"
+    providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def provider_options(self, cache: Path) -> list[dict]:
+        engines = cache / "compiled" / "tensorrt"
+        return [{"device_id": str(self.device_id), "trt_fp16_enable": "False", "trt_engine_cache_enable": "True",
+                 "trt_engine_cache_path": str(engines), "trt_max_workspace_size": str(2 << 30)},
+                {"device_id": str(self.device_id)}, {}]
