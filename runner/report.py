@@ -242,6 +242,66 @@ def _stage_table(run, label) -> Table | None:
                  rows)
 
 
+def _cost_table(run, label) -> Table | None:
+    """Achieved GFLOP/s per batch size against the fp32 peak measured in the same run, with how
+    the timing ended and the window spread (schema 1.2 fields; older records have none)."""
+    blocks = sorted((p for p in run["perf"] if p["scope"] == "infer_only" and p["status"] == "ok"),
+                    key=lambda p: p["batch_size"])
+    cost = (run.get("export") or {}).get("cost")
+    peak = run["device"].get("fp32_peak")
+    if not blocks or not (cost or any("stability" in p for p in blocks)):
+        return None
+    rows = []
+    for p in blocks:
+        st = p.get("stability") or {}
+        rows.append([str(p["batch_size"]), _f(p.get("throughput"), 1), _f(p.get("gflops"), 1),
+                     _pct(p.get("peak_fraction")), p.get("stopped_by", DASH),
+                     _pct(st.get("spread")) if st.get("spread") is not None else DASH])
+    notes = []
+    if cost:
+        notes.append(f"{cost['flops_per_sample'] / 1e9:.2f} GFLOP and {cost['params'] / 1e6:.2f} M parameters per "
+                     f"sample ({cost.get('counted', 'from the ONNX graph')})")
+    if peak:
+        notes.append(f"fp32 peak {peak['gflops']:.0f} GFLOP/s ({peak['method']}, {peak['threads']} threads)")
+    return Table(f"Cost and stability, {label}", ["batch size", "samples/s", "GFLOP/s", "of peak", "stopped by",
+                                                   "window spread"], rows, notes)
+
+
+def _latency_plot(runs, labels, title: str) -> bytes | None:
+    """Per run and batch size (infer_only): min-max range, p50 / p90 / p99 markers."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    xt, xl, x = [], [], 0
+    for i, (run, label) in enumerate(zip(runs, labels)):
+        for p in sorted((p for p in run["perf"] if p["scope"] == "infer_only" and p["status"] == "ok"),
+                        key=lambda p: p["batch_size"]):
+            lat = p.get("latency_ms") or {}
+            if not lat:
+                continue
+            per = p["batch_size"]
+            ax.vlines(x, lat["min"] / per, lat["max"] / per, color=f"C{i % 10}", linewidth=2)
+            for key, marker in (("median", "o"), ("p90", "^"), ("p99", "v")):
+                ax.plot([x], [lat[key] / per], marker=marker, color=f"C{i % 10}", linestyle="none",
+                        label=key if x == 0 else None)
+            xt.append(x)
+            xl.append(f"{label}\nbs{per}")
+            x += 1
+    if not xt:
+        return None
+    ax.set_xticks(xt, xl, fontsize="x-small")
+    ax.set_ylabel("latency per sample [ms] (min-max, p50, p90, p99)")
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
 def _provenance_lines(runs, labels) -> list[Block]:
     groups: dict[tuple, list[str]] = {}
     for run, label in zip(runs, labels):
@@ -326,8 +386,12 @@ def _model_section(name: str, runs: list[dict]) -> list[Block]:
     png = _plot(runs, labels, f"{name}: throughput vs batch size")
     if png:
         blocks.append(("img", f"{name} throughput vs batch size", f"{name}_throughput.png", png))
+    png = _latency_plot(runs, labels, f"{name}: latency distribution (infer only)")
+    if png:
+        blocks.append(("img", f"{name} latency distribution", f"{name}_latency.png", png))
     for run, label in zip(runs, labels):
-        blocks += [("table", t) for t in (_latency_table(run, label), _stage_table(run, label)) if t]
+        blocks += [("table", t) for t in (_latency_table(run, label), _cost_table(run, label),
+                                          _stage_table(run, label)) if t]
     blocks += [("h3", "Export and runtime settings")] + [("p", _run_facts(r, l)) for r, l in zip(runs, labels)]
     return blocks
 

@@ -61,8 +61,6 @@ def onnx_cost(path: Path, input_shape: list[int]) -> dict:
         macs = 0
         if node.op_type in ("Conv", "ConvTranspose"):
             w = shapes.get(node.input[1])
-            attrs = {a.name: a for a in node.attribute}
-            group = attrs["group"].i if "group" in attrs else 1
             if w is None or out is None:
                 continue
             k = int(np.prod(w[2:]))

@@ -229,7 +229,8 @@ def test_html_is_self_contained_with_embedded_plots(results: Path, tmp_path: Pat
     _write(results, "d_other_model.json", other)
     written = write_report(results)  # default: next to the results
     assert written["html"] == results / "report.html"
-    assert written["plots"] == [results / "unetpp_throughput.png", results / "unetpp_deep_throughput.png"]
+    assert written["plots"] == [results / f"{m}_{kind}.png" for m in ("unetpp", "unetpp_deep")
+                                for kind in ("throughput", "latency")]
     for png in written["plots"]:
         assert png.read_bytes().startswith(PNG_SIGNATURE)
 
@@ -237,7 +238,7 @@ def test_html_is_self_contained_with_embedded_plots(results: Path, tmp_path: Pat
     page.feed(written["html"].read_text())
     # runs overview + per model: accuracy, infer_only, pipeline, and per run latency + stages
     assert page.tables == 1 + (3 + 3 * 2) + (3 + 1 * 2)
-    assert len(page.imgs) == 2
+    assert len(page.imgs) == 4  # per model: throughput vs batch size, latency distribution
     for img in page.imgs:
         assert img["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(img["src"].split(",", 1)[1]).startswith(PNG_SIGNATURE)
@@ -265,5 +266,27 @@ def test_cli_prints_written_paths(results: Path, tmp_path: Path, capsys):
     out = tmp_path / "cli"
     assert main([str(results), "--out", str(out)]) == 0
     printed = capsys.readouterr().out.split()
-    assert printed == [str(out / "report.md"), str(out / "report.html"), str(out / "unetpp_throughput.png")]
+    assert printed == [str(out / "report.md"), str(out / "report.html"), str(out / "unetpp_throughput.png"),
+                       str(out / "unetpp_latency.png")]
     assert all(Path(p).is_file() for p in printed)
+
+
+def test_cost_and_stability_table_from_schema_1_2_fields(tmp_path: Path):
+    rec = _fixture()
+    rec["schema_version"] = "1.2"
+    rec["export"]["cost"] = {"flops_per_sample": 9_700_000_000, "params": 9_000_000, "counted": "Conv"}
+    rec["device"]["fp32_peak"] = {"gflops": 200.0, "method": "torch.mm 2048x2048 fp32, best of 7", "threads": 2}
+    for p in rec["perf"]:
+        if p["scope"] == "infer_only" and p["status"] == "ok":
+            p["gflops"] = 9.7 * p["throughput"]
+            p["peak_fraction"] = p["gflops"] / 200.0
+            p["stopped_by"] = "stable"
+            p["stability"] = {"window": 5, "windows": 3, "tolerance": 0.05, "stable": True,
+                              "window_means_ms": [40.0, 40.4, 39.9], "spread": 0.0125}
+    folder = tmp_path / "r"
+    folder.mkdir()
+    _write(folder, "a.json", rec)
+    md = write_report(folder)["markdown"].read_text()
+    assert "Cost and stability, onnxruntime" in md
+    assert "| 1 | 25.0 | 242.5 | 121.2% | stable | 1.2% |" in md  # 9.7 GFLOP x 25/s vs a 200 GFLOP/s peak
+    assert "9.70 GFLOP and 9.00 M parameters per sample" in md and "fp32 peak 200 GFLOP/s" in md
