@@ -49,12 +49,13 @@ def _ensure(model: str) -> Path:
 
 
 def _zoo_args(backend=None, batch_sizes=None, limit=None, opset=None, option=(), warmup=None, iters=None,
-              time_budget=None, threads=None, workers=None, ids_file=None, sha256=None, md5=None) -> list[str]:
+              time_budget=None, threads=None, workers=None, ids_file=None, sha256=None, md5=None,
+              infer_input=None) -> list[str]:
     args = []
     for flag, val in (("--backend", backend), ("--batch-sizes", batch_sizes), ("--limit", limit),
                       ("--opset", opset), ("--warmup", warmup), ("--iters", iters), ("--time-budget", time_budget),
                       ("--threads", threads), ("--workers", workers), ("--ids-file", ids_file),
-                      ("--sha256", sha256), ("--md5", md5)):
+                      ("--sha256", sha256), ("--md5", md5), ("--input", infer_input)):
         if val is not None:
             args += [flag, str(val)]
     for o in option or ():
@@ -104,14 +105,15 @@ def setup(c, model=None, force=False):
     "out": "results folder (default: results)", "opset": "ONNX opset", "option": "model option KEY=VALUE (repeatable)",
     "docker": "run in the model's image instead of the local env", "dry-run": "print the docker commands only",
     "device-type": "auto|cpu|ascend|nvidia (docker)", "warmup": "warm-up calls", "iters": "timed calls per batch size",
-    "time-budget": "seconds per batch size", "threads": "intra-op threads", "workers": "preprocessing threads"})
+    "time-budget": "seconds per batch size", "threads": "intra-op threads", "workers": "preprocessing threads",
+    "infer-input": "infer-only timing input: dataset (default), zeros or random"})
 def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=None, backend=None, batch_sizes=None,
         limit=None, out=str(RESULTS), opset=None, option=None, docker_=False, dry_run=False, device_type="auto",
-        warmup=None, iters=None, time_budget=None, threads=None, workers=None):
+        warmup=None, iters=None, time_budget=None, threads=None, workers=None, infer_input=None):
     """Run a model's guide end to end; validate the result JSON."""
     _need(model)
     zargs = _zoo_args(backend, batch_sizes, limit, opset, option, warmup, iters, time_budget, threads, workers,
-                      None if docker_ or dry_run else ids_file, sha256, md5)
+                      None if docker_ or dry_run else ids_file, sha256, md5, infer_input)
     out = Path(out).resolve()
     if docker_ or dry_run:
         if ids_file:
@@ -148,11 +150,14 @@ def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=
 
 @task(auto_shortflags=False, iterable=["option"])
 def bench(c, model=None, batch_sizes=None, limit=None, data=None, weights=None, backends="torch,onnxruntime",
-          out=str(RESULTS / "bench"), option=None, iters=None, time_budget=None, threads=None, workers=None):
-    """PyTorch eager vs the compiled runtime: throughput per batch size and the ratio."""
+          out=str(RESULTS / "bench"), option=None, iters=None, time_budget=None, threads=None, workers=None,
+          infer_input=None):
+    """PyTorch eager vs the compiled runtimes (e.g. --backends torch,onnxruntime,openvino): throughput per
+    batch size and the ratios."""
     _need(model)
     argv = ["-m", "zoo", "bench", "--model", model, "--backends", backends, "--out", str(Path(out).resolve()),
-            *_zoo_args(None, batch_sizes, limit, None, option, None, iters, time_budget, threads, workers)]
+            *_zoo_args(None, batch_sizes, limit, None, option, None, iters, time_budget, threads, workers,
+                       infer_input=infer_input)]
     if weights:
         argv += ["--weights", str(weights)]
     if data:

@@ -56,6 +56,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stable-window", type=int, default=5, help="timed calls per stability window")
     p.add_argument("--threads", type=int, help="intra-op threads (default: the cores available)")
     p.add_argument("--workers", type=int, default=1, help="read/preprocess threads in the pipeline")
+    p.add_argument("--input", dest="infer_input", choices=["dataset", "zeros", "random"], default="dataset",
+                   help="infer-only timing input: real samples (default), zeros, or seeded random (ais_bench style)")
+    p.add_argument("--no-peak", action="store_true", help="skip measuring the fp32 GEMM peak")
 
 
 def _config(a, backend: str):
@@ -64,7 +67,7 @@ def _config(a, backend: str):
                      ids_file=a.ids_file, batch_sizes=a.batch_sizes, limit=a.limit, out=a.out, opset=a.opset,
                      onnx=a.onnx, options=dict(a.option), warmup=a.warmup, iterations=a.iters,
                      time_budget=a.time_budget, threads=a.threads, workers=a.workers,
-                     stability=_stability(a))
+                     stability=_stability(a), infer_input=a.infer_input, measure_peak=not a.no_peak)
 
 
 def _stability(a):

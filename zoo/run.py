@@ -46,6 +46,7 @@ class RunConfig:
     workers: int = 1
     stability: "Stability | None" = field(default_factory=lambda: Stability())
     measure_peak: bool = True
+    infer_input: str = "dataset"   # infer_only feeds: dataset | zeros | random (seeded), as ais_bench
 
 
 def _utc(ts: float) -> str:
@@ -64,6 +65,19 @@ def _first(out):
 def _batch(samples: list[np.ndarray], n: int) -> np.ndarray:
     """n samples, cycling when the dataset is smaller than the batch."""
     return np.stack([samples[i % len(samples)] for i in range(n)])
+
+
+def _infer_feed(mode: str, head: list[np.ndarray], bs: int) -> tuple[np.ndarray, str]:
+    """The resident batch of the infer-only timing: real samples, zeros, or seeded random values
+    (ais_bench's pure-inference inputs), and its description for the record."""
+    if mode == "dataset":
+        return _batch(head, bs), "dataset batch (first samples, cycled)"
+    shape = (bs, *head[0].shape)
+    if mode == "zeros":
+        return np.zeros(shape, dtype=np.float32), "zeros"
+    if mode == "random":
+        return np.random.default_rng(0).standard_normal(shape, dtype=np.float32), "random normal, seed 0"
+    raise ZooError(f"--input must be dataset, zeros or random, got {mode!r}")
 
 
 def _accuracy(metrics_by_bs: dict[int, list], manifest, dataset) -> list[dict]:
@@ -219,8 +233,9 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     try:
         for bs in batch_sizes:
             try:
-                block = infer_only(rt, {inp: _batch(head, bs)}, bs, cfg.warmup, cfg.iterations,
-                                   cfg.time_budget, "dataset batch (first samples, cycled)", cfg.stability)
+                feed, desc = _infer_feed(cfg.infer_input, head, bs)
+                block = infer_only(rt, {inp: feed}, bs, cfg.warmup, cfg.iterations, cfg.time_budget, desc,
+                                   cfg.stability)
             except ZooError:
                 raise
             except Exception as exc:  # a batch size the runtime cannot run (memory, shape)
