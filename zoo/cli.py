@@ -124,7 +124,17 @@ def bench_table(records: list[dict]) -> str:
         rows.append(row)
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([line(head)] + [line(r) for r in rows])
+    out = [line(head)] + [line(r) for r in rows]
+    for rec in records:  # the best batch size against the machine's measured fp32 peak
+        ok = [p for p in rec["perf"] if p["scope"] == "infer_only" and p["status"] == "ok"]
+        if not ok:
+            continue
+        best = max(ok, key=lambda p: p["throughput"])
+        peak = rec["device"].get("fp32_peak", {}).get("gflops")
+        cost = f", {best['gflops']:.0f} GFLOP/s" if best.get("gflops") else ""
+        frac = f" = {best['peak_fraction']:.0%} of the {peak:.0f} GFLOP/s fp32 GEMM peak" if best.get("peak_fraction") else ""
+        out.append(f"best {rec['runtime']['name']}: bs{best['batch_size']} {best['throughput']:.2f}/s{cost}{frac}")
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
