@@ -255,16 +255,20 @@ def _cost_table(run, label) -> Table | None:
     for p in blocks:
         st = p.get("stability") or {}
         rows.append([str(p["batch_size"]), _f(p.get("throughput"), 1), _f(p.get("gflops"), 1),
-                     _pct(p.get("peak_fraction")), p.get("stopped_by", DASH),
+                     _pct(p.get("peak_fraction")), _f(p.get("activation_gbytes_per_s"), 1),
+                     _pct(p.get("bandwidth_fraction")), p.get("stopped_by", DASH),
                      _pct(st.get("spread")) if st.get("spread") is not None else DASH])
     notes = []
     if cost:
         notes.append(f"{cost['flops_per_sample'] / 1e9:.2f} GFLOP and {cost['params'] / 1e6:.2f} M parameters per "
                      f"sample ({cost.get('counted', 'from the ONNX graph')})")
     if peak:
-        notes.append(f"fp32 peak {peak['gflops']:.0f} GFLOP/s ({peak['method']}, {peak['threads']} threads)")
-    return Table(f"Cost and stability, {label}", ["batch size", "samples/s", "GFLOP/s", "of peak", "stopped by",
-                                                   "window spread"], rows, notes)
+        notes.append(f"fp32 peak {peak['gflops']:.0f} GFLOP/s ({peak['method']}, {peak['threads']} threads)"
+                     + (f"; memory copy {peak['memory']['gbytes_per_s']:.1f} GB/s ({peak['memory'].get('method', '')})"
+                        if peak.get("memory") else ""))
+    return Table(f"Cost and stability, {label}", ["batch size", "samples/s", "GFLOP/s", "of peak",
+                                                   "activations GB/s", "of bandwidth", "stopped by", "window spread"],
+                 rows, notes)
 
 
 def _latency_plot(runs, labels, title: str) -> bytes | None:

@@ -104,3 +104,18 @@ def gemm_peak(threads: int, n: int = 2048, repeats: int = 7) -> dict:
         torch.set_num_threads(old)
     return {"gflops": 2 * n ** 3 / best / 1e9, "method": f"torch.mm {n}x{n} fp32, best of {repeats}",
             "threads": threads, "torch": torch.__version__}
+
+
+def copy_bandwidth(mbytes: int = 256, repeats: int = 5) -> dict:
+    """Best main-memory copy rate (read + write bytes per second, as STREAM's Copy) of a
+    `mbytes` float32 array with numpy: the bound of bandwidth-limited models (depthwise layers)."""
+    n = mbytes * (1 << 20) // 4
+    a = np.ones(n, dtype=np.float32)
+    b = np.empty_like(a)
+    np.copyto(b, a)  # touch the pages
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - t0)
+    return {"gbytes_per_s": 2 * a.nbytes / best / 1e9, "method": f"numpy copy of {mbytes} MiB float32, best of {repeats}"}

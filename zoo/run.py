@@ -217,15 +217,22 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
 
     peak = None
     if cfg.measure_peak:
-        from zoo.cost import gemm_peak
+        from zoo.cost import copy_bandwidth, gemm_peak
         peak = gemm_peak(rt.threads)
-        _log(f"      fp32 GEMM peak on {rt.threads} threads: {peak['gflops']:.0f} GFLOP/s")
+        peak["memory"] = copy_bandwidth()
+        _log(f"      fp32 GEMM peak on {rt.threads} threads: {peak['gflops']:.0f} GFLOP/s; memory copy "
+             f"{peak['memory']['gbytes_per_s']:.1f} GB/s")
     flops = export.get("cost", {}).get("flops_per_sample")
+    act_bytes = export.get("cost", {}).get("activation_bytes")
 
     def with_cost(block: dict) -> dict:
         if flops and block.get("status") == "ok":
             block["gflops"] = flops * block["throughput"] / 1e9
             block["peak_fraction"] = block["gflops"] / peak["gflops"] if peak else None
+        if act_bytes and block.get("status") == "ok":  # activations written once (a lower bound of traffic)
+            block["activation_gbytes_per_s"] = act_bytes * block["throughput"] / 1e9
+            if peak:
+                block["bandwidth_fraction"] = block["activation_gbytes_per_s"] / peak["memory"]["gbytes_per_s"]
         return block
 
     _log(f"[5/6] inference, batch sizes {batch_sizes}, {len(dataset)} samples")

@@ -59,3 +59,9 @@ def test_gemm_peak_fields_and_threads_restored():
     p = gemm_peak(1, n=256, repeats=2)
     assert p["gflops"] > 0 and p["threads"] == 1 and "256x256" in p["method"]
     assert torch.get_num_threads() == before
+
+
+def test_copy_bandwidth_fields():
+    from zoo.cost import copy_bandwidth
+    b = copy_bandwidth(mbytes=8, repeats=2)
+    assert b["gbytes_per_s"] > 0 and "8 MiB" in b["method"]

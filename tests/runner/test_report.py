@@ -288,5 +288,5 @@ def test_cost_and_stability_table_from_schema_1_2_fields(tmp_path: Path):
     _write(folder, "a.json", rec)
     md = write_report(folder)["markdown"].read_text()
     assert "Cost and stability, onnxruntime" in md
-    assert "| 1 | 25.0 | 242.5 | 121.2% | stable | 1.2% |" in md  # 9.7 GFLOP x 25/s vs a 200 GFLOP/s peak
+    assert "| 1 | 25.0 | 242.5 | 121.2% | — | — | stable | 1.2% |" in md  # 9.7 GFLOP x 25/s vs a 200 GFLOP/s peak
     assert "9.70 GFLOP and 9.00 M parameters per sample" in md and "fp32 peak 200 GFLOP/s" in md
