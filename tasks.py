@@ -63,6 +63,17 @@ def _zoo_args(backend=None, batch_sizes=None, limit=None, opset=None, option=(),
     return args
 
 
+def _paths(weights, data) -> list[str]:
+    """--weights / --data for the model process, which runs in the repo root: local paths are
+    made absolute (a URL or a manifest checkpoint name stays as it is)."""
+    out = []
+    if weights:
+        out += ["--weights", str(Path(weights).resolve()) if Path(weights).exists() else str(weights)]
+    if data:
+        out += ["--data", str(Path(data).resolve())]
+    return out
+
+
 def _in_env(model: str, argv: list[str]) -> subprocess.CompletedProcess:
     py = _ensure(model)
     try:
@@ -134,11 +145,7 @@ def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=
         if new:
             _summarise(new[-1])
         return
-    argv = ["-m", "zoo", "run", "--model", model, "--out", str(out), *zargs]
-    if weights:
-        argv += ["--weights", str(weights)]
-    if data:
-        argv += ["--data", str(data)]
+    argv = ["-m", "zoo", "run", "--model", model, "--out", str(out), *zargs, *_paths(weights, data)]
     proc = _in_env(model, argv)
     if proc.returncode != 0:
         raise Exit(code=proc.returncode)  # zoo printed its one-line error on stderr
@@ -158,10 +165,7 @@ def bench(c, model=None, batch_sizes=None, limit=None, data=None, weights=None, 
     argv = ["-m", "zoo", "bench", "--model", model, "--backends", backends, "--out", str(Path(out).resolve()),
             *_zoo_args(None, batch_sizes, limit, None, option, None, iters, time_budget, threads, workers,
                        infer_input=infer_input)]
-    if weights:
-        argv += ["--weights", str(weights)]
-    if data:
-        argv += ["--data", str(data)]
+    argv += _paths(weights, data)
     proc = _in_env(model, argv)
     print(proc.stdout, end="")
     if proc.returncode != 0:
