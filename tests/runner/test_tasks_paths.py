@@ -1,0 +1,26 @@
+"""invoke run/bench hand local --weights/--data to the model process as absolute paths (that
+process runs in the repo root), and leave URLs and checkpoint names alone."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_tasks():
+    spec = importlib.util.spec_from_file_location("zoo_tasks", ROOT / "tasks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_paths_resolved_from_the_callers_folder(tmp_path, monkeypatch):
+    tasks = load_tasks()
+    (tmp_path / "w.pth").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    assert tasks._paths("w.pth", "VOCdevkit") == ["--weights", str(tmp_path / "w.pth"), "--data", str(tmp_path / "VOCdevkit")]
+    assert tasks._paths("official", None) == ["--weights", "official"]
+    url = "https://download.openmmlab.com/x/y.pth"
+    assert tasks._paths(url, None) == ["--weights", url]
+    assert tasks._paths(None, None) == []
