@@ -28,3 +28,11 @@ def run_zoo(zoo_cache):
         return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=timeout)
     return _run
+
+
+@pytest.fixture
+def out(tmp_path) -> Path:
+    """An empty results folder for a CLI run (bad-input tests check it stays empty)."""
+    d = tmp_path / "results"
+    d.mkdir()
+    return d

@@ -31,13 +31,6 @@ def tree(tmp_path):
 
 
 @pytest.fixture
-def out(tmp_path):
-    d = tmp_path / "results"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
 def zoo(zoo_cache, monkeypatch, capsys, out):
     """zoo.cli.main in this process -> (exit code, last stderr line)."""
     monkeypatch.setenv("ZOO_CACHE", str(zoo_cache))

@@ -15,13 +15,6 @@ GT_DIR = "gtFine/val/frankfurt"
 
 
 @pytest.fixture
-def out(tmp_path):
-    d = tmp_path / "results"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
 def sample(tmp_path):
     return copy_builtin(tmp_path / "cityscapes")
 

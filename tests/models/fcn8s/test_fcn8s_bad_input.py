@@ -13,13 +13,6 @@ LABEL = "VOC2012/SegmentationClass/2007_000033.png"
 
 
 @pytest.fixture
-def out(tmp_path):
-    d = tmp_path / "results"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
 def voc(tmp_path):
     return copy_builtin(tmp_path / "VOCdevkit")
 

@@ -59,13 +59,6 @@ def test_shared_coco_sample_same_as_builtin(run_zoo, checkpoint, e2e, tmp_path):
     assert last_json(proc)["accuracy"][0]["value"] == pytest.approx(e2e[0]["accuracy"][0]["value"], abs=1e-9)
 
 
-@pytest.fixture
-def out(tmp_path):
-    d = tmp_path / "results"
-    d.mkdir()
-    return d
-
-
 def run(run_zoo, out, checkpoint, *args):
     return run_zoo("run", "--model", "nasfpn", "--weights", checkpoint, "--batch-sizes", "1", "--iters", "1",
                    "--warmup", "0", "--out", out, *args)

@@ -19,13 +19,6 @@ IDS = builtin_ids()[:3]
 
 
 @pytest.fixture
-def out(tmp_path):
-    d = tmp_path / "results"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
 def small_data(tmp_path):
     return copy_dataset(IDS, tmp_path / "dsb")
 
