@@ -85,7 +85,7 @@ def onnx_cost(path: Path, input_shape: list[int]) -> dict:
             "counted": "Conv, ConvTranspose, Gemm, MatMul (2 FLOPs per multiply-accumulate)"}
 
 
-def gemm_peak(threads: int, n: int = 2048, repeats: int = 7) -> dict:
+def gemm_peak(threads: int, n: int = 2048, repeats: int = 25) -> dict:
     """Best fp32 GFLOP/s of torch.mm(n x n, n x n) on `threads` threads."""
     import torch
     old = torch.get_num_threads()
