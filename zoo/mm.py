@@ -8,7 +8,38 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import numpy as np
+
 from zoo.errors import ZooError, one_line
+
+# The data preprocessors of both configs (SegDataPreProcessor / DetDataPreprocessor): RGB, 0-255.
+MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+
+
+def imnormalize(bgr: np.ndarray) -> np.ndarray:
+    """mmcv.imnormalize(img, MEAN, STD, to_rgb=True): BGR uint8 -> HWC float32 RGB."""
+    import cv2
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
+    return (rgb - MEAN) * (np.float32(1.0) / STD)
+
+
+def imrescale_size(w: int, h: int, scale: tuple[int, int]) -> tuple[int, int, float]:
+    """mmcv.imrescale's output (new_w, new_h, factor) for a (long, short) scale:
+    factor = min(long / max(h, w), short / min(h, w)), sizes int(x * factor + 0.5)."""
+    factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+    return int(w * factor + 0.5), int(h * factor + 0.5), factor
+
+
+def letterbox_input(bgr: np.ndarray, size: int, geometry: dict) -> np.ndarray:
+    """The guides' letterbox: bilinear resize (cv2) to geometry's new_w x new_h, normalise, paste
+    at (pad_left, pad_top) into a zero size x size canvas -> CHW float32."""
+    import cv2
+    g = geometry
+    img = cv2.resize(bgr, (g["new_w"], g["new_h"]), interpolation=cv2.INTER_LINEAR)
+    x = np.zeros((size, size, 3), dtype=np.float32)
+    x[g["pad_top"]:g["pad_top"] + g["new_h"], g["pad_left"]:g["pad_left"] + g["new_w"]] = imnormalize(img)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
 def package_config(package: str, relpath: str) -> Path:

@@ -35,26 +35,19 @@ from zoo.fileutil import text_sha256
 from zoo.ids import read_ids
 from zoo.images import imread
 from zoo.metrics import DatasetIoU
+from zoo.mm import imnormalize, imrescale_size, letterbox_input
 from zoo.weights import load_strict
 
 CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
            "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
            "train", "tvmonitor")
 IGNORE = 255
-MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)   # RGB
-STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 CONFIG = "fcn/fcn_r50-d8_4xb4-20k_voc12aug-512x512.py"
 PROTOCOLS = ("guide", "upstream")
 UPSTREAM_SCALE = (2048, 512)  # mmseg Resize(scale=(2048, 512), keep_ratio=True)
 
 
 # ----------------------------------------------------------------------------- preprocessing
-
-def normalize(bgr: np.ndarray) -> np.ndarray:
-    """mmcv.imnormalize(img, mean, std, to_rgb=True) -> HWC float32 (RGB)."""
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
-    return (rgb - MEAN) * (np.float32(1.0) / STD)
-
 
 def guide_geometry(w: int, h: int, size: int) -> dict:
     """The guide's letterbox numbers for a w x h image and a size x size input."""
@@ -69,23 +62,18 @@ def guide_geometry(w: int, h: int, size: int) -> dict:
 def guide_input(bgr: np.ndarray, size: int) -> tuple[np.ndarray, dict]:
     h, w = bgr.shape[:2]
     g = guide_geometry(w, h, size)
-    img = cv2.resize(bgr, (g["new_w"], g["new_h"]), interpolation=cv2.INTER_LINEAR)
-    x = np.zeros((size, size, 3), dtype=np.float32)
-    x[g["pad_top"]:g["pad_top"] + g["new_h"], g["pad_left"]:g["pad_left"] + g["new_w"]] = normalize(img)
-    return np.ascontiguousarray(x.transpose(2, 0, 1)), g
+    return letterbox_input(bgr, size, g), g
 
 
 def rescale_size(w: int, h: int, scale: tuple[int, int] = UPSTREAM_SCALE) -> tuple[int, int]:
-    """mmcv.imrescale's output (w, h) for a (long, short) scale: factor = min(long/max, short/min),
-    sizes int(x * factor + 0.5)."""
-    factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
-    return int(w * factor + 0.5), int(h * factor + 0.5)
+    """(w, h) after mmseg's Resize(scale=(2048, 512), keep_ratio=True)."""
+    return imrescale_size(w, h, scale)[:2]
 
 
 def upstream_input(bgr: np.ndarray) -> np.ndarray:
     h, w = bgr.shape[:2]
     img = cv2.resize(bgr, rescale_size(w, h), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(normalize(img).transpose(2, 0, 1))
+    return np.ascontiguousarray(imnormalize(img).transpose(2, 0, 1))
 
 
 def read_voc_label(path: Path, num_classes: int = len(CLASSES)) -> np.ndarray:
@@ -268,7 +256,6 @@ class FCN8sAdapter(ModelAdapter):
                          self.protocol, self.manifest.input["shape"][-1])
 
     def metrics(self):
-        size = self.manifest.input["shape"][-1]
         ref = self.manifest.reference["protocols"][self.protocol]
 
         def post(out, target):

@@ -26,25 +26,20 @@ from zoo.coco import ANNOTATIONS, CLASSES, IMAGES, evaluate, load_coco, parse_im
 from zoo.errors import ZooError
 from zoo.fileutil import text_sha256
 from zoo.ids import read_ids
+from zoo.mm import letterbox_input
 from zoo.images import imread
 from zoo.weights import load_strict
 
 from models.nasfpn.postprocess import NUM_CLASSES, DetectCfg, detect, letterbox_geometry, to_original
 
 CONFIG = "nas_fpn/retinanet_r50_nasfpn_crop640-50e_coco.py"
-MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)  # RGB
-STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 
 
 def letterbox(bgr: np.ndarray, size: int) -> tuple[np.ndarray, dict]:
     """The guide's preprocessing -> (CHW float32 size x size, geometry)."""
     h, w = bgr.shape[:2]
     g = letterbox_geometry(w, h, size)
-    img = cv2.resize(bgr, (g["new_w"], g["new_h"]), interpolation=cv2.INTER_LINEAR)
-    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32)
-    x = np.zeros((size, size, 3), dtype=np.float32)
-    x[g["pad_top"]:g["pad_top"] + g["new_h"], g["pad_left"]:g["pad_left"] + g["new_w"]] = (rgb - MEAN) * (np.float32(1) / STD)
-    return np.ascontiguousarray(x.transpose(2, 0, 1)), g
+    return letterbox_input(bgr, size, g), g
 
 
 class CocoVal(Dataset):

@@ -15,6 +15,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from zoo.mm import imrescale_size
+
 NUM_CLASSES = 80
 STRIDES = (8, 16, 32, 64, 128)
 OCTAVE_BASE_SCALE = 4
@@ -139,14 +141,9 @@ def detect(raw: np.ndarray, input_hw: tuple[int, int], cfg: DetectCfg = DetectCf
 
 # ----------------------------------------------------------------------------- letterbox
 
-def rescale_size(w: int, h: int, size: int) -> tuple[int, int, float]:
-    """mmcv.imrescale(img, (size, size)): factor min(size/long, size/short), int(x*f + 0.5)."""
-    f = min(size / max(h, w), size / min(h, w))
-    return int(w * f + 0.5), int(h * f + 0.5), f
-
-
 def letterbox_geometry(w: int, h: int, size: int) -> dict:
-    new_w, new_h, f = rescale_size(w, h, size)
+    """mmcv.imrescale to (size, size), then centre padding (the guide's preprocess)."""
+    new_w, new_h, f = imrescale_size(w, h, (size, size))
     return {"new_w": new_w, "new_h": new_h, "factor": f,
             "pad_left": (size - new_w) // 2, "pad_top": (size - new_h) // 2}
 

@@ -3,7 +3,6 @@ strict loading of the mmcv container, SyncBN reverted, the export wrapper equal 
 inference."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.fcn8s.adapter import (MEAN, STD, guide_geometry, guide_input, guide_restore, normalize, read_voc_label,
-                                  rescale_size, upstream_input, upstream_prediction)
+from models.fcn8s.adapter import (guide_geometry, guide_input, guide_restore, read_voc_label, rescale_size,
+                                  upstream_input, upstream_prediction)
+from zoo.mm import MEAN, STD, imnormalize as normalize
 from zoo.errors import ZooError
 
 from .conftest import BUILTIN, PALETTE
