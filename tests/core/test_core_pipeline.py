@@ -1,5 +1,6 @@
 """zoo.pipeline: streaming dataset pipeline (order, batching, stages, errors) and infer_only
 (iterations, time budget). Only counts and fields are asserted, never timing values."""
+import threading
 import time
 from pathlib import Path
 
@@ -75,8 +76,8 @@ def runtime(restore_torch_threads):
     rt.close()
 
 
-@pytest.mark.parametrize("workers", [1, 3])
-def test_run_pipeline_batches_order_and_outputs(runtime, workers):
+@pytest.mark.parametrize("workers,post_workers", [(1, 1), (3, 1), (1, 0)])
+def test_run_pipeline_batches_order_and_outputs(runtime, workers, post_workers):
     ds = ToyDataset(10, slow_first=workers > 1)
     seen_ids, seen_out = [], []
 
@@ -85,7 +86,9 @@ def test_run_pipeline_batches_order_and_outputs(runtime, workers):
         seen_out.extend(np.array(o) for o in out)
 
     metric = BinaryIoU("guide", "")
-    res = run_pipeline(runtime, ds, 4, IN, OUT, [metric], workers=workers, on_outputs=collect, label="t")
+    res = run_pipeline(runtime, ds, 4, IN, OUT, [metric], workers=workers, on_outputs=collect, label="t",
+                       post_workers=post_workers)
+    assert res["postprocess_workers"] == post_workers
     assert runtime.module.batches == [4, 4, 2]            # the last partial batch is run
     assert seen_ids == ds.ids                             # dataset order kept
     ref = ToyDataset(10)
@@ -136,6 +139,53 @@ def test_run_pipeline_read_error_propagates(runtime, workers):
     with pytest.raises(ZooError, match="s6: unreadable sample"):
         run_pipeline(runtime, ds, 4, IN, OUT, [], workers=workers)
     assert runtime.module.batches == [4]                  # stopped at the batch holding s6
+
+
+class GatedRecorder(Recorder):
+    """Signals each forward call's start, so a test can see what runs concurrently with it."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = [threading.Event() for _ in range(8)]
+
+    def forward(self, x):
+        self.started[len(self.batches)].set()
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("post_workers", [1, 0])
+def test_run_pipeline_postprocessing_overlaps_the_next_inference(restore_torch_threads, post_workers):
+    """With a postprocessing worker, batch k's postprocessing is still running when batch k+1's
+    inference starts (it waits for that start); on the inference thread it cannot be."""
+    rt = TorchRuntime(threads=1)
+    module = GatedRecorder()
+    rt.compile(ModelArtifacts(None, [IN], [OUT], torch_module=module), None)
+    rt.load()
+    saw_next_start = []
+
+    def post(out, ids):
+        k = len(saw_next_start)
+        # the next inference's start, seen from inside this batch's postprocessing
+        saw_next_start.append(module.started[k + 1].wait(timeout=5 if post_workers else 0.05))
+
+    res = run_pipeline(rt, ToyDataset(12), 4, IN, OUT, [], on_outputs=post, post_workers=post_workers)
+    assert module.batches == [4, 4, 4] and len(saw_next_start) == 3
+    if post_workers:
+        assert saw_next_start[:2] == [True, True]
+    else:
+        assert saw_next_start[:2] == [False, False]
+    assert res["stages"]["postprocess"]["latency_ms"]["count"] == 3
+
+
+def test_run_pipeline_postprocessing_error_propagates(runtime):
+    def post(out, ids):
+        if "s5" in ids:
+            raise ZooError("s5: label missing")
+
+    with pytest.raises(ZooError, match="s5: label missing"):
+        run_pipeline(runtime, ToyDataset(12), 4, IN, OUT, [], on_outputs=post)
+    with pytest.raises(ValueError, match="post_workers"):
+        run_pipeline(runtime, ToyDataset(4), 4, IN, OUT, [], post_workers=2)
 
 
 def test_infer_only_iterations(runtime):
