@@ -59,6 +59,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", dest="infer_input", choices=["dataset", "zeros", "random"], default="dataset",
                    help="infer-only timing input: real samples (default), zeros, or seeded random (ais_bench style)")
     p.add_argument("--no-peak", action="store_true", help="skip measuring the fp32 GEMM peak")
+    p.add_argument("--post-workers", type=int, default=1, choices=[0, 1],
+                   help="postprocessing threads overlapped with inference (0: on the inference thread)")
+    p.add_argument("--isolate", action="store_true",
+                   help="run each batch size in its own process: a batch size killed (out of memory) is recorded "
+                        "as failed and the sweep goes on")
+    p.add_argument("--memory-limit", type=float, metavar="MB",
+                   help="with --isolate: kill a batch size whose resident memory exceeds MB (recorded as failed)")
 
 
 def _config(a, backend: str):
@@ -67,7 +74,8 @@ def _config(a, backend: str):
                      ids_file=a.ids_file, batch_sizes=a.batch_sizes, limit=a.limit, out=a.out, opset=a.opset,
                      onnx=a.onnx, options=dict(a.option), warmup=a.warmup, iterations=a.iters,
                      time_budget=a.time_budget, threads=a.threads, workers=a.workers,
-                     stability=_stability(a), infer_input=a.infer_input, measure_peak=not a.no_peak)
+                     stability=_stability(a), infer_input=a.infer_input, measure_peak=not a.no_peak,
+                     post_workers=a.post_workers, isolate=a.isolate, memory_limit_mb=a.memory_limit)
 
 
 def _stability(a):
@@ -139,7 +147,10 @@ def bench_table(records: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
+    if argv[:2] == ["_child", "--config"] and len(argv) == 3:  # one batch size of an --isolate sweep
+        args = argparse.Namespace(cmd="_child", config=argv[2])
+    else:
+        args = parser().parse_args(argv)
     try:
         if args.cmd == "models":
             from zoo.manifest import available_models, load_manifest
@@ -151,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             print(write_bins(args.model, args.data, args.ids_file, args.limit, dict(args.option), args.bin_dir))
             return 0
         from zoo.run import run
+        if args.cmd == "_child":
+            from zoo.isolate import config_from_json
+            print(run(config_from_json(args.config), argv))
+            return 0
         if args.cmd == "run":
             path = run(_config(args, args.backend), argv)
             print(path)

@@ -47,6 +47,9 @@ class RunConfig:
     stability: "Stability | None" = field(default_factory=lambda: Stability())
     measure_peak: bool = True
     infer_input: str = "dataset"   # infer_only feeds: dataset | zeros | random (seeded), as ais_bench
+    post_workers: int = 1          # postprocessing overlapped with inference on its own thread (0: inline)
+    isolate: bool = False          # each batch size in its own child process (zoo.isolate)
+    memory_limit_mb: float | None = None  # with isolate: SIGKILL a child above this resident memory
 
 
 def _utc(ts: float) -> str:
@@ -117,6 +120,13 @@ def _device(rt, peak: dict | None) -> dict:
 
 
 def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
+    if cfg.isolate:
+        from zoo.isolate import run_isolated
+        return run_isolated(cfg, argv or [])
+    if cfg.memory_limit_mb is not None:
+        raise ZooError("--memory-limit needs --isolate (the watched process must not be the sweep itself)")
+    if cfg.post_workers not in (0, 1):
+        raise ZooError(f"--post-workers must be 0 (postprocess on the inference thread) or 1, got {cfg.post_workers}")
     t_start = time.time()
     manifest = load_manifest(cfg.model)
     runtime_cls = get_runtime(cfg.backend)
@@ -252,7 +262,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
             perf.append(with_cost(block))
             metrics = adapter.metrics()
             try:
-                pipe = run_pipeline(rt, dataset, bs, inp, outp, metrics, workers=cfg.workers, label=cfg.backend)
+                pipe = run_pipeline(rt, dataset, bs, inp, outp, metrics, workers=cfg.workers, label=cfg.backend,
+                                    post_workers=cfg.post_workers)
             except ZooError:
                 raise
             except Exception as exc:
@@ -277,7 +288,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         "run_id": f"{manifest.name}-{cfg.backend}-{stamp}", "status": "ok", "error": None,
         "model": {"name": manifest.name, "title": manifest.title, "variant": adapter.variant, "options": adapter.options},
         "runtime": {"name": rt.name, "version": rt.version(),
-                    "settings": {**rt.settings(), "cache": str(cache), "pipeline_workers": cfg.workers}},
+                    "settings": {**rt.settings(), "cache": str(cache), "pipeline_workers": cfg.workers,
+                                 "postprocess_workers": cfg.post_workers}},
         "device": _device(rt, peak), "precision": "fp32",
         "environment": environment(argv or []),
         "provenance": {"weights": weights.record(), "dataset": dataset.provenance()},

@@ -1,0 +1,67 @@
+"""zoo.isolate: the child-process watchdog (real processes, real /proc memory readings, real
+signals) and the reasons it records. The whole --isolate sweep on a real model is in
+tests/models/unetpp/test_unetpp_isolate.py."""
+import json
+import sys
+
+import pytest
+
+from zoo.isolate import config_from_json, rss_mb, watch, _config_json
+from zoo.pipeline import Stability
+from zoo.run import RunConfig
+
+PY = sys.executable
+
+
+def test_watch_kills_a_process_above_the_memory_limit():
+    # holds 600 MB, touched page by page, then sleeps: the watchdog must kill it well before the end
+    code = "import time; b = bytearray(600 << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(60)"
+    res = watch([PY, "-c", code], memory_limit_mb=300)
+    assert res.killed_by_watchdog and res.returncode == -9
+    assert res.peak_rss_mb > 300
+    reason = res.reason(300)
+    assert reason.startswith("killed: resident memory reached") and "above the memory limit of 300 MB" in reason
+
+
+def test_watch_leaves_a_process_under_the_limit_alone_and_reads_its_peak():
+    code = "import sys, time; b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.5); print('done')"
+    res = watch([PY, "-c", code], memory_limit_mb=2000)
+    assert res.returncode == 0 and not res.killed_by_watchdog
+    assert res.stdout.strip() == "done"
+    assert 200 <= res.peak_rss_mb < 2000
+
+
+def test_a_process_killed_by_sigkill_is_reported_as_a_possible_oom_kill():
+    res = watch([PY, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+    assert res.returncode == -9 and not res.killed_by_watchdog
+    assert res.reason(None).startswith("process killed by SIGKILL (out of memory?")
+
+
+def test_an_error_exit_reports_the_childs_one_line_error():
+    code = "import sys; print('progress', file=sys.stderr); print('error: x.png: corrupt image', file=sys.stderr); sys.exit(2)"
+    res = watch([PY, "-c", code])
+    assert res.returncode == 2
+    assert res.reason(None) == "x.png: corrupt image"
+
+
+def test_rss_of_a_missing_process_is_none():
+    assert rss_mb(2 ** 22 + 12345) is None
+
+
+def test_config_round_trips_through_json(tmp_path):
+    cfg = RunConfig(model="unetpp", batch_sizes=[1, 4], data=tmp_path, stability=Stability(window=4, tolerance=0.1),
+                    options={"upsample": "nearest"}, isolate=True, memory_limit_mb=500.0, time_budget=2.5)
+    back = config_from_json(_config_json(cfg, 4, tmp_path / "o"))
+    assert back.batch_sizes == [4] and back.out == tmp_path / "o" and back.data == tmp_path
+    assert back.isolate is False and back.memory_limit_mb is None  # the child runs its one batch size itself
+    assert back.stability == cfg.stability and back.options == cfg.options and back.time_budget == 2.5
+    assert json.loads(_config_json(back, 4, tmp_path / "o")) == json.loads(_config_json(cfg, 4, tmp_path / "o"))
+    nostab = config_from_json(_config_json(RunConfig(model="unetpp", stability=None), 1, tmp_path))
+    assert nostab.stability is None
+
+
+def test_memory_limit_without_isolate_is_a_clear_error():
+    from zoo.errors import ZooError
+    from zoo.run import run
+    with pytest.raises(ZooError, match="--memory-limit needs --isolate"):
+        run(RunConfig(model="unetpp", memory_limit_mb=100))

@@ -1,0 +1,168 @@
+"""A batch-size sweep that survives the process being killed: each batch size runs in its own
+child process (`python -m zoo run --batch-sizes <bs>`), watched for its resident memory.
+
+A child that raises is recorded with its one-line error; a child killed by a signal (the kernel's
+OOM killer sends SIGKILL) or by the memory watchdog (`memory_limit_mb`: resident set size above
+the limit -> SIGKILL) is recorded as a failed batch size with the reason, and the sweep goes on.
+The children's records are merged into one result, as if one process had run the sweep."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from zoo import schema
+from zoo.errors import ZooError
+from zoo.fileutil import atomic_write_text
+
+
+def rss_mb(pid: int) -> tuple[float, float] | None:
+    """(current, peak) resident set size of a live process in MB, from /proc (Linux)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+@dataclasses.dataclass
+class ChildOutcome:
+    returncode: int
+    peak_rss_mb: float | None
+    killed_by_watchdog: bool
+    stdout: str
+    stderr_tail: list[str]
+
+    def reason(self, memory_limit_mb: float | None) -> str:
+        if self.killed_by_watchdog:
+            return (f"killed: resident memory reached {self.peak_rss_mb:.0f} MB, above the memory limit of "
+                    f"{memory_limit_mb:.0f} MB")
+        if self.returncode < 0:
+            sig = signal.Signals(-self.returncode).name
+            hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if sig == "SIGKILL" else ""
+            return f"process killed by {sig}{hint}; peak resident memory {self.peak_rss_mb or 0:.0f} MB"
+        errors = [ln for ln in self.stderr_tail if ln.startswith("error: ")]
+        return errors[-1][len("error: "):] if errors else f"exit code {self.returncode}: {' | '.join(self.stderr_tail[-2:])}"
+
+
+def watch(cmd: list[str], memory_limit_mb: float | None = None, env: dict | None = None,
+          poll_s: float = 0.05) -> ChildOutcome:
+    """Run `cmd`, echo its stderr, poll its resident memory; SIGKILL it above `memory_limit_mb`."""
+    if memory_limit_mb is not None and not Path("/proc/self/status").exists():
+        raise ZooError("--memory-limit needs /proc (Linux) to watch the resident memory")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    tail: deque = deque(maxlen=20)
+    out: list[str] = []
+
+    def pump_err():
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            tail.append(line.rstrip("\n"))
+
+    readers = [threading.Thread(target=pump_err, daemon=True),
+               threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)]
+    for t in readers:
+        t.start()
+    peak, killed = None, False
+    while proc.poll() is None:
+        mem = rss_mb(proc.pid)
+        if mem:
+            peak = max(peak or 0.0, mem[1])
+            if memory_limit_mb is not None and mem[0] > memory_limit_mb:
+                peak = max(peak, mem[0])
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+                proc.wait()
+                break
+        time.sleep(poll_s)
+    for t in readers:
+        t.join(timeout=10)
+    return ChildOutcome(proc.returncode, peak, killed, "".join(out), list(tail))
+
+
+def _config_json(cfg, bs: int, out: Path) -> str:
+    d = dataclasses.asdict(cfg)
+    d.update(batch_sizes=[bs], out=str(out), isolate=False, memory_limit_mb=None)
+    return json.dumps(d, default=str)
+
+
+def config_from_json(text: str):
+    from zoo.pipeline import Stability
+    from zoo.run import RunConfig
+    d = json.loads(text)
+    for k in ("data", "ids_file", "out", "onnx"):
+        if d.get(k) is not None:
+            d[k] = Path(d[k])
+    if d.get("stability") is not None:
+        d["stability"] = Stability(**d["stability"])
+    return RunConfig(**d)
+
+
+def _merge_accuracy(records: list[dict]) -> list[dict]:
+    """The first batch size's accuracy blocks, with the spread across every batch size's."""
+    blocks = [dict(b) for b in records[0]["accuracy"]]
+    for i, b in enumerate(blocks):
+        spread = max(abs(r["accuracy"][i]["value"] - b["value"]) for r in records)
+        b["max_spread_across_batch_sizes"] = spread
+        b["consistent_across_batch_sizes"] = spread <= 1e-4
+    return blocks
+
+
+def run_isolated(cfg, argv: list[str]) -> Path:
+    """The sweep of `cfg.batch_sizes` (or the manifest's), one child process per batch size."""
+    from zoo.manifest import load_manifest
+    from zoo.run import _utc
+    t_start = time.time()
+    manifest = load_manifest(cfg.model)
+    adapter = manifest.adapter(**cfg.options)
+    sizes = cfg.batch_sizes or manifest.benchmark["batch_sizes"]
+    limit_bs = adapter.max_batch_size()
+    if limit_bs is not None and not cfg.batch_sizes:
+        sizes = [b for b in sizes if b <= limit_bs] or [limit_bs]
+    if cfg.memory_limit_mb is not None and cfg.memory_limit_mb <= 0:
+        raise ZooError(f"--memory-limit must be positive, got {cfg.memory_limit_mb}")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                                   os.environ.get("PYTHONPATH")]))}
+    records, perf, isolation = [], [], []
+    with tempfile.TemporaryDirectory(prefix="zoo-isolate-") as tmp:
+        for bs in sizes:
+            out = Path(tmp) / f"bs{bs}"
+            print(f"[isolate] batch size {bs} in a child process"
+                  + (f" (memory limit {cfg.memory_limit_mb:.0f} MB)" if cfg.memory_limit_mb else ""),
+                  file=sys.stderr, flush=True)
+            res = watch([sys.executable, "-m", "zoo", "_child", "--config", _config_json(cfg, bs, out)],
+                        cfg.memory_limit_mb, env)
+            isolation.append({"batch_size": bs, "peak_rss_mb": res.peak_rss_mb})
+            files = sorted(out.glob("*/*.json"))
+            if res.returncode == 0 and files:
+                rec = json.loads(files[0].read_text())
+                records.append(rec)
+                for p in rec["perf"]:
+                    perf.append({**p, "peak_rss_mb": res.peak_rss_mb})
+                continue
+            reason = res.reason(cfg.memory_limit_mb)
+            print(f"[isolate] bs{bs}: FAILED: {reason}", file=sys.stderr, flush=True)
+            perf.append({"batch_size": bs, "scope": "infer_only", "status": "failed", "error": reason[:500],
+                         "peak_rss_mb": res.peak_rss_mb})
+    if not records:
+        raise ZooError(f"{cfg.model}/{cfg.backend}: every batch size failed; first error: {perf[0]['error']}")
+    rec = records[0]
+    t_end = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(t_start))
+    rec.update(run_id=f"{manifest.name}-{cfg.backend}-{stamp}", perf=perf, accuracy=_merge_accuracy(records),
+               timestamps={"started": _utc(t_start), "finished": _utc(t_end), "duration_s": round(t_end - t_start, 3)})
+    rec["environment"]["command"] = [Path(sys.executable).name, "-m", "zoo", *argv]
+    rec["runtime"]["settings"]["isolation"] = {"process_per_batch_size": True, "memory_limit_mb": cfg.memory_limit_mb}
+    path = Path(cfg.out) / manifest.name / f"{rec['run_id']}.json"
+    schema.validate(rec, str(path))
+    atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
+    return path
