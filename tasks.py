@@ -226,14 +226,17 @@ def report(c, results=str(RESULTS), out=None):
     "baseline": "baseline results (folder or file)", "new": "new results (folder or file)",
     "max-accuracy-drop": "relative accuracy drop that fails (default 0.01)",
     "max-throughput-drop": "relative throughput drop that fails (default 0.10)",
-    "allow-missing": "runs/batch sizes only in the baseline do not fail", "out": "write compare.md + compare.json here"})
-def compare(c, baseline, new, max_accuracy_drop=0.01, max_throughput_drop=0.10, allow_missing=False, out=None):
+    "allow-missing": "runs/batch sizes only in the baseline do not fail", "out": "write compare.md + compare.json here",
+    "accuracy-only": "compare accuracy only, matching runs on any device name (a baseline from another machine)"})
+def compare(c, baseline, new, max_accuracy_drop=0.01, max_throughput_drop=0.10, allow_missing=False, out=None,
+            accuracy_only=False):
     """Compare two result sets (the CI gate): exit 1 on an accuracy or throughput regression."""
     from runner.compare import run_compare
     try:
         comp, md = run_compare(Path(baseline), Path(new), Path(out) if out else None,
                                max_accuracy_drop=float(max_accuracy_drop),
-                               max_throughput_drop=float(max_throughput_drop), allow_missing=allow_missing)
+                               max_throughput_drop=float(max_throughput_drop), allow_missing=allow_missing,
+                               accuracy_only=accuracy_only)
     except ResultError as exc:
         _fail(str(exc))
     print(md)

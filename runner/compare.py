@@ -11,6 +11,8 @@ BASELINE and NEW are result folders (or single result files). Records are matche
     above `max_throughput_drop` (default 10%) is a regression; a batch size that ran in the
     baseline but failed in the new run is a regression too.
 A key present in the baseline but absent from NEW is a regression unless `allow_missing`.
+With `accuracy_only` (results from another machine: throughput is not comparable, accuracy is)
+the device name leaves the key (its type stays: cpu, cuda, npu) and throughput is not compared.
 Exit codes (the CLI): 0 no regression, 1 regression, 2 bad input (missing folder, invalid record).
 """
 from __future__ import annotations
@@ -57,16 +59,17 @@ def _records(path: Path) -> list[dict]:
     return records
 
 
-def record_key(rec: dict) -> str:
+def record_key(rec: dict, device_name: bool = True) -> str:
     dev = rec.get("device", {})
+    device = f"{dev.get('type', '?')}:{dev.get('name', '?')}" if device_name else f"{dev.get('type', '?')}:any"
     return " / ".join([rec["model"]["name"], rec["model"].get("variant") or "-", rec["runtime"]["name"],
-                       f"{dev.get('type', '?')}:{dev.get('name', '?')}", rec.get("precision", "?")])
+                       device, rec.get("precision", "?")])
 
 
-def latest_by_key(records: list[dict]) -> dict[str, dict]:
+def latest_by_key(records: list[dict], device_name: bool = True) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for rec in records:
-        k = record_key(rec)
+        k = record_key(rec, device_name)
         if k not in out or rec["timestamps"]["finished"] > out[k]["timestamps"]["finished"]:
             out[k] = rec
     return out
@@ -77,12 +80,13 @@ def _perf(rec: dict) -> dict[tuple[int, str], dict]:
 
 
 def compare(baseline: list[dict], new: list[dict], max_accuracy_drop: float = 0.01,
-            max_throughput_drop: float = 0.10, allow_missing: bool = False) -> Comparison:
+            max_throughput_drop: float = 0.10, allow_missing: bool = False, accuracy_only: bool = False) -> Comparison:
     if not 0 <= max_accuracy_drop < 1 or not 0 <= max_throughput_drop < 1:
         raise ResultError("thresholds must be fractions in [0, 1)")
     result = Comparison(thresholds={"max_accuracy_drop": max_accuracy_drop,
-                                    "max_throughput_drop": max_throughput_drop, "allow_missing": allow_missing})
-    base, cand = latest_by_key(baseline), latest_by_key(new)
+                                    "max_throughput_drop": None if accuracy_only else max_throughput_drop,
+                                    "allow_missing": allow_missing, "accuracy_only": accuracy_only})
+    base, cand = latest_by_key(baseline, not accuracy_only), latest_by_key(new, not accuracy_only)
     for key in sorted(set(base) | set(cand)):
         if key not in cand:
             result.rows.append(Row("missing", key, "-", None, None, None, "ok" if allow_missing else "missing",
@@ -108,6 +112,8 @@ def compare(baseline: list[dict], new: list[dict], max_accuracy_drop: float = 0.
                 note = f"different sample counts ({ba.get('num_samples')} vs {na.get('num_samples')})"
             status = "regression" if drop > max_accuracy_drop else ("improved" if drop < -max_accuracy_drop else "ok")
             result.rows.append(Row("accuracy", key, f"{proto} {na['metric']}", bv, nv, drop, status, note))
+        if accuracy_only:
+            continue
         bp, np_ = _perf(b), _perf(n)
         for bs, scope in sorted(set(bp) | set(np_)):
             item = f"bs{bs} {scope}"
@@ -138,9 +144,11 @@ def _fmt(v, digits=4) -> str:
 
 def to_markdown(c: Comparison) -> str:
     t = c.thresholds
+    thr_text = ("throughput not compared (accuracy only: results from different machines)"
+                if t.get("accuracy_only") else f"throughput drop > {t['max_throughput_drop']:.0%}")
     lines = ["# Comparison", "",
-             f"Thresholds: accuracy drop > {t['max_accuracy_drop']:.1%} (relative), throughput drop > "
-             f"{t['max_throughput_drop']:.0%}. Regressions: **{len(c.regressions)}**.", ""]
+             f"Thresholds: accuracy drop > {t['max_accuracy_drop']:.1%} (relative), {thr_text}. "
+             f"Regressions: **{len(c.regressions)}**.", ""]
     acc = [r for r in c.rows if r.kind == "accuracy"]
     if acc:
         lines += ["## Accuracy", "", "| run | protocol | baseline | new | relative drop | status | note |",

@@ -125,3 +125,29 @@ def test_invalid_record_and_thresholds(tmp_path):
         run_compare(FIXTURE, tmp_path / "bad")
     with pytest.raises(ResultError, match="thresholds"):
         compare([base()], [base()], max_throughput_drop=1.5)
+
+
+def test_accuracy_only_matches_another_machine_and_ignores_throughput():
+    b = base()
+    elsewhere = scaled(b, thr=0.3)           # a slower machine: throughput is not comparable
+    elsewhere["device"]["name"] = "Some Other CPU @ 2.0GHz"
+    strict = compare([b], [elsewhere])       # by default the device name is part of the key
+    assert {r.status for r in strict.regressions} == {"missing"}
+    c = compare([b], [elsewhere], accuracy_only=True)
+    assert c.regressions == [] and c.thresholds["accuracy_only"] is True
+    assert {r.kind for r in c.rows} == {"accuracy"} and all(":any" in r.key for r in c.rows)
+    worse = scaled(elsewhere, {"guide": 0.8369 * 0.98})
+    (r,) = compare([b], [worse], accuracy_only=True).regressions
+    assert r.item == "guide iou" and r.change == pytest.approx(0.02)
+    gpu = copy.deepcopy(elsewhere)
+    gpu["device"]["type"] = "cuda"          # the device type stays in the key
+    assert {r.status for r in compare([b], [gpu], accuracy_only=True).regressions} == {"missing"}
+
+
+def test_the_committed_ci_baseline_is_valid_and_from_built_in_data():
+    from runner.validate import load_results
+    recs = load_results(ROOT / "benchmarks" / "baselines")
+    assert recs, "the CI gate's baseline records are missing"
+    for rec in recs:
+        assert rec["provenance"]["dataset"]["builtin"] is True and rec["provenance"]["weights"]["builtin"] is True
+        assert all(a["num_samples"] > 0 for a in rec["accuracy"])
