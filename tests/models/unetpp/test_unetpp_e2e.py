@@ -123,3 +123,23 @@ def test_prep_writes_guide_style_bin_files(run_zoo, tmp_path):
         np.testing.assert_array_equal(x, ds.preprocess(ds.read(sid))[0])
     again = run_zoo("prep", "--model", "unetpp", "--limit", "3", "--bin-dir", bins)
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_cost_and_peak_fields_of_a_real_run(builtin_result):
+    """The model's cost from the graph, the GEMM peak measured before the sweep and again before
+    each batch size, and each block's fraction of the peak of its own moment."""
+    rec = builtin_result["record"]
+    cost = rec["export"]["cost"]
+    assert cost["flops_per_sample"] == pytest.approx(9.70e9, rel=0.01) and cost["params"] > 9e6
+    peak = rec["device"]["fp32_peak"]
+    assert len(peak["measurements"]) == 1 + 3          # before the sweep + one per batch size
+    assert peak["gflops"] == max(peak["measurements"]) and all(g > 1 for g in peak["measurements"])
+    assert peak["memory"]["gbytes_per_s"] > 0
+    blocks = [p for p in rec["perf"] if p["scope"] == "infer_only"]
+    assert [p["peak_gflops"] for p in blocks] == peak["measurements"][1:]
+    for p in rec["perf"]:
+        assert p["gflops"] == pytest.approx(cost["flops_per_sample"] * p["throughput"] / 1e9)
+        assert p["peak_fraction"] == pytest.approx(p["gflops"] / p["peak_gflops"])
+    pipes = [p for p in rec["perf"] if p["scope"] == "pipeline"]
+    assert all(p["postprocess_workers"] == 1 for p in pipes)
+    assert rec["runtime"]["settings"]["postprocess_workers"] == 1
