@@ -33,10 +33,9 @@ CITYSCAPES = {"erfnet", "fastscnn"}
 
 
 def python_of(model: str) -> str:
-    py = ROOT / ".venvs" / model / "bin" / "python"
-    if not py.exists():
-        raise SystemExit(f"error: {py} missing: run `python3 -m invoke setup --model {model}` first")
-    return str(py)
+    """The model's environment, created or brought up to date first (as `invoke setup`)."""
+    from runner import envs
+    return str(envs.ensure(model))
 
 
 def env() -> dict:
@@ -88,9 +87,13 @@ def best_rows(model: str, records: list[dict], target: float) -> list[dict]:
             by_rt[rec["runtime"]["name"]] = (rec, max(ok, key=lambda p: p["throughput"]))
     torch_tp = by_rt["torch"][1]["throughput"] if "torch" in by_rt else None
     for name, (rec, p) in by_rt.items():
+        peak = rec["device"].get("fp32_peak") or {}
+        seen = peak.get("measurements") or ([peak["gflops"]] if peak else [])
         rows.append({"model": model, "runtime": name, "batch_size": p["batch_size"], "throughput": p["throughput"],
-                     "gflops": p.get("gflops"), "peak_gflops": p.get("peak_gflops"),
-                     "peak_fraction": p.get("peak_fraction"), "bandwidth_fraction": p.get("bandwidth_fraction"),
+                     "gflops": p.get("gflops"), "peak_gflops": peak.get("gflops"),
+                     "peak_range": [min(seen), max(seen)] if seen else None,
+                     "peak_fraction": p["gflops"] / peak["gflops"] if p.get("gflops") and peak else None,
+                     "bandwidth_fraction": p.get("bandwidth_fraction"),
                      "vs_torch": p["throughput"] / torch_tp if torch_tp else None,
                      "stopped_by": p.get("stopped_by"), "spread": (p.get("stability") or {}).get("spread"),
                      "gflop_per_sample": rec["export"].get("cost", {}).get("flops_per_sample", 0) / 1e9})
@@ -107,12 +110,13 @@ def fmt(v, spec):
 
 
 def table(rows: list[dict], target: float) -> str:
-    lines = [f"| model | runtime | best bs | samples/s | GFLOP/sample | GFLOP/s | peak GFLOP/s (same moment) | of peak "
+    lines = [f"| model | runtime | best bs | samples/s | GFLOP/sample | GFLOP/s | GEMM peak (run's range) | of peak "
              f"| of copy bandwidth | vs PyTorch | stopped by (spread) | target {target:.0%} |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['runtime']} | {r['batch_size']} | {r['throughput']:.2f} | "
-                     f"{r['gflop_per_sample']:.1f} | {fmt(r['gflops'], '.0f')} | {fmt(r['peak_gflops'], '.0f')} | "
+                     f"{r['gflop_per_sample']:.1f} | {fmt(r['gflops'], '.0f')} | {fmt(r['peak_gflops'], '.0f')}"
+                     f"{' (%.0f-%.0f)' % tuple(r['peak_range']) if r['peak_range'] else ''} | "
                      f"{fmt(r['peak_fraction'], '.0%')} | {fmt(r['bandwidth_fraction'], '.0%')} | "
                      f"{fmt(r['vs_torch'], '.2f')} | {r['stopped_by']} ({fmt(r['spread'], '.0%')}) | {r['verdict']} |")
     return "\n".join(lines)
@@ -127,12 +131,22 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "peak_fraction")
     ap.add_argument("--batch-sizes", action="append", default=[], metavar="MODEL=1,2,4",
                     help="override a model's batch sizes")
+    ap.add_argument("--summarize", action="store_true",
+                    help="run nothing: the table from the newest records already in --out")
     ap.add_argument("extra", nargs="*", help="after --: arguments for zoo bench (e.g. --time-budget 30)")
     a = ap.parse_args(argv)
     sizes = dict(BATCH_SIZES, **dict(s.split("=", 1) for s in a.batch_sizes))
     a.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for model in [m.strip() for m in a.models.split(",") if m.strip()]:
+        if a.summarize:
+            newest = {}
+            for f in sorted((a.out / model).glob("*.json")):
+                rec = json.loads(f.read_text())
+                if rec.get("kind") == "zoo.result":
+                    newest[rec["runtime"]["name"]] = rec  # file names sort by start time
+            rows += best_rows(model, list(newest.values()), a.target)
+            continue
         try:
             recs = bench(model, a.backends, sizes[model], a.work, a.out, a.extra)
         except (RuntimeError, subprocess.CalledProcessError) as exc:

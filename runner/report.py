@@ -255,7 +255,7 @@ def _cost_table(run, label) -> Table | None:
     for p in blocks:
         st = p.get("stability") or {}
         rows.append([str(p["batch_size"]), _f(p.get("throughput"), 1), _f(p.get("gflops"), 1),
-                     _f(p.get("peak_gflops") or (peak or {}).get("gflops"), 0), _pct(p.get("peak_fraction")), _f(p.get("activation_gbytes_per_s"), 1),
+                     _f(p.get("peak_gflops"), 0), _pct(p.get("peak_fraction")), _f(p.get("activation_gbytes_per_s"), 1),
                      _pct(p.get("bandwidth_fraction")), p.get("stopped_by", DASH),
                      _pct(st.get("spread")) if st.get("spread") is not None else DASH])
     notes = []
@@ -265,10 +265,10 @@ def _cost_table(run, label) -> Table | None:
     if peak:
         seen = peak.get("measurements") or [peak["gflops"]]
         notes.append(f"fp32 peak {peak['gflops']:.0f} GFLOP/s ({peak['method']}, {peak['threads']} threads; "
-                     f"measured {min(seen):.0f}-{max(seen):.0f} in this run)"
+                     f"measured {min(seen):.0f}-{max(seen):.0f} in this run: the highest is the peak)"
                      + (f"; memory copy {peak['memory']['gbytes_per_s']:.1f} GB/s ({peak['memory'].get('method', '')})"
                         if peak.get("memory") else ""))
-    return Table(f"Cost and stability, {label}", ["batch size", "samples/s", "GFLOP/s", "peak GFLOP/s", "of peak",
+    return Table(f"Cost and stability, {label}", ["batch size", "samples/s", "GFLOP/s", "GEMM just before", "of peak",
                                                    "activations GB/s", "of bandwidth", "stopped by", "window spread"],
                  rows, notes)
 

@@ -138,7 +138,7 @@ def bench_table(records: list[dict]) -> str:
         if not ok:
             continue
         best = max(ok, key=lambda p: p["throughput"])
-        peak = best.get("peak_gflops") or rec["device"].get("fp32_peak", {}).get("gflops")
+        peak = rec["device"].get("fp32_peak", {}).get("gflops")
         cost = f", {best['gflops']:.0f} GFLOP/s" if best.get("gflops") else ""
         frac = f" = {best['peak_fraction']:.0%} of the {peak:.0f} GFLOP/s fp32 GEMM peak" if best.get("peak_fraction") else ""
         out.append(f"best {rec['runtime']['name']}: bs{best['batch_size']} {best['throughput']:.2f}/s{cost}{frac}")

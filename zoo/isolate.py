@@ -73,17 +73,22 @@ def watch(cmd: list[str], memory_limit_mb: float | None = None, env: dict | None
     for t in readers:
         t.start()
     peak, killed = None, False
-    while proc.poll() is None:
-        mem = rss_mb(proc.pid)
-        if mem:
-            peak = max(peak or 0.0, mem[1])
-            if memory_limit_mb is not None and mem[0] > memory_limit_mb:
-                peak = max(peak, mem[0])
-                proc.send_signal(signal.SIGKILL)
-                killed = True
-                proc.wait()
-                break
-        time.sleep(poll_s)
+    try:
+        while proc.poll() is None:
+            mem = rss_mb(proc.pid)
+            if mem:
+                peak = max(peak or 0.0, mem[1])
+                if memory_limit_mb is not None and mem[0] > memory_limit_mb:
+                    peak = max(peak, mem[0])
+                    proc.send_signal(signal.SIGKILL)
+                    killed = True
+                    proc.wait()
+                    break
+            time.sleep(poll_s)
+    except BaseException:  # interrupted: never leave the child running
+        proc.kill()
+        proc.wait()
+        raise
     for t in readers:
         t.join(timeout=10)
     return ChildOutcome(proc.returncode, peak, killed, "".join(out), list(tail))
@@ -132,7 +137,7 @@ def run_isolated(cfg, argv: list[str]) -> Path:
         raise ZooError(f"--memory-limit must be positive, got {cfg.memory_limit_mb}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                                    os.environ.get("PYTHONPATH")]))}
-    records, perf, isolation = [], [], []
+    records, perf = [], []
     with tempfile.TemporaryDirectory(prefix="zoo-isolate-") as tmp:
         for bs in sizes:
             out = Path(tmp) / f"bs{bs}"
@@ -141,7 +146,8 @@ def run_isolated(cfg, argv: list[str]) -> Path:
                   file=sys.stderr, flush=True)
             res = watch([sys.executable, "-m", "zoo", "_child", "--config", _config_json(cfg, bs, out)],
                         cfg.memory_limit_mb, env)
-            isolation.append({"batch_size": bs, "peak_rss_mb": res.peak_rss_mb})
+            if res.returncode == 130:  # the child was interrupted (Ctrl-C reaches the whole group)
+                raise KeyboardInterrupt
             files = sorted(out.glob("*/*.json"))
             if res.returncode == 0 and files:
                 rec = json.loads(files[0].read_text())
@@ -161,6 +167,13 @@ def run_isolated(cfg, argv: list[str]) -> Path:
     rec.update(run_id=f"{manifest.name}-{cfg.backend}-{stamp}", perf=perf, accuracy=_merge_accuracy(records),
                timestamps={"started": _utc(t_start), "finished": _utc(t_end), "duration_s": round(t_end - t_start, 3)})
     rec["environment"]["command"] = [Path(sys.executable).name, "-m", "zoo", *argv]
+    peaks = [r["device"]["fp32_peak"] for r in records if r["device"].get("fp32_peak")]
+    if peaks:  # every child measured the GEMM peak: keep every measurement, the highest is the peak
+        seen = [g for pk in peaks for g in pk.get("measurements", [pk["gflops"]])]
+        rec["device"]["fp32_peak"].update(measurements=seen, gflops=max(seen))
+        for block in perf:
+            if block.get("gflops") is not None:
+                block["peak_fraction"] = block["gflops"] / max(seen)
     rec["runtime"]["settings"]["isolation"] = {"process_per_batch_size": True, "memory_limit_mb": cfg.memory_limit_mb}
     path = Path(cfg.out) / manifest.name / f"{rec['run_id']}.json"
     schema.validate(rec, str(path))

@@ -17,7 +17,8 @@ def _perf(rec):
 
 def test_isolated_sweep_survives_a_batch_size_killed_for_memory(run_zoo, tmp_path):
     # 1) both batch sizes in their own processes, no limit: their peak resident memory is measured
-    free = run_zoo("run", "--model", "unetpp", "--isolate", "--batch-sizes", "1,64", *QUICK, "--out", tmp_path / "a")
+    with_peak = [a for a in QUICK if a != "--no-peak"]
+    free = run_zoo("run", "--model", "unetpp", "--isolate", "--batch-sizes", "1,64", *with_peak, "--out", tmp_path / "a")
     assert free.returncode == 0, free.stderr[-2000:]
     rec = last_json(free)
     schema.validate(rec)
@@ -26,6 +27,8 @@ def test_isolated_sweep_survives_a_batch_size_killed_for_memory(run_zoo, tmp_pat
     assert all(p["status"] == "ok" for p in perf.values())
     assert rec["runtime"]["settings"]["isolation"] == {"process_per_batch_size": True, "memory_limit_mb": None}
     assert all(a["consistent_across_batch_sizes"] for a in rec["accuracy"])
+    peak = rec["device"]["fp32_peak"]  # each child: before its sweep + before its batch size
+    assert len(peak["measurements"]) == 4 and peak["gflops"] == max(peak["measurements"])
     small, big = perf[(1, "infer_only")]["peak_rss_mb"], perf[(64, "infer_only")]["peak_rss_mb"]
     assert big > small + 300, (small, big)  # 64 UNet++ activations at 96x96 need far more memory
 
