@@ -153,3 +153,21 @@ def test_guide_protocol_comparable_only_in_the_guide_order(tmp_path):
     assert ds.ids == sorted(names) and ds.guide_order is False
     guide = a.metrics()[0]
     assert guide.comparable is False and "not comparable to the guide's figure" in guide.description
+
+
+def test_upstream_figures_equal_a_standalone_segmentron_metric():
+    """The adapter's upstream metric reads the guide metric's accumulation (argmax once per
+    image): its figures equal an independent SegmentronMetric fed the same batches."""
+    from zoo.metrics import SegmentronMetric
+    rng = np.random.default_rng(5)
+    guide, upstream = M.adapter().metrics()
+    alone = SegmentronMetric("alone", "", guide.classes)
+    for _ in range(3):
+        logits = rng.standard_normal((2, 19, 12, 16)).astype(np.float32) * 4
+        targets = list(rng.integers(0, 19, (2, 12, 16)))
+        targets[0][0, :4] = 255
+        for m in (guide, upstream, alone):
+            m.update(logits, targets)
+    assert upstream.compute() == alone.compute()
+    assert upstream.per_class() == alone.per_class()
+    assert upstream.compute()["num_samples"] == 6 and upstream.metric == "miou"
