@@ -79,8 +79,10 @@ def decode(anchors: np.ndarray, deltas: np.ndarray, max_hw: tuple[int, int]) -> 
     return boxes
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy NMS (mmcv nms, offset 0): indices kept, in descending score order."""
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int | None = None) -> np.ndarray:
+    """Greedy NMS (mmcv nms, offset 0): indices kept, in descending score order. `max_keep`
+    stops after that many: a box's fate depends only on higher-scored boxes, so the first
+    `max_keep` kept are the same as those of the full run (which mmdet then cuts to max_per_img)."""
     order = np.argsort(-scores, kind="stable")
     x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
     areas = (x2 - x1) * (y2 - y1)
@@ -90,6 +92,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         if suppressed[pos]:
             continue
         keep.append(i)
+        if max_keep is not None and len(keep) >= max_keep:
+            break
         rest = order[pos + 1:]
         xx1 = np.maximum(x1[i], x1[rest])
         yy1 = np.maximum(y1[i], y1[rest])
@@ -101,13 +105,29 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return np.asarray(keep, dtype=np.int64)
 
 
-def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float) -> np.ndarray:
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float,
+                max_keep: int | None = None) -> np.ndarray:
     """mmcv batched_nms: class-aware NMS by offsetting each class's boxes by
     label * (max coordinate + 1), in float32."""
     if boxes.size == 0:
         return np.zeros(0, dtype=np.int64)
     offsets = labels.astype(np.float32) * (boxes.max() + np.float32(1))
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
+    return nms(boxes + offsets[:, None], scores, iou_threshold, max_keep)
+
+
+def top_k_stable(vals: np.ndarray, k: int) -> np.ndarray:
+    """`np.argsort(-vals, kind="stable")[:k]` (largest first, ties by position) without sorting
+    everything: a partition finds the k-th largest value, only the candidates at or above it are
+    sorted. Random-weight or poorly calibrated outputs can put millions of scores above the
+    threshold; a trained model a few hundred."""
+    n = len(vals)
+    if n <= k:
+        return np.argsort(-vals, kind="stable")
+    kth = np.partition(vals, n - k)[n - k]
+    above = np.flatnonzero(vals > kth)
+    equal = np.flatnonzero(vals == kth)[:k - len(above)]
+    idx = np.concatenate([above, equal])
+    return idx[np.argsort(-vals[idx], kind="stable")]
 
 
 def detect(raw: np.ndarray, input_hw: tuple[int, int], cfg: DetectCfg = DetectCfg()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -122,7 +142,7 @@ def detect(raw: np.ndarray, input_hw: tuple[int, int], cfg: DetectCfg = DetectCf
         scores = raw[start:start + n, :NUM_CLASSES]
         flat = np.flatnonzero(scores.ravel() > cfg.score_thr)  # row-major (anchor, class), as torch.nonzero
         vals = scores.ravel()[flat]
-        order = np.argsort(-vals, kind="stable")[:cfg.nms_pre]
+        order = top_k_stable(vals, cfg.nms_pre)
         flat, vals = flat[order], vals[order]
         kept_rows.append(start + flat // NUM_CLASSES)
         kept_labels.append(flat % NUM_CLASSES)
@@ -135,7 +155,7 @@ def detect(raw: np.ndarray, input_hw: tuple[int, int], cfg: DetectCfg = DetectCf
     if cfg.min_bbox_size >= 0:
         ok = ((boxes[:, 2] - boxes[:, 0]) > cfg.min_bbox_size) & ((boxes[:, 3] - boxes[:, 1]) > cfg.min_bbox_size)
         boxes, scores, labels = boxes[ok], scores[ok], labels[ok]
-    keep = batched_nms(boxes, scores, labels, cfg.iou_threshold)[:cfg.max_per_img]
+    keep = batched_nms(boxes, scores, labels, cfg.iou_threshold, cfg.max_per_img)
     return boxes[keep], scores[keep], labels[keep]
 
 

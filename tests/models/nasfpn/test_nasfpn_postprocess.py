@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.nasfpn.postprocess import (NUM_CLASSES, DetectCfg, batched_nms, detect, letterbox_geometry, level_anchors,
-                                       to_original)
+                                       to_original, top_k_stable)
 
 from .conftest import structured_images
 
@@ -75,6 +75,9 @@ def test_batched_nms_equals_mmcv_compiled_op():
     _, keep = mmcv_batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels),
                                {"type": "nms", "iou_threshold": 0.5})
     np.testing.assert_array_equal(batched_nms(boxes, scores, labels, 0.5), keep.numpy())
+    # stopping after k kept boxes (max_per_img) gives exactly the first k of the full run
+    for k in (1, 10, 57, len(keep), len(keep) + 5):
+        np.testing.assert_array_equal(batched_nms(boxes, scores, labels, 0.5, max_keep=k), keep.numpy()[:k])
 
 
 def test_thresholds_and_limits():
@@ -103,3 +106,12 @@ def test_letterbox_size_equals_mmcv_imrescale_and_maps_back(w, h):
     pads = np.array([(SIZE - w * f) // 2, (SIZE - h * f) // 2] * 2)
     np.testing.assert_allclose(to_original(box * f + pads, w, h, SIZE), box, atol=1e-6)
     assert to_original(np.array([[-50.0, -50.0, 5000.0, 5000.0]]), w, h, SIZE).tolist() == [[0, 0, w, h]]
+
+
+def test_top_k_stable_equals_a_stable_full_sort():
+    rng = np.random.default_rng(4)
+    for n, k in ((5000, 1000), (1000, 1000), (10, 1000), (20000, 7), (3000, 1)):
+        vals = rng.integers(0, 50, n).astype(np.float32) / 50   # many ties, also at the cut
+        np.testing.assert_array_equal(top_k_stable(vals, k), np.argsort(-vals, kind="stable")[:k])
+        vals = rng.random(n, dtype=np.float32)
+        np.testing.assert_array_equal(top_k_stable(vals, k), np.argsort(-vals, kind="stable")[:k])
