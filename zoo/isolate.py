@@ -125,14 +125,10 @@ def _merge_accuracy(records: list[dict]) -> list[dict]:
 def run_isolated(cfg, argv: list[str]) -> Path:
     """The sweep of `cfg.batch_sizes` (or the manifest's), one child process per batch size."""
     from zoo.manifest import load_manifest
-    from zoo.run import _utc
+    from zoo.run import _utc, sweep_sizes
     t_start = time.time()
     manifest = load_manifest(cfg.model)
-    adapter = manifest.adapter(**cfg.options)
-    sizes = cfg.batch_sizes or manifest.benchmark["batch_sizes"]
-    limit_bs = adapter.max_batch_size()
-    if limit_bs is not None and not cfg.batch_sizes:
-        sizes = [b for b in sizes if b <= limit_bs] or [limit_bs]
+    sizes = sweep_sizes(cfg, manifest, manifest.adapter(**cfg.options))
     if cfg.memory_limit_mb is not None and cfg.memory_limit_mb <= 0:
         raise ZooError(f"--memory-limit must be positive, got {cfg.memory_limit_mb}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),

@@ -119,6 +119,21 @@ def _device(rt, peak: dict | None) -> dict:
     return {**dev, **({"fp32_peak": peak} if peak else {})}
 
 
+def sweep_sizes(cfg: RunConfig, manifest, adapter) -> list[int]:
+    """The batch sizes to run: --batch-sizes, or the manifest's sweep cut to what the model's
+    variant can stack."""
+    batch_sizes = cfg.batch_sizes or manifest.benchmark["batch_sizes"]
+    if any(b < 1 for b in batch_sizes):
+        raise ZooError(f"batch sizes must be positive, got {batch_sizes}")
+    limit_bs = adapter.max_batch_size()
+    if limit_bs is not None and not cfg.batch_sizes:  # the manifest's sweep, cut to what is possible
+        batch_sizes = [b for b in batch_sizes if b <= limit_bs] or [limit_bs]
+    if limit_bs is not None and max(batch_sizes) > limit_bs:
+        raise ZooError(f"{manifest.name} ({adapter.variant}): batch sizes above {limit_bs} are not possible "
+                       f"(inputs of different sizes cannot be stacked), got {batch_sizes}")
+    return batch_sizes
+
+
 def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     if cfg.isolate:
         from zoo.isolate import run_isolated
@@ -131,15 +146,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     manifest = load_manifest(cfg.model)
     runtime_cls = get_runtime(cfg.backend)
     adapter = manifest.adapter(**cfg.options)
-    batch_sizes = cfg.batch_sizes or manifest.benchmark["batch_sizes"]
-    if any(b < 1 for b in batch_sizes):
-        raise ZooError(f"batch sizes must be positive, got {batch_sizes}")
-    limit_bs = adapter.max_batch_size()
-    if limit_bs is not None and not cfg.batch_sizes:  # the manifest's sweep, cut to what is possible
-        batch_sizes = [b for b in batch_sizes if b <= limit_bs] or [limit_bs]
-    if limit_bs is not None and max(batch_sizes) > limit_bs:
-        raise ZooError(f"{manifest.name} ({adapter.variant}): batch sizes above {limit_bs} are not possible "
-                       f"(inputs of different sizes cannot be stacked), got {batch_sizes}")
+    batch_sizes = sweep_sizes(cfg, manifest, adapter)
     if cfg.iterations < 1 or cfg.warmup < 0:
         raise ZooError(f"--iters must be >= 1 and --warmup >= 0, got {cfg.iterations} and {cfg.warmup}")
     if cfg.limit is not None and cfg.limit < 1:
@@ -225,9 +232,9 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     rt.compile(arts, cache)
     rt.load()
 
+    from zoo.cost import copy_bandwidth, gemm_peak
     peak = None
     if cfg.measure_peak:
-        from zoo.cost import copy_bandwidth, gemm_peak
         peak = gemm_peak(rt.threads)
         peak["measurements"] = [peak["gflops"]]
         peak["method"] += "; measured again (best of 10) before each batch size, gflops = the highest"
@@ -243,7 +250,6 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         records the one of its moment; fractions use the highest of the run (conservative)."""
         if not peak:
             return None
-        from zoo.cost import gemm_peak
         g = gemm_peak(rt.threads, repeats=10)["gflops"]
         peak["measurements"].append(g)
         peak["gflops"] = max(peak["measurements"])
@@ -253,8 +259,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         if flops and block.get("status") == "ok":
             block["gflops"] = flops * block["throughput"] / 1e9
             if block_peak:
-                block["peak_gflops"] = block_peak
-            block["peak_fraction"] = None  # set after the sweep, against the run's highest peak
+                block["peak_gflops"] = block_peak  # peak_fraction: after the sweep, vs the run's highest
         if act_bytes and block.get("status") == "ok":  # activations written once (a lower bound of traffic)
             block["activation_gbytes_per_s"] = act_bytes * block["throughput"] / 1e9
             if peak:
@@ -295,8 +300,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     finally:
         rt.close()
     for block in perf:
-        if peak and block.get("gflops") is not None:
-            block["peak_fraction"] = block["gflops"] / peak["gflops"]
+        if block.get("gflops") is not None:
+            block["peak_fraction"] = block["gflops"] / peak["gflops"] if peak else None
     if not metrics_by_bs:
         raise ZooError(f"{cfg.model}/{cfg.backend}: every batch size failed; first error: {perf[0].get('error')}")
 
