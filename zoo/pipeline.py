@@ -155,8 +155,7 @@ def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name
             on_outputs(out, batch_ids)
         return _now() - t
 
-    def collect(fut) -> None:
-        ns = fut.result()  # re-raises a postprocessing error
+    def account(ns: int) -> None:
         clock.ns["postprocess"] += ns
         clock.per_batch["postprocess"].append(_ms(ns))
 
@@ -195,19 +194,17 @@ def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name
             batch_ids = ids[done:done + len(xs)]
             if post_workers:
                 while len(posting) >= 2:  # bounded: wait for the oldest batch's postprocessing
-                    collect(posting.popleft())
+                    account(posting.popleft().result())  # re-raises a postprocessing error
                 posting.append(post_pool.submit(post, out, targets, batch_ids))
             else:
-                ns = post(out, targets, batch_ids)
-                clock.ns["postprocess"] += ns
-                clock.per_batch["postprocess"].append(_ms(ns))
+                account(post(out, targets, batch_ids))
             now = _now()
             batch_lat.append(_ms(now - last))
             last = now
             done += len(xs)
             progress.update(done)
         while posting:
-            collect(posting.popleft())
+            account(posting.popleft().result())
     wall = (_now() - t_start) / 1e9
     total_ns = sum(clock.ns.values()) or 1
     stages = {}
