@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from zoo.errors import ZooError
-from zoo.images import imread
+from zoo.images import imread, uint8_values
 
 CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
            "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
@@ -108,7 +108,7 @@ def read_train_ids(sample: Sample, prefer: str = "labelTrainIds") -> tuple[np.nd
             raise ZooError(f"{path}: expected a single-channel 8-bit label image, got shape {lab.shape} {lab.dtype}")
         if kind == "labelIds":
             return to_train_ids(lab), kind
-        bad = np.setdiff1d(np.unique(lab), np.r_[np.arange(len(CLASSES)), IGNORE])
+        bad = np.setdiff1d(uint8_values(lab), np.r_[np.arange(len(CLASSES)), IGNORE])
         if bad.size:
             raise ZooError(f"{path}: unexpected trainId values {bad[:5].tolist()} (allowed 0-18 and 255)")
         return lab, kind

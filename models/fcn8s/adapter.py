@@ -33,7 +33,7 @@ from zoo.adapter import Dataset, ModelAdapter
 from zoo.errors import ZooError, one_line
 from zoo.fileutil import text_sha256
 from zoo.ids import read_ids
-from zoo.images import imread
+from zoo.images import imread, uint8_values
 from zoo.metrics import DatasetIoU
 from zoo.mm import imnormalize, imrescale_size, letterbox_input
 from zoo.weights import load_strict
@@ -91,7 +91,7 @@ def read_voc_label(path: Path, num_classes: int = len(CLASSES)) -> np.ndarray:
         raise
     except Exception as exc:
         raise ZooError(f"{path}: unreadable label ({one_line(exc)[:200]})") from None
-    bad = np.setdiff1d(np.unique(lab), np.r_[np.arange(num_classes), IGNORE])
+    bad = np.setdiff1d(uint8_values(lab), np.r_[np.arange(num_classes), IGNORE])
     if bad.size:
         raise ZooError(f"{path}: unexpected label values {bad[:10].tolist()} (expected 0..{num_classes - 1} and {IGNORE})")
     return lab.astype(np.uint8)

@@ -371,3 +371,15 @@ def test_order_with_duplicates_and_unknown_prefer(tmp_path):
     (s,) = find_samples(tmp_path, order=["aachen_000000_000001"])
     with pytest.raises(ValueError, match="prefer must be one of"):
         read_train_ids(s, prefer="trainIds")
+
+
+def test_uint8_values_equals_np_unique():
+    from zoo.images import uint8_values
+    rng = np.random.default_rng(5)
+    for arr in (rng.integers(0, 19, (64, 128), dtype=np.uint8), np.full((4, 4), 255, np.uint8),
+                np.zeros((0,), np.uint8), np.array([[0, 255], [7, 7]], np.uint8)):
+        got = uint8_values(arr)
+        np.testing.assert_array_equal(got, np.unique(arr))
+        assert got.dtype == np.uint8
+    wide = np.array([300, 2, 2, 70000], np.int64)          # not uint8: np.unique itself
+    np.testing.assert_array_equal(uint8_values(wide), np.unique(wide))

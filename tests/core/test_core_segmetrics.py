@@ -391,3 +391,86 @@ def test_class_argmax_equals_numpy_argmax_with_ties_and_nan(trunc):
     np.testing.assert_array_equal(class_argmax(clean, trunc=trunc), (np.trunc(clean) if trunc else clean).argmax(0))
     ints = rng.integers(-3, 3, (6, 20, 20)).astype(np.float32)   # many ties everywhere
     np.testing.assert_array_equal(class_argmax(ints, trunc=trunc), ints.argmax(0))
+
+
+def _pair_ref(x):
+    return x.argmax(0), np.trunc(x).argmax(0)
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0, 3.0, 100.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_class_argmax_pair_equals_both_numpy_argmaxes(scale, dtype):
+    from zoo.metrics import class_argmax_pair
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((19, 48, 64)) * scale).astype(dtype)
+    # the truncation boundaries, from both sides: maxima exactly on integers, just below and above
+    # them, on both signs, with other classes truncating to the same integer (ties after trunc)
+    x[:, 0, :] = -0.5
+    x[2, 0, :8] = 0.99
+    x[:, 1, :] = -3.0
+    x[5, 1, :8] = -2.0
+    x[7, 1, 8:16] = np.nextafter(dtype(-2.0), dtype(-np.inf))
+    x[:, 2, :] = np.nextafter(dtype(1.0), dtype(-np.inf))
+    x[9, 2, :8] = 1.0
+    x[10, 2, 8:16] = 1.5
+    x[:, 3, :] = 4.0
+    x[:, 4, :4] = -7.9
+    x[12, 4, :4] = -7.1
+    ints = rng.integers(-3, 3, (19, 5, 64)).astype(dtype)
+    x[:, 5:10, :] = ints                                   # exact ties everywhere
+    got = class_argmax_pair(x)
+    ref = _pair_ref(x)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+
+
+def test_class_argmax_pair_falls_back_exactly_on_nan_inf_huge_and_ints():
+    from zoo.metrics import class_argmax_pair
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((6, 8, 8)).astype(np.float32) * 3
+    for edit in ("nan", "inf", "-inf", "huge"):
+        y = x.copy()
+        if edit == "nan":
+            y[2, 1, 1] = np.nan
+        elif edit == "inf":
+            y[3, 2, 2] = np.inf
+        elif edit == "-inf":
+            y[:, 3, 3] = -np.inf
+        else:
+            y[:, 4, 4] = np.float32(2.0 ** 25)              # T - 1 is not a float32 here
+            y[1, 4, 4] = np.float32(2.0 ** 25 + 2)
+        got, ref = class_argmax_pair(y), _pair_ref(y)
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
+    i = rng.integers(-5, 5, (4, 6, 6))
+    got = class_argmax_pair(i)
+    np.testing.assert_array_equal(got[0], i.argmax(0))
+    np.testing.assert_array_equal(got[1], i.argmax(0))
+
+
+@pytest.mark.parametrize("n_gt,n_pred", [(19, 19), (19, 20), (3, 4)])
+def test_confusion_matrix_fast_path_equals_bincount(n_gt, n_pred):
+    rng = np.random.default_rng(11)
+    gt = rng.integers(0, n_gt, (96, 130)).astype(np.uint8)
+    gt[:7] = 255                              # ignored
+    gt[7:9] = n_gt                            # >= n_gt: ignored too
+    pred = rng.integers(0, n_pred, gt.shape).astype(np.int64)
+    valid = gt < n_gt
+    ref = np.bincount(gt[valid].astype(np.int64) * n_pred + pred[valid],
+                      minlength=n_gt * n_pred).reshape(n_gt, n_pred)
+    cm = ConfusionMatrix(n_gt, n_pred)
+    assert cm._update_uint8(pred, gt) is not None          # the fast path is taken
+    np.testing.assert_array_equal(cm.update(pred, gt), ref)
+    np.testing.assert_array_equal(cm.update(pred.astype(np.uint8), gt), ref)
+    np.testing.assert_array_equal(cm.mat, 2 * ref)
+    # a label map that is not uint8 takes the general path, same matrix
+    np.testing.assert_array_equal(ConfusionMatrix(n_gt, n_pred).update(pred, gt.astype(np.int32)), ref)
+
+
+def test_confusion_matrix_out_of_range_prediction_on_an_ignored_pixel_is_not_an_error():
+    gt = np.array([[0, 255], [1, 1]], np.uint8)
+    pred = np.array([[0, 99], [1, 0]], np.int64)          # 99 only where the label is ignored
+    m = ConfusionMatrix(2).update(pred, gt)
+    np.testing.assert_array_equal(m, [[1, 0], [1, 1]])
+    with pytest.raises(ValueError, match="prediction values must be in"):
+        ConfusionMatrix(2).update(np.array([[0, 0], [5, 0]]), gt)
