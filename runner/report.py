@@ -236,10 +236,22 @@ def _stage_table(run, label) -> Table | None:
     stages = [s for s in STAGE_ORDER if s in seen] + sorted({s for s in seen if s not in STAGE_ORDER})
     rows = [[str(p["batch_size"]), _f(p.get("throughput"), 1), str(p.get("workers", DASH))]
             + [_pct(p.get("stages", {}).get(s, {}).get("share")) for s in stages]
-            + [_f(p.get("pipeline_vs_infer"), 2)] for p in blocks]
+            + [_f(p.get("pipeline_vs_infer"), 2)] + _ceiling_cells(p) for p in blocks]
+    notes = ["CPU ceiling/infer: the pipeline's throughput limit when the runtime's CPU time per sample "
+             "(measured alone) and the read/preprocess/postprocess CPU time share the cores, over the "
+             "infer-only throughput; below 1, overlapping cannot reach the infer-only rate on this machine."]
     return Table(f"Pipeline stages, {label} (share of summed stage time)",
-                 ["batch size", "throughput", "workers"] + [f"{s} %" for s in stages] + ["pipeline/infer"],
-                 rows)
+                 ["batch size", "throughput", "workers"] + [f"{s} %" for s in stages] + ["pipeline/infer"]
+                 + ["infer CPU ms/sample", "other CPU ms/sample", "CPU ceiling/infer", "pipeline/ceiling"],
+                 rows, notes)
+
+
+def _ceiling_cells(p) -> list[str]:
+    c = (p.get("cpu") or {}).get("ceiling")
+    if not c:
+        return [DASH] * 4
+    return [_f(1000 * c["infer_cpu_s_per_sample"], 1), _f(1000 * c["other_cpu_s_per_sample"], 1),
+            _f(c["vs_infer"], 2), _f(c.get("pipeline_vs_ceiling"), 2)]
 
 
 def _cost_table(run, label) -> Table | None:

@@ -23,6 +23,16 @@ def _ms(ns: int) -> float:
     return ns / 1e6
 
 
+def _cpu() -> int:
+    """CPU time of the whole process (every thread, the runtime's own pools included), ns."""
+    return time.process_time_ns()
+
+
+def _thread_cpu() -> int:
+    """CPU time of the calling thread, ns."""
+    return time.thread_time_ns()
+
+
 class Progress:
     """A one-line progress display on stderr (a line per update when stderr is not a terminal)."""
 
@@ -67,16 +77,19 @@ class Stability:
 
 def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: int, iterations: int,
                time_budget_s: float | None, input_desc: str, stability: Stability | None = None,
-               clock=_now) -> dict:
+               clock=_now, cpu_clock=_cpu) -> dict:
     """Time runtime.infer on a resident batch: `warmup` untimed calls, then timed calls until the
     first of: `stability` reached (stopped_by "stable"), `iterations` calls, `time_budget_s` of
-    timed calls (at least one call). `clock()` returns nanoseconds (injectable for tests)."""
+    timed calls (at least one call). `clock()` returns nanoseconds (injectable for tests).
+    `cpu_s_per_sample` is the process CPU time of the timed calls per sample: the cores' worth of
+    work the runtime takes for one sample (idle pool threads that spin count as work)."""
     for _ in range(warmup):
         runtime.infer(feeds)
     lat: list[float] = []
     means: list[float] = []
     copies: dict[str, list[float]] = {}
     t_start = clock()
+    cpu_start = cpu_clock()
     stopped_by = "iterations"
     while len(lat) < iterations:
         t0 = clock()
@@ -94,11 +107,13 @@ def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: i
         if time_budget_s is not None and (clock() - t_start) / 1e9 >= time_budget_s and len(lat) < iterations:
             stopped_by = "time_budget"
             break
+    cpu_ns = cpu_clock() - cpu_start
     stats = summarize(lat)
     block = {"batch_size": batch_size, "scope": "infer_only", "status": "ok", "error": None,
              "input": input_desc, "warmup": warmup, "iterations": len(lat), "stopped_by": stopped_by,
              "num_samples": len(lat) * batch_size, "wall_s": (clock() - t_start) / 1e9,
-             "throughput": throughput(batch_size, stats["mean"]), "latency_ms": stats}
+             "throughput": throughput(batch_size, stats["mean"]), "latency_ms": stats,
+             "cpu_s_per_sample": cpu_ns / 1e9 / (len(lat) * batch_size)}
     for k, vals in copies.items():  # h2d_ms / compute_ms / d2h_ms -> h2d_latency_ms, ...
         block[k.replace("_ms", "_latency_ms")] = summarize(vals)
     if stability is not None:
@@ -113,15 +128,17 @@ def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: i
 @dataclass
 class StageClock:
     ns: dict = field(default_factory=lambda: {"read": 0, "preprocess": 0, "infer": 0, "postprocess": 0})
+    cpu_ns: dict = field(default_factory=lambda: {"read": 0, "preprocess": 0, "postprocess": 0})
     per_batch: dict = field(default_factory=lambda: {"infer": [], "postprocess": []})
 
 
 def _load(dataset, sample_id):
-    t0 = _now()
+    """(x, target, read wall, preprocess wall, read CPU, preprocess CPU), times in ns."""
+    c0, t0 = _thread_cpu(), _now()
     raw = dataset.read(sample_id)
-    t1 = _now()
+    c1, t1 = _thread_cpu(), _now()
     x, target = dataset.preprocess(raw)
-    return x, target, t1 - t0, _now() - t1
+    return x, target, t1 - t0, _now() - t1, c1 - c0, _thread_cpu() - c1
 
 
 def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name: str, metrics: list,
@@ -136,7 +153,9 @@ def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name
     Memory stays bounded: at most `2 * batch_size + workers` samples are being read and at most
     two inferred batches wait for postprocessing; metrics keep compact statistics. Returns a perf
     block of scope 'pipeline'. Stage times are each stage's own busy time; with overlap the wall
-    time is less than their sum."""
+    time is less than their sum. `cpu` holds the CPU time of the process and of the read,
+    preprocess and postprocess stages (their threads' own CPU time); the rest of the process's CPU
+    time is inference (the runtime's threads) and the harness."""
     if post_workers not in (0, 1):
         raise ValueError(f"post_workers must be 0 or 1 (postprocessing is ordered), got {post_workers}")
     ids = limit_ids if limit_ids is not None else dataset.ids
@@ -147,19 +166,22 @@ def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name
     window = 2 * batch_size + max(workers, 1)
     done = 0
 
-    def post(out, targets, batch_ids) -> int:
-        t = _now()
+    def post(out, targets, batch_ids) -> tuple[int, int]:
+        c, t = _thread_cpu(), _now()
         for m in metrics:
             m.update(out, targets)
         if on_outputs is not None:
             on_outputs(out, batch_ids)
-        return _now() - t
+        return _now() - t, _thread_cpu() - c
 
-    def account(ns: int) -> None:
+    def account(times: tuple[int, int]) -> None:
+        ns, cpu_ns = times
         clock.ns["postprocess"] += ns
+        clock.cpu_ns["postprocess"] += cpu_ns
         clock.per_batch["postprocess"].append(_ms(ns))
 
     t_start = _now()
+    cpu_start = _cpu()
     last = t_start
     posting: deque = deque()
     with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="zoo-pre") as pool, \
@@ -179,9 +201,11 @@ def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name
         while pending:
             xs, targets = [], []
             while pending and len(xs) < batch_size:
-                x, target, t_read, t_pre = pending.popleft().result()  # re-raises a sample's error
+                x, target, t_read, t_pre, c_read, c_pre = pending.popleft().result()  # re-raises a sample's error
                 clock.ns["read"] += t_read
                 clock.ns["preprocess"] += t_pre
+                clock.cpu_ns["read"] += c_read
+                clock.cpu_ns["preprocess"] += c_pre
                 xs.append(x)
                 targets.append(target)
                 top_up()
@@ -206,6 +230,7 @@ def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name
         while posting:
             account(posting.popleft().result())
     wall = (_now() - t_start) / 1e9
+    process_cpu = (_cpu() - cpu_start) / 1e9
     total_ns = sum(clock.ns.values()) or 1
     stages = {}
     for name, ns in clock.ns.items():
@@ -216,4 +241,25 @@ def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name
     return {"batch_size": batch_size, "scope": "pipeline", "status": "ok", "error": None,
             "stopped_by": "dataset_end", "num_samples": n, "wall_s": wall,
             "throughput": n / wall if wall else 0.0, "latency_ms": summarize(batch_lat),
-            "stages": stages, "workers": max(workers, 1), "postprocess_workers": post_workers}
+            "stages": stages, "workers": max(workers, 1), "postprocess_workers": post_workers,
+            "cpu": {"process_s": process_cpu, "stages_s": {k: v / 1e9 for k, v in clock.cpu_ns.items()}}}
+
+
+def cpu_ceiling(pipe: dict, infer_block: dict, cores: int) -> dict | None:
+    """How fast the pipeline could go if every stage's CPU time has to share `cores` cores:
+    per sample, the runtime's CPU time measured alone (`cpu_s_per_sample` of the infer-only block)
+    plus the read, preprocess and postprocess CPU time measured in the pipeline; the ceiling is
+    min(infer-only throughput, cores / that sum). When the stages need more CPU than the cores
+    left idle by inference, overlapping cannot reach the infer-only rate and the ceiling says by
+    how much. Returns the block stored as the pipeline's `cpu.ceiling`, or None without figures."""
+    infer_cpu = infer_block.get("cpu_s_per_sample")
+    n = pipe.get("num_samples") or 0
+    stages = (pipe.get("cpu") or {}).get("stages_s")
+    tp = infer_block.get("throughput")
+    if infer_cpu is None or not n or not stages or not tp or cores < 1:
+        return None
+    other = sum(stages.values()) / n
+    limit = min(tp, cores / (infer_cpu + other)) if infer_cpu + other > 0 else tp
+    return {"cores": cores, "infer_cpu_s_per_sample": infer_cpu, "other_cpu_s_per_sample": other,
+            "throughput": limit, "vs_infer": limit / tp,
+            "pipeline_vs_ceiling": pipe["throughput"] / limit if limit else None}

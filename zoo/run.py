@@ -19,8 +19,9 @@ from zoo.export import apply_edit, check_onnx, ensure_onnx, export_key, onnx_io,
 from zoo.fileutil import atomic_write_text, file_digest
 from zoo.manifest import load_manifest
 from zoo.paths import cache_dir
-from zoo.pipeline import Stability, infer_only, run_pipeline
+from zoo.pipeline import Stability, cpu_ceiling, infer_only, run_pipeline
 from zoo.runtimes import ModelArtifacts, get_runtime
+from zoo.runtimes.base import default_threads
 from zoo.weights import resolve
 
 
@@ -292,10 +293,12 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
                 perf.append({"batch_size": bs, "scope": "pipeline", "status": "failed", "error": one_line(exc)[:500]})
                 continue
             pipe["pipeline_vs_infer"] = pipe["throughput"] / block["throughput"]
+            pipe["cpu"]["ceiling"] = cpu_ceiling(pipe, block, default_threads())
             perf.append(with_cost(pipe, block_peak))
             metrics_by_bs[bs] = metrics
             _log(f"      bs{bs}: infer {block['throughput']:.1f}/s, pipeline {pipe['throughput']:.1f}/s "
-                 f"({pipe['pipeline_vs_infer']:.0%}), " + ", ".join(
+                 f"({pipe['pipeline_vs_infer']:.0%}" + (f", CPU ceiling {pipe['cpu']['ceiling']['vs_infer']:.0%}"
+                                                          if pipe["cpu"]["ceiling"] else "") + "), " + ", ".join(
                      f"{m.name} {m.metric}={m.compute()[m.metric]:.4f}" for m in metrics))
     finally:
         rt.close()

@@ -285,3 +285,80 @@ def test_stability_off_and_settings_checked():
     for bad in (dict(window=0), dict(windows=1), dict(tolerance=0.0), dict(tolerance=1.5)):
         with pytest.raises(ValueError):
             Stability(**bad)
+
+
+# ---------------------------------------------------------------- CPU time and the CPU-bound ceiling
+
+def _burn(seconds):
+    """Spin on this thread for `seconds` of its own CPU time."""
+    end = time.thread_time() + seconds
+    x = 0
+    while time.thread_time() < end:
+        x += 1
+    return x
+
+
+class CpuDataset(ToyDataset):
+    """Reading burns (or sleeps) a known time; preprocessing is the toy's."""
+
+    def __init__(self, n, read_s, burn):
+        super().__init__(n)
+        self.read_s, self.burn = read_s, burn
+
+    def read(self, sample_id):
+        if self.burn:
+            _burn(self.read_s)
+        else:
+            time.sleep(self.read_s)
+        return super().read(sample_id)
+
+
+def test_infer_only_cpu_time_per_sample_from_the_cpu_clock():
+    from zoo.pipeline import Stability  # noqa: F401 (same helper as the stability tests)
+    clock = FakeClock()
+    cpu = {"ns": 0}
+
+    class Busy(FakeRuntime):
+        def infer(self, feeds):
+            cpu["ns"] += 30_000_000          # each call takes 30 ms of process CPU (two cores' worth of 15 ms)
+            return super().infer(feeds)
+
+    rt = Busy(clock, [15])
+    res = infer_only(rt, {}, 3, warmup=2, iterations=4, time_budget_s=None, input_desc="z", clock=clock,
+                     cpu_clock=lambda: cpu["ns"])
+    # warm-up calls are not counted: 4 timed calls x 30 ms / (4 x 3 samples) = 10 ms per sample
+    assert res["cpu_s_per_sample"] == pytest.approx(0.010)
+
+
+@pytest.mark.parametrize("burn", [True, False])
+def test_run_pipeline_counts_each_stage_cpu_time(runtime, burn):
+    ds = CpuDataset(6, 0.03, burn)
+    res = run_pipeline(runtime, ds, 2, IN, OUT, [BinaryIoU("iou", "d")], workers=1)
+    cpu = res["cpu"]
+    assert set(cpu["stages_s"]) == {"read", "preprocess", "postprocess"}
+    if burn:   # 6 reads x 30 ms of CPU each
+        assert 0.18 <= cpu["stages_s"]["read"] < 0.4
+        assert cpu["process_s"] >= cpu["stages_s"]["read"]
+    else:      # sleeping is wall time, not CPU time
+        assert cpu["stages_s"]["read"] < 0.05
+        assert res["stages"]["read"]["total_s"] >= 0.18
+    assert all(v >= 0 for v in cpu["stages_s"].values())
+
+
+def test_cpu_ceiling_hand_computed():
+    from zoo.pipeline import cpu_ceiling
+    pipe = {"num_samples": 8, "throughput": 2.5,
+            "cpu": {"process_s": 9.0, "stages_s": {"read": 1.0, "preprocess": 0.6, "postprocess": 0.4}}}
+    infer = {"throughput": 4.0, "cpu_s_per_sample": 0.5}
+    c = cpu_ceiling(pipe, infer, cores=2)
+    # other = 2.0 s / 8 = 0.25 s per sample; 2 cores / (0.5 + 0.25) = 2.667/s < 4/s
+    assert c["other_cpu_s_per_sample"] == pytest.approx(0.25)
+    assert c["throughput"] == pytest.approx(8 / 3)
+    assert c["vs_infer"] == pytest.approx(2 / 3)
+    assert c["pipeline_vs_ceiling"] == pytest.approx(2.5 / (8 / 3))
+    # with cores to spare the ceiling is the infer-only rate itself
+    spare = cpu_ceiling(pipe, infer, cores=8)
+    assert spare["throughput"] == pytest.approx(4.0) and spare["vs_infer"] == pytest.approx(1.0)
+    # no CPU figures (an older record, a runtime without them): no ceiling
+    assert cpu_ceiling(pipe, {"throughput": 4.0}, cores=2) is None
+    assert cpu_ceiling({**pipe, "cpu": None}, infer, cores=2) is None

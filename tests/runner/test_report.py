@@ -216,8 +216,9 @@ def test_markdown_perf_tables(results: Path, tmp_path: Path):
     assert ["1", "infer_only", "40.00", "39.60", "44.00", "47.20", "48.00", "20"] in lat
     assert lat[-1][:3] == ["64", "infer_only", "failed [1]"]
     stages = _table(md, f"Pipeline stages, {torch} (share of summed stage time)")
-    assert stages[0][-5:] == ["read %", "preprocess %", "infer %", "postprocess %", "pipeline/infer"]
-    assert stages[2] == ["1", "25.0", "2", "4.0%", "1.0%", "90.0%", "2.0%", "0.95"]
+    assert stages[0][-9:] == ["read %", "preprocess %", "infer %", "postprocess %", "pipeline/infer",
+                              "infer CPU ms/sample", "other CPU ms/sample", "CPU ceiling/infer", "pipeline/ceiling"]
+    assert stages[2] == ["1", "25.0", "2", "4.0%", "1.0%", "90.0%", "2.0%", "0.95"] + ["—"] * 4  # no CPU figures
     assert "export opset 17, checker full_check_passed, parity max_rel_diff 3.6e-05" in md
     assert "settings: intra_op_num_threads=2, graph_optimization_level=ORT_ENABLE_ALL" in md
     assert "![unetpp throughput vs batch size](unetpp_throughput.png)" in md
@@ -304,3 +305,20 @@ def test_cost_and_stability_table_from_schema_1_2_fields(tmp_path: Path):
     md = write_report(folder)["markdown"].read_text()
     assert "| 1 | 25.0 | 242.5 | 180 | 97.0% |" in md
     assert "measured 180-250 in this run: the highest is the peak" in md
+
+
+def test_stage_table_shows_the_cpu_ceiling(tmp_path: Path):
+    rec = _fixture()
+    pipe = next(p for p in rec["perf"] if p["scope"] == "pipeline" and p["status"] == "ok")
+    pipe["cpu"] = {"process_s": 3.0, "stages_s": {"read": 0.4, "preprocess": 0.1, "postprocess": 0.2},
+                   "ceiling": {"cores": 2, "infer_cpu_s_per_sample": 0.0804, "other_cpu_s_per_sample": 0.0171,
+                               "throughput": 20.5, "vs_infer": 0.82, "pipeline_vs_ceiling": 0.9756}}
+    folder = tmp_path / "r"
+    folder.mkdir()
+    _write(folder, "a.json", rec)
+    md = write_report(folder, tmp_path / "out")["markdown"].read_text()
+    title = next(line for line in md.splitlines() if line.startswith("**Pipeline stages"))
+    stages = _table(md, title.strip("*"))
+    row = next(r for r in stages[2:] if r[0] == str(pipe["batch_size"]))
+    assert row[-4:] == ["80.4", "17.1", "0.82", "0.98"]
+    assert "overlapping cannot reach the infer-only rate" in md
