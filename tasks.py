@@ -50,13 +50,13 @@ def _ensure(model: str) -> Path:
 
 def _zoo_args(backend=None, batch_sizes=None, limit=None, opset=None, option=(), warmup=None, iters=None,
               time_budget=None, threads=None, workers=None, ids_file=None, sha256=None, md5=None,
-              infer_input=None, post_workers=None, isolate=False, memory_limit=None) -> list[str]:
+              infer_input=None, post_workers=None, isolate=False, memory_limit=None, profile=None) -> list[str]:
     args = ["--isolate"] if isolate else []
     for flag, val in (("--backend", backend), ("--batch-sizes", batch_sizes), ("--limit", limit),
                       ("--opset", opset), ("--warmup", warmup), ("--iters", iters), ("--time-budget", time_budget),
                       ("--threads", threads), ("--workers", workers), ("--ids-file", ids_file),
                       ("--sha256", sha256), ("--md5", md5), ("--input", infer_input),
-                      ("--post-workers", post_workers), ("--memory-limit", memory_limit)):
+                      ("--post-workers", post_workers), ("--memory-limit", memory_limit), ("--profile", profile)):
         if val is not None:
             args += [flag, str(val)]
     for o in option or ():
@@ -121,16 +121,17 @@ def setup(c, model=None, force=False):
     "infer-input": "infer-only timing input: dataset (default), zeros or random",
     "post-workers": "1 (default): postprocess overlapped with inference; 0: on the inference thread",
     "isolate": "each batch size in its own process (a killed batch size is recorded, the sweep goes on)",
-    "memory-limit": "with --isolate: kill a batch size above this resident memory (MB)"})
+    "memory-limit": "with --isolate: kill a batch size above this resident memory (MB)",
+    "profile": "per-operator profile of each batch size over this many calls (ONNX Runtime, OpenVINO)"})
 def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=None, backend=None, batch_sizes=None,
         limit=None, out=str(RESULTS), opset=None, option=None, docker_=False, dry_run=False, device_type="auto",
         warmup=None, iters=None, time_budget=None, threads=None, workers=None, infer_input=None, post_workers=None,
-        isolate=False, memory_limit=None):
+        isolate=False, memory_limit=None, profile=None):
     """Run a model's guide end to end; validate the result JSON."""
     _need(model)
     zargs = _zoo_args(backend, batch_sizes, limit, opset, option, warmup, iters, time_budget, threads, workers,
                       None if docker_ or dry_run else ids_file, sha256, md5, infer_input, post_workers, isolate,
-                      memory_limit)
+                      memory_limit, profile)
     out = Path(out).resolve()
     if docker_ or dry_run:
         if ids_file:
@@ -164,14 +165,14 @@ def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=
 @task(auto_shortflags=False, iterable=["option"])
 def bench(c, model=None, batch_sizes=None, limit=None, data=None, weights=None, backends="torch,onnxruntime",
           out=str(RESULTS / "bench"), option=None, iters=None, time_budget=None, threads=None, workers=None,
-          infer_input=None, post_workers=None, isolate=False, memory_limit=None):
+          infer_input=None, post_workers=None, isolate=False, memory_limit=None, profile=None):
     """PyTorch eager vs the compiled runtimes (e.g. --backends torch,onnxruntime,openvino): throughput per
     batch size and the ratios."""
     _need(model)
     argv = ["-m", "zoo", "bench", "--model", model, "--backends", backends, "--out", str(Path(out).resolve()),
             *_zoo_args(None, batch_sizes, limit, None, option, None, iters, time_budget, threads, workers,
                        infer_input=infer_input, post_workers=post_workers, isolate=isolate,
-                       memory_limit=memory_limit)]
+                       memory_limit=memory_limit, profile=profile)]
     argv += _paths(weights, data)
     proc = _in_env(model, argv)
     print(proc.stdout, end="")

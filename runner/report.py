@@ -254,6 +254,23 @@ def _ceiling_cells(p) -> list[str]:
             _f(c["vs_infer"], 2), _f(c.get("pipeline_vs_ceiling"), 2)]
 
 
+def _op_table(run, label) -> Table | None:
+    """`zoo run --profile`: where a call's time goes, per operator type and batch size."""
+    rows = []
+    for p in sorted((p for p in run["perf"] if p["scope"] == "infer_only" and p["status"] == "ok"),
+                    key=lambda p: p["batch_size"]):
+        prof = p.get("op_profile") or {}
+        for r in prof.get("ops", []):
+            rows.append([str(p["batch_size"]), r["op_type"], _f(r["ms_per_call"], 2), _pct(r["share"]),
+                         _f(r["kernels_per_call"], 1), _f(r.get("gflops"), 0)])
+    if not rows:
+        return None
+    return Table(f"Operator profile, {label} (per call, the runtime's operator types after fusion)",
+                 ["batch size", "operator", "ms", "share", "kernels", "GFLOP/s"], rows,
+                 ["GFLOP/s: the ONNX graph's FLOPs of that operator type (Conv, ConvTranspose, Gemm/MatMul) over "
+                  "its time; profiled in a session apart from the timed calls."])
+
+
 def _cost_table(run, label) -> Table | None:
     """Achieved GFLOP/s per batch size against the fp32 peak measured in the same run, with how
     the timing ended and the window spread (schema 1.2 fields; older records have none)."""
@@ -409,7 +426,7 @@ def _model_section(name: str, runs: list[dict]) -> list[Block]:
         blocks.append(("img", f"{name} latency distribution", f"{name}_latency.png", png))
     for run, label in zip(runs, labels):
         blocks += [("table", t) for t in (_latency_table(run, label), _cost_table(run, label),
-                                          _stage_table(run, label)) if t]
+                                          _stage_table(run, label), _op_table(run, label)) if t]
     blocks += [("h3", "Export and runtime settings")] + [("p", _run_facts(r, l)) for r, l in zip(runs, labels)]
     return blocks
 

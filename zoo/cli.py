@@ -64,6 +64,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--isolate", action="store_true",
                    help="run each batch size in its own process: a batch size killed (out of memory) is recorded "
                         "as failed and the sweep goes on")
+    p.add_argument("--profile", type=int, nargs="?", const=5, default=0, metavar="CALLS",
+                   help="per-operator profile of each batch size (ONNX Runtime's profiler, OpenVINO's counters) "
+                        "over CALLS calls (default 5), after and apart from the timed calls")
     p.add_argument("--memory-limit", type=float, metavar="MB",
                    help="with --isolate: kill a batch size whose resident memory exceeds MB (recorded as failed)")
 
@@ -75,7 +78,8 @@ def _config(a, backend: str):
                      onnx=a.onnx, options=dict(a.option), warmup=a.warmup, iterations=a.iters,
                      time_budget=a.time_budget, threads=a.threads, workers=a.workers,
                      stability=_stability(a), infer_input=a.infer_input, measure_peak=not a.no_peak,
-                     post_workers=a.post_workers, isolate=a.isolate, memory_limit_mb=a.memory_limit)
+                     post_workers=a.post_workers, isolate=a.isolate, memory_limit_mb=a.memory_limit,
+                     profile=a.profile)
 
 
 def _stability(a):

@@ -51,6 +51,21 @@ class RunConfig:
     post_workers: int = 1          # postprocessing overlapped with inference on its own thread (0: inline)
     isolate: bool = False          # each batch size in its own child process (zoo.isolate)
     memory_limit_mb: float | None = None  # with isolate: SIGKILL a child above this resident memory
+    profile: int = 0               # >0: per-operator profile of each batch size over this many calls (zoo.profile)
+
+
+def _op_profile(rt, feeds, bs: int, calls: int, cost: dict) -> dict:
+    """The infer-only block's `op_profile`: the runtime's per-operator times (a separate
+    profiling session, after the timed calls) with the graph's FLOPs per operator type."""
+    from zoo.profile import summarize_ops
+    times = rt.op_times(feeds, warmup=1, calls=calls)
+    if times is None:
+        return {"unavailable": f"{rt.name}: no per-operator profiler in the zoo for this runtime"}
+    prof = summarize_ops(times, calls, bs, cost.get("by_op"), rt.profile_op_names)
+    top = ", ".join(f"{r['op_type']} {r['share']:.0%}" + (f" ({r['gflops']:.0f} GFLOP/s)" if "gflops" in r else "")
+                    for r in prof["ops"][:4])
+    _log(f"      bs{bs}: operator profile over {calls} calls: {top}")
+    return prof
 
 
 def _utc(ts: float) -> str:
@@ -141,6 +156,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         return run_isolated(cfg, argv or [])
     if cfg.memory_limit_mb is not None:
         raise ZooError("--memory-limit needs --isolate (the watched process must not be the sweep itself)")
+    if cfg.profile < 0:
+        raise ZooError(f"--profile takes a number of calls >= 1, got {cfg.profile}")
     if cfg.post_workers not in (0, 1):
         raise ZooError(f"--post-workers must be 0 (postprocess on the inference thread) or 1, got {cfg.post_workers}")
     t_start = time.time()
@@ -282,6 +299,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
                 perf.append({"batch_size": bs, "scope": "infer_only", "status": "failed", "error": one_line(exc)[:500]})
                 _log(f"      bs{bs}: infer_only FAILED: {one_line(exc)[:200]}")
                 continue
+            if cfg.profile:
+                block["op_profile"] = _op_profile(rt, {inp: feed}, bs, cfg.profile, export.get("cost", {}))
             perf.append(with_cost(block, block_peak))
             metrics = adapter.metrics()
             try:

@@ -322,3 +322,25 @@ def test_stage_table_shows_the_cpu_ceiling(tmp_path: Path):
     row = next(r for r in stages[2:] if r[0] == str(pipe["batch_size"]))
     assert row[-4:] == ["80.4", "17.1", "0.82", "0.98"]
     assert "overlapping cannot reach the infer-only rate" in md
+
+
+def test_operator_profile_table(tmp_path: Path):
+    rec = _fixture()
+    block = next(p for p in rec["perf"] if p["scope"] == "infer_only" and p["status"] == "ok")
+    block["op_profile"] = {"calls": 3, "total_ms_per_call": 100.0, "ops": [
+        {"op_type": "Conv", "ms_per_call": 80.0, "share": 0.8, "kernels_per_call": 40.0, "gflops": 201.4},
+        {"op_type": "ReorderInput", "ms_per_call": 20.0, "share": 0.2, "kernels_per_call": 2.0}]}
+    folder = tmp_path / "r"
+    folder.mkdir()
+    _write(folder, "a.json", rec)
+    md = write_report(folder, tmp_path / "out")["markdown"].read_text()
+    title = next(line for line in md.splitlines() if line.startswith("**Operator profile"))
+    rows = _table(md, title.strip("*"))
+    assert rows[0] == ["batch size", "operator", "ms", "share", "kernels", "GFLOP/s"]
+    bs = str(block["batch_size"])
+    assert rows[2:] == [[bs, "Conv", "80.00", "80.0%", "40.0", "201"], [bs, "ReorderInput", "20.00", "20.0%", "2.0", "—"]]
+    # without --profile there is no such table
+    plain = tmp_path / "p"
+    plain.mkdir()
+    _write(plain, "a.json", _fixture())
+    assert "Operator profile" not in write_report(plain, tmp_path / "out2")["markdown"].read_text()

@@ -24,3 +24,14 @@ def test_paths_resolved_from_the_callers_folder(tmp_path, monkeypatch):
     url = "https://download.openmmlab.com/x/y.pth"
     assert tasks._paths(url, None) == ["--weights", url]
     assert tasks._paths(None, None) == []
+
+
+def test_benchmark_flags_reach_the_zoo_command_line():
+    tasks = load_tasks()
+    args = tasks._zoo_args(backend="openvino", batch_sizes="1,4", post_workers=0, isolate=True, memory_limit=900,
+                           profile=5)
+    assert args[0] == "--isolate"
+    pairs = dict(zip(args[1::2], args[2::2]))
+    assert pairs == {"--backend": "openvino", "--batch-sizes": "1,4", "--post-workers": "0",
+                     "--memory-limit": "900", "--profile": "5"}
+    assert tasks._zoo_args() == []

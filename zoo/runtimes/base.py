@@ -68,6 +68,14 @@ class Runtime(ABC):
     def close(self) -> None:
         pass
 
+    # Per-operator profiling (zoo.profile); runtimes that cannot profile keep these.
+    profile_op_names: ClassVar[dict[str, str]] = {}  # the runtime's op types -> ONNX op types (FLOPs)
+
+    def op_times(self, feeds: dict[str, np.ndarray], warmup: int, calls: int) -> dict[str, list[float]] | None:
+        """{op type: [total ms, kernels]} over `calls` profiled calls after `warmup`, in a
+        profiling session separate from the timed one; None when this runtime cannot profile."""
+        return None
+
     def device_info(self) -> dict | None:
         """The accelerator this runtime runs on ({'type', 'name', 'count', 'details'}), None for
         the host CPU."""

@@ -85,6 +85,36 @@ class OnnxRuntime(Runtime):
     def close(self) -> None:
         self.session = None
 
+    def _profiling_session(self, prefix: str):
+        import onnxruntime as ort
+        so = self._options(optimize=False)  # the saved graph is the optimised one
+        so.enable_profiling = True
+        so.profile_file_prefix = prefix
+        return ort.InferenceSession(str(self.compiled.path), so, providers=self.providers)
+
+    def op_times(self, feeds, warmup, calls):
+        """ONNX Runtime's profiler on a second session of the compiled graph: kernel times of the
+        last `calls` runs (`model_run` events delimit the runs), summed per operator type."""
+        import json
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="zoo-ortprof-") as tmp:
+            session = self._profiling_session(str(Path(tmp) / "ort"))
+            for _ in range(warmup + calls):
+                session.run(self.outputs, feeds)
+            events = json.loads(Path(session.end_profiling()).read_text())
+        runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")[-calls:]
+        if len(runs) < calls:
+            raise ZooError(f"{self.compiled.path}: ONNX Runtime's profile holds {len(runs)} runs, expected {calls}")
+        start = runs[0][0]
+        out: dict[str, list[float]] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e["ts"] >= start:
+                op = e.get("args", {}).get("op_name", "?")
+                acc = out.setdefault(op, [0.0, 0])
+                acc[0] += e["dur"] / 1e3
+                acc[1] += 1
+        return out
+
     def settings(self) -> dict:
         return {**super().settings(), "providers": self.providers, "inter_op_num_threads": 1,
                 "execution_mode": "ORT_SEQUENTIAL"}
@@ -142,6 +172,14 @@ class _OnnxRuntimeGpu(OnnxRuntime):
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.infer_bound(feeds, self.ort_device, self.device_id)
+
+    def _profiling_session(self, prefix: str):
+        import onnxruntime as ort
+        so = self._options(optimize=True)
+        so.enable_profiling = True
+        so.profile_file_prefix = prefix
+        return ort.InferenceSession(str(self.compiled.path), so, providers=self.providers,
+                                    provider_options=self.options)
 
     def infer_bound(self, feeds: dict[str, np.ndarray], device: str, device_id: int) -> dict[str, np.ndarray]:
         import onnxruntime as ort

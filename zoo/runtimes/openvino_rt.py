@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import ZooError, one_line
+from zoo.profile import OPENVINO_TO_ONNX
 from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
 
 
@@ -90,6 +91,33 @@ class OpenVinoRuntime(Runtime):
 
     def close(self) -> None:
         self.requests.clear()
+
+    profile_op_names = OPENVINO_TO_ONNX
+
+    def op_times(self, feeds, warmup, calls):
+        """The CPU plugin's performance counters (PERF_COUNT) of a second compilation for this
+        shape, summed per node type over `calls` requests (nodes that did not run excluded)."""
+        x = feeds[self.inputs[0]]
+        model = self.model.clone()
+        model.reshape({self.inputs[0]: list(x.shape)})
+        try:
+            compiled = self.core.compile_model(model, "CPU", {**self.config, "PERF_COUNT": True})
+        except Exception as exc:
+            raise ZooError(f"OpenVINO cannot compile the model for profiling ({one_line(exc)[:300]})") from None
+        req = compiled.create_infer_request()
+        for _ in range(warmup):
+            req.infer({self.inputs[0]: x})
+        out: dict[str, list[float]] = {}
+        for _ in range(calls):
+            req.infer({self.inputs[0]: x})
+            for info in req.get_profiling_info():
+                ms = info.real_time.total_seconds() * 1e3
+                if ms <= 0:
+                    continue  # optimised out / not executed
+                acc = out.setdefault(str(info.node_type), [0.0, 0])
+                acc[0] += ms
+                acc[1] += 1
+        return out
 
     def settings(self) -> dict:
         return {**super().settings(), "device": "CPU", **{k.lower(): v for k, v in self.config.items()}}
