@@ -12,6 +12,7 @@ bandwidth. Writes peak_fraction.md / .json into --out. Exit 0 when every compute
 best runtime reaches the target, 1 otherwise, 2 when a run fails.
 
     python3 benchmarks/peak_fraction.py                       # all five (about 40 min here)
+    python3 benchmarks/peak_fraction.py --cityscapes work/bench/cityscapes16 -- --profile 3
     python3 benchmarks/peak_fraction.py --models unetpp,fcn8s --backends onnxruntime,openvino
 """
 from __future__ import annotations
@@ -52,7 +53,14 @@ def ensure_weights(model: str, work: Path) -> Path | None:
     return path
 
 
-def ensure_cityscapes(work: Path) -> Path:
+def ensure_cityscapes(work: Path, tree: Path | None = None) -> Path:
+    """The Cityscapes tree ErfNet and Fast-SCNN run on: `tree` (--cityscapes) or a 4-image
+    full-size synthetic one generated into `work` (a longer tree gives steadier pipeline figures:
+    `cityscapes_memory.py --sizes 16 --generate-only DIR`)."""
+    if tree is not None:
+        if not (Path(tree) / "leftImg8bit").is_dir():
+            raise RuntimeError(f"{tree}: not a Cityscapes tree (no leftImg8bit/)")
+        return Path(tree)
     tree = work / "cityscapes_full"
     if not (tree / "leftImg8bit").is_dir():
         subprocess.run([python_of("fastscnn"), str(ROOT / "benchmarks" / "cityscapes_memory.py"),
@@ -61,14 +69,15 @@ def ensure_cityscapes(work: Path) -> Path:
     return tree
 
 
-def bench(model: str, backends: str, sizes: str, work: Path, out: Path, extra: list[str]) -> list[dict]:
+def bench(model: str, backends: str, sizes: str, work: Path, out: Path, extra: list[str],
+          cityscapes: Path | None = None) -> list[dict]:
     args = [python_of(model), "-m", "zoo", "bench", "--model", model, "--backends", backends,
             "--batch-sizes", sizes, "--input", "random", "--out", str(out), *extra]
     weights = ensure_weights(model, work)
     if weights:
         args += ["--weights", str(weights)]
     if model in CITYSCAPES:
-        args += ["--data", str(ensure_cityscapes(work))]
+        args += ["--data", str(ensure_cityscapes(work, cityscapes))]
     print(f"== {model}: {' '.join(args[1:])}", file=sys.stderr, flush=True)
     proc = subprocess.run(args, cwd=ROOT, env=env(), stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
@@ -96,7 +105,8 @@ def best_rows(model: str, records: list[dict], target: float) -> list[dict]:
                      "bandwidth_fraction": p.get("bandwidth_fraction"),
                      "vs_torch": p["throughput"] / torch_tp if torch_tp else None,
                      "stopped_by": p.get("stopped_by"), "spread": (p.get("stability") or {}).get("spread"),
-                     "gflop_per_sample": rec["export"].get("cost", {}).get("flops_per_sample", 0) / 1e9})
+                     "gflop_per_sample": rec["export"].get("cost", {}).get("flops_per_sample", 0) / 1e9,
+                     **pipeline_at(rec, p["batch_size"]), "top_ops": top_ops(p)})
     best = max(rows, key=lambda r: r["peak_fraction"] or 0) if rows else None
     for r in rows:
         r["best"] = r is best
@@ -105,20 +115,40 @@ def best_rows(model: str, records: list[dict], target: float) -> list[dict]:
     return rows
 
 
+def pipeline_at(rec: dict, bs: int) -> dict:
+    """The pipeline's figures at the same batch size: pipeline/infer and its CPU-bound ceiling."""
+    pipe = next((p for p in rec["perf"] if p["scope"] == "pipeline" and p["status"] == "ok"
+                 and p["batch_size"] == bs), None)
+    if pipe is None:
+        return {"pipeline_vs_infer": None, "cpu_ceiling": None}
+    ceiling = (pipe.get("cpu") or {}).get("ceiling") or {}
+    return {"pipeline_vs_infer": pipe.get("pipeline_vs_infer"), "cpu_ceiling": ceiling.get("vs_infer")}
+
+
+def top_ops(block: dict, n: int = 3) -> str:
+    """'Conv 80% 204 GFLOP/s, Reorder 10%, ...' from an --profile run (empty without one)."""
+    ops = (block.get("op_profile") or {}).get("ops") or []
+    return ", ".join(f"{o['op_type']} {o['share']:.0%}" + (f" {o['gflops']:.0f} GFLOP/s" if "gflops" in o else "")
+                     for o in ops[:n])
+
+
 def fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
 
 def table(rows: list[dict], target: float) -> str:
     lines = [f"| model | runtime | best bs | samples/s | GFLOP/sample | GFLOP/s | GEMM peak (run's range) | of peak "
-             f"| of copy bandwidth | vs PyTorch | stopped by (spread) | target {target:.0%} |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"| of copy bandwidth | vs PyTorch | stopped by (spread) | target {target:.0%} "
+             f"| pipeline/infer (CPU ceiling) | top operators (--profile) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['runtime']} | {r['batch_size']} | {r['throughput']:.2f} | "
                      f"{r['gflop_per_sample']:.1f} | {fmt(r['gflops'], '.0f')} | {fmt(r['peak_gflops'], '.0f')}"
                      f"{' (%.0f-%.0f)' % tuple(r['peak_range']) if r['peak_range'] else ''} | "
                      f"{fmt(r['peak_fraction'], '.0%')} | {fmt(r['bandwidth_fraction'], '.0%')} | "
-                     f"{fmt(r['vs_torch'], '.2f')} | {r['stopped_by']} ({fmt(r['spread'], '.0%')}) | {r['verdict']} |")
+                     f"{fmt(r['vs_torch'], '.2f')} | {r['stopped_by']} ({fmt(r['spread'], '.0%')}) | {r['verdict']} | "
+                     f"{fmt(r.get('pipeline_vs_infer'), '.0%')} ({fmt(r.get('cpu_ceiling'), '.0%')}) | "
+                     f"{r.get('top_ops') or '-'} |")
     return "\n".join(lines)
 
 
@@ -131,6 +161,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "peak_fraction")
     ap.add_argument("--batch-sizes", action="append", default=[], metavar="MODEL=1,2,4",
                     help="override a model's batch sizes")
+    ap.add_argument("--cityscapes", type=Path, help="Cityscapes tree for ErfNet/Fast-SCNN (default: 4 synthetic "
+                                                     "full-size images generated into --work)")
     ap.add_argument("--summarize", action="store_true",
                     help="run nothing: the table from the newest records already in --out")
     ap.add_argument("extra", nargs="*", help="after --: arguments for zoo bench (e.g. --time-budget 30)")
@@ -148,7 +180,7 @@ def main(argv=None) -> int:
             rows += best_rows(model, list(newest.values()), a.target)
             continue
         try:
-            recs = bench(model, a.backends, sizes[model], a.work, a.out, a.extra)
+            recs = bench(model, a.backends, sizes[model], a.work, a.out, a.extra, a.cityscapes)
         except (RuntimeError, subprocess.CalledProcessError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
