@@ -18,7 +18,7 @@ def _script():
 
 
 def _record(runtime, blocks, peak=250.0):
-    return {"runtime": {"name": runtime}, "device": {"fp32_peak": {"gflops": peak, "measurements": [200.0, peak]}},
+    return {"runtime": {"name": runtime}, "device": {"fp32_peak": {"gflops": peak, "measurements": [peak - 20, peak]}},
             "export": {"cost": {"flops_per_sample": 53_200_000_000}}, "perf": blocks}
 
 
@@ -46,6 +46,7 @@ def test_best_rows_verdict_pipeline_and_operators():
     best = next(r for r in rows if r["best"])
     assert best["runtime"] == "onnxruntime" and best["batch_size"] == 2
     assert best["peak_fraction"] == pytest.approx(186.0 / 250.0) and best["verdict"] == "below"
+    assert best["own_peak_fraction"] == pytest.approx(186.0 / 250.0)
     assert best["vs_torch"] == pytest.approx(3.5 / 1.5)
     assert best["pipeline_vs_infer"] == 0.76 and best["cpu_ceiling"] == 0.84
     assert best["top_ops"] == "Conv 80% 204 GFLOP/s, ConvTranspose 14% 50 GFLOP/s, Reorder 4%"
@@ -56,3 +57,17 @@ def test_best_rows_verdict_pipeline_and_operators():
     # a bandwidth-bound model gets no 80% verdict
     fs = pf.best_rows("fastscnn", [ort], target=0.8)
     assert fs[0]["verdict"].startswith("bandwidth-bound")
+
+
+def test_fraction_is_against_the_highest_reading_of_every_runtime():
+    pf = _script()
+    # OpenVINO timed in a slow hour: its own readings top at 185, ONNX Runtime's at 260
+    slow = _record("openvino", [_infer(2, 0.47, 179.0)], peak=185.0)
+    fast = _record("onnxruntime", [_infer(4, 0.45, 171.0)], peak=260.0)
+    rows = {r["runtime"]: r for r in pf.best_rows("fcn8s", [slow, fast], target=0.8)}
+    assert rows["openvino"]["own_peak_fraction"] == pytest.approx(179 / 185)     # 97% by its own readings
+    assert rows["openvino"]["peak_fraction"] == pytest.approx(179 / 260)         # 69% in the side-by-side
+    assert rows["openvino"]["peak_gflops"] == 260.0 and rows["openvino"]["peak_range"] == [165.0, 185.0]
+    best = next(r for r in rows.values() if r["best"])
+    assert best["verdict"] == "below"
+    assert "| 69% (97%) |" in pf.table(list(rows.values()), 0.8)

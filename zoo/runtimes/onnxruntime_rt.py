@@ -70,10 +70,8 @@ class OnnxRuntime(Runtime):
         return self.compiled
 
     def load(self) -> None:
-        import onnxruntime as ort
         # The saved graph is already optimised: loading it with optimisation off avoids redoing it.
-        self.session = ort.InferenceSession(str(self.compiled.path), self._options(optimize=False),
-                                            providers=self.providers)
+        self.session = self._session(self._options(optimize=False))
         names = [i.name for i in self.session.get_inputs()]
         if names != list(self.inputs):
             raise ZooError(f"{self.compiled.path}: model inputs {names} differ from the expected {list(self.inputs)}")
@@ -85,12 +83,16 @@ class OnnxRuntime(Runtime):
     def close(self) -> None:
         self.session = None
 
-    def _profiling_session(self, prefix: str):
+    def _session(self, so):
+        """A session of the compiled artifact (the saved graph is already optimised)."""
         import onnxruntime as ort
-        so = self._options(optimize=False)  # the saved graph is the optimised one
+        return ort.InferenceSession(str(self.compiled.path), so, providers=self.providers)
+
+    def _profiling_session(self, prefix: str):
+        so = self._options(optimize=False)
         so.enable_profiling = True
         so.profile_file_prefix = prefix
-        return ort.InferenceSession(str(self.compiled.path), so, providers=self.providers)
+        return self._session(so)
 
     def op_times(self, feeds, warmup, calls):
         """ONNX Runtime's profiler on a second session of the compiled graph: kernel times of the
@@ -161,11 +163,9 @@ class _OnnxRuntimeGpu(OnnxRuntime):
         return self.compiled
 
     def load(self) -> None:
-        import onnxruntime as ort
         t0 = time.perf_counter()
         try:
-            self.session = ort.InferenceSession(str(self.compiled.path), self._options(optimize=True),
-                                                providers=self.providers, provider_options=self.options)
+            self.session = self._session(self._options(optimize=True))
         except Exception as exc:
             raise ZooError(f"{self.compiled.path}: {self.name} cannot load the model ({one_line(exc)[:300]})") from None
         self.compiled.seconds = time.perf_counter() - t0
@@ -173,11 +173,10 @@ class _OnnxRuntimeGpu(OnnxRuntime):
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.infer_bound(feeds, self.ort_device, self.device_id)
 
-    def _profiling_session(self, prefix: str):
+    def _session(self, so):
+        """A session of the raw graph, optimised at load, with the provider options."""
         import onnxruntime as ort
-        so = self._options(optimize=True)
-        so.enable_profiling = True
-        so.profile_file_prefix = prefix
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return ort.InferenceSession(str(self.compiled.path), so, providers=self.providers,
                                     provider_options=self.options)
 
