@@ -307,18 +307,23 @@ def test_cost_and_stability_table_from_schema_1_2_fields(tmp_path: Path):
     assert "measured 180-250 in this run: the highest is the peak" in md
 
 
+def _rendered_table(tmp_path: Path, rec: dict, title_start: str) -> tuple[str, list[list[str]]]:
+    """The Markdown report of one record and the rows of its first table titled `title_start`..."""
+    folder = tmp_path / "r"
+    folder.mkdir()
+    _write(folder, "a.json", rec)
+    md = write_report(folder, tmp_path / "out")["markdown"].read_text()
+    title = next(line for line in md.splitlines() if line.startswith(f"**{title_start}"))
+    return md, _table(md, title.strip("*"))
+
+
 def test_stage_table_shows_the_cpu_ceiling(tmp_path: Path):
     rec = _fixture()
     pipe = next(p for p in rec["perf"] if p["scope"] == "pipeline" and p["status"] == "ok")
     pipe["cpu"] = {"process_s": 3.0, "stages_s": {"read": 0.4, "preprocess": 0.1, "postprocess": 0.2},
                    "ceiling": {"cores": 2, "infer_cpu_s_per_sample": 0.0804, "other_cpu_s_per_sample": 0.0171,
                                "throughput": 20.5, "vs_infer": 0.82, "pipeline_vs_ceiling": 0.9756}}
-    folder = tmp_path / "r"
-    folder.mkdir()
-    _write(folder, "a.json", rec)
-    md = write_report(folder, tmp_path / "out")["markdown"].read_text()
-    title = next(line for line in md.splitlines() if line.startswith("**Pipeline stages"))
-    stages = _table(md, title.strip("*"))
+    md, stages = _rendered_table(tmp_path, rec, "Pipeline stages")
     row = next(r for r in stages[2:] if r[0] == str(pipe["batch_size"]))
     assert row[-4:] == ["80.4", "17.1", "0.82", "0.98"]
     assert "overlapping cannot reach the infer-only rate" in md
@@ -330,12 +335,7 @@ def test_operator_profile_table(tmp_path: Path):
     block["op_profile"] = {"calls": 3, "total_ms_per_call": 100.0, "ops": [
         {"op_type": "Conv", "ms_per_call": 80.0, "share": 0.8, "kernels_per_call": 40.0, "gflops": 201.4},
         {"op_type": "ReorderInput", "ms_per_call": 20.0, "share": 0.2, "kernels_per_call": 2.0}]}
-    folder = tmp_path / "r"
-    folder.mkdir()
-    _write(folder, "a.json", rec)
-    md = write_report(folder, tmp_path / "out")["markdown"].read_text()
-    title = next(line for line in md.splitlines() if line.startswith("**Operator profile"))
-    rows = _table(md, title.strip("*"))
+    _, rows = _rendered_table(tmp_path, rec, "Operator profile")
     assert rows[0] == ["batch size", "operator", "ms", "share", "kernels", "GFLOP/s"]
     bs = str(block["batch_size"])
     assert rows[2:] == [[bs, "Conv", "80.00", "80.0%", "40.0", "201"], [bs, "ReorderInput", "20.00", "20.0%", "2.0", "—"]]
