@@ -128,7 +128,8 @@ def test_bad_batch_sizes(run_zoo, out):
 def test_interrupted_run_writes_nothing(out, zoo_cache):
     env = {**os.environ, "ZOO_CACHE": str(zoo_cache), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "zoo", "run", "--model", "unetpp", "--batch-sizes", "1",
-                             "--iters", "100000", "--time-budget", "600", "--out", str(out)],
+                             "--iters", "100000", "--time-budget", "600", "--stable-tolerance", "0",
+                             "--out", str(out)],  # no stop-when-stable: still timing when interrupted
                             cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
