@@ -262,7 +262,8 @@ def _op_table(run, label) -> Table | None:
         prof = p.get("op_profile") or {}
         for r in prof.get("ops", []):
             rows.append([str(p["batch_size"]), r["op_type"], _f(r["ms_per_call"], 2), _pct(r["share"]),
-                         _f(r["kernels_per_call"], 1), _f(r.get("gflops"), 0)])
+                         _f(r["kernels_per_call"], 1),
+                         _f(r.get("gflops"), 0) + (f" ({r['gflops_of']})" if r.get("gflops_of") else "")])
     if not rows:
         return None
     return Table(f"Operator profile, {label} (per call, the runtime's operator types after fusion)",

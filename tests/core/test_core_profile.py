@@ -49,6 +49,17 @@ def test_summarize_ops_hand_computed():
                        {"Conv": 1e8, "Gemm": 3e7, "MatMul": 2e7}, OPENVINO_TO_ONNX)
     assert ov["ops"][0]["gflops"] == pytest.approx(1e8 / 0.01 / 1e9)
     assert ov["ops"][1]["gflops"] == pytest.approx(5e7 / 0.005 / 1e9)   # Gemm + MatMul together
+    # two runtime types running one ONNX type: the group's rate on both rows, never each alone
+    grp = summarize_ops({"Convolution": [30.0, 1], "GroupConvolution": [10.0, 1], "Reorder": [5.0, 1]}, 1, 1,
+                        {"Conv": 4e9}, OPENVINO_TO_ONNX)
+    conv_rows = [r for r in grp["ops"] if r["op_type"] in ("Convolution", "GroupConvolution")]
+    assert [r["gflops"] for r in conv_rows] == pytest.approx([4e9 / 0.04 / 1e9] * 2)   # 100, not 133 / 400
+    assert {r["gflops_of"] for r in conv_rows} == {"Convolution+GroupConvolution"}
+    assert "gflops_of" not in ov["ops"][0]
+    # ONNX Runtime's fused kernels count as the ONNX operator they run
+    from zoo.profile import ONNXRUNTIME_TO_ONNX
+    fused = summarize_ops({"Conv": [20.0, 2], "FusedConv": [20.0, 2]}, 1, 1, {"Conv": 4e9}, ONNXRUNTIME_TO_ONNX)
+    assert [r["gflops"] for r in fused["ops"]] == pytest.approx([100.0, 100.0])
     # more types than TOP: the rest summed into one row, shares still add up to 1
     many = summarize_ops({f"op{i}": [float(i + 1), 1] for i in range(TOP + 4)}, 1, 1)
     assert len(many["ops"]) == TOP + 1 and many["ops"][-1]["op_type"] == "(other)"
@@ -95,3 +106,22 @@ def test_openvino_profile_counters(onnx_file, tmp_path):
 def test_torch_runtime_has_no_profiler(onnx_file):
     rt = get_runtime("torch")(1)
     assert rt.op_times({"x": np.zeros((1, 3, 16, 16), np.float32)}, 1, 1) is None
+
+
+def test_a_failing_profiler_leaves_the_run_standing(capsys):
+    from zoo.errors import ZooError
+    from zoo.run import _op_profile
+
+    class Broken:
+        name = "openvino"
+        profile_op_names = OPENVINO_TO_ONNX
+
+        def op_times(self, feeds, warmup, calls):
+            raise ZooError("OpenVINO cannot compile the model for profiling (no memory)")
+
+    got = _op_profile(Broken(), {}, 2, 3, {"by_op": {"Conv": 1e9}})
+    assert got == {"unavailable": "profiling failed: OpenVINO cannot compile the model for profiling (no memory)"}
+    assert "operator profile FAILED" in capsys.readouterr().err
+    # a runtime without a profiler says so
+    rt = get_runtime("torch")(1)
+    assert _op_profile(rt, {}, 1, 2, {})["unavailable"].startswith("torch: no per-operator profiler")

@@ -9,6 +9,7 @@ import numpy as np
 
 from zoo.envinfo import cpu_name
 from zoo.errors import ZooError, one_line
+from zoo.profile import ONNXRUNTIME_TO_ONNX
 from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
 
 
@@ -82,6 +83,8 @@ class OnnxRuntime(Runtime):
 
     def close(self) -> None:
         self.session = None
+
+    profile_op_names = ONNXRUNTIME_TO_ONNX
 
     def _session(self, so):
         """A session of the compiled artifact (the saved graph is already optimised)."""
