@@ -71,17 +71,21 @@ class OpenVinoRuntime(Runtime):
     def _request(self, shape: tuple[int, ...]):
         bs = int(shape[0])
         if bs not in self.requests:
-            model = self.model.clone()
-            model.reshape({self.inputs[0]: list(shape)})
             t0 = time.perf_counter()
-            try:
-                compiled = self.core.compile_model(model, "CPU", self.config)
-            except Exception as exc:
-                raise ZooError(f"OpenVINO cannot compile the model for {list(shape)} ({one_line(exc)[:300]})") from None
+            compiled = self._compile(shape, self.config)
             self.compile_seconds[bs] = round(time.perf_counter() - t0, 3)
             self.compiled.seconds += self.compile_seconds[bs]
             self.requests[bs] = (compiled, compiled.create_infer_request())
         return self.requests[bs]
+
+    def _compile(self, shape: tuple[int, ...], config: dict):
+        """The model reshaped to the static `shape` and compiled for the CPU with `config`."""
+        model = self.model.clone()
+        model.reshape({self.inputs[0]: list(shape)})
+        try:
+            return self.core.compile_model(model, "CPU", config)
+        except Exception as exc:
+            raise ZooError(f"OpenVINO cannot compile the model for {list(shape)} ({one_line(exc)[:300]})") from None
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = feeds[self.inputs[0]]
@@ -98,13 +102,7 @@ class OpenVinoRuntime(Runtime):
         """The CPU plugin's performance counters (PERF_COUNT) of a second compilation for this
         shape, summed per node type over `calls` requests (nodes that did not run excluded)."""
         x = feeds[self.inputs[0]]
-        model = self.model.clone()
-        model.reshape({self.inputs[0]: list(x.shape)})
-        try:
-            compiled = self.core.compile_model(model, "CPU", {**self.config, "PERF_COUNT": True})
-        except Exception as exc:
-            raise ZooError(f"OpenVINO cannot compile the model for profiling ({one_line(exc)[:300]})") from None
-        req = compiled.create_infer_request()
+        req = self._compile(tuple(x.shape), {**self.config, "PERF_COUNT": True}).create_infer_request()
         for _ in range(warmup):
             req.infer({self.inputs[0]: x})
         out: dict[str, list[float]] = {}
