@@ -29,14 +29,14 @@ def _fail(msg: str, code: int = 2):
 
 
 def _need(model: str | None) -> str:
-    if not model:
+    if model is None:
         _fail(f"--model is required (known: {', '.join(envs.models())})")
     return _models(model)[0]
 
 
 def _models(model: str | None) -> list[str]:
     try:
-        return [envs.check_model(model).name] if model else envs.models()
+        return [envs.check_model(model).name] if model is not None else envs.models()
     except envs.EnvError as exc:
         _fail(str(exc))
 
@@ -128,7 +128,7 @@ def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=
         warmup=None, iters=None, time_budget=None, threads=None, workers=None, infer_input=None, post_workers=None,
         isolate=False, memory_limit=None, profile=None):
     """Run a model's guide end to end; validate the result JSON."""
-    _need(model)
+    model = _need(model)
     zargs = _zoo_args(backend, batch_sizes, limit, opset, option, warmup, iters, time_budget, threads, workers,
                       None if docker_ or dry_run else ids_file, sha256, md5, infer_input, post_workers, isolate,
                       memory_limit, profile)
@@ -168,7 +168,7 @@ def bench(c, model=None, batch_sizes=None, limit=None, data=None, weights=None, 
           infer_input=None, post_workers=None, isolate=False, memory_limit=None, profile=None):
     """PyTorch eager vs the compiled runtimes (e.g. --backends torch,onnxruntime,openvino): throughput per
     batch size and the ratios."""
-    _need(model)
+    model = _need(model)
     argv = ["-m", "zoo", "bench", "--model", model, "--backends", backends, "--out", str(Path(out).resolve()),
             *_zoo_args(None, batch_sizes, limit, None, option, None, iters, time_budget, threads, workers,
                        infer_input=infer_input, post_workers=post_workers, isolate=isolate,
@@ -183,7 +183,7 @@ def bench(c, model=None, batch_sizes=None, limit=None, data=None, weights=None, 
 @task(auto_shortflags=False, iterable=["option"])
 def prep(c, model=None, bin_dir=None, data=None, ids_file=None, limit=None, option=None):
     """Write preprocessed inputs as <id>.bin (float32 CHW) for .bin-reading tools (ais_bench)."""
-    _need(model)
+    model = _need(model)
     if not bin_dir:
         _fail("--bin-dir is required")
     argv = ["-m", "zoo", "prep", "--model", model, "--bin-dir", str(Path(bin_dir).resolve())]
@@ -201,7 +201,7 @@ def prep(c, model=None, bin_dir=None, data=None, ids_file=None, limit=None, opti
 @task(auto_shortflags=False, help={"model": "model name", "tag": "image tag (default zoo/<model>:latest)", "dry-run": "print the command only"})
 def build(c, model=None, tag=None, dry_run=False):
     """Build one model's Docker image (models/<model>/Dockerfile, context = repo root)."""
-    _need(model)
+    model = _need(model)
     try:
         if dry_run:
             print(docker.format_command(docker.plan_build(model, tag, docker.current_git_commit())))

@@ -26,9 +26,14 @@ def models() -> list[str]:
 
 
 def check_model(model: str) -> Path:
+    """The model's folder, for a name that is exactly one of the discovered models (a folder name
+    under models/ with a model.yaml): never a path, so `../models/x` or `/abs/models/x` cannot
+    reach the venv, cache, results or image-tag code that turns the name into a path."""
+    known = models()
+    if not isinstance(model, str) or model not in known:
+        raise EnvError(f"unknown model {model!r} (known: {', '.join(known) or 'none'}; a model is given by "
+                       f"its name, not a path)")
     d = MODELS_DIR / model
-    if not (d / "model.yaml").is_file():
-        raise EnvError(f"unknown model {model!r} (known: {', '.join(models()) or 'none'})")
     if not (d / "requirements.txt").is_file():
         raise EnvError(f"{d / 'requirements.txt'}: missing (every model pins its environment)")
     return d

@@ -47,10 +47,11 @@ def _validator():
 
 
 def load_manifest(name: str, models_dir: Path = MODELS_DIR) -> Manifest:
+    known = available_models(models_dir)
+    if name not in known:  # a name, never a path: only a discovered name becomes a path
+        raise ZooError(f"unknown model {name!r} (known: {', '.join(known) or 'none'}; a model is given by its "
+                       f"name, not a path)")
     path = models_dir / name / "model.yaml"
-    if not path.is_file():
-        known = ", ".join(available_models(models_dir)) or "none"
-        raise ZooError(f"unknown model {name!r} (known: {known})")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

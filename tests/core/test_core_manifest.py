@@ -42,6 +42,15 @@ def test_unknown_model_lists_known():
     assert "'nope'" in msg and "known:" in msg and "unetpp" in msg
 
 
+@pytest.mark.parametrize("spelling", ["../models/unetpp", "unetpp/", "./unetpp", "unetpp/../unetpp", "UNETPP"])
+def test_a_path_is_not_a_model_name(spelling):
+    """Only a discovered name becomes a path (../models/unetpp reached the cache and results code)."""
+    from zoo.paths import MODELS_DIR
+    for name in (spelling, str(MODELS_DIR / "unetpp")):
+        with pytest.raises(ZooError, match=r"unknown model .*not a path"):
+            load_manifest(name)
+
+
 def test_unknown_model_in_custom_dir(tmp_path, unetpp_raw):
     assert available_models(tmp_path) == []
     with pytest.raises(ZooError, match=r"known: none"):
@@ -49,7 +58,7 @@ def test_unknown_model_in_custom_dir(tmp_path, unetpp_raw):
     for name in ("beta", "alpha"):
         _write(tmp_path, name, {**unetpp_raw, "name": name})
     assert available_models(tmp_path) == ["alpha", "beta"]
-    with pytest.raises(ZooError, match=r"\(known: alpha, beta\)"):
+    with pytest.raises(ZooError, match=r"\(known: alpha, beta;"):
         load_manifest("x", models_dir=tmp_path)
     assert load_manifest("alpha", models_dir=tmp_path).dir == tmp_path / "alpha"
 
