@@ -4,23 +4,108 @@ and load strictly with upstream key names.
 A checkpoint spec is one of
   - None / a checkpoint name from the manifest (`weights.checkpoints.<name>`): its path or URL
     and its expected checksums come from the manifest;
-  - a local file path, optionally with an expected sha256/md5 from the command line;
-  - an http(s) URL, with an expected sha256 or md5 (required: an unverified download is refused).
+  - a local file path, optionally with an expected sha256/md5 from the command line; without
+    one, a file named like a manifest checkpoint's URL is checked against that checkpoint's
+    published checksums, and otherwise a name ending in `-<8 hex digits>.pth` (OpenMMLab's and
+    torch.hub's convention: the first 8 hex digits of the file's sha256) against that prefix;
+  - an http(s) URL, with an expected sha256 or md5 (required: an unverified download is refused;
+    a prefix in the URL's file name alone is not accepted for a download).
+
+Expected checksums are hex in any case (stored lower-case): a full sha256 (64 digits), a sha256
+prefix of 8 to 63 digits, an md5 (32 digits); anything else is refused before any work. The
+result records every check that ran (`Weights.checks`: kind, value, source).
 """
 from __future__ import annotations
 
+import hashlib
 import http.client
+import os
 import re
-import shutil
 import sys
+import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from zoo.errors import ZooError, one_line
-from zoo.fileutil import file_digest
 from zoo.paths import cache_dir
+
+# A download larger than this is refused (Content-Length) or aborted (while streaming).
+MAX_DOWNLOAD_BYTES = 2 << 30
+# OpenMMLab / torch.hub checkpoint names end in "-<first 8 hex digits of the sha256>.pth".
+# Eight decimal digits read as a date ("model-20240101.pth") and are not taken as a checksum.
+_NAME_PREFIX = re.compile(r"-([0-9a-f]{8})\.pth$")
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One checksum the file was verified against.
+
+    kind: `sha256` (64 hex digits), `sha256-prefix` (8-63 leading hex digits) or `md5`;
+    value: lower-case hex; source: `cli` (--sha256/--md5), `manifest` (model.yaml) or
+    `file-name` (the `-<8 hex>.pth` suffix of an OpenMMLab-style checkpoint name)."""
+    kind: str
+    value: str
+    source: str
+
+
+def parse_checksum(what: str, value: str, algo: str, source: str) -> Check:
+    """Validate and normalise an expected checksum (`algo` is sha256 or md5); `what` names
+    the option or manifest field in the one-line error."""
+    v = str(value).strip().lower()
+    if not _HEX.fullmatch(v):
+        raise ZooError(f"{what}: {value!r} is not hexadecimal")
+    if algo == "md5":
+        if len(v) != 32:
+            raise ZooError(f"{what}: {value!r} is not an md5: an md5 has 32 hex digits, got {len(v)}")
+        return Check("md5", v, source)
+    if len(v) > 64:
+        raise ZooError(f"{what}: {value!r} is longer than a sha256 (64 hex digits, got {len(v)})")
+    if len(v) < 8:
+        # one hex digit matches 1 file in 16: a prefix this short verifies nothing
+        raise ZooError(f"{what}: {value!r} is too short: a sha256 prefix needs at least 8 hex digits, got {len(v)}")
+    return Check("sha256" if len(v) == 64 else "sha256-prefix", v, source)
+
+
+def _checks(sha256: str | None, md5: str | None, source: str,
+            names: tuple[str, str] = ("--sha256", "--md5")) -> list[Check]:
+    """Checks from an optional sha256 (full or prefix) and md5; `names` label them in errors."""
+    out = []
+    if sha256 is not None:
+        out.append(parse_checksum(names[0], sha256, "sha256", source))
+    if md5 is not None:
+        out.append(parse_checksum(names[1], md5, "md5", source))
+    return out
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    """(sha256, md5) of a file in one read."""
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            sha.update(block)
+            md5.update(block)
+    return sha.hexdigest(), md5.hexdigest()
+
+
+def _manifest_checks(manifest, name: str, entry: dict, sha256: bool = True, md5: bool = True) -> list[Check]:
+    where = f"{manifest.name} model.yaml weights.checkpoints.{name}."
+    out = []
+    if sha256:
+        key = "sha256" if entry.get("sha256") else "sha256_prefix" if entry.get("sha256_prefix") else None
+        if key:
+            out.append(parse_checksum(where + key, entry[key], "sha256", "manifest"))
+    if md5 and entry.get("md5"):
+        out.append(parse_checksum(where + "md5", entry["md5"], "md5", "manifest"))
+    return out
+
+
+def name_prefix(path: Path | str) -> str | None:
+    """The sha256 prefix an OpenMMLab-style file name carries (`...-52dc5306.pth`), if any."""
+    m = _NAME_PREFIX.search(Path(path).name)
+    return m.group(1) if m and not m.group(1).isdigit() else None
 
 
 @dataclass
@@ -29,113 +114,171 @@ class Weights:
     sha256: str
     md5: str
     url: str | None = None
-    expected_sha256: str | None = None
-    expected_md5: str | None = None
+    checks: list[Check] = field(default_factory=list)
     builtin: bool = False
 
     @property
     def verified(self) -> bool:
-        return bool(self.expected_sha256 or self.expected_md5)
+        # every check in the list ran and passed (a failing one raises): verified means at least one did
+        return bool(self.checks)
+
+    @property
+    def expected_sha256(self) -> str | None:
+        """The full expected sha256 when one was checked (its meaning in result schema 1.0-1.4)."""
+        return next((c.value for c in self.checks if c.kind == "sha256"), None)
 
     def record(self) -> dict:
-        d = asdict(self)
-        d["path"] = str(self.path)
-        d["verified"] = self.verified
-        d.pop("expected_md5")
-        return d
+        return {"path": str(self.path), "url": self.url, "sha256": self.sha256, "md5": self.md5,
+                "expected_sha256": self.expected_sha256, "checks": [asdict(c) for c in self.checks],
+                "verified": self.verified, "builtin": self.builtin}
+
+
+def _verify(what: str, got_sha: str, got_md5: str, checks: list[Check]) -> None:
+    """Raise a one-line ZooError starting with `what` on the first check that fails."""
+    for c in checks:
+        origin = {"cli": "", "manifest": " (published checksum)",
+                  "file-name": " (from the file name; pass --sha256/--md5 to check against another value)"}[c.source]
+        if c.kind == "sha256" and got_sha != c.value:
+            raise ZooError(f"{what}: sha256 mismatch{origin}: expected {c.value}, got {got_sha}")
+        if c.kind == "sha256-prefix" and not got_sha.startswith(c.value):
+            raise ZooError(f"{what}: sha256 prefix mismatch{origin}: expected {c.value}..., got {got_sha}")
+        if c.kind == "md5" and got_md5 != c.value:
+            raise ZooError(f"{what}: md5 mismatch{origin}: expected {c.value}, got {got_md5}")
 
 
 def verify_checksums(path: Path, sha256: str | None = None, md5: str | None = None) -> tuple[str, str]:
-    """Return (sha256, md5) of path; raise ZooError on a mismatch with an expected value."""
-    got_sha, got_md5 = file_digest(path, "sha256"), file_digest(path, "md5")
-    if sha256 and len(sha256) < 64 and not got_sha.startswith(sha256.lower()):
-        # OpenMMLab publishes the first 8 hex digits of the sha256 in the file name (and checks them)
-        raise ZooError(f"{path}: sha256 prefix mismatch: expected {sha256.lower()}..., got {got_sha}")
-    if sha256 and len(sha256) == 64 and got_sha != sha256.lower():
-        raise ZooError(f"{path}: sha256 mismatch: expected {sha256.lower()}, got {got_sha}")
-    if md5 and got_md5 != md5.lower():
-        raise ZooError(f"{path}: md5 mismatch: expected {md5.lower()}, got {got_md5}")
+    """Return (sha256, md5) of path; raise ZooError on a mismatch with an expected value
+    (a full sha256 or a prefix of at least 8 hex digits, any case)."""
+    checks = _checks(sha256, md5, "cli", names=("expected sha256", "expected md5"))
+    got_sha, got_md5 = _digests(path)
+    _verify(str(path), got_sha, got_md5, checks)
     return got_sha, got_md5
 
 
-def download(url: str, dest: Path, sha256: str | None, md5: str | None, timeout: float = 60) -> Path:
-    """Download url to dest (atomic rename after verifying), showing progress on stderr."""
-    if not (sha256 or md5):
+def _download(url: str, dest: Path, checks: list[Check], timeout: float, max_bytes: int) -> tuple[str, str]:
+    """Stream url into a uniquely named temporary file beside dest, hashing on the way; verify;
+    publish with os.replace. Returns (sha256, md5). Any failure or interrupt removes the
+    temporary file; an existing dest is only ever replaced by a verified file."""
+    if not checks:
         raise ZooError(f"{url}: refusing to download weights without an expected sha256 or md5")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    progress = False
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0)
-            done = 0
-            while block := resp.read(1 << 20):
-                out.write(block)
-                done += len(block)
-                if total:
-                    print(f"\rdownloading {dest.name}: {done / total:6.1%} of {total / 1e6:.1f} MB",
-                          end="", file=sys.stderr, flush=True)
-        if total:
+        sha, md5 = hashlib.sha256(), hashlib.md5()
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    length = resp.headers.get("Content-Length")
+                    total = int(length) if length is not None else None
+                    if total is not None and total > max_bytes:
+                        raise ZooError(f"{url}: refusing to download {total} bytes: larger than the "
+                                       f"{max_bytes}-byte limit for weights")
+                    done = 0
+                    while block := resp.read(1 << 20):
+                        done += len(block)
+                        if done > max_bytes:
+                            raise ZooError(f"{url}: download aborted after {done} bytes: larger than the "
+                                           f"{max_bytes}-byte limit for weights")
+                        out.write(block)
+                        sha.update(block)
+                        md5.update(block)
+                        if total:
+                            progress = True
+                            print(f"\rdownloading {dest.name}: {done / total:6.1%} of {total / 1e6:.1f} MB",
+                                  end="", file=sys.stderr, flush=True)
+                    if total is not None and done != total:
+                        raise ZooError(f"{url}: download failed: the connection ended after {done} of {total} bytes")
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+                raise ZooError(f"{url}: download failed: {one_line(exc)}") from None
+            out.flush()
+            os.fsync(out.fileno())
+        if progress:
             print(file=sys.stderr)
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        part.unlink(missing_ok=True)
-        raise ZooError(f"{url}: download failed: {one_line(exc)}") from None
-    try:
-        verify_checksums(part, sha256, md5)
-    except ZooError as exc:
-        part.unlink(missing_ok=True)
-        raise ZooError(f"{url}: downloaded file rejected: {str(exc).split(': ', 1)[1]}") from None
-    shutil.move(part, dest)
-    return dest
+            progress = False
+        got = sha.hexdigest(), md5.hexdigest()
+        _verify(f"{url}: downloaded file rejected", *got, checks)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would, not mkstemp's 0600
+        os.replace(tmp, dest)
+        return got
+    except BaseException:
+        if progress:
+            print(file=sys.stderr)  # the error line must not continue the progress line
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-def resolve(spec: str | None, manifest, sha256: str | None = None, md5: str | None = None) -> Weights:
-    """Turn a checkpoint spec into a verified local file (see module doc)."""
+def download(url: str, dest: Path, sha256: str | None = None, md5: str | None = None, timeout: float = 60,
+             max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
+    """Download url to dest (verified, then published atomically), showing progress on stderr."""
+    _download(url, Path(dest), _checks(sha256, md5, "cli", names=("expected sha256", "expected md5")), timeout, max_bytes)
+    return Path(dest)
+
+
+def resolve(spec: str | None, manifest, sha256: str | None = None, md5: str | None = None,
+            max_bytes: int = MAX_DOWNLOAD_BYTES) -> Weights:
+    """Turn a checkpoint spec into a verified local file (see module doc).
+
+    The expected checksums are validated first (before any file is read or fetched); what the
+    file was verified against is recorded in `Weights.checks`."""
+    checks = _checks(sha256, md5, "cli")
     checkpoints = manifest.weights.get("checkpoints", {})
     name = spec or manifest.weights.get("default")
     if name in checkpoints:
         entry = checkpoints[name]
-        sha256, md5 = sha256 or entry.get("sha256") or entry.get("sha256_prefix"), md5 or entry.get("md5")
+        given = {c.kind.split("-")[0] for c in checks}
+        checks += _manifest_checks(manifest, name, entry, sha256="sha256" not in given, md5="md5" not in given)
         if entry.get("path"):
-            return _local(manifest.dir / entry["path"], sha256, md5, builtin=True)
+            return _local(manifest.dir / entry["path"], checks, builtin=True)
         spec = entry["url"]
-        if not (sha256 or md5):
+        if not checks:
             raise ZooError(f"{manifest.name}: checkpoint {name!r} ({spec}) has no published checksum, so it is not "
                            f"downloaded unverified: download it and pass --weights FILE (optionally --sha256), "
                            f"or pass --weights {spec} --sha256 <expected>")
     if spec is None:
         raise ZooError(f"{manifest.name}: no --weights given and the manifest has no default checkpoint")
     if re.match(r"^https?://", spec):
+        # a download needs a checksum given or published (a file name's prefix is not enough)
+        if not checks:
+            raise ZooError(f"{spec}: refusing to download weights without an expected sha256 or md5")
         fname = spec.rstrip("/").rsplit("/", 1)[-1] or "weights.pth"
-        key = (sha256 or md5).lower() if (sha256 or md5) else "unverified"
-        dest = cache_dir() / "downloads" / key[:16] / fname
+        dest = cache_dir() / "downloads" / checks[0].value[:16] / fname
         if dest.is_file():
             try:
-                verify_checksums(dest, sha256, md5)
+                w = _local(dest, checks)
                 print(f"using cached download {dest}", file=sys.stderr)
+                w.url = spec
+                return w
             except ZooError:
+                # replaced below by a verified download (os.replace), never deleted first: a
+                # concurrent run may be publishing a good copy at this moment
                 print(f"cached download {dest} is damaged; downloading again", file=sys.stderr)
-                dest.unlink()
-        if not dest.is_file():
-            download(spec, dest, sha256, md5)
-        w = _local(dest, sha256, md5)
-        w.url = spec
-        return w
-    if not (sha256 or md5):
+        got_sha, got_md5 = _download(spec, dest, checks, 60, max_bytes)
+        return Weights(path=dest.resolve(), sha256=got_sha, md5=got_md5, url=spec, checks=checks)
+    if not checks:
         # A local copy of a manifest checkpoint (same file name as its URL) is checked against
         # that checkpoint's published checksums.
-        for entry in checkpoints.values():
+        for cname, entry in checkpoints.items():
             if entry.get("url") and entry["url"].rstrip("/").rsplit("/", 1)[-1] == Path(spec).name:
-                sha256, md5 = entry.get("sha256") or entry.get("sha256_prefix"), entry.get("md5")
-    return _local(Path(spec), sha256, md5)
+                checks = _manifest_checks(manifest, cname, entry)
+                break
+    if not checks and (prefix := name_prefix(spec)):
+        # as mmengine/torch.hub do for OpenMMLab files: the name's -<8 hex>.pth suffix is the
+        # first 8 hex digits of the file's sha256
+        checks = [Check("sha256-prefix", prefix, "file-name")]
+    return _local(Path(spec), checks)
 
 
-def _local(path: Path, sha256: str | None, md5: str | None, builtin: bool = False) -> Weights:
+def _local(path: Path, checks: list[Check], builtin: bool = False) -> Weights:
     path = Path(path)
     if not path.is_file():
         raise ZooError(f"{path}: weights file not found")
-    got_sha, got_md5 = verify_checksums(path, sha256, md5)
-    return Weights(path=path.resolve(), sha256=got_sha, md5=got_md5, expected_sha256=sha256,
-                   expected_md5=md5, builtin=builtin)
+    got_sha, got_md5 = _digests(path)
+    _verify(str(path), got_sha, got_md5, checks)
+    return Weights(path=path.resolve(), sha256=got_sha, md5=got_md5, checks=list(checks), builtin=builtin)
 
 
 def read_checkpoint(path: Path) -> dict:
