@@ -3,6 +3,7 @@ trainId table against an independently written copy of cityscapesScripts' table,
 and the built-in 256x128 sample."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,7 @@ import pytest
 
 from zoo import cityscapes as cs
 from zoo.errors import ZooError
+from zoo.ids import read_ids
 
 SAMPLE = Path(cs.__file__).resolve().parent / "samples" / "cityscapes"
 SAMPLE_NAME = "frankfurt_000000_000294"
@@ -144,11 +146,14 @@ def test_explicit_order(tree: Path):
 
 
 def test_order_naming_a_missing_image(tree: Path):
-    with pytest.raises(ZooError, match=r"frankfurt_000000_000200_leftImg8bit\.png.*missing") as exc:
+    with pytest.raises(ZooError, match=r"1 of 2 listed samples have no image .*_leftImg8bit\.png: "
+                                       r"frankfurt_000000_000200$"):
         cs.find_samples(tree, order=["frankfurt_000000_000100", ORPHAN_LABEL])
-    assert "(+" not in str(exc.value)
-    with pytest.raises(ZooError, match=r"frankfurt_000000_000200_leftImg8bit\.png.*\(\+1 more\)"):
+    with pytest.raises(ZooError, match=r"2 of 3 .*: frankfurt_000000_000200, munster_000000_000019$"):
         cs.find_samples(tree, order=[ORPHAN_LABEL, "munster_000000_000019", "lindau_000000_000019"])
+    many = [f"munster_000000_{i:06d}" for i in range(7)]
+    with pytest.raises(ZooError, match=r"7 of 7 .*munster_000000_000004 \(\+2 more\)$"):
+        cs.find_samples(tree, order=many)
 
 
 def test_image_without_label_names_the_image(tree: Path):
@@ -383,3 +388,70 @@ def test_uint8_values_equals_np_unique():
         assert got.dtype == np.uint8
     wide = np.array([300, 2, 2, 70000], np.int64)          # not uint8: np.unique itself
     np.testing.assert_array_equal(uint8_values(wide), np.unique(wide))
+
+
+# ------------------------------------------------------------------ hardening (issue 11)
+
+def one_line(exc) -> str:
+    text = str(exc.value)
+    assert "\n" not in text
+    text.encode("utf-8")  # printable whatever the file names held
+    return text
+
+
+def _cs_tree(root: Path, names: list[str], label_ids: np.ndarray | None = None) -> Path:
+    for name in names:
+        city = name.split("_")[0]
+        img = root / "leftImg8bit" / "val" / city / f"{name}_leftImg8bit.png"
+        lab = root / "gtFine" / "val" / city / f"{name}_gtFine_labelIds.png"
+        img.parent.mkdir(parents=True, exist_ok=True)
+        lab.parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(img), np.zeros((4, 8, 3), np.uint8))
+        assert cv2.imwrite(str(lab), label_ids if label_ids is not None else np.full((4, 8), 7, np.uint8))
+    return root
+
+
+def test_cityscapes_missing_ids_are_named_with_the_ids_file(tmp_path):
+    root = _cs_tree(tmp_path / "cs", ["aachen_000000_000001"])
+    ids = tmp_path / "ids.txt"
+    ids.write_text("aachen_000000_000001\nbonn_000000_000002\nbonn_000000_000003\n")
+    with pytest.raises(ZooError) as exc:
+        cs.find_samples(root, order=read_ids(ids), ids_file=ids)
+    msg = one_line(exc)
+    assert msg.startswith(f"{ids}: 2 of 3 listed samples have no image")
+    assert "bonn_000000_000002, bonn_000000_000003" in msg and "no *_leftImg8bit.png images" not in msg
+    # none of the listed ids exists: still the ids, not "no images"
+    ids.write_text("bonn_000000_000009\n")
+    with pytest.raises(ZooError, match=r"1 of 1 listed samples have no image.*bonn_000000_000009"):
+        cs.find_samples(root, order=read_ids(ids), ids_file=ids)
+
+
+def test_cityscapes_label_ids_outside_the_table(tmp_path):
+    lab = np.full((4, 8), 7, np.uint8)
+    lab[1, 2], lab[3, 3] = 250, 34
+    root = _cs_tree(tmp_path / "cs", ["aachen_000000_000001"], lab)
+    (s,) = cs.find_samples(root)
+    with pytest.raises(ZooError, match=r"labelId values \[34, 250\] are outside the Cityscapes label table") as exc:
+        cs.read_train_ids(s, prefer="labelIds")
+    assert one_line(exc).startswith(str(s.labels["labelIds"]))
+    lab[1, 2], lab[3, 3] = 33, 0                              # the table's ends are fine
+    assert cv2.imwrite(str(s.labels["labelIds"]), lab)
+    train, kind = cs.read_train_ids(s, prefer="labelIds")
+    assert kind == "labelIds" and train[1, 2] == 18 and train[3, 3] == 255
+
+
+def test_cityscapes_non_utf8_file_name(tmp_path):
+    root = _cs_tree(tmp_path / "cs", ["aachen_000000_000001"])
+    bad = root / "leftImg8bit" / "val" / "aachen" / os.fsdecode(b"aachen_000000_00000\xe9_leftImg8bit.png")
+    bad.write_bytes((root / "leftImg8bit" / "val" / "aachen" / "aachen_000000_000001_leftImg8bit.png").read_bytes())
+    with pytest.raises(ZooError, match="file name is not UTF-8") as exc:
+        cs.find_samples(root)
+    assert "00000\\xe9_leftImg8bit.png" in one_line(exc)
+    # an explicit order leaves it out: that run is fine
+    assert [s.name for s in cs.find_samples(root, order=["aachen_000000_000001"])] == ["aachen_000000_000001"]
+
+
+def test_cityscapes_order_names_must_be_plain(tmp_path):
+    root = _cs_tree(tmp_path / "cs", ["aachen_000000_000001"])
+    with pytest.raises(ZooError, match="path separator"):
+        cs.find_samples(root, order=["../aachen_000000_000001"])
