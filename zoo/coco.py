@@ -7,11 +7,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from zoo.errors import ZooError, one_line
+from zoo.ids import is_utf8_name, name_problem, path_inside, shown
 
 # mmdet CocoDataset's 80 classes, in label order (label i <-> the i-th category id, sorted).
 CLASSES = (
@@ -36,34 +38,139 @@ STAT_NAMES = ("map", "map_50", "map_75", "map_s", "map_m", "map_l",
               "ar_100", "ar_300", "ar_1000", "ar_s_1000", "ar_m_1000", "ar_l_1000")
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _entries(data: dict, key: str, where: str) -> list:
+    if key not in data:
+        raise ZooError(f"{where}: no {key!r} list")
+    entries = data[key]
+    if not isinstance(entries, list):
+        raise ZooError(f"{where}: {key!r} must be a list, got {type(entries).__name__}")
+    return entries
+
+
+def _check_ids(entries: list, key: str, where: str) -> None:
+    """Every entry an object with an integer 'id', no id twice (pycocotools indexes by id: a
+    second entry with the same id would silently replace the first)."""
+    seen: dict[int, int] = {}
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise ZooError(f"{where}: {key}[{i}] is not an object")
+        if "id" not in e:
+            raise ZooError(f"{where}: {key}[{i}] has no 'id'")
+        if not _is_int(e["id"]):
+            raise ZooError(f"{where}: {key}[{i}] has 'id' {e['id']!r}, not an integer")
+        if e["id"] in seen:
+            raise ZooError(f"{where}: {key}[{seen[e['id']]}] and {key}[{i}] have the same id {e['id']}")
+        seen[e["id"]] = i
+
+
+def check_instances(data, where: str) -> None:
+    """The parts of an instances JSON the reader, pycocotools' evaluation and the results rely
+    on; anything missing or of the wrong type is a one-line ZooError naming the file (`where`)
+    and the entry. Image file names must stay inside the images folder."""
+    if not isinstance(data, dict):
+        raise ZooError(f"{where}: not a COCO instances file (the top level is not a JSON object)")
+    images = _entries(data, "images", where)
+    anns = _entries(data, "annotations", where)
+    cats = _entries(data, "categories", where)
+    for key, entries in (("images", images), ("annotations", anns), ("categories", cats)):
+        _check_ids(entries, key, where)
+    for i, img in enumerate(images):
+        entry = f"images[{i}] (id {img['id']})"
+        for k in ("file_name", "width", "height"):
+            if k not in img:
+                raise ZooError(f"{where}: {entry} has no {k!r}")
+        for k in ("width", "height"):
+            if not _is_int(img[k]) or img[k] < 1:
+                raise ZooError(f"{where}: {entry} has {k!r} {img[k]!r}, not a positive integer")
+        name = img["file_name"]
+        if not isinstance(name, str) or not name:
+            raise ZooError(f"{where}: {entry} has 'file_name' {name!r}, not a file name")
+        if not is_utf8_name(name):
+            raise ZooError(f"{where}: {entry} has a 'file_name' that is not valid Unicode ({shown(name)})")
+        if path_inside(Path("images"), name) is None or "\\" in name:
+            raise ZooError(f"{where}: {entry} has 'file_name' {name!r}, which leaves the images folder "
+                           "(absolute, '..', NUL byte or backslash)")
+    for i, ann in enumerate(anns):
+        entry = f"annotations[{i}] (id {ann['id']})"
+        for k in ("image_id", "category_id", "bbox", "area", "iscrowd"):
+            if k not in ann:
+                raise ZooError(f"{where}: {entry} has no {k!r}")
+        for k in ("image_id", "category_id"):
+            if not _is_int(ann[k]):
+                raise ZooError(f"{where}: {entry} has {k!r} {ann[k]!r}, not an integer")
+        box = ann["bbox"]
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+            raise ZooError(f"{where}: {entry} has 'bbox' {str(box)[:80]}, not [x, y, width, height] numbers")
+        if not _is_number(ann["area"]):
+            raise ZooError(f"{where}: {entry} has 'area' {str(ann['area'])[:80]}, not a number")
+        if ann["iscrowd"] not in (0, 1):
+            raise ZooError(f"{where}: {entry} has 'iscrowd' {ann['iscrowd']!r}, not 0 or 1")
+    for i, cat in enumerate(cats):
+        if not isinstance(cat.get("name"), str):
+            raise ZooError(f"{where}: categories[{i}] (id {cat['id']}) has no 'name' string")
+
+
 def load_coco(ann_file: Path):
-    """pycocotools COCO of an instances JSON; a missing or malformed file is a one-line error."""
+    """pycocotools COCO of an instances JSON, checked first (check_instances); a missing,
+    unreadable or malformed file is a one-line error naming it."""
     from pycocotools.coco import COCO
     ann_file = Path(ann_file)
+    where = shown(ann_file)
     if not ann_file.is_file():
-        raise ZooError(f"{ann_file}: annotation file not found")
+        raise ZooError(f"{where}: annotation file not found")
+    try:
+        data = json.loads(ann_file.read_bytes())
+    except OSError as exc:
+        raise ZooError(f"{where}: cannot read ({exc.strerror})") from None
+    except (ValueError, RecursionError) as exc:  # JSON syntax, not UTF-8/16/32 text, nesting
+        raise ZooError(f"{where}: not a COCO instances file ({one_line(exc)[:200]})") from None
+    check_instances(data, where)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO(str(ann_file))
+            coco = COCO()  # pycocotools' own index over the checked dataset (as its loadRes builds one)
+            coco.dataset = data
+            coco.createIndex()
     except Exception as exc:
-        raise ZooError(f"{ann_file}: not a COCO instances file ({one_line(exc)[:200]})") from None
+        raise ZooError(f"{where}: not a COCO instances file ({one_line(exc)[:200]})") from None
     cats = sorted(coco.getCatIds())
     if tuple(cats) != CAT_IDS:
-        raise ZooError(f"{ann_file}: expected the 80 COCO categories (ids 1..90), got {len(cats)} ids")
+        raise ZooError(f"{where}: expected the 80 COCO categories (ids 1..90), got {len(cats)} ids")
     names = tuple(c["name"] for c in coco.loadCats(cats))
     if names != CLASSES:
         bad = next(i for i, (a, b) in enumerate(zip(names, CLASSES)) if a != b)
-        raise ZooError(f"{ann_file}: category {cats[bad]} is {names[bad]!r}, expected {CLASSES[bad]!r}")
+        raise ZooError(f"{where}: category {cats[bad]} is {names[bad]!r}, expected {CLASSES[bad]!r}")
     return coco
 
 
+def image_file(coco, images_dir: Path, image_id: int, ann_file: Path | None = None) -> Path:
+    """images_dir / the image's file_name, refused when that leaves images_dir."""
+    name = coco.imgs[image_id]["file_name"]
+    path = path_inside(Path(images_dir), name)
+    if path is None:
+        raise ZooError(f"{shown(ann_file or 'annotations')}: image {image_id} has 'file_name' {name!r}, which "
+                       f"leaves {shown(images_dir)}")
+    return path
+
+
 def parse_image_id(text: str) -> int:
-    """An ids-file entry: an image id ('397133') or a file name ('000000397133.jpg')."""
-    stem = Path(text.strip()).stem
-    try:
-        return int(stem)
-    except ValueError:
-        raise ZooError(f"not a COCO image id or file name: {text!r}") from None
+    """An ids-file entry: an image id ('397133') or a plain file name ('000000397133.jpg');
+    anything else (a path, a non-ASCII-digit or signed number) is a ZooError."""
+    text = text.strip()
+    problem = name_problem(text)
+    if problem:
+        raise ZooError(f"COCO image {text!r} {problem}")
+    stem = text.rsplit(".", 1)[0] if "." in text else text
+    if not (stem.isascii() and stem.isdigit()):
+        raise ZooError(f"not a COCO image id or file name: {text!r}")
+    return int(stem)
 
 
 def to_results(image_id: int, boxes_xyxy: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> list[dict]:
@@ -105,5 +212,9 @@ def evaluate(coco, results: list[dict], image_ids: list[int]) -> dict:
 
 
 def write_results(path: Path, results: list[dict]) -> None:
+    """The COCO results JSON, written atomically; a failed write is a one-line ZooError."""
     from zoo.fileutil import atomic_write_text
-    atomic_write_text(Path(path), json.dumps(results))
+    try:
+        atomic_write_text(Path(path), json.dumps(results))
+    except OSError as exc:
+        raise ZooError(f"{shown(path)}: cannot write the COCO results ({exc.strerror or one_line(exc)})") from None
