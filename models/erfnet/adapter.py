@@ -25,7 +25,8 @@ from zoo.adapter import Dataset, ModelAdapter
 from zoo.cityscapes import CLASSES, LABEL_KINDS, find_samples, read_train_ids
 from zoo.errors import ZooError, one_line
 from zoo.fileutil import text_sha256
-from zoo.ids import read_ids
+from zoo.ids import read_ids, shown
+from zoo.images import check_pixels
 from zoo.metrics import IouEvalMetric
 from zoo.weights import load_strict, read_checkpoint, unwrap_state_dict
 
@@ -60,14 +61,15 @@ def open_rgb(path: Path):
     """PIL Image.open(path).convert('RGB'), decoded now; a missing, unreadable or truncated
     file is a one-line ZooError naming it."""
     from PIL import Image
+    check_pixels(path)  # a huge declared size: refused from the header, before PIL allocates
     try:
         with open(path, "rb") as f:
             img = Image.open(f)
             return img.convert("RGB")  # forces the full decode
     except FileNotFoundError:
-        raise ZooError(f"{path}: image not found") from None
+        raise ZooError(f"{shown(path)}: image not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ZooError(f"{path}: unreadable or truncated image ({one_line(exc)[:200]})") from None
+        raise ZooError(f"{shown(path)}: unreadable or truncated image ({one_line(exc)[:200]})") from None
 
 
 def image_to_input(img, short: int = SHORT_SIDE) -> np.ndarray:
@@ -107,7 +109,7 @@ class CityscapesVal(Dataset):
         self.root, self.ids_file, self.limit, self.expected, self.builtin = Path(root), ids_file, limit, expected, builtin
         self.short = short
         order = read_ids(ids_file) if ids_file else None
-        samples = find_samples(self.root, "val", order)
+        samples = find_samples(self.root, "val", order, ids_file)
         if limit is not None:
             samples = samples[:limit]
         self.samples = {s.name: s for s in samples}
@@ -119,7 +121,8 @@ class CityscapesVal(Dataset):
         train_ids, kind = read_train_ids(s, prefer="labelTrainIds")
         h, w = train_ids.shape
         if (w, h) != img.size:
-            raise ZooError(f"{s.labels[kind]}: label is {w}x{h}, its image {s.image.name} is {img.size[0]}x{img.size[1]}")
+            raise ZooError(f"{shown(s.labels[kind])}: label is {w}x{h}, its image {shown(s.image.name)} is "
+                           f"{img.size[0]}x{img.size[1]}")
         return img, train_ids
 
     def preprocess(self, raw):

@@ -24,7 +24,8 @@ import numpy as np
 from zoo.adapter import Dataset, ModelAdapter
 from zoo.cityscapes import CLASSES, Sample, find_samples, read_train_ids
 from zoo.errors import ZooError, one_line
-from zoo.ids import read_ids
+from zoo.ids import read_ids, shown
+from zoo.images import check_pixels
 from zoo.fileutil import text_sha256
 from zoo.metrics import SegmentronMetric
 from zoo.weights import load_strict, read_checkpoint, unwrap_state_dict
@@ -52,23 +53,25 @@ def load_rgb(path: Path) -> np.ndarray:
     """PIL open -> convert('RGB') -> HxWx3 uint8 (upstream's reader); one-line error otherwise."""
     from PIL import Image
     path = Path(path)
+    check_pixels(path)  # a huge declared size: refused from the header, before PIL allocates
     try:
         with Image.open(path) as im:
             return np.array(im.convert("RGB"))
     except FileNotFoundError:
-        raise ZooError(f"{path}: image not found") from None
+        raise ZooError(f"{shown(path)}: image not found") from None
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib errors... for bad files
-        raise ZooError(f"{path}: unreadable or truncated image ({one_line(exc)[:200]})") from None
+        raise ZooError(f"{shown(path)}: unreadable or truncated image ({one_line(exc)[:200]})") from None
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """(height, width) from the image header (no decoding)."""
     from PIL import Image
+    check_pixels(path)
     try:
         with Image.open(path) as im:
             w, h = im.size
     except Exception as exc:
-        raise ZooError(f"{path}: unreadable or truncated image ({one_line(exc)[:200]})") from None
+        raise ZooError(f"{shown(path)}: unreadable or truncated image ({one_line(exc)[:200]})") from None
     return h, w
 
 
@@ -105,7 +108,7 @@ class CityscapesVal(Dataset):
         for s in samples[1:]:
             other = image_size(s.image)
             if other != size:
-                raise ZooError(f"{s.image}: image is {other[1]}x{other[0]} but {first.image.name} is "
+                raise ZooError(f"{shown(s.image)}: image is {other[1]}x{other[0]} but {shown(first.image.name)} is "
                                f"{size[1]}x{size[0]}: one run evaluates one image size (the exported graph, "
                                f"with its exact pyramid pooling, is fixed to the size it was exported at)")
         return size
@@ -115,7 +118,7 @@ class CityscapesVal(Dataset):
         rgb = load_rgb(sample.image)
         label, kind = read_train_ids(sample, prefer="labelIds")
         if label.shape != rgb.shape[:2]:
-            raise ZooError(f"{sample.labels[kind]}: label is {label.shape[1]}x{label.shape[0]}, "
+            raise ZooError(f"{shown(sample.labels[kind])}: label is {label.shape[1]}x{label.shape[0]}, "
                            f"image is {rgb.shape[1]}x{rgb.shape[0]}")
         return rgb, label
 
@@ -221,7 +224,7 @@ class FastSCNNAdapter(ModelAdapter):
         root = (self.manifest.dir / d["builtin"]["path"]).resolve() if builtin else Path(data)
         split = d.get("split", "val")
         order = read_order(ids_file) if ids_file else None
-        samples = find_samples(root, split, order)
+        samples = find_samples(root, split, order, ids_file)
         guide = self.guide_order()
         names = [s.name for s in samples]
         is_guide = names == guide

@@ -32,8 +32,8 @@ import numpy as np
 from zoo.adapter import Dataset, ModelAdapter
 from zoo.errors import ZooError, one_line
 from zoo.fileutil import text_sha256
-from zoo.ids import read_ids
-from zoo.images import imread, uint8_values
+from zoo.ids import read_ids, shown
+from zoo.images import check_pixels, imread, uint8_values
 from zoo.metrics import DatasetIoU
 from zoo.mm import imnormalize, imrescale_size, letterbox_input
 from zoo.weights import load_strict
@@ -80,20 +80,22 @@ def read_voc_label(path: Path, num_classes: int = len(CLASSES)) -> np.ndarray:
     """A SegmentationClass palette PNG -> class indices (uint8 HxW). Values other than
     0..num_classes-1 and 255 (the border) are a one-line ZooError naming the file."""
     from PIL import Image
+    check_pixels(path)  # a huge declared size: refused from the header, before PIL allocates
     try:
         with Image.open(path) as im:
             if im.mode not in ("P", "L"):
-                raise ZooError(f"{path}: label must be a palette (P) or greyscale (L) PNG of class indices, got mode {im.mode}")
+                raise ZooError(f"{shown(path)}: label must be a palette (P) or greyscale (L) PNG of class indices, "
+                               f"got mode {im.mode}")
             lab = np.array(im)
     except FileNotFoundError:
-        raise ZooError(f"{path}: label not found") from None
+        raise ZooError(f"{shown(path)}: label not found") from None
     except ZooError:
         raise
     except Exception as exc:
-        raise ZooError(f"{path}: unreadable label ({one_line(exc)[:200]})") from None
+        raise ZooError(f"{shown(path)}: unreadable label ({one_line(exc)[:200]})") from None
     bad = np.setdiff1d(uint8_values(lab), np.r_[np.arange(num_classes), IGNORE])
     if bad.size:
-        raise ZooError(f"{path}: unexpected label values {bad[:10].tolist()} (expected 0..{num_classes - 1} and {IGNORE})")
+        raise ZooError(f"{shown(path)}: unexpected label values {bad[:10].tolist()} (expected 0..{num_classes - 1} and {IGNORE})")
     return lab.astype(np.uint8)
 
 
@@ -141,19 +143,19 @@ class VocSegVal(Dataset):
                  builtin: bool, protocol: str, size: int):
         root = Path(root)
         if not root.is_dir():
-            raise ZooError(f"{root}: dataset folder not found")
+            raise ZooError(f"{shown(root)}: dataset folder not found")
         self.voc = root / "VOC2012" if (root / "VOC2012").is_dir() else root
         if not (self.voc / "JPEGImages").is_dir():
-            raise ZooError(f"{root}: not a VOCdevkit (no VOC2012/JPEGImages)")
+            raise ZooError(f"{shown(root)}: not a VOCdevkit (no VOC2012/JPEGImages)")
         self.root, self.limit, self.expected, self.builtin = root, limit, expected, builtin
         self.ids_file = Path(ids_file) if ids_file else self.voc / "ImageSets" / "Segmentation" / "val.txt"
-        ids = read_ids(self.ids_file)
+        ids = read_ids(self.ids_file)  # plain names (no separators, NUL or absolute path), UTF-8
         self.ids = ids[:limit] if limit is not None else ids
         self.protocol, self.size = protocol, size
         for sid in self.ids:  # fail before any work when a listed file is missing
             for p in (self.image_path(sid), self.label_path(sid)):
                 if not p.is_file():
-                    raise ZooError(f"{p}: listed in {self.ids_file} but missing")
+                    raise ZooError(f"{shown(p)}: listed in {shown(self.ids_file)} but missing")
 
     def image_path(self, sid: str) -> Path:
         return self.voc / "JPEGImages" / f"{sid}.jpg"
@@ -165,7 +167,7 @@ class VocSegVal(Dataset):
         img = imread(self.image_path(sid), cv2.IMREAD_COLOR)
         lab = read_voc_label(self.label_path(sid))
         if lab.shape != img.shape[:2]:
-            raise ZooError(f"{self.label_path(sid)}: label is {lab.shape[1]}x{lab.shape[0]}, its image is "
+            raise ZooError(f"{shown(self.label_path(sid))}: label is {lab.shape[1]}x{lab.shape[0]}, its image is "
                            f"{img.shape[1]}x{img.shape[0]}")
         return img, lab
 
