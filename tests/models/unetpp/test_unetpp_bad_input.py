@@ -148,3 +148,76 @@ def test_interrupted_run_writes_nothing(out, zoo_cache):
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1] == "error: interrupted; no result written"
     assert result_files(out) == []
+
+
+# ------------------------------------------------------------------ dataset hardening (issue 11)
+
+def _huge_png(path, width=40000, height=40000):
+    """A valid PNG header declaring width x height, a few bytes in all."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_id_climbing_out_of_the_data_writes_nothing_outside(run_zoo, out, small_data, tmp_path):
+    """`../` in an id used to send the prepared PNGs out of the cache (here: over a file beside
+    it, reached through the same climb that finds the source image)."""
+    victim_dir = tmp_path / "evil"
+    (victim_dir / "images").mkdir(parents=True)
+    (victim_dir / "masks").mkdir()
+    src = small_data / "stage1_train" / IDS[0]
+    victim = tmp_path / "evil.png"
+    victim.write_bytes((src / "images" / f"{IDS[0]}.png").read_bytes())
+    for m in (src / "masks").glob("*.png"):
+        (victim_dir / "masks" / m.name).write_bytes(m.read_bytes())
+    before = victim.read_bytes()
+    climb = "../" * 40 + str(victim_dir).lstrip("/")
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"{IDS[0]}\n{climb}\n")
+    proc = run(run_zoo, out, "--data", small_data, "--ids-file", ids, cache=tmp_path / "c")
+    assert_clean_failure(proc, out, f"{ids}: line 2: ", "path separator")
+    assert victim.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dsb", "evil", "evil.png", "ids.txt", "results"]
+
+
+def test_absolute_id_and_non_utf8_ids_file(run_zoo, out, small_data, tmp_path):
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"{IDS[0]}\n\n{small_data / 'stage1_train' / IDS[1]}\n")
+    proc = run(run_zoo, out, "--data", small_data, "--ids-file", ids, cache=tmp_path / "c")
+    assert_clean_failure(proc, out, f"{ids}: line 3: ", "absolute path")
+    ids.write_bytes(f"{IDS[0]}\n".encode() + "caf\u00e9\n".encode("latin-1"))
+    proc = run(run_zoo, out, "--data", small_data, "--ids-file", ids, cache=tmp_path / "c")
+    assert_clean_failure(proc, out, f"{ids}: line 2: not UTF-8")
+
+
+def test_huge_image_header_and_non_utf8_mask_name(run_zoo, out, small_data, tmp_path):
+    img = small_data / "stage1_train" / IDS[1] / "images" / f"{IDS[1]}.png"
+    _huge_png(img)
+    proc = run(run_zoo, out, "--data", small_data, "--ids-file", small_data / "ids.txt", cache=tmp_path / "c")
+    assert_clean_failure(proc, out, img, "40000x40000", "2^30")
+    assert not list((tmp_path / "c").rglob("DONE"))
+    mdir = small_data / "stage1_train" / IDS[2] / "masks"
+    first = sorted(mdir.glob("*.png"))[0]
+    first.rename(mdir / os.fsdecode(b"caf\xe9.png"))
+    (small_data / "ids.txt").write_text(f"{IDS[2]}\n")
+    proc = run(run_zoo, out, "--data", small_data, "--ids-file", small_data / "ids.txt", cache=tmp_path / "c")
+    assert_clean_failure(proc, out, f"{mdir}/caf\\xe9.png", "not UTF-8")
+
+
+def test_failed_png_write_is_one_line(small_data, tmp_path):
+    """cv2.imwrite returns False instead of raising: the preparation must not carry on with a
+    missing file (a folder where the PNG goes makes it fail, whoever runs the test)."""
+    from models.unetpp.adapter import prepare_sample
+    from zoo.errors import ZooError
+    prep = tmp_path / "prep"
+    (prep / "masks" / "0").mkdir(parents=True)
+    (prep / "images" / f"{IDS[0]}.png").mkdir(parents=True)
+    with pytest.raises(ZooError, match="cannot write the image") as exc:
+        prepare_sample(small_data, IDS[0], prep, 96)
+    assert str(exc.value).startswith(str(prep / "images" / f"{IDS[0]}.png"))
+    with pytest.raises(ZooError, match="path separator"):
+        prepare_sample(small_data, f"../{IDS[0]}", prep, 96)
