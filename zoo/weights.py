@@ -24,6 +24,7 @@ import re
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -218,12 +219,19 @@ def download(url: str, dest: Path, sha256: str | None = None, md5: str | None = 
     return Path(dest)
 
 
-def resolve(spec: str | None, manifest, sha256: str | None = None, md5: str | None = None,
-            max_bytes: int = MAX_DOWNLOAD_BYTES) -> Weights:
-    """Turn a checkpoint spec into a verified local file (see module doc).
+@dataclass
+class Plan:
+    """What resolve() will do: read a local `path` (builtin or not) or download `url`, and check
+    the result against `checks`. Making one reads and fetches nothing."""
+    checks: list[Check]
+    path: Path | None = None
+    url: str | None = None
+    builtin: bool = False
 
-    The expected checksums are validated first (before any file is read or fetched); what the
-    file was verified against is recorded in `Weights.checks`."""
+
+def plan(spec: str | None, manifest, sha256: str | None = None, md5: str | None = None) -> Plan:
+    """Validate the expected checksums and decide where the file comes from and what it is
+    checked against (see module doc); one-line ZooError for a bad value or an unverifiable URL."""
     checks = _checks(sha256, md5, "cli")
     checkpoints = manifest.weights.get("checkpoints", {})
     name = spec or manifest.weights.get("default")
@@ -232,7 +240,7 @@ def resolve(spec: str | None, manifest, sha256: str | None = None, md5: str | No
         given = {c.kind.split("-")[0] for c in checks}
         checks += _manifest_checks(manifest, name, entry, sha256="sha256" not in given, md5="md5" not in given)
         if entry.get("path"):
-            return _local(manifest.dir / entry["path"], checks, builtin=True)
+            return Plan(checks, path=manifest.dir / entry["path"], builtin=True)
         spec = entry["url"]
         if not checks:
             raise ZooError(f"{manifest.name}: checkpoint {name!r} ({spec}) has no published checksum, so it is not "
@@ -244,20 +252,7 @@ def resolve(spec: str | None, manifest, sha256: str | None = None, md5: str | No
         # a download needs a checksum given or published (a file name's prefix is not enough)
         if not checks:
             raise ZooError(f"{spec}: refusing to download weights without an expected sha256 or md5")
-        fname = spec.rstrip("/").rsplit("/", 1)[-1] or "weights.pth"
-        dest = cache_dir() / "downloads" / checks[0].value[:16] / fname
-        if dest.is_file():
-            try:
-                w = _local(dest, checks)
-                print(f"using cached download {dest}", file=sys.stderr)
-                w.url = spec
-                return w
-            except ZooError:
-                # replaced below by a verified download (os.replace), never deleted first: a
-                # concurrent run may be publishing a good copy at this moment
-                print(f"cached download {dest} is damaged; downloading again", file=sys.stderr)
-        got_sha, got_md5 = _download(spec, dest, checks, 60, max_bytes)
-        return Weights(path=dest.resolve(), sha256=got_sha, md5=got_md5, url=spec, checks=checks)
+        return Plan(checks, url=spec)
     if not checks:
         # A local copy of a manifest checkpoint (same file name as its URL) is checked against
         # that checkpoint's published checksums.
@@ -269,7 +264,40 @@ def resolve(spec: str | None, manifest, sha256: str | None = None, md5: str | No
         # as mmengine/torch.hub do for OpenMMLab files: the name's -<8 hex>.pth suffix is the
         # first 8 hex digits of the file's sha256
         checks = [Check("sha256-prefix", prefix, "file-name")]
-    return _local(Path(spec), checks)
+    return Plan(checks, path=Path(spec))
+
+
+def _cache_name(url: str) -> str:
+    """A safe file name for a download's cache entry: the URL path's last segment (no query),
+    characters other than letters, digits, '.', '_', '-' replaced by '_'."""
+    last = urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", urllib.parse.unquote(last))
+    return "weights.pth" if name.strip(".") == "" else name
+
+
+def resolve(spec: str | None, manifest, sha256: str | None = None, md5: str | None = None,
+            max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = 60) -> Weights:
+    """Turn a checkpoint spec into a verified local file (see module doc).
+
+    The expected checksums are validated first (plan(): before any file is read or fetched);
+    what the file was verified against is recorded in `Weights.checks`."""
+    p = plan(spec, manifest, sha256, md5)
+    if p.url is None:
+        return _local(p.path, p.checks, builtin=p.builtin)
+    fname = _cache_name(p.url)
+    dest = cache_dir() / "downloads" / p.checks[0].value[:16] / fname
+    if dest.is_file():
+        try:
+            w = _local(dest, p.checks)
+            print(f"using cached download {dest}", file=sys.stderr)
+            w.url = p.url
+            return w
+        except ZooError:
+            # replaced below by a verified download (os.replace), never deleted first: a
+            # concurrent run may be publishing a good copy at this moment
+            print(f"cached download {dest} is damaged; downloading again", file=sys.stderr)
+    got_sha, got_md5 = _download(p.url, dest, p.checks, timeout, max_bytes)
+    return Weights(path=dest.resolve(), sha256=got_sha, md5=got_md5, url=p.url, checks=p.checks)
 
 
 def _local(path: Path, checks: list[Check], builtin: bool = False) -> Weights:
