@@ -338,16 +338,27 @@ def _latency_plot(runs, labels, title: str) -> bytes | None:
     return buf.getvalue()
 
 
+def _verification(w: dict) -> str:
+    """How the weights were checked: schema 1.5 lists the checks; before it only `verified`."""
+    if not w.get("verified"):
+        return " (not verified: no expected checksum)"
+    checks = w.get("checks") or []
+    if checks and all(c["kind"] == "sha256-prefix" for c in checks):
+        # a few hex digits catch a damaged or mixed-up file, not a forged one: say so
+        return f" (verified by sha256 prefix {', '.join(sorted({c['value'] for c in checks}))} only)"
+    return " (verified)"
+
+
 def _provenance_lines(runs, labels) -> list[Block]:
     groups: dict[tuple, list[str]] = {}
     for run, label in zip(runs, labels):
         w, ds = run["provenance"]["weights"], run["provenance"]["dataset"]
-        groups.setdefault((w["sha256"][:12], w.get("verified"), ds["name"], ds.get("split"),
+        groups.setdefault((w["sha256"][:12], _verification(w), ds["name"], ds.get("split"),
                            ds["num_samples"], _subset(run, ds["num_samples"])), []).append(label)
     out = []
-    for (sha, verified, name, split, n, subset), members in groups.items():
+    for (sha, verification, name, split, n, subset), members in groups.items():
         who = f"{', '.join(members)}: " if len(groups) > 1 else ""
-        text = (f"{who}weights sha256 {sha}{' (verified)' if verified else ''}; dataset {name}"
+        text = (f"{who}weights sha256 {sha}{verification}; dataset {name}"
                 f"{f' ({split})' if split else ''}, {n} samples")
         out.append(("warn", f"{text}; LIMITED RUN {subset}: numbers are not comparable to the full set")
                    if subset else ("p", f"{text}; full run"))

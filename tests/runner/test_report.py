@@ -344,3 +344,24 @@ def test_operator_profile_table(tmp_path: Path):
     plain.mkdir()
     _write(plain, "a.json", _fixture())
     assert "Operator profile" not in write_report(plain, tmp_path / "out2")["markdown"].read_text()
+
+
+def test_provenance_says_how_the_weights_were_checked(tmp_path: Path):
+    """A sha256-prefix-only check (schema 1.5 `checks`) is named as such; an old record without
+    `checks` and an unverified one still read."""
+    prefix = _fixture()
+    prefix["provenance"]["weights"].update(expected_sha256=None, checks=[
+        {"kind": "sha256-prefix", "value": "db72943a", "source": "file-name"}])
+    for sub in "pon":
+        (tmp_path / sub).mkdir()
+    md, _ = _rendered_table(tmp_path / "p", prefix, "Accuracy vs reference")
+    assert "weights sha256 db72943a49e5 (verified by sha256 prefix db72943a only); dataset" in md
+    old = _fixture()
+    old["schema_version"] = "1.4"
+    del old["provenance"]["weights"]["checks"]
+    md, _ = _rendered_table(tmp_path / "o", old, "Accuracy vs reference")
+    assert "weights sha256 db72943a49e5 (verified); dataset" in md
+    none = _fixture()
+    none["provenance"]["weights"].update(expected_sha256=None, checks=[], verified=False)
+    md, _ = _rendered_table(tmp_path / "n", none, "Accuracy vs reference")
+    assert "weights sha256 db72943a49e5 (not verified: no expected checksum); dataset" in md
