@@ -37,6 +37,9 @@ def zoo(zoo_cache, monkeypatch, capsys, out):
 
     def _run(*args):
         capsys.readouterr()
+        # main() arms a parent-death watch from ZOO_PARENT_PID and sets it to its own pid for its
+        # children: a second in-process call would take this process for its own parent's death
+        monkeypatch.delenv("ZOO_PARENT_PID", raising=False)
         code = main(["run", "--model", "erfnet", "--batch-sizes", "1", "--iters", "1", "--warmup", "0",
                      "--out", str(out), *map(str, args)])
         err = capsys.readouterr().err
@@ -110,7 +113,11 @@ def test_ids_file_names_a_missing_image(zoo, checkpoint, tree, tmp_path, out):
     ids = tmp_path / "ids.txt"
     ids.write_text("bonn_000000_000001\nbonn_000009_000009\n")
     assert_clean_failure(*zoo("--weights", checkpoint, "--data", tree, "--ids-file", ids), out,
-                         "bonn_000009_000009_leftImg8bit.png", "missing")
+                         f"{ids}: 1 of 2 listed samples have no image", "_leftImg8bit.png: bonn_000009_000009")
+    # none of the listed ids exists: named too (it used to say "no *_leftImg8bit.png images")
+    ids.write_text("bonn_000009_000008\nbonn_000009_000009\n")
+    assert_clean_failure(*zoo("--weights", checkpoint, "--data", tree, "--ids-file", ids), out,
+                         f"{ids}: 2 of 2 listed", "bonn_000009_000008, bonn_000009_000009")
 
 
 def test_wrong_checksum(zoo, checkpoint, out):
@@ -144,3 +151,52 @@ def test_not_a_checkpoint(zoo, tmp_path, out):
 def test_bad_option_value(zoo, checkpoint, out):
     assert_clean_failure(*zoo("--weights", checkpoint, "--option", "bn_weight_clamp=maybe"), out,
                          "bn_weight_clamp must be false, true or regex")
+
+
+# ------------------------------------------------------------------ dataset hardening (issue 11)
+
+def _huge_png(path, width=40000, height=40000):
+    """A valid PNG header declaring width x height, a few bytes in all."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_huge_image_header(zoo, checkpoint, tree, out):
+    victim = tree / "leftImg8bit/val/bonn/bonn_000000_000000_leftImg8bit.png"
+    _huge_png(victim)
+    assert_clean_failure(*zoo("--weights", checkpoint, "--data", tree), out, victim, "40000x40000", "2^30")
+
+
+def test_label_ids_outside_the_table(zoo, checkpoint, tmp_path, out):
+    tree = write_cityscapes(tmp_path / "cs", {f"bonn_000000_00000{i}": _sample(i) for i in range(2)},
+                            kinds=("labelIds",))
+    victim = tree / "gtFine/val/bonn/bonn_000000_000000_gtFine_labelIds.png"
+    from PIL import Image
+    lab = np.array(Image.open(victim))
+    lab[5, 7] = 250
+    Image.fromarray(lab).save(victim)
+    assert_clean_failure(*zoo("--weights", checkpoint, "--data", tree), out, victim, "labelId values [250]",
+                         "outside the Cityscapes label table")
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("bonn_000000_000001\n".encode() + "bonn_00000\u00e9\n".encode("latin-1"), "line 2: not UTF-8 text"),
+    (b"bonn_000000_000001\n../bonn/bonn_000000_000002\n", "line 2: id '../bonn/bonn_000000_000002' contains a path"),
+    (b"bonn_000000_000001\nbonn_000000_000002\nbonn_000000_000001\n", "duplicate ids: lines 1 and 3"),
+])
+def test_bad_ids_file(zoo, checkpoint, tree, tmp_path, out, content, needle):
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(content)
+    assert_clean_failure(*zoo("--weights", checkpoint, "--data", tree, "--ids-file", ids), out, f"{ids}: {needle}")
+
+
+def test_non_utf8_image_name(zoo, checkpoint, tree, out):
+    folder = tree / "leftImg8bit/val/bonn"
+    (folder / "bonn_000000_000001_leftImg8bit.png").rename(folder / os.fsdecode(b"bonn_000000_00000\xe9_leftImg8bit.png"))
+    assert_clean_failure(*zoo("--weights", checkpoint, "--data", tree), out,
+                         f"{folder}/bonn_000000_00000\\xe9_leftImg8bit.png: file name is not UTF-8")
