@@ -63,12 +63,11 @@ def test_file_name_prefix_alone_is_checked(run_zoo, tmp_path):
 
 
 def test_bad_checksum_options_are_refused_before_any_work(run_zoo, tmp_path):
-    ckpt, sha = _named_copy(tmp_path)
+    ckpt, _ = _named_copy(tmp_path)
     out = tmp_path / "results"
     out.mkdir()
-    for opt, value, needle in (("--sha256", "0", "at least 8"), ("--sha256", "xyz12345", "not hexadecimal"),
-                               ("--sha256", sha + "00", "longer than"), ("--md5", "abc123", "32 hex digits")):
+    # every kind of bad value is covered in tests/core/test_core_weights.py; here: through the CLI
+    for opt, value, needle in (("--sha256", "0", "at least 8"), ("--md5", "ABC123", "32 hex digits")):
         proc = run_zoo("run", "--model", "unetpp", "--weights", ckpt, opt, value, *FAST, "--out", out)
         assert_clean_failure(proc, out, opt, value, needle)
         assert "[2/6]" not in proc.stderr, (opt, value)
-    assert list(out.iterdir()) == []
