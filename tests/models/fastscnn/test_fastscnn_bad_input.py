@@ -60,7 +60,7 @@ def test_order_file_with_an_unknown_name(run_zoo, out, checkpoint, sample, tmp_p
     ids = tmp_path / "sort.log"
     ids.write_text(f"{SAMPLE_NAME}_leftImg8bit.png\nlindau_000099_000019_leftImg8bit.png\n")
     proc = run(run_zoo, out, checkpoint, "--data", sample, "--ids-file", ids)
-    assert_clean_failure(proc, out, "lindau_000099_000019_leftImg8bit.png listed in the order file is missing")
+    assert_clean_failure(proc, out, f"{ids}: 1 of 2 listed samples have no image", ": lindau_000099_000019")
 
 
 def test_wrong_keys(run_zoo, out, checkpoint, tmp_path):
@@ -99,3 +99,39 @@ def test_label_ids_out_of_range_are_ignored_not_fatal(tmp_path):
                                                                "bonn_000000_000019_gtFine_labelIds.png")
     ds = load_manifest("fastscnn").adapter().dataset(tree, None, None, tmp_path / "c")
     assert (ds.read("bonn_000000_000019")[1] == 255).all()
+
+
+# ------------------------------------------------------------------ dataset hardening (issue 11)
+
+def _huge_png(path, width=40000, height=40000):
+    """A valid PNG header declaring width x height, a few bytes in all."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_huge_image_header(run_zoo, out, checkpoint, sample):
+    _huge_png(sample / IMG_REL)
+    proc = run(run_zoo, out, checkpoint, "--data", sample)
+    assert_clean_failure(proc, out, sample / IMG_REL, "40000x40000", "2^30")
+
+
+def test_label_ids_outside_the_table(run_zoo, out, checkpoint, sample):
+    from PIL import Image
+    victim = sample / GT_DIR / f"{SAMPLE_NAME}_gtFine_labelIds.png"
+    lab = np.array(Image.open(victim))
+    lab[3, 4] = 250
+    Image.fromarray(lab).save(victim)
+    proc = run(run_zoo, out, checkpoint, "--data", sample)
+    assert_clean_failure(proc, out, victim, "labelId values [250] are outside the Cityscapes label table")
+
+
+def test_order_file_same_sample_twice_in_two_spellings(run_zoo, out, checkpoint, sample, tmp_path):
+    ids = tmp_path / "sort.log"
+    ids.write_text(f"{SAMPLE_NAME}\n# the guide's sort.log form\nfrankfurt/{SAMPLE_NAME}_leftImg8bit.png\n")
+    proc = run(run_zoo, out, checkpoint, "--data", sample, "--ids-file", ids)
+    assert_clean_failure(proc, out, f"{ids}: duplicate ids: lines 1 and 3", f"are both {SAMPLE_NAME}")
