@@ -16,16 +16,19 @@ shapes); the environment setup and the Dockerfile apply it.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from zoo.adapter import Dataset, Metric, ModelAdapter
-from zoo.coco import ANNOTATIONS, CLASSES, IMAGES, evaluate, load_coco, parse_image_id, to_results, write_results
+from zoo.coco import (ANNOTATIONS, CLASSES, IMAGES, evaluate, image_file, load_coco, parse_image_id, to_results,
+                      write_results)
 from zoo.errors import ZooError
 from zoo.fileutil import text_sha256
-from zoo.ids import read_ids
+from zoo.ids import read_id_lines, shown
 from zoo.mm import letterbox_input
 from zoo.images import imread
 from zoo.weights import load_strict
@@ -49,18 +52,21 @@ class CocoVal(Dataset):
                  builtin: bool, size: int):
         root = Path(root)
         if not root.is_dir():
-            raise ZooError(f"{root}: dataset folder not found")
+            raise ZooError(f"{shown(root)}: dataset folder not found")
         self.root, self.ids_file, self.limit, self.expected, self.builtin, self.size = root, ids_file, limit, expected, builtin, size
         self.ann_file = root / ANNOTATIONS
         self.coco = load_coco(self.ann_file)
         known = self.coco.getImgIds()  # the annotation file's order (mmdet's CocoDataset order)
         if ids_file:
-            wanted = [parse_image_id(t) for t in read_ids(Path(ids_file))]
-            missing = [i for i in wanted if i not in self.coco.imgs]
+            # ids or file names, one a line; duplicates are refused after parsing ('128372' and
+            # '000000128372.jpg' are the same image)
+            lines = read_id_lines(Path(ids_file), parse_image_id)
+            missing = [(n, i) for n, i in lines if i not in self.coco.imgs]
             if missing:
-                raise ZooError(f"{ids_file}: image id {missing[0]} is not in {self.ann_file}"
+                n, i = missing[0]
+                raise ZooError(f"{shown(ids_file)}: line {n}: image id {i} is not in {shown(self.ann_file)}"
                                + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
-            img_ids = wanted
+            img_ids = [i for _, i in lines]
         else:
             img_ids = known
         if limit is not None:
@@ -70,17 +76,17 @@ class CocoVal(Dataset):
         for i in self.image_ids:
             p = self.image_path(i)
             if not p.is_file():
-                raise ZooError(f"{p}: image {i} of {self.ann_file} is missing")
+                raise ZooError(f"{shown(p)}: image {i} of {shown(self.ann_file)} is missing")
 
     def image_path(self, image_id: int) -> Path:
-        return self.root / IMAGES / self.coco.imgs[image_id]["file_name"]
+        return image_file(self.coco, self.root / IMAGES, image_id, self.ann_file)
 
     def read(self, sid: str):
         iid = int(sid)
         img = imread(self.image_path(iid), cv2.IMREAD_COLOR)
         info = self.coco.imgs[iid]
         if (img.shape[1], img.shape[0]) != (info["width"], info["height"]):
-            raise ZooError(f"{self.image_path(iid)}: image is {img.shape[1]}x{img.shape[0]}, the annotation file says "
+            raise ZooError(f"{shown(self.image_path(iid))}: image is {img.shape[1]}x{img.shape[0]}, the annotation file says "
                            f"{info['width']}x{info['height']}")
         return iid, img
 
@@ -159,8 +165,46 @@ def draw(src: Path, dst: Path, boxes, scores, labels, min_score: float = 0.3) ->
                     cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
     ok, buf = cv2.imencode(".jpg", img)
     if not ok:
-        raise ZooError(f"{dst}: cannot encode the drawing")
-    atomic_write_bytes(dst, buf.tobytes())
+        raise ZooError(f"{shown(dst)}: cannot encode the drawing")
+    try:
+        atomic_write_bytes(dst, buf.tobytes())
+    except OSError as exc:
+        raise ZooError(f"{shown(dst)}: cannot write the drawing ({exc.strerror or exc})") from None
+
+
+def _writable_folder(folder: Path, what: str) -> None:
+    """Create folder (and its parents) if needed and prove a file can be created in it, before any
+    inference; otherwise a one-line ZooError naming it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ZooError(f"{shown(folder)}: cannot create the folder for {what} ({exc.strerror or exc})") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".zoo-write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ZooError(f"{shown(folder)}: cannot write into the folder for {what} ({exc.strerror or exc})") from None
+
+
+def check_outputs(options: dict) -> None:
+    """results_json (a file, written atomically after the run) and visualize (a folder of
+    drawings) must be writable: checked when the dataset is opened, not after the whole run."""
+    for key in ("results_json", "visualize"):
+        value = options.get(key)
+        if value in (None, "", False):
+            continue
+        if not isinstance(value, str):
+            raise ZooError(f"nasfpn: option {key} must be a path, got {value!r}")
+        path = Path(value)
+        if key == "visualize":
+            if path.exists() and not path.is_dir():
+                raise ZooError(f"{shown(path)}: option visualize needs a folder, this is a file")
+            _writable_folder(path, f"option {key}")
+        else:
+            if path.is_dir():
+                raise ZooError(f"{shown(path)}: option results_json needs a file name, this is a folder")
+            _writable_folder(path.parent, f"option {key}")
 
 
 class NasFpnExport:
@@ -214,6 +258,7 @@ class NasFpnAdapter(ModelAdapter):
         builtin = data is None
         if builtin:
             data = self.manifest.dir / d["builtin"]["path"]
+        check_outputs(self.options)
         self._dataset = CocoVal(Path(data), ids_file, limit, None if builtin else d["expected_samples"], builtin, self.size)
         return self._dataset
 

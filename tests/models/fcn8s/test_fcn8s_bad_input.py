@@ -66,3 +66,36 @@ def test_wrong_checkpoint_checksum_for_the_official_file_name(run_zoo, out, chec
     fake = tmp_path / "fcn_r50-d8_512x512_20k_voc12aug_20200617_010715-52dc5306.pth"
     fake.write_bytes(checkpoint.read_bytes())
     assert_clean_failure(run(run_zoo, out, fake), out, fake.name, "mismatch")
+
+
+# ------------------------------------------------------------------ dataset hardening (issue 11)
+
+def _huge_header(path, width=60000, height=60000):
+    """Rewrite the size a real PNG's IHDR or JPEG's SOF0 declares (a few KB file, a huge header)."""
+    import struct
+    import zlib
+    data = bytearray(path.read_bytes())
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        data[16:24] = struct.pack(">II", width, height)
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    else:
+        sof = data.index(b"\xff\xc0")
+        data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("victim", ["VOC2012/JPEGImages/2007_000033.jpg", LABEL])
+def test_huge_image_header(run_zoo, out, checkpoint, voc, victim):
+    _huge_header(voc / victim)
+    assert_clean_failure(run(run_zoo, out, checkpoint, "--data", voc), out, voc / victim, "60000x60000", "2^30")
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"2007_000033\n../JPEGImages/2007_000032\n", "line 2: id '../JPEGImages/2007_000032' contains a path separator"),
+    (b"2007_000033\n/etc/passwd\n", "line 2: id '/etc/passwd' is an absolute path"),
+    ("2007_000033\n2007_\u00e9\n".encode("latin-1"), "line 2: not UTF-8 text"),
+])
+def test_bad_ids_file(run_zoo, out, checkpoint, voc, tmp_path, content, needle):
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(content)
+    assert_clean_failure(run(run_zoo, out, checkpoint, "--data", voc, "--ids-file", ids), out, f"{ids}: {needle}")
