@@ -121,18 +121,22 @@ def imread(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
 
 
 def imwrite(path: Path, img: np.ndarray, params: tuple = ()) -> None:
-    """cv2.imwrite, checked: it returns False (or raises cv2.error) instead of writing, e.g. when
-    the folder is missing or a folder is in the way; that is a ZooError naming the file."""
+    """What cv2.imwrite does (the same encoder, the same bytes), checked: cv2.imwrite returns False
+    instead of raising when it cannot write (folder missing, a folder in the way, disk full) and
+    cannot take a path that is not UTF-8. Here the image is encoded by OpenCV and written by
+    Python: any failure is a ZooError naming the file and the reason."""
     path = Path(path)
     try:
-        ok = cv2.imwrite(str(path), img, list(params))
+        ok, buf = cv2.imencode(path.suffix or ".png", img, list(params))
     except cv2.error as exc:
-        raise ZooError(f"{shown(path)}: cannot write the image ({one_line(exc)[-200:]})") from None
+        raise ZooError(f"{shown(path)}: cannot encode the image ({one_line(exc)[-200:]})") from None
     if not ok:
-        why = ("a folder is in the way" if path.is_dir() else
-               "its folder does not exist" if not path.parent.is_dir() else
-               "not writable, disk full or unknown image type")
-        raise ZooError(f"{shown(path)}: cannot write the image ({why})")
+        raise ZooError(f"{shown(path)}: cannot encode the image as {path.suffix}")
+    try:
+        with open(path, "wb") as f:
+            f.write(buf.tobytes())
+    except OSError as exc:
+        raise ZooError(f"{shown(path)}: cannot write the image ({exc.strerror or one_line(exc)})") from None
 
 
 def uint8_values(arr: np.ndarray) -> np.ndarray:
