@@ -26,9 +26,11 @@ IGNORE = 255
 # 29, 30, -1 licence plate) is ignored.
 LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
                   25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
-# The labelIds a *_gtFine_labelIds.png can hold: cityscapesScripts' table is 0..33 (the licence
-# plate, -1, is never drawn into it); any other value is not a Cityscapes label.
+# The labelIds a *_gtFine_labelIds.png can hold: cityscapesScripts' table, 0..33, and its -1
+# (licence plate), which a uint8 file holds as 255 (ignored, as upstream's -1); any other value
+# (34..254) is not a Cityscapes label.
 MAX_LABEL_ID = 33
+LICENSE_PLATE_U8 = 255
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_KINDS = {"labelIds": "_gtFine_labelIds.png", "labelTrainIds": "_gtFine_labelTrainIds.png"}
@@ -127,10 +129,10 @@ def read_train_ids(sample: Sample, prefer: str = "labelTrainIds") -> tuple[np.nd
             raise ZooError(f"{shown(path)}: expected a single-channel 8-bit label image, got shape {lab.shape} {lab.dtype}")
         values = uint8_values(lab)
         if kind == "labelIds":
-            bad = values[values > MAX_LABEL_ID]
+            bad = values[(values > MAX_LABEL_ID) & (values != LICENSE_PLATE_U8)]
             if bad.size:
                 raise ZooError(f"{shown(path)}: labelId values {bad[:5].tolist()} are outside the Cityscapes label "
-                               f"table (0-{MAX_LABEL_ID})")
+                               f"table (0-{MAX_LABEL_ID}, and 255 for its -1)")
             return to_train_ids(lab), kind
         bad = np.setdiff1d(values, np.r_[np.arange(len(CLASSES)), IGNORE])
         if bad.size:

@@ -434,10 +434,10 @@ def test_cityscapes_label_ids_outside_the_table(tmp_path):
     with pytest.raises(ZooError, match=r"labelId values \[34, 250\] are outside the Cityscapes label table") as exc:
         cs.read_train_ids(s, prefer="labelIds")
     assert one_line(exc).startswith(str(s.labels["labelIds"]))
-    lab[1, 2], lab[3, 3] = 33, 0                              # the table's ends are fine
+    lab[1, 2], lab[3, 3], lab[0, 0] = 33, 0, 255               # the table's ends, and -1 as uint8
     assert cv2.imwrite(str(s.labels["labelIds"]), lab)
     train, kind = cs.read_train_ids(s, prefer="labelIds")
-    assert kind == "labelIds" and train[1, 2] == 18 and train[3, 3] == 255
+    assert kind == "labelIds" and train[1, 2] == 18 and train[3, 3] == 255 and train[0, 0] == 255
 
 
 def test_cityscapes_non_utf8_file_name(tmp_path):

@@ -121,7 +121,7 @@ def test_dataset_reads_real_layout_pairs_by_name_and_derives_train_ids(tmp_path)
     assert M.adapter().dataset(tmp_path / "t", ids, None, tmp_path / "cache").ids == [
         "zurich_000000_000001", "aachen_000000_000001"]
     ids.write_text("zurich_000000_000001\nzurich_000000_000001\n")
-    with pytest.raises(ZooError, match="duplicate ids, e.g. zurich_000000_000001"):
+    with pytest.raises(ZooError, match=r"ids.txt: duplicate ids: lines 1 and 2 \('zurich_000000_000001'\)"):
         M.adapter().dataset(tmp_path / "t", ids, None, tmp_path / "cache")
 
 
