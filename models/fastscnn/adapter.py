@@ -254,7 +254,7 @@ class FastSCNNAdapter(ModelAdapter):
         got = f"{size[0]}x{size[1]}"
         want = self._export_hw_requested
         if want != "auto" and want != got:
-            raise ZooError(f"{self._dataset.root}: images are {got} (HxW) but the option export_hw={want} was given")
+            raise ZooError(f"{shown(self._dataset.root)}: images are {got} (HxW) but the option export_hw={want} was given")
         self.options["export_hw"] = got
 
     def metrics(self):
