@@ -1,30 +1,103 @@
-"""Per-model environments: created from the model's pinned files, reused while unchanged."""
+"""Per-model environments: installed with --require-hashes from the model's hash lock, reused
+while unchanged; the locks themselves (every line pinned and hashed, torch the CPU build)."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
+import zipfile
 
 import pytest
 
-from runner import MODELS_DIR, envs
+from runner import MODELS_DIR, ROOT, envs
 
 PIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*==[0-9][0-9A-Za-z.+!-]*")
+HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
+LOCKS = [MODELS_DIR / m / "requirements.lock" for m in envs.models()] + [
+    ROOT / "runner" / "mmcv-build" / "requirements.lock",
+    ROOT / "runner" / "mmcv-build" / "setuptools.lock",
+    ROOT / "runner" / "locktools.lock"]
+
+
+def _norm(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _entries(path):
+    """(requirement, [hash options]) per logical line: continuation lines joined, comments
+    dropped (an independent reading of the file, not runner.lock's)."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip() if not line.lstrip().startswith("#") else ""
+        if line:
+            req, *rest = line.split()
+            out.append((req, rest))
+    return out
 
 
 def _pins(path):
-    return {line.split("==")[0].lower(): line.split("==")[1] for line in
-            (line.split("#", 1)[0].strip() for line in path.read_text().splitlines()) if line}
+    return {_norm(req.split("==")[0]): req.split("==")[1] for req, _ in _entries(path)}
+
+
+@pytest.mark.parametrize("lock", LOCKS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_lock_line_is_pinned_and_hashed(lock):
+    entries = _entries(lock)
+    assert entries
+    for req, options in entries:
+        assert PIN.fullmatch(req), f"{lock}: {req!r} is not pinned with =="
+        assert options and all(HASH.fullmatch(o) for o in options), f"{lock}: {req} has no hashes"
+    pins = _pins(lock)
+    assert len(pins) == len(entries)  # nothing pinned twice
+    if "torch" in pins:
+        assert pins["torch"] == "2.13.0+cpu"  # an unpinned variant becomes PyPI's CUDA build
+    assert "--index-url" not in lock.read_text() and "--find-links" not in lock.read_text()
 
 
 @pytest.mark.parametrize("model", envs.models())
-def test_every_model_pins_its_environment(model):
+def test_every_model_locks_its_requirements(model):
     d = MODELS_DIR / model
-    req, lock = _pins(d / "requirements.txt"), _pins(d / "constraints.txt")
-    for path in (d / "requirements.txt", d / "constraints.txt"):
-        for line in path.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            assert not line or PIN.fullmatch(line), f"{path}: {line!r} is not pinned"
-    for name, version in req.items():  # the lock agrees with every direct pin
-        assert lock.get(name) == version.split("+")[0], name
+    assert not (d / "constraints.txt").exists()  # the lock is the one source of exact pins
+    lock = _pins(d / "requirements.lock")
+    for line in (d / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            assert PIN.fullmatch(line), f"{d / 'requirements.txt'}: {line!r} is not pinned"
+            name, version = line.split("==")
+            assert lock.get(_norm(name)) == version, name  # the lock agrees with every direct pin
+    assert lock["torch"] == "2.13.0+cpu"
+    assert "setuptools" in lock  # torch needs it at run time; pip freeze used to drop it
+    assert envs.checked_lock(model) == d / "requirements.lock"
+
+
+def test_the_mmcv_build_locks_pin_the_build_toolchain():
+    build = _pins(ROOT / "runner" / "mmcv-build" / "requirements.lock")
+    assert build["torch"] == "2.13.0+cpu" and {"ninja", "wheel", "numpy"} <= set(build)
+    (setuptools,) = _pins(ROOT / "runner" / "mmcv-build" / "setuptools.lock").items()
+    assert setuptools[0] == "setuptools" and int(setuptools[1].split(".")[0]) < 70
+
+
+# --------------------------------------------------------------------------- ensure() with real pip
+
+
+def _toy_wheel(folder, version="1.0"):
+    """A minimal pure-Python wheel (zoo_toy), written locally: pip installs it from find-links
+    without any index. Returns (path, sha256)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"zoo_toy-{version}-py3-none-any.whl"
+    info = f"zoo_toy-{version}.dist-info"
+    files = {"zoo_toy/__init__.py": f"VERSION = {version!r}\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: zoo-toy\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: zoo-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join(record + [f"{info}/RECORD,,"]) + "\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture
@@ -34,9 +107,63 @@ def fake_model(tmp_path, monkeypatch):
     d.mkdir(parents=True)
     (d / "model.yaml").write_text("name: toy\n")
     (d / "requirements.txt").write_text("# nothing to install\n")
+    (d / "requirements.lock").write_text("# nothing to install\n")
     monkeypatch.setattr(envs, "MODELS_DIR", models)
     monkeypatch.setattr(envs, "VENVS", tmp_path / "venvs")
+    # pip: only the local folder, never an index
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
+    (tmp_path / "wheels").mkdir()
     return d
+
+
+def test_install_command_requires_hashes_from_the_lock(tmp_path):
+    cmd = [str(c) for c in envs.install_command(tmp_path / "python", tmp_path / "requirements.lock")]
+    assert cmd[1:4] == ["-m", "pip", "install"]
+    assert "--require-hashes" in cmd and cmd[cmd.index("--only-binary") + 1] == ":all:"
+    assert cmd[cmd.index("-r") + 1] == str(tmp_path / "requirements.lock")
+    assert "-c" not in cmd and not any("requirements.txt" in c for c in cmd)
+
+
+def test_env_is_installed_from_the_hashed_lock(fake_model, tmp_path):
+    _, sha = _toy_wheel(tmp_path / "wheels")
+    (fake_model / "requirements.txt").write_text("zoo-toy==1.0\n")
+    (fake_model / "requirements.lock").write_text(f"zoo-toy==1.0 \\\n    --hash=sha256:{sha}\n")
+    py = envs.ensure("toy")
+    site = list((envs.VENVS / "toy" / "lib").glob("python3*/site-packages/zoo_toy/__init__.py"))
+    assert py.exists() and site and envs.is_current("toy")
+
+
+def test_a_tampered_wheel_is_refused(fake_model, tmp_path):
+    _, sha = _toy_wheel(tmp_path / "wheels")
+    wrong = ("0" if sha[0] != "0" else "1") + sha[1:]
+    (fake_model / "requirements.txt").write_text("zoo-toy==1.0\n")
+    (fake_model / "requirements.lock").write_text(f"zoo-toy==1.0 --hash=sha256:{wrong}\n")
+    with pytest.raises(envs.EnvError, match="installing .*requirements.lock failed"):
+        envs.ensure("toy")
+    assert not envs.is_current("toy")
+    assert not list((envs.VENVS / "toy" / "lib").glob("python3*/site-packages/zoo_toy"))
+
+
+@pytest.mark.parametrize("lock, message", [
+    ("zoo-toy==1.0\n", "no sha256 --hash"),
+    ("zoo-toy>=1.0 --hash=sha256:" + "a" * 64 + "\n", "not an exact pin"),
+    ("zoo-toy==0.9 --hash=sha256:" + "a" * 64 + "\n", "stale, zoo-toy==1.0 of requirements.txt"),
+    ("torch==2.13.0 --hash=sha256:" + "a" * 64 + "\n", "not the CPU build"),
+])
+def test_a_bad_lock_is_a_one_line_error_before_any_install(fake_model, lock, message):
+    (fake_model / "requirements.txt").write_text("zoo-toy==1.0\n")
+    (fake_model / "requirements.lock").write_text(lock)
+    with pytest.raises(envs.EnvError, match=re.escape(message)) as err:
+        envs.ensure("toy")
+    assert "\n" not in str(err.value)
+    assert not (envs.VENVS / "toy").exists()  # refused before creating anything
+
+
+def test_missing_lock(fake_model):
+    (fake_model / "requirements.lock").unlink()
+    with pytest.raises(envs.EnvError, match=r"requirements.lock: missing \(generate it: python3 runner/lock.py toy\)"):
+        envs.ensure("toy")
 
 
 def test_env_is_created_then_reused_then_rebuilt_on_change(fake_model, capsys):
@@ -53,6 +180,13 @@ def test_env_is_created_then_reused_then_rebuilt_on_change(fake_model, capsys):
     assert envs.is_current("toy")
 
 
+def test_fingerprint_covers_the_lock(fake_model):
+    first = envs.fingerprint("toy")
+    (fake_model / "requirements.lock").write_text("# nothing to install, regenerated\n")
+    assert envs.fingerprint("toy") != first
+    assert "requirements.lock" in envs.FINGERPRINT_FILES
+
+
 def test_unknown_model_and_missing_requirements(fake_model):
     with pytest.raises(envs.EnvError, match="unknown model 'nope'.*toy"):
         envs.ensure("nope")
@@ -63,7 +197,20 @@ def test_unknown_model_and_missing_requirements(fake_model):
 
 def test_failed_install_leaves_no_stamp(fake_model):
     (fake_model / "requirements.txt").write_text("definitely-not-a-package-zoo-test==0.0.0\n")
-    (fake_model / "constraints.txt").write_text("")
-    with pytest.raises(envs.EnvError, match="installing .*requirements.txt failed"):
+    (fake_model / "requirements.lock").write_text(
+        "definitely-not-a-package-zoo-test==0.0.0 --hash=sha256:" + "b" * 64 + "\n")
+    with pytest.raises(envs.EnvError, match="installing .*requirements.lock failed"):
         envs.ensure("toy")
     assert not envs.is_current("toy")
+
+
+def test_lock_script_unknown_target_is_a_one_line_error():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(ROOT / "runner" / "lock.py"), "nosuch"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown lock target 'nosuch' (models: " + ", ".join(envs.models())
+        + "; or mmcv-build, locktools)"]
