@@ -3,33 +3,48 @@
 Generic over models: a model ``<name>`` has an image when ``models/<name>/Dockerfile``
 exists (build context = the repo root, default tag ``zoo/<name>:latest``). The image's
 entrypoint is the local one, ``python -m zoo``, so a container run is
-``python -m zoo run --model <name> ...`` with host folders mounted at fixed places:
+``python -m zoo run --model <name> ...`` with host paths mounted at fixed places:
 
-    /data     the data folder, read-only            (only when ``data`` is given: ``--data /data``)
-    /weights  the weights file's folder, read-only  (only when ``weights`` is a file:
-                                                     ``--weights /weights/<file>``; a URL
-                                                     or a checkpoint name is passed as is)
-    /results  the results folder, read-write        (``--out /results``)
-    /cache    the cache folder, read-write          (``ZOO_CACHE=/cache`` in the image)
+    /data             the data folder, read-only     (only when ``data`` is given: ``--data /data``)
+    /weights/<file>   the weights FILE, read-only    (only when ``weights`` is a file:
+                                                      ``--weights /weights/<file>``)
+    /results/<model>  <out>/<model>, read-write      (``--out /results``): the ONLY writable mount
+
+Everything else is locked down, the same in the printed command (``plan_run``) and the SDK
+run (``run``), both rendered from one ``RunSpec``:
+
+- user: never root. The image's user ``1000:1000`` (models/*/Dockerfile ``USER``) when the
+  caller is root (``run`` then creates ``<out>/<model>`` and chowns it to 1000:1000) or uid
+  1000; another non-root caller runs as its own ``uid:gid`` so that it owns the results;
+- ``--read-only`` root filesystem; ``/tmp`` and the zoo's cache ``/cache`` (``ZOO_CACHE``) are
+  size-limited tmpfs (``tmp_size``, ``cache_size``): exports and compiled models live for one
+  run, so results stay the only thing written to the host;
+- ``--cap-drop ALL``, ``--security-opt no-new-privileges``, ``--pids-limit`` (``pids_limit``),
+  ``--memory`` = ``--memory-swap`` when ``memory`` is given (default: no memory limit);
+- ``--network none``: nothing is downloaded at run time. A ``weights`` URL, or a checkpoint
+  (named, or the manifest's default) that is only a URL, is refused with a one-line error
+  asking to download it first and pass the file.
 
 Without ``data``/``weights`` nothing is mounted for them: the image has its built-in data
-and checkpoint. The container runs as the caller's ``uid:gid`` so the result files belong
-to the caller, with the accelerators found on the host (see ``discover_devices``).
+and checkpoint. The accelerators found on the host are passed (see ``discover_devices``).
 
 API (for tasks.py)
 ------------------
-``plan_build(model, tag=None, git_commit=None) -> list[str]``
-    argv of ``docker build`` (for ``--dry-run``).
-``plan_run(model, *, out, cache, data=None, weights=None, tag=None, device_type="auto",
-zoo_args=(), user=None, dev_root="/dev", driver_dir=ASCEND_DRIVER_DIR,
-npu_smi=NPU_SMI) -> list[str]``
+``plan_build(model, tag=None, git_commit=None, base_image=None) -> list[str]``
+    argv of ``docker build`` (for ``--dry-run``); ``base_image`` becomes ``--build-arg BASE_IMAGE``.
+``plan_run(model, *, out, data=None, weights=None, tag=None, device_type="auto", zoo_args=(),
+memory=None, pids_limit=DEFAULT_PIDS_LIMIT, cache_size=DEFAULT_CACHE_SIZE, tmp_size=DEFAULT_TMP_SIZE,
+dev_root="/dev", driver_dir=ASCEND_DRIVER_DIR, npu_smi=NPU_SMI) -> list[str]``
     argv of ``docker run --rm ...`` (for ``--dry-run``).
+``plan_prepare(model, *, out) -> list[list[str]]``
+    the host commands ``run`` performs before the container (create, and as root chown, the
+    results subfolder), for ``--dry-run`` to print before the ``docker run`` line.
 ``format_command(argv) -> str``
     one shell-quoted line (``shlex.join``).
-``build(model, tag=None, git_commit=None, *, log=print_line) -> str``
+``build(model, tag=None, git_commit=None, *, base_image=None, log=print_line) -> str``
     builds with the Docker SDK, streaming the build log lines to ``log``; returns the image id.
 ``run(model, *, <the keywords of plan_run>, log=print_line) -> int``
-    runs with the Docker SDK (same mounts, devices, user), streaming the container's
+    runs with the Docker SDK (same mounts, limits, devices, user), streaming the container's
     output lines to ``log``; returns the container's exit code.
 ``discover_devices(device_type="auto", *, dev_root="/dev", driver_dir=ASCEND_DRIVER_DIR,
 npu_smi=NPU_SMI) -> Devices``
@@ -76,6 +91,7 @@ __all__ = [
     "format_command",
     "image_tag",
     "plan_build",
+    "plan_prepare",
     "plan_run",
     "prepare_run",
     "print_line",
@@ -93,9 +109,21 @@ ASCEND_CONTROL_DEVICES = ("davinci_manager", "devmm_svm", "hisi_hdc")
 DATA_DIR = "/data"
 WEIGHTS_DIR = "/weights"
 RESULTS_DIR = "/results"
-CACHE_DIR = "/cache"
-# A --user uid may have no passwd entry in the image (HOME would be "/", not writable).
-CONTAINER_ENV = (("HOME", "/tmp"),)
+CACHE_DIR = "/cache"  # ZOO_CACHE of the images
+TMP_DIR = "/tmp"
+# HOME on the one writable place of the root filesystem (a caller's uid has no passwd entry, and
+# zoo's home folder is read-only under --read-only).
+CONTAINER_ENV = (("HOME", TMP_DIR),)
+# The images' non-root user (models/*/Dockerfile: useradd --uid 1000, USER 1000:1000).
+IMAGE_UID = IMAGE_GID = 1000
+# Defaults of the run's limits: pids (threads count: a 2-thread run uses ~100, a many-core host's
+# thread pools a few hundred), the cache tmpfs (exports + compiled models of one run: FCN's
+# ONNX graph and its ONNX Runtime/OpenVINO forms are ~0.5 GB) and /tmp.
+DEFAULT_PIDS_LIMIT = 4096
+DEFAULT_CACHE_SIZE = "4g"
+DEFAULT_TMP_SIZE = "1g"
+_TMPFS_FLAGS = "rw,nosuid,nodev,noexec"
+_SIZE = re.compile(r"[1-9][0-9]*[kmg]?", re.IGNORECASE)
 
 _DAVINCI = re.compile(r"davinci(\d+)")
 _NVIDIA = re.compile(r"nvidia(\d+)")
@@ -283,19 +311,31 @@ def format_command(argv: Sequence[str]) -> str:
     return shlex.join(list(argv))
 
 
-def plan_build(model: str, tag: str | None = None, git_commit: str | None = None) -> list[str]:
+def _build_args(git_commit: str | None, base_image: str | None) -> dict[str, str]:
+    """The build args: GIT_COMMIT always, BASE_IMAGE only when given (else the Dockerfile's
+    digest-pinned default)."""
+    args = {"GIT_COMMIT": git_commit or current_git_commit() or ""}
+    if base_image is not None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", base_image):
+            raise DockerError(f"base image {base_image!r} is not an image reference")
+        args["BASE_IMAGE"] = base_image
+    return args
+
+
+def plan_build(model: str, tag: str | None = None, git_commit: str | None = None,
+               base_image: str | None = None) -> list[str]:
     """argv of ``docker build`` for ``model`` (context = repo root, absolute paths).
 
     ``git_commit`` defaults to the checked-out commit; it becomes ``ZOO_GIT_COMMIT`` in the
     image (a container has no .git). Unknown, it is passed empty (recorded as null).
+    ``base_image`` (e.g. ``python:3.11-slim-bookworm@sha256:...``) overrides the Dockerfile's
+    pinned ``BASE_IMAGE``.
     """
     dockerfile = dockerfile_path(model)
-    commit = git_commit or current_git_commit() or ""
-    return ["docker", "build",
-            "-f", str(dockerfile),
-            "-t", image_tag(model, tag),
-            "--build-arg", f"GIT_COMMIT={commit}",
-            str(ROOT)]
+    argv = ["docker", "build", "-f", str(dockerfile), "-t", image_tag(model, tag)]
+    for key, value in _build_args(git_commit, base_image).items():
+        argv += ["--build-arg", f"{key}={value}"]
+    return argv + [str(ROOT)]
 
 
 @dataclass(frozen=True)
@@ -307,15 +347,24 @@ class RunSpec:
     mounts: tuple[Mount, ...]
     devices: Devices
     user: str
+    tmpfs: tuple[tuple[str, str], ...] = ()
+    pids_limit: int = DEFAULT_PIDS_LIMIT
+    memory: str | None = None
     environment: tuple[tuple[str, str], ...] = CONTAINER_ENV
     data: Path | None = None
     weights: Path | None = None
     out: Path | None = None
-    cache: Path | None = None
+    results: Path | None = None  # <out>/<model>: the one writable mount
 
     def argv(self) -> list[str]:
         """argv of ``docker run --rm ...``."""
-        args = ["docker", "run", "--rm", "--user", self.user]
+        args = ["docker", "run", "--rm", "--user", self.user,
+                "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+                "--network", "none", "--pids-limit", str(self.pids_limit)]
+        if self.memory is not None:
+            args += ["--memory", self.memory, "--memory-swap", self.memory]
+        for target, options in self.tmpfs:
+            args += ["--tmpfs", f"{target}:{options}"]
         for key, value in self.environment:
             args += ["-e", f"{key}={value}"]
         for mount in self.mounts:
@@ -324,16 +373,26 @@ class RunSpec:
         return args + [self.image, *self.command]
 
     def sdk_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``client.containers.run`` (besides image and command)."""
+        """Keyword arguments of ``client.containers.run`` (besides image and command): the
+        same user, limits, mounts and devices as ``argv``."""
         from docker import types  # lazily: plan_* must work without the SDK
 
         mounts = [types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
                   for m in (*self.mounts, *self.devices.mounts)]
         kwargs: dict[str, Any] = {
             "user": self.user,
+            "read_only": True,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "network_mode": "none",
+            "pids_limit": self.pids_limit,
+            "tmpfs": dict(self.tmpfs),
             "environment": dict(self.environment),
             "mounts": mounts,
         }
+        if self.memory is not None:
+            kwargs["mem_limit"] = self.memory
+            kwargs["memswap_limit"] = self.memory
         if self.devices.devices:
             kwargs["devices"] = [f"{host}:{container}:rwm"
                                  for host, container in self.devices.devices]
@@ -353,9 +412,30 @@ def _passed_through(weights: PathLike) -> bool:
     """True for a ``--weights`` that is not a host file: an http(s) URL, or a manifest
     checkpoint name (no path separator, and no such file here)."""
     text = os.fspath(weights)
-    if re.match(r"https?://", text):
+    if re.match(r"https?://", text, re.IGNORECASE):
         return True
     return "/" not in text and os.sep not in text and not Path(text).expanduser().exists()
+
+
+def _download_url(model: str, weights: PathLike | None) -> str | None:
+    """The URL the container would have to download for ``weights`` (None: nothing to fetch).
+
+    An http(s) ``weights`` is one; a checkpoint name (or None: the manifest's default) is one
+    when its manifest entry has a ``url`` and no ``path`` in the repo. An unreadable manifest or
+    unknown name is left to the zoo's own error inside the container."""
+    text = None if weights is None else os.fspath(weights)
+    if text is not None and re.match(r"https?://", text, re.IGNORECASE):
+        return text
+    try:
+        import yaml
+
+        spec = yaml.safe_load((MODELS_DIR / model / "model.yaml").read_text()).get("weights") or {}
+        entry = (spec.get("checkpoints") or {}).get(text or spec.get("default"))
+    except Exception:  # no PyYAML, unreadable manifest: the zoo reports it in the container
+        return None
+    if isinstance(entry, dict) and entry.get("url") and not entry.get("path"):
+        return str(entry["url"])
+    return None
 
 
 def _check_zoo_args(zoo_args: Sequence[str]) -> list[str]:
@@ -368,25 +448,61 @@ def _check_zoo_args(zoo_args: Sequence[str]) -> list[str]:
     return args
 
 
+def _size(value: Any, what: str) -> str:
+    """A docker size (``512m``, ``8g``; a bare number of MB is taken as MB)."""
+    text = str(value).strip().lower()
+    if re.fullmatch(r"[1-9][0-9]*", text):
+        text += "m"
+    if not _SIZE.fullmatch(text):
+        raise DockerError(f"{what} {value!r} is not a size (e.g. 512m, 8g, or a number of MB)")
+    return text
+
+
+def container_user(euid: int | None = None, uid: int | None = None, gid: int | None = None) -> str:
+    """The container's ``uid:gid``: never root. The image's user (1000:1000) for a root caller
+    or a caller that is uid 1000, else the caller's own non-root ``uid:gid``."""
+    euid = os.geteuid() if euid is None else euid
+    uid = os.getuid() if uid is None else uid
+    gid = os.getgid() if gid is None else gid
+    if euid == 0 or uid in (0, IMAGE_UID):
+        return f"{IMAGE_UID}:{IMAGE_GID}"
+    return f"{uid}:{gid}"
+
+
 def prepare_run(
     model: str,
     *,
     out: PathLike,
-    cache: PathLike,
     data: PathLike | None = None,
     weights: PathLike | None = None,
     tag: str | None = None,
     device_type: str = "auto",
     zoo_args: Sequence[str] = (),
-    user: str | None = None,
+    memory: Any = None,
+    pids_limit: int = DEFAULT_PIDS_LIMIT,
+    cache_size: Any = DEFAULT_CACHE_SIZE,
+    tmp_size: Any = DEFAULT_TMP_SIZE,
     dev_root: PathLike = "/dev",
     driver_dir: PathLike = ASCEND_DRIVER_DIR,
     npu_smi: PathLike = NPU_SMI,
+    euid: int | None = None,
+    uid: int | None = None,
+    gid: int | None = None,
 ) -> RunSpec:
-    """The RunSpec behind ``plan_run`` and ``run`` (pure: touches no file)."""
+    """The RunSpec behind ``plan_run`` and ``run`` (pure: touches no file). ``euid``/``uid``/
+    ``gid`` stand for the caller's ids (default: this process's), for tests."""
     dockerfile_path(model)
     zoo = _check_zoo_args(zoo_args)
-    out_dir, cache_dir = _host_path(out, "results"), _host_path(cache, "cache")
+    url = _download_url(model, weights)
+    if url is not None:
+        what = f"--weights {weights}" if weights is not None else f"{model}'s default checkpoint"
+        raise DockerError(
+            f"{what} must be downloaded, and a container runs without network: download it "
+            f"first and pass the file as --weights FILE (from {url})")
+    if isinstance(pids_limit, bool) or not isinstance(pids_limit, int) or pids_limit < 1:
+        raise DockerError(f"pids limit must be a positive integer, got {pids_limit!r}")
+    out_dir = _host_path(out, "results")
+    results = out_dir / model
     mounts: list[Mount] = []
     command = ["run", "--model", model, "--out", RESULTS_DIR]
     data_dir = weights_file = None
@@ -398,10 +514,12 @@ def prepare_run(
         command += ["--weights", str(weights)]
     elif weights is not None:
         weights_file = _host_path(weights, "weights")
-        mounts.append(Mount(str(weights_file.parent), WEIGHTS_DIR, read_only=True))
-        command += ["--weights", f"{WEIGHTS_DIR}/{weights_file.name}"]
-    mounts.append(Mount(str(out_dir), RESULTS_DIR, read_only=False))
-    mounts.append(Mount(str(cache_dir), CACHE_DIR, read_only=False))
+        target = f"{WEIGHTS_DIR}/{weights_file.name}"
+        mounts.append(Mount(str(weights_file), target, read_only=True))
+        command += ["--weights", target]
+    mounts.append(Mount(str(results), f"{RESULTS_DIR}/{model}", read_only=False))
+    tmpfs = ((TMP_DIR, f"{_TMPFS_FLAGS},size={_size(tmp_size, 'tmp size')},mode=1777"),
+             (CACHE_DIR, f"{_TMPFS_FLAGS},size={_size(cache_size, 'cache size')},mode=1777"))
     devices = discover_devices(device_type, dev_root=dev_root, driver_dir=driver_dir,
                                npu_smi=npu_smi)
     return RunSpec(
@@ -409,24 +527,59 @@ def prepare_run(
         command=tuple(command + zoo),
         mounts=tuple(mounts),
         devices=devices,
-        user=user or f"{os.getuid()}:{os.getgid()}",
-        data=data_dir, weights=weights_file, out=out_dir, cache=cache_dir,
+        user=container_user(euid, uid, gid),
+        tmpfs=tmpfs,
+        pids_limit=pids_limit,
+        memory=None if memory is None else _size(memory, "memory limit"),
+        data=data_dir, weights=weights_file, out=out_dir, results=results,
     )
 
 
 def plan_run(model: str, **run_options: Any) -> list[str]:
     """argv of ``docker run --rm`` for ``model``.
 
-    ``out``/``cache`` are host folders mounted read-write at /results and /cache; ``data``
-    (a folder) and ``weights`` (a file) are mounted read-only at /data and /weights and
-    passed as ``--data /data`` and ``--weights /weights/<file>``, or not mounted at all when
-    None. A ``weights`` that is an http(s) URL or a manifest checkpoint name (no path
-    separator, no such file) is passed through as is, unmounted. ``zoo_args`` (backend, batch sizes, limit, ...) follow ``run --model <model> ...``
-    after the image. ``user`` defaults to the caller's ``uid:gid``. Host paths are made
-    absolute. Devices come from ``discover_devices(device_type, ...)``. The keywords are those
-    of ``prepare_run``.
+    ``out`` is the host results folder: its ``<model>`` subfolder is mounted read-write at
+    ``/results/<model>`` (the only writable mount); ``data`` (a folder) and ``weights`` (a
+    file: the file itself) are mounted read-only at /data and /weights/<file> and passed as
+    ``--data /data`` and ``--weights /weights/<file>``, or not mounted at all when None. A
+    ``weights`` that is a manifest checkpoint name (no path separator, no such file) is passed
+    through as is, unmounted; one that must be downloaded (a URL) is refused. ``zoo_args``
+    (backend, batch sizes, limit, ...) follow ``run --model <model> ...`` after the image. Host
+    paths are made absolute. Devices come from ``discover_devices(device_type, ...)``. The
+    keywords are those of ``prepare_run``; the module docstring lists the lock-down flags.
     """
     return prepare_run(model, **run_options).argv()
+
+
+def _prepare_steps(spec: RunSpec, euid: int | None = None) -> list[list[str]]:
+    assert spec.results is not None
+    steps = [["mkdir", "-p", str(spec.results)]]
+    if (os.geteuid() if euid is None else euid) == 0:
+        steps.append(["chown", f"{IMAGE_UID}:{IMAGE_GID}", str(spec.results)])
+    return steps
+
+
+def plan_prepare(model: str, **run_options: Any) -> list[list[str]]:
+    """The host commands ``run`` performs before starting the container (argv lists): create
+    ``<out>/<model>`` and, when the caller is root, chown it to the image's user. The keywords
+    are those of ``prepare_run``."""
+    return _prepare_steps(prepare_run(model, **run_options), run_options.get("euid"))
+
+
+def _prepare_results(spec: RunSpec) -> None:
+    """Create ``<out>/<model>`` so that the container's user can write it: as root, chown it
+    to 1000:1000 (the container then never needs to be root); otherwise the container runs
+    as the caller (or is uid 1000), who owns the folder."""
+    assert spec.results is not None
+    try:
+        spec.results.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(spec.results, IMAGE_UID, IMAGE_GID)
+    except OSError as exc:
+        raise DockerError(f"{spec.results}: cannot prepare the results folder "
+                          f"({exc.strerror or exc})") from exc
+    if not spec.results.is_dir():
+        raise DockerError(f"{spec.results}: results path exists and is not a folder")
 
 
 # --------------------------------------------------------------------------- execution (SDK)
@@ -520,9 +673,11 @@ def build(
     tag: str | None = None,
     git_commit: str | None = None,
     *,
+    base_image: str | None = None,
     log: Callable[[str], None] = print_line,
 ) -> str:
-    """Build ``model``'s image with the Docker SDK (what ``plan_build`` prints); return its id.
+    """Build ``model``'s image with the Docker SDK (what ``plan_build`` prints, the same build
+    args); return its id.
 
     The build log is streamed line by line to ``log`` while the build runs (through the
     SDK's low-level ``api.build``: ``client.images.build`` only returns the log at the end).
@@ -530,12 +685,12 @@ def build(
     """
     dockerfile = dockerfile_path(model)
     tag = image_tag(model, tag)
-    commit = git_commit or current_git_commit() or ""
+    buildargs = _build_args(git_commit, base_image)
     client = _connect()
     try:
         chunks = client.api.build(
             path=str(ROOT), dockerfile=dockerfile.relative_to(ROOT).as_posix(), tag=tag,
-            buildargs={"GIT_COMMIT": commit}, rm=True, forcerm=True, decode=True)
+            buildargs=buildargs, rm=True, forcerm=True, decode=True)
         _build_log(chunks, tag, log)
         return client.images.get(tag).id
     except DockerError:
@@ -548,8 +703,8 @@ def run(model: str, *, log: Callable[[str], None] = print_line, **run_options: A
     """Run ``model``'s image with the Docker SDK (what ``plan_run`` prints; the keywords are
     those of ``prepare_run``).
 
-    Checks the data folder and weights file exist, creates the results and cache folders
-    (so they belong to the caller), streams the container's output lines to ``log``,
+    Checks the data folder and weights file exist, prepares ``<out>/<model>`` for the
+    container's user (``plan_prepare``), streams the container's output lines to ``log``,
     removes the container, and returns its exit code. The image must have been built.
     """
     spec = prepare_run(model, **run_options)
@@ -558,9 +713,7 @@ def run(model: str, *, log: Callable[[str], None] = print_line, **run_options: A
     if spec.weights is not None and not spec.weights.is_file():
         raise DockerError(f"weights file not found: {spec.weights}")
     client = _connect()
-    for folder in (spec.out, spec.cache):
-        assert folder is not None
-        folder.mkdir(parents=True, exist_ok=True)
+    _prepare_results(spec)
     import docker.errors
 
     try:

@@ -7,18 +7,41 @@
 #
 # PYTHON is the model environment's interpreter (its torch decides the build); the wheel is kept
 # in WHEEL_DIR/torch-<version>/ (default: $ZOO_CACHE/wheels, else <repo>/work/cache/wheels) and
-# reused by every model environment and later runs. The build happens in a throwaway virtual
-# environment, because mmcv 2.1.0's setup.py needs setuptools < 70 while torch 2.13 declares
-# setuptools >= 77: the model environment keeps its pinned setuptools. Then the wheel is installed
-# with --no-deps (mmcv's dependencies are pinned in the model's requirements.txt).
+# reused by every model environment and later runs. Then it is installed with --no-deps (mmcv's
+# dependencies are pinned in the model's requirements.lock).
+#
+# Supply chain: the sdist mmcv-2.1.0.tar.gz is downloaded by this script (pip download, the
+# pinned sha256 as a --require-hashes requirement, so pip refuses another file before running any
+# of it) and its sha256 is checked against MMCV_SDIST_SHA256 below BEFORE it is built; a mismatch
+# is a one-line error, exit 1. MMCV_SDIST=FILE uses a local copy instead of downloading it (same
+# check). The build happens in a throwaway virtual environment installed with --require-hashes
+# from runner/mmcv-build/requirements.lock (torch, numpy, ninja, wheel) and then
+# runner/mmcv-build/setuptools.lock (mmcv 2.1.0's setup.py needs setuptools < 70 while torch 2.13
+# declares setuptools >= 77; the model environment keeps its own pinned setuptools). Regenerate
+# both with `python3 runner/lock.py mmcv-build`.
 # A flock serialises concurrent builds of the same wheel. MMCV_BUILD_ONLY=1: build/cache the wheel
 # and stop (a Docker build stage, where PYTHON has torch but not mmcv's runtime dependencies).
+# PIP_TORCH_INDEX=URL: an extra index for the torch CPU wheel (the Docker build stage).
 set -euo pipefail
 
-MMCV_VERSION="${MMCV_VERSION:-2.1.0}"
+MMCV_VERSION=2.1.0
+# sha256 of mmcv-2.1.0.tar.gz as PyPI serves it (files.pythonhosted.org .../a7/19/f97f0fd4...).
+MMCV_SDIST_SHA256=d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f
 PY="${1:?usage: mmcv_wheel.sh PYTHON [WHEEL_DIR]}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BASE="${2:-${ZOO_CACHE:-$ROOT/work/cache}/wheels}"
+LOCKS="$ROOT/runner/mmcv-build"
+
+die() { echo "mmcv_wheel: $*" >&2; exit 1; }
+
+# check_sdist FILE: the pinned sha256, else a one-line error (nothing of FILE has run yet).
+check_sdist() {
+    [ -f "$1" ] || die "$1: sdist not found"
+    local got
+    got="$(sha256sum "$1" | cut -d' ' -f1)"
+    [ "$got" = "$MMCV_SDIST_SHA256" ] \
+        || die "$1: sha256 $got does not match the pinned sha256 $MMCV_SDIST_SHA256 of mmcv-$MMCV_VERSION.tar.gz: refusing to build it"
+}
 
 TORCH="$("$PY" -c 'import torch; print(torch.__version__)')"
 PYTAG="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
@@ -31,21 +54,38 @@ exec 9>"$DIR/.lock"
 flock 9
 WHEEL="$(find_wheel)"
 if [ -z "$WHEEL" ]; then
+    # A local sdist is checked before anything else happens.
+    if [ -n "${MMCV_SDIST:-}" ]; then
+        check_sdist "$MMCV_SDIST"
+    fi
+    LOCKED_TORCH="$(sed -n 's/^torch==\([^ ]*\).*/\1/p' "$LOCKS/requirements.lock")"
+    [ "$LOCKED_TORCH" = "$TORCH" ] \
+        || die "$PY has torch $TORCH but $LOCKS/requirements.lock pins torch $LOCKED_TORCH (python3 runner/lock.py mmcv-build)"
     echo "mmcv_wheel: building mmcv $MMCV_VERSION (ops) for torch $TORCH / $PYTAG into $DIR (about 15 min on 2 cores)" >&2
     BUILD="$(mktemp -d "${TMPDIR:-/tmp}/mmcv-build.XXXXXX")"
     trap 'rm -rf "$BUILD"' EXIT
     "$PY" -m venv "$BUILD/venv"
     BPY="$BUILD/venv/bin/python"
-    # The same torch as the model environment (by version; a +cpu local version included).
-    TORCH_SPEC="torch==$TORCH"
-    "$BPY" -m pip install --progress-bar off "$TORCH_SPEC" wheel ninja numpy ${PIP_TORCH_INDEX:+--extra-index-url "$PIP_TORCH_INDEX"}
-    "$BPY" -m pip install --progress-bar off 'setuptools<70'
+    INDEX=(${PIP_TORCH_INDEX:+--extra-index-url "$PIP_TORCH_INDEX"})
+    "$BPY" -m pip install --progress-bar off --require-hashes --only-binary :all: "${INDEX[@]}" \
+        -r "$LOCKS/requirements.lock"
+    "$BPY" -m pip install --progress-bar off --require-hashes --only-binary :all: \
+        -r "$LOCKS/setuptools.lock"
+    if [ -n "${MMCV_SDIST:-}" ]; then
+        SDIST="$MMCV_SDIST"
+    else
+        printf 'mmcv==%s --hash=sha256:%s\n' "$MMCV_VERSION" "$MMCV_SDIST_SHA256" > "$BUILD/sdist.txt"
+        "$BPY" -m pip download --progress-bar off --no-deps --no-binary :all: --no-build-isolation \
+            --require-hashes -r "$BUILD/sdist.txt" -d "$BUILD/sdist"
+        SDIST="$BUILD/sdist/mmcv-$MMCV_VERSION.tar.gz"
+    fi
+    check_sdist "$SDIST"
     MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
         "$BPY" -m pip wheel --no-build-isolation --no-deps --progress-bar off \
-        -w "$BUILD/out" "mmcv==$MMCV_VERSION"
+        -w "$BUILD/out" "$SDIST"
     mv "$BUILD"/out/mmcv-*.whl "$DIR/"
     WHEEL="$(find_wheel)"
-    [ -n "$WHEEL" ] || { echo "mmcv_wheel: the build produced no wheel for $PYTAG in $DIR" >&2; exit 1; }
+    [ -n "$WHEEL" ] || die "the build produced no wheel for $PYTAG in $DIR"
 else
     echo "mmcv_wheel: using the cached $WHEEL" >&2
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compiled dependency and patch of the NAS-FPN environment. Called by `invoke setup --model nasfpn`
 # (and the Dockerfile) as: setup.sh VENV_PYTHON.
-#  1. mmcv 2.1.0 with ops, built once per machine and cached (runner/mmcv_wheel.sh);
+#  1. mmcv 2.1.0 with ops, built once per machine and cached (runner/mmcv_wheel.sh: the sdist's
+#     pinned sha256 is checked before it is built, the build venv installed from hash locks);
 #  2. patches/mmcv-2.1.0-merge_cells-onnx.patch applied to the installed mmcv: NAS-FPN's merge
 #     cells compute max-pool kernel sizes from traced shapes, which ONNX export cannot take.
 set -euo pipefail

@@ -60,7 +60,7 @@ def io_dirs(tmp_path):
     weights = tmp_path / "ckpt" / "best.pth"
     weights.parent.mkdir()
     weights.write_bytes(b"x")
-    return data, weights, tmp_path / "results", tmp_path / "cache"
+    return data, weights, tmp_path / "results", tmp_path / "cache"  # cache: no longer mounted
 
 
 def option_values(argv, option):
@@ -120,10 +120,11 @@ def test_ascend_without_npu_smi_mounts_only_driver(ascend_host, tmp_path):
 def test_run_command_ascend(ascend_host, io_dirs):
     dev, driver, npu_smi = ascend_host
     data, weights, out, cache = io_dirs
-    argv = rd.plan_run(MODEL, data=data, weights=weights, out=out, cache=cache,
+    argv = rd.plan_run(MODEL, data=data, weights=weights, out=out,
                        zoo_args=["--backend", "onnxruntime", "--batch-sizes", "1,4",
                                  "--limit", "8"],
-                       user="1234:5678", dev_root=dev, driver_dir=driver, npu_smi=npu_smi)
+                       euid=1234, uid=1234, gid=5678, dev_root=dev, driver_dir=driver,
+                       npu_smi=npu_smi)
     assert argv[:3] == ["docker", "run", "--rm"]
     before, after = split_at_image(argv)
 
@@ -137,10 +138,10 @@ def test_run_command_ascend(ascend_host, io_dirs):
     assert f"{driver}:/usr/local/Ascend/driver:ro" in volumes
     assert f"{npu_smi}:/usr/local/sbin/npu-smi:ro" in volumes
     assert f"{data}:/data:ro" in volumes
-    assert f"{weights.parent}:/weights:ro" in volumes
-    assert f"{out}:/results:rw" in volumes
-    assert f"{cache}:/cache:rw" in volumes
-    assert option_values(before, "--user") == ["1234:5678"]
+    assert f"{weights}:/weights/best.pth:ro" in volumes  # the file, not its folder
+    assert f"{out}/{MODEL}:/results/{MODEL}:rw" in volumes
+    assert not any(v.endswith(":/cache:rw") or v.startswith(f"{cache}:") for v in volumes)
+    assert option_values(before, "--user") == ["1234:5678"]  # a non-root caller: its own ids
     assert "--gpus" not in argv
 
     assert after == ["run", "--model", MODEL, "--out", "/results", "--data", "/data",
@@ -154,31 +155,31 @@ def test_run_command_cpu_defaults(tmp_path, io_dirs, monkeypatch):
     empty = tmp_path / "emptydev"
     empty.mkdir()
     monkeypatch.chdir(tmp_path)
-    argv = rd.plan_run(MODEL, out="results", cache="cache", dev_root=empty,
+    argv = rd.plan_run(MODEL, out="results", dev_root=empty,
                        driver_dir=tmp_path / "nodriver", npu_smi=tmp_path / "nonpu")
     before, after = split_at_image(argv)
     assert "--device" not in argv and "--gpus" not in argv
     assert not any("Ascend" in a for a in argv)
     # relative host paths made absolute; no data/weights mounts without --data/--weights
-    assert option_values(before, "-v") == [f"{out}:/results:rw", f"{cache}:/cache:rw"]
-    assert option_values(before, "--user") == [f"{os.getuid()}:{os.getgid()}"]
+    assert option_values(before, "-v") == [f"{out}/{MODEL}:/results/{MODEL}:rw"]
+    assert option_values(before, "--user") == [rd.container_user()]
+    assert option_values(before, "--user") != ["0:0"]
     assert after == ["run", "--model", MODEL, "--out", "/results"]
     assert not out.exists()  # planning creates nothing
 
 
-@pytest.mark.parametrize("spec", ["https://example.org/unetpp.pth", "dsb2018"])
-def test_weights_url_or_checkpoint_name_passed_through(tmp_path, monkeypatch, spec):
+def test_checkpoint_name_passed_through(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    argv = rd.plan_run(MODEL, weights=spec, out="o", cache="c", device_type="cpu")
+    argv = rd.plan_run(MODEL, weights="builtin", out="o", device_type="cpu")
     _, after = split_at_image(argv)
-    assert after == ["run", "--model", MODEL, "--out", "/results", "--weights", spec]
-    assert not any(v.endswith(":/weights:ro") for v in option_values(argv, "-v"))
+    assert after == ["run", "--model", MODEL, "--out", "/results", "--weights", "builtin"]
+    assert not any(":/weights" in v for v in option_values(argv, "-v"))
 
 
 def test_explicit_cpu_ignores_devices(ascend_host, io_dirs):
     dev, driver, npu_smi = ascend_host
     _, _, out, cache = io_dirs
-    argv = rd.plan_run(MODEL, out=out, cache=cache, device_type="cpu", dev_root=dev,
+    argv = rd.plan_run(MODEL, out=out, device_type="cpu", dev_root=dev,
                        driver_dir=driver, npu_smi=npu_smi)
     assert "--device" not in argv and "--gpus" not in argv
 
@@ -190,7 +191,7 @@ def test_nvidia_gives_gpus_all(tmp_path, io_dirs):
         (dev / name).touch()
     _, _, out, cache = io_dirs
     for device_type in ("auto", "nvidia"):
-        argv = rd.plan_run(MODEL, out=out, cache=cache, device_type=device_type,
+        argv = rd.plan_run(MODEL, out=out, device_type=device_type,
                            dev_root=dev, driver_dir=tmp_path / "nodriver")
         before, _ = split_at_image(argv)
         assert option_values(before, "--gpus") == ["all"]
@@ -213,13 +214,143 @@ def test_explicit_device_type_without_devices_raises(tmp_path, device_type):
     message = str(err.value)
     assert "\n" not in message and f"--device-type {device_type}" in message
     with pytest.raises(rd.DeviceNotFound):
-        rd.plan_run(MODEL, out=tmp_path / "o", cache=tmp_path / "c",
+        rd.plan_run(MODEL, out=tmp_path / "o",
                     device_type=device_type, dev_root=tmp_path, driver_dir=tmp_path)
 
 
 def test_unknown_device_type_raises(tmp_path):
     with pytest.raises(rd.DockerError, match="unknown device type 'tpu'"):
         rd.discover_devices("tpu", dev_root=tmp_path)
+
+
+# --------------------------------------------------------------------------- lock-down (issue 11)
+
+
+def flag_present(argv, *flag):
+    return any(list(argv[i:i + len(flag)]) == list(flag) for i in range(len(argv)))
+
+
+def test_run_command_is_locked_down(io_dirs, tmp_path):
+    data, weights, out, _ = io_dirs
+    argv = rd.plan_run(MODEL, data=data, weights=weights, out=out, device_type="cpu", euid=0,
+                       uid=0, gid=0)
+    before, _ = split_at_image(argv)
+    assert option_values(before, "--user") == ["1000:1000"]  # root caller: the image's user
+    assert "--read-only" in before
+    assert flag_present(before, "--cap-drop", "ALL")
+    assert flag_present(before, "--security-opt", "no-new-privileges")
+    assert flag_present(before, "--network", "none")
+    assert option_values(before, "--pids-limit") == [str(rd.DEFAULT_PIDS_LIMIT)]
+    assert "--memory" not in before and "--privileged" not in before  # no memory limit by default
+    assert option_values(before, "--tmpfs") == [
+        "/tmp:rw,nosuid,nodev,noexec,size=1g,mode=1777",
+        "/cache:rw,nosuid,nodev,noexec,size=4g,mode=1777"]
+    volumes = option_values(before, "-v")
+    writable = [v for v in volumes if not v.endswith(":ro")]
+    assert writable == [f"{out}/{MODEL}:/results/{MODEL}:rw"]  # the only writable mount
+    assert sorted(volumes) == sorted([f"{data}:/data:ro", f"{weights}:/weights/best.pth:ro",
+                                      *writable])
+
+
+def test_memory_pids_and_tmpfs_sizes(tmp_path):
+    def before(**kw):
+        return split_at_image(rd.plan_run(MODEL, out=tmp_path, device_type="cpu", **kw))[0]
+
+    b = before(memory="8g", pids_limit=256, cache_size="2g", tmp_size=512)
+    assert option_values(b, "--memory") == ["8g"] and option_values(b, "--memory-swap") == ["8g"]
+    assert option_values(b, "--pids-limit") == ["256"]
+    assert option_values(b, "--tmpfs") == ["/tmp:rw,nosuid,nodev,noexec,size=512m,mode=1777",
+                                           "/cache:rw,nosuid,nodev,noexec,size=2g,mode=1777"]
+    assert option_values(before(memory=6000), "--memory") == ["6000m"]  # a number: MB
+    for bad in ({"memory": "lots"}, {"memory": "0"}, {"memory": "8g --privileged"},
+                {"pids_limit": 0}, {"pids_limit": "100"}, {"cache_size": "-1g"}):
+        with pytest.raises(rd.DockerError) as err:
+            before(**bad)
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("ids, user", [((0, 0, 0), "1000:1000"), ((0, 1234, 1234), "1000:1000"),
+                                       ((1000, 1000, 1000), "1000:1000"),
+                                       ((1001, 1001, 121), "1001:121")])
+def test_container_user_is_never_root(ids, user, tmp_path):
+    euid, uid, gid = ids
+    assert rd.container_user(euid, uid, gid) == user
+    argv = rd.plan_run(MODEL, out=tmp_path, device_type="cpu", euid=euid, uid=uid, gid=gid)
+    assert option_values(argv, "--user") == [user]
+
+
+def test_plan_prepare_chowns_only_as_root(tmp_path):
+    sub = str(tmp_path / "r" / MODEL)
+    assert rd.plan_prepare(MODEL, out=tmp_path / "r", device_type="cpu", euid=0) == [
+        ["mkdir", "-p", sub], ["chown", "1000:1000", sub]]
+    assert rd.plan_prepare(MODEL, out=tmp_path / "r", device_type="cpu", euid=1001) == [
+        ["mkdir", "-p", sub]]
+    assert not (tmp_path / "r").exists()  # planning creates nothing
+
+
+@pytest.mark.parametrize("model, weights", [
+    (MODEL, "https://example.org/unetpp.pth"),
+    (MODEL, "HTTPS://example.org/unetpp.pth"),
+    ("fastscnn", None),          # the manifest's default checkpoint is a URL
+    ("fcn8s", "official"),       # a named checkpoint that is a URL
+])
+def test_a_run_that_must_download_is_refused(tmp_path, monkeypatch, model, weights):
+    client = FakeClient()
+    monkeypatch.setattr(rd, "_connect", lambda: client)
+    for call in (rd.plan_run, rd.run):
+        with pytest.raises(rd.DockerError) as err:
+            call(model, out=tmp_path / "o", weights=weights, device_type="cpu")
+        message = str(err.value)
+        assert "\n" not in message and "without network" in message
+        assert "download it first" in message and "--weights FILE" in message
+    assert client.run_args is None and not (tmp_path / "o").exists()
+
+
+def test_a_local_checkpoint_for_a_url_model_runs_without_network(tmp_path):
+    ckpt = tmp_path / "fast_scnn_segmentron.pth"
+    ckpt.write_bytes(b"x")
+    argv = rd.plan_run("fastscnn", out=tmp_path, weights=ckpt, device_type="cpu")
+    assert flag_present(argv, "--network", "none")
+    assert f"{ckpt}:/weights/fast_scnn_segmentron.pth:ro" in option_values(argv, "-v")
+
+
+def test_cli_and_sdk_render_one_plan(ascend_host, io_dirs):
+    """Every lock-down setting of the printed command is in the SDK's arguments, and back."""
+    dev, driver, npu_smi = ascend_host
+    data, weights, out, _ = io_dirs
+    spec = rd.prepare_run(MODEL, data=data, weights=weights, out=out, memory="3g",
+                          pids_limit=99, dev_root=dev, driver_dir=driver, npu_smi=npu_smi)
+    argv, kw = spec.argv(), spec.sdk_kwargs()
+    before, after = split_at_image(argv)
+    assert option_values(before, "--user") == [kw["user"]]
+    assert ("--read-only" in before) == kw["read_only"] is True
+    assert option_values(before, "--cap-drop") == kw["cap_drop"]
+    assert option_values(before, "--security-opt") == kw["security_opt"]
+    assert option_values(before, "--network") == [kw["network_mode"]]
+    assert option_values(before, "--pids-limit") == [str(kw["pids_limit"])]
+    assert option_values(before, "--memory") == [kw["mem_limit"]]
+    assert option_values(before, "--memory-swap") == [kw["memswap_limit"]]
+    assert dict(v.split(":", 1) for v in option_values(before, "--tmpfs")) == kw["tmpfs"]
+    cli_mounts = {tuple(v.rsplit(":", 2)) for v in option_values(before, "-v")}
+    assert cli_mounts == {(m["Source"], m["Target"], "ro" if m["ReadOnly"] else "rw")
+                          for m in kw["mounts"]}
+    assert dict(e.split("=", 1) for e in option_values(before, "-e")) == kw["environment"]
+    assert after == list(spec.command)
+
+
+def test_sdk_run_as_root_prepares_the_results_folder(monkeypatch, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("chown to the image's user needs root")
+    client = FakeClient()
+    monkeypatch.setattr(rd, "_connect", lambda: client)
+    out = tmp_path / "results"
+    assert rd.run(MODEL, out=out, device_type="cpu", log=lambda _: None) == 3
+    st = (out / MODEL).stat()
+    assert (st.st_uid, st.st_gid) == (1000, 1000)
+    assert client.run_args[2]["user"] == "1000:1000"
+    (out / "blocker").write_text("")
+    with pytest.raises(rd.DockerError, match="blocker.*not a folder|cannot prepare"):
+        rd.run("unetpp", out=out / "blocker", device_type="cpu", log=lambda _: None)
 
 
 # --------------------------------------------------------------------------- models, build
@@ -235,6 +366,15 @@ def test_plan_build():
     assert option_values(argv, "--build-arg") == ["GIT_COMMIT=0123abc"]
     assert argv[-1] == str(ROOT)
     assert option_values(rd.plan_build(MODEL, tag="me/u:1", git_commit="x"), "-t") == ["me/u:1"]
+    assert not any(a.startswith("BASE_IMAGE=") for a in option_values(argv, "--build-arg"))
+
+
+def test_plan_build_base_image():
+    base = "python:3.11-slim-bookworm@sha256:" + "ab" * 32
+    argv = rd.plan_build(MODEL, git_commit="0123abc", base_image=base)
+    assert option_values(argv, "--build-arg") == ["GIT_COMMIT=0123abc", f"BASE_IMAGE={base}"]
+    with pytest.raises(rd.DockerError, match="not an image reference"):
+        rd.plan_build(MODEL, git_commit="x", base_image="python:3.11 --network=host")
 
 
 def test_plan_build_default_commit():
@@ -251,12 +391,12 @@ def test_unknown_model_is_one_line_error(tmp_path, model):
         rd.plan_build(model)
     assert "\n" not in str(err.value)
     with pytest.raises(rd.UnknownModel):
-        rd.plan_run(model, out=tmp_path, cache=tmp_path)
+        rd.plan_run(model, out=tmp_path)
 
 
 def test_reserved_zoo_args_rejected(tmp_path):
     with pytest.raises(rd.DockerError, match="--out"):
-        rd.plan_run(MODEL, out=tmp_path, cache=tmp_path, device_type="cpu",
+        rd.plan_run(MODEL, out=tmp_path, device_type="cpu",
                     zoo_args=["--out=/elsewhere"])
 
 
@@ -278,7 +418,7 @@ def test_dockerfile_entrypoint_env_and_user():
     by_kind: dict[str, list[str]] = {}
     for kind, args in instructions:
         by_kind.setdefault(kind, []).append(args)
-    assert by_kind["FROM"] == ["python:3.11-slim-bookworm"]
+    assert by_kind["FROM"] == ["${BASE_IMAGE}"]
     assert [json.loads(a) for a in by_kind["ENTRYPOINT"]] == [["python", "-m", "zoo"]]
     assert [json.loads(a) for a in by_kind["CMD"]] == [
         ["run", "--model", MODEL, "--out", "/results"]]
@@ -299,26 +439,45 @@ def test_dockerfile_entrypoint_env_and_user():
         assert (ROOT / src).exists()
 
 
-def test_dockerfile_installs_the_pinned_requirements():
-    instructions = dockerfile_instructions(DOCKERFILE)
-    copies = [a.split() for k, a in instructions if k == "COPY"]
-    (copy,) = [c for c in copies if "models/unetpp/requirements.txt" in c[:-1]]
-    assert "models/unetpp/constraints.txt" in copy[:-1] and copy[-1] == "/tmp/"
-    installs = [a for k, a in instructions if k == "RUN" and "pip install" in a]
-    assert len(installs) == 1
-    words = installs[0].split()
-    assert words[words.index("-r") + 1] == "/tmp/requirements.txt"
-    assert words[words.index("-c") + 1] == "/tmp/constraints.txt"
-    assert "--no-cache-dir" in words
-    assert words[words.index("--extra-index-url") + 1] == "https://download.pytorch.org/whl/cpu"
+ALL_MODELS = ("unetpp", "erfnet", "fastscnn", "fcn8s", "nasfpn")
+DIGEST_PIN = re.compile(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}")
 
-    requirements = [line.split("#", 1)[0].strip() for line in
-                    (MODELS_DIR / MODEL / "requirements.txt").read_text().splitlines()
-                    if line.split("#", 1)[0].strip()]
-    assert requirements
-    for line in requirements:
-        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[0-9][0-9A-Za-z.+!-]*", line), line
-    assert "torch==2.13.0" in requirements
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_dockerfile_base_image_is_a_digest_pinned_build_arg(model):
+    instructions = dockerfile_instructions(MODELS_DIR / model / "Dockerfile")
+    first_from = [k for k, _ in instructions].index("FROM")
+    args = [a for k, a in instructions[:first_from] if k == "ARG"]
+    assert len(args) == 1 and args[0].startswith("BASE_IMAGE=")
+    assert DIGEST_PIN.fullmatch(args[0].removeprefix("BASE_IMAGE="))
+    # every stage starts from it: no FROM names an image by tag alone
+    assert all(a.split()[0] == "${BASE_IMAGE}" for k, a in instructions if k == "FROM")
+    text = (MODELS_DIR / model / "Dockerfile").read_text()
+    assert "nalabelle/build" in text  # where the digest was found (cited)
+
+
+def test_every_dockerfile_pins_the_same_base_digest():
+    pins = {re.search(r"^ARG BASE_IMAGE=(\S+)$", (MODELS_DIR / m / "Dockerfile").read_text(), re.M).group(1)
+            for m in ALL_MODELS}
+    assert len(pins) == 1
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_dockerfile_installs_the_hash_lock(model):
+    instructions = dockerfile_instructions(MODELS_DIR / model / "Dockerfile")
+    copies = [a.split() for k, a in instructions if k == "COPY"]
+    assert [f"models/{model}/requirements.lock", "/tmp/"] in copies
+    assert not any("constraints.txt" in a or "requirements.txt" in a for _, a in instructions)
+    (install,) = [a for k, a in instructions if k == "RUN" and "-r /tmp/requirements.lock" in a]
+    words = install.split()
+    assert words[:2] == ["pip", "install"]
+    for flag in ("--require-hashes", "--no-cache-dir", "--only-binary=:all:"):
+        assert flag in words
+    assert words[words.index("--extra-index-url") + 1] == "https://download.pytorch.org/whl/cpu"
+    # no pip install in the final image takes a package by name (unpinned, unhashed)
+    for k, a in instructions:
+        if k == "RUN" and "pip install" in a and a is not install:
+            assert "--require-hashes" in a or "--no-deps /tmp/wheels/" in a, a
 
 
 def test_dockerignore_keeps_weights_and_data():
@@ -337,7 +496,7 @@ def test_dockerignore_keeps_weights_and_data():
 def test_no_daemon_is_one_line_error(monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
     with pytest.raises(rd.DockerUnavailable) as err:
-        rd.run(MODEL, out=tmp_path / "results", cache=tmp_path / "cache", device_type="cpu")
+        rd.run(MODEL, out=tmp_path / "results", device_type="cpu")
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith("no Docker daemon reachable at unix:///nonexistent.sock (")
@@ -409,24 +568,32 @@ def test_run_with_sdk(monkeypatch, ascend_host, io_dirs):
     client = FakeClient()
     monkeypatch.setattr(rd, "_connect", lambda: client)
     lines = []
-    code = rd.run(MODEL, data=data, weights=weights, out=out, cache=cache,
-                  zoo_args=["--limit", "2"], user="1:2", dev_root=dev, driver_dir=driver,
+    code = rd.run(MODEL, data=data, weights=weights, out=out, memory="2g", pids_limit=512,
+                  zoo_args=["--limit", "2"], dev_root=dev, driver_dir=driver,
                   npu_smi=npu_smi, log=lines.append)
     assert code == 3
     assert lines == ["loading model", "batch 1/2", "done"]
     assert client.container.removed
-    assert out.is_dir() and cache.is_dir()
+    assert (out / MODEL).is_dir() and not cache.exists()
+    if os.geteuid() == 0:  # as root: the results subfolder is handed to the image's user
+        assert ((out / MODEL).stat().st_uid, (out / MODEL).stat().st_gid) == (1000, 1000)
 
     image, command, kwargs = client.run_args
     assert image == IMAGE
     assert command == ["run", "--model", MODEL, "--out", "/results", "--data", "/data",
                        "--weights", "/weights/best.pth", "--limit", "2"]
-    assert kwargs["detach"] is True and kwargs["user"] == "1:2"
+    assert kwargs["detach"] is True and kwargs["user"] == rd.container_user() != "0:0"
+    assert kwargs["read_only"] is True and kwargs["cap_drop"] == ["ALL"]
+    assert kwargs["security_opt"] == ["no-new-privileges"] and kwargs["network_mode"] == "none"
+    assert kwargs["pids_limit"] == 512
+    assert kwargs["mem_limit"] == kwargs["memswap_limit"] == "2g"
+    assert kwargs["tmpfs"] == {"/tmp": "rw,nosuid,nodev,noexec,size=1g,mode=1777",
+                               "/cache": "rw,nosuid,nodev,noexec,size=4g,mode=1777"}
     assert kwargs["devices"][0] == f"{dev}/davinci0:/dev/davinci0:rwm"
     assert len(kwargs["devices"]) == 7
     mounts = {(m["Source"], m["Target"], m["ReadOnly"]) for m in kwargs["mounts"]}
-    assert mounts == {(str(data), "/data", True), (str(weights.parent), "/weights", True),
-                      (str(out), "/results", False), (str(cache), "/cache", False),
+    assert mounts == {(str(data), "/data", True), (str(weights), "/weights/best.pth", True),
+                      (str(out / MODEL), f"/results/{MODEL}", False),
                       (str(driver), "/usr/local/Ascend/driver", True),
                       (str(npu_smi), "/usr/local/sbin/npu-smi", True)}
     assert all(isinstance(m, types.Mount) for m in kwargs["mounts"])
@@ -442,15 +609,15 @@ def test_run_with_sdk_nvidia_and_missing_inputs(monkeypatch, tmp_path, io_dirs):
     _, _, out, cache = io_dirs
     client = FakeClient()
     monkeypatch.setattr(rd, "_connect", lambda: client)
-    assert rd.run(MODEL, out=out, cache=cache, dev_root=dev, log=lambda _: None) == 3
+    assert rd.run(MODEL, out=out, dev_root=dev, log=lambda _: None) == 3
     (request,) = client.run_args[2]["device_requests"]
     assert isinstance(request, types.DeviceRequest)
     assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
 
     with pytest.raises(rd.DockerError, match="data folder not found"):
-        rd.run(MODEL, out=out, cache=cache, data=tmp_path / "nodata", device_type="cpu")
+        rd.run(MODEL, out=out, data=tmp_path / "nodata", device_type="cpu")
     with pytest.raises(rd.DockerError, match="weights file not found"):
-        rd.run(MODEL, out=out, cache=cache, weights=tmp_path / "no.pth", device_type="cpu")
+        rd.run(MODEL, out=out, weights=tmp_path / "no.pth", device_type="cpu")
 
 
 def test_build_with_sdk(monkeypatch):
@@ -462,6 +629,10 @@ def test_build_with_sdk(monkeypatch):
     kw = client.build_kwargs
     assert kw["path"] == str(ROOT) and kw["dockerfile"] == "models/unetpp/Dockerfile"
     assert kw["tag"] == IMAGE and kw["buildargs"] == {"GIT_COMMIT": "abc"}
+    rd.build(MODEL, git_commit="abc", base_image="me/python:3.11@sha256:" + "0" * 64,
+             log=lambda _: None)
+    assert client.build_kwargs["buildargs"] == {
+        "GIT_COMMIT": "abc", "BASE_IMAGE": "me/python:3.11@sha256:" + "0" * 64}
 
 
 def test_build_error_is_one_line(monkeypatch):

