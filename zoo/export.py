@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.cache import ensure_entry, publish_file, temp_file_beside
 from zoo.errors import ZooError, one_line
 from zoo.fileutil import file_digest
 
@@ -48,12 +49,12 @@ def export_key(weights_sha256: str, options: dict, opset: int, dynamic_batch: bo
 def export_onnx(module, example: np.ndarray, path: Path, input_name: str, output_name: str,
                 opset: int, dynamic_batch: bool, metadata: dict | None = None,
                 dynamic_spatial: bool = False) -> float:
-    """Export module(example) to path atomically; stamp metadata_props; return seconds taken."""
+    """Export module(example) to path atomically (written under a unique temporary name beside it,
+    then renamed); stamp metadata_props; return seconds taken."""
     import onnx
     import torch
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_file_beside(path)
     axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else {}
     if dynamic_spatial:  # NCHW in and out (dense prediction at the input's size)
         for name in (input_name, output_name):
@@ -72,51 +73,50 @@ def export_onnx(module, example: np.ndarray, path: Path, input_name: str, output
             entry.key, entry.value = str(k), str(v)
         onnx.save(model, str(tmp))
         tmp.replace(path)
-    except ZooError:
-        raise
-    except Exception as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise ZooError(f"{path}: ONNX export failed ({one_line(exc)[:300]})") from None
+        if isinstance(exc, Exception) and not isinstance(exc, ZooError):
+            raise ZooError(f"{path}: ONNX export failed ({one_line(exc)[:300]})") from None
+        raise
     return time.perf_counter() - t0
 
 
 def apply_edit(src: Path, dst: Path, edit) -> dict:
-    """Write an edited copy of src to dst (atomically): `edit(model_proto)` changes it in place and
-    returns a description of the change; the result must still pass the checker."""
+    """Write an edited copy of src to dst: `edit(model_proto)` changes it in place and returns a
+    description of the change; the result must still pass the checker. The copy is written under
+    a unique temporary name beside dst and renamed over it (concurrent runs writing the same
+    edit each publish a whole file; a reader never sees a partial one)."""
     import onnx
     model = onnx.load(str(src))
     info = edit(model) or {}
-    tmp = dst.with_name(dst.name + ".tmp")
-    onnx.save(model, str(tmp))
-    try:
+
+    def write(tmp: Path) -> None:
+        onnx.save(model, str(tmp))
         check_onnx(tmp)
-    except ZooError:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(dst)
+
+    publish_file(Path(dst), write)
     return info
 
 
 def ensure_onnx(module, example: np.ndarray, cache: Path, key: str, input_name: str, output_name: str,
                 opset: int, dynamic_batch: bool, metadata: dict, dynamic_spatial: bool = False) -> dict:
-    """Export once per key; reuse a cached file that still passes the checker."""
-    path = cache / "export" / key / "model.onnx"
-    cached = False
+    """Export once per key into the cache entry `export/<key>/` (zoo.cache: built once under a
+    lock by concurrent runs, published by a rename, verified against its sidecar and the ONNX
+    checker before every use; a damaged entry is rebuilt with a warning)."""
+    entry = cache / "export" / key
+    path = entry / "model.onnx"
     seconds = 0.0
-    if path.is_file():
-        try:
-            check_onnx(path)
-            cached = True
-        except ZooError:
-            path.unlink()  # a damaged cache entry is rebuilt, not trusted
-    if not cached:
-        seconds = export_onnx(module, example, path, input_name, output_name, opset, dynamic_batch, metadata,
-                              dynamic_spatial)
-    checker = check_onnx(path)
+
+    def build(tmp: Path) -> None:
+        nonlocal seconds
+        seconds = export_onnx(module, example, tmp / "model.onnx", input_name, output_name, opset, dynamic_batch,
+                              metadata, dynamic_spatial)
+
+    cached = ensure_entry(entry, build, verify=lambda folder: check_onnx(folder / "model.onnx"))
     return {"format": "onnx", "exporter": EXPORTER, "opset": opset, "input_names": [input_name],
             "output_names": [output_name], "dynamic_batch": dynamic_batch, "dynamic_spatial": dynamic_spatial, "path": str(path),
             "onnx_sha256": file_digest(path), "cached": cached, "seconds": round(seconds, 3),
-            "checker": checker}
+            "checker": "full_check_passed"}
 
 
 def parity(reference: np.ndarray, candidate: np.ndarray, rtol: float, atol: float,

@@ -1,10 +1,14 @@
-"""Checksums and atomic writes."""
+"""Checksums, atomic writes, and never-overwriting writes of new files."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
+import secrets
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 
 def file_digest(path: Path, algo: str = "sha256", chunk: int = 1 << 20) -> str:
@@ -19,12 +23,8 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`.
-
-    A reader never sees a half-written file, and an interrupted write leaves no file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _temp_with(path: Path, data: bytes) -> str:
+    """A synced temporary file in path's folder holding data (permissions as a plain open())."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         umask = os.umask(0)
@@ -34,6 +34,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+
+    A reader never sees a half-written file, and an interrupted write leaves no file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_with(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -45,3 +59,60 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def create_new_bytes(path: Path, data: bytes) -> None:
+    """Write a NEW file atomically: a temporary file in the same folder, then os.link to `path`,
+    which fails with FileExistsError when `path` exists (an existing file is never replaced).
+    On a file system without hard links: `path` is claimed with O_EXCL, then replaced by the
+    complete temporary file (still never another writer's file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_with(path, data)
+    try:
+        try:
+            os.link(tmp, path)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                raise
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # FileExistsError if taken
+            os.replace(tmp, path)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def create_unique_text(folder: Path, stem: str, render: Callable[[str, Path], str], suffix: str = ".json",
+                       attempts: int = 20) -> Path:
+    """Write a new file `folder/<stem>-<6 hex><suffix>` and return its path; never overwrites: on a
+    name collision another random part is chosen. `render(name, path)` gives the text for the
+    chosen name (e.g. a record whose id is the name, validated against `path`)."""
+    folder = Path(folder)
+    for _ in range(attempts):
+        name = f"{stem}-{secrets.token_hex(3)}"
+        path = folder / f"{name}{suffix}"
+        if path.exists():
+            continue
+        try:
+            create_new_bytes(path, render(name, path).encode())
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{folder}: no free name for {stem}-*{suffix} after {attempts} attempts")
+
+
+def create_unique_json(folder: Path, record: dict, key: str = "run_id", validate=None) -> Path:
+    """Write `record` as a new `folder/<record[key]>-<6 hex>.json`, never over another file; the
+    chosen name is stored in record[key] (so a record's id names its file), and
+    `validate(record, path)` runs on the final record before anything is written."""
+    stem = record[key]
+
+    def render(name: str, path: Path) -> str:
+        record[key] = name
+        if validate is not None:
+            validate(record, str(path))
+        return json.dumps(record, indent=1) + "\n"
+
+    return create_unique_text(folder, stem, render)

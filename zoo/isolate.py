@@ -21,7 +21,7 @@ from pathlib import Path
 
 from zoo import schema
 from zoo.errors import ZooError
-from zoo.fileutil import atomic_write_text
+from zoo.fileutil import create_unique_json
 
 
 def rss_mb(pid: int) -> tuple[float, float] | None:
@@ -144,7 +144,7 @@ def run_isolated(cfg, argv: list[str]) -> Path:
                         cfg.memory_limit_mb, env)
             if res.returncode == 130:  # the child was interrupted (Ctrl-C reaches the whole group)
                 raise KeyboardInterrupt
-            files = sorted(out.glob("*/*.json"))
+            files = sorted(out.glob("*/*.json"))  # the child's own temporary results folder
             if res.returncode == 0 and files:
                 rec = json.loads(files[0].read_text())
                 records.append(rec)
@@ -171,7 +171,5 @@ def run_isolated(cfg, argv: list[str]) -> Path:
             if block.get("gflops") is not None:
                 block["peak_fraction"] = block["gflops"] / max(seen)
     rec["runtime"]["settings"]["isolation"] = {"process_per_batch_size": True, "memory_limit_mb": cfg.memory_limit_mb}
-    path = Path(cfg.out) / manifest.name / f"{rec['run_id']}.json"
-    schema.validate(rec, str(path))
-    atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
-    return path
+    # a unique run_id (<model>-<runtime>-<start>-<6 hex>) names a new file: never over another run's
+    return create_unique_json(Path(cfg.out) / manifest.name, rec, "run_id", schema.validate)

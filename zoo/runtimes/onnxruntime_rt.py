@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.cache import ensure_entry
 from zoo.envinfo import cpu_name
 from zoo.errors import ZooError, one_line
 from zoo.profile import ONNXRUNTIME_TO_ONNX
@@ -41,33 +42,38 @@ class OnnxRuntime(Runtime):
         return so
 
     def compile(self, artifacts: ModelArtifacts, cache: Path) -> Compiled:
-        """Optimise the graph once (ORT_ENABLE_ALL) and save it; the file is keyed by the ONNX
+        """Optimise the graph once (ORT_ENABLE_ALL) and save it; the entry is keyed by the ONNX
         hash, the ORT version, the providers and the CPU (the optimised graph may contain
-        CPU-specific kernels), so an unchanged rerun loads it without re-optimising."""
+        CPU-specific kernels), so an unchanged rerun loads it without re-optimising. The entry
+        `compiled/onnxruntime/<key>/` is a zoo.cache entry: concurrent runs build it once, and a
+        damaged (e.g. truncated) one is rebuilt with a warning instead of being trusted."""
         import onnxruntime as ort
         if artifacts.onnx_path is None:
             raise ZooError("onnxruntime: no ONNX model to compile")
         onnx_hash = hashlib.sha256(Path(artifacts.onnx_path).read_bytes()).hexdigest()
         key = hashlib.sha256("|".join([onnx_hash, ort.__version__, ",".join(self.providers),
                                        cpu_name(), "ORT_ENABLE_ALL"]).encode()).hexdigest()[:20]
-        out = cache / "compiled" / "onnxruntime" / key / "model.ort.onnx"
+        entry = cache / "compiled" / "onnxruntime" / key
+        out = entry / "model.ort.onnx"
         self.inputs, self.outputs = artifacts.input_names, artifacts.output_names
-        if out.is_file():
-            self.compiled = Compiled(out, True, 0.0, {"optimization": "ORT_ENABLE_ALL (saved)"})
-            return self.compiled
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        so = self._options(optimize=True)
-        so.optimized_model_filepath = str(tmp)
-        so.log_severity_level = 3  # the "hardware specific optimizations" notice: the key includes the CPU
-        t0 = time.perf_counter()
-        try:
-            ort.InferenceSession(str(artifacts.onnx_path), so, providers=self.providers)
-        except Exception as exc:
-            tmp.unlink(missing_ok=True)
-            raise ZooError(f"{artifacts.onnx_path}: ONNX Runtime cannot load the model ({one_line(exc)[:300]})") from None
-        tmp.replace(out)
-        self.compiled = Compiled(out, False, time.perf_counter() - t0, {"optimization": "ORT_ENABLE_ALL (saved)"})
+        seconds = 0.0
+
+        def build(tmp: Path) -> None:
+            nonlocal seconds
+            so = self._options(optimize=True)
+            so.optimized_model_filepath = str(tmp / out.name)
+            so.log_severity_level = 3  # the "hardware specific optimizations" notice: the key includes the CPU
+            t0 = time.perf_counter()
+            try:
+                ort.InferenceSession(str(artifacts.onnx_path), so, providers=self.providers)
+            except Exception as exc:
+                raise ZooError(f"{artifacts.onnx_path}: ONNX Runtime cannot load the model ({one_line(exc)[:300]})") from None
+            if not (tmp / out.name).is_file():
+                raise ZooError(f"{artifacts.onnx_path}: ONNX Runtime did not save the optimised model")
+            seconds = time.perf_counter() - t0
+
+        cached = ensure_entry(entry, build)
+        self.compiled = Compiled(out, cached, seconds, {"optimization": "ORT_ENABLE_ALL (saved)"})
         return self.compiled
 
     def load(self) -> None:

@@ -1,0 +1,336 @@
+"""Cache entries that concurrent runs build once, publish atomically and verify before every use.
+
+An entry is a folder (`cache/export/<key>/`, `cache/compiled/onnxruntime/<key>/`, a prepared
+dataset). `ensure_entry(entry, build)`:
+
+  - reuses the entry when its sidecar `.zoo-entry.json` (written last: every file's relative path,
+    size and sha256) matches the files, and an optional `verify(entry)` passes;
+  - otherwise takes the entry's lock (`fcntl.flock` on `<entry>.lock` beside it; a run that has to
+    wait says so once on stderr), checks again (another run may just have built it), and builds it
+    into a unique temporary folder beside it (`.<name>.<pid>-<random>.tmp`), writes the sidecar and
+    publishes the folder with one rename. A damaged or sidecar-less entry is rebuilt with a one-line
+    warning on stderr;
+  - removes its temporary folder on any exception, KeyboardInterrupt and SystemExit included. A
+    builder killed outright leaves its temporary folder: the next builder removes it while holding
+    the lock (no other process can be building that entry then, so every temporary folder of the
+    entry is abandoned).
+
+The lock file exists only while someone builds or waits: the holder unlinks it before releasing,
+and a waiter that then holds a lock on an unlinked file notices (the path no longer names the
+inode it locked) and locks again."""
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from zoo.errors import ZooError, one_line
+
+SIDECAR = ".zoo-entry.json"
+SIDECAR_VERSION = 1
+MISSING = "missing"
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- temporary names beside a final path -------------------------------------------------------
+
+def _temp_pattern(name: str) -> re.Pattern:
+    # mkdtemp/mkstemp's random part is [a-z0-9_]; the pid tells which process made it
+    return re.compile(rf"^\.{re.escape(name)}\.(\d+)-[a-z0-9_]+(\.old)?\.tmp$")
+
+
+def temp_dir_beside(final: Path) -> Path:
+    """A new empty folder `.<name>.<pid>-<random>.tmp` in final's parent (same file system, so it
+    can be renamed into place), with the permissions a plain mkdir would give."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}-", suffix=".tmp", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+def temp_file_beside(final: Path) -> Path:
+    """A new empty file `.<name>.<pid>-<random>.tmp` in final's parent (permissions as open())."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}-", suffix=".tmp", dir=final.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
+    return Path(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _remove_while_unwinding(path: Path) -> None:
+    """Remove a temporary folder/file on the way out of a failed or interrupted build: a second
+    Ctrl-C (or SIGTERM turned into an exception) during the removal does not cut it short, and a
+    write that races the removal (a worker thread finishing its item) gets one more pass."""
+    for _ in range(3):
+        try:
+            _remove(path)
+            if not (path.exists() or path.is_symlink()):
+                return
+        except BaseException:  # noqa: BLE001  the exception being unwound is re-raised by the caller
+            pass
+
+
+def stale_temps(final: Path) -> list[Path]:
+    """The temporary folders/files of `final` left in its parent (by this naming scheme)."""
+    final = Path(final)
+    pat = _temp_pattern(final.name)
+    try:
+        names = os.listdir(final.parent)
+    except FileNotFoundError:
+        return []
+    return [final.parent / n for n in names if pat.match(n)]
+
+
+def publish_file(final: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` writes the file under a unique temporary name beside `final`; it is then
+    renamed over `final` (atomic). The temporary file is removed on any exception."""
+    tmp = temp_file_beside(final)
+    try:
+        write(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        _remove_while_unwinding(tmp)
+        raise
+
+
+def publish_dir(tmp: Path, final: Path) -> None:
+    """Rename the finished folder `tmp` to `final`, which must not exist (or be an empty folder);
+    a non-empty `final` is a ZooError and `tmp` is left to the caller."""
+    try:
+        os.rename(tmp, final)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise ZooError(f"{final}: already exists (refusing to mix with other files)") from None
+        raise
+
+
+# --- the sidecar -------------------------------------------------------------------------------
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() != SIDECAR)
+
+
+def write_sidecar(folder: Path) -> dict:
+    """Describe every file of `folder` (relative path, size, sha256) in `folder/.zoo-entry.json`."""
+    folder = Path(folder)
+    desc = {"version": SIDECAR_VERSION,
+            "files": [{"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size, "sha256": _sha256(p)}
+                      for p in _files(folder)]}
+    side = folder / SIDECAR
+    with open(side, "w") as f:
+        json.dump(desc, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    return desc
+
+
+def damage(entry: Path, verify: Callable[[Path], None] | None = None) -> str | None:
+    """None when `entry` matches its sidecar (and `verify(entry)` passes), else what is wrong:
+    MISSING when there is no entry at all."""
+    entry = Path(entry)
+    if not entry.exists() and not entry.is_symlink():
+        return MISSING
+    if not entry.is_dir():
+        return "not a folder"
+    side = entry / SIDECAR
+    try:
+        desc = json.loads(side.read_text())
+        files = desc["files"]
+        if desc.get("version") != SIDECAR_VERSION or not isinstance(files, list) or not files:
+            return f"{SIDECAR} has an unknown layout"
+    except FileNotFoundError:
+        return f"no {SIDECAR}"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"{SIDECAR} unreadable: {one_line(exc)[:120]}"
+    for f in files:
+        try:
+            rel, size, digest = f["path"], f["size"], f["sha256"]
+            p = entry / rel
+            if not p.is_file():
+                return f"{rel} missing"
+            actual = p.stat().st_size
+            if actual != size:
+                return f"{rel} is {actual} bytes, expected {size}"
+            if _sha256(p) != digest:
+                return f"{rel} content differs from its sha256"
+        except (KeyError, TypeError) as exc:
+            return f"{SIDECAR} unreadable: {one_line(exc)[:120]}"
+        except OSError as exc:
+            return f"cannot read {f.get('path')}: {one_line(exc)[:120]}"
+    if verify is not None:
+        try:
+            verify(entry)
+        except ZooError as exc:
+            return one_line(exc)[:300]
+    return None
+
+
+# --- the lock ----------------------------------------------------------------------------------
+
+def lock_path(entry: Path) -> Path:
+    entry = Path(entry)
+    return entry.with_name(entry.name + ".lock")
+
+
+@contextmanager
+def entry_lock(entry: Path, wait_message: bool = True) -> Iterator[bool]:
+    """Hold the exclusive lock of `entry` (flock on `<entry>.lock`); yields whether it had to wait.
+    Prints "waiting for <entry> (being built by another run)" once when another process holds it."""
+    path = lock_path(entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    waited = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if wait_message and not waited:
+                    _log(f"waiting for {entry} (being built by another run)")
+                waited = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                st = os.stat(path)
+                current = os.fstat(fd)
+                same = (st.st_ino, st.st_dev) == (current.st_ino, current.st_dev)
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)  # the holder unlinked the file we locked: lock the current one
+    try:
+        yield waited
+    finally:
+        try:
+            os.unlink(path)  # still holding it: waiters on this inode will retry on a new file
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextmanager
+def try_entry_lock(entry: Path) -> Iterator[bool]:
+    """The entry's lock if it is free right now (yields True), else yields False without waiting."""
+    path = lock_path(entry)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield False
+        return
+    held = False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            st, cur = os.stat(path), os.fstat(fd)
+            held = (st.st_ino, st.st_dev) == (cur.st_ino, cur.st_dev)
+        except (BlockingIOError, FileNotFoundError):
+            held = False
+        yield held
+    finally:
+        if held:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        os.close(fd)
+
+
+# --- the entry ---------------------------------------------------------------------------------
+
+def clean_stale(entry: Path) -> list[Path]:
+    """Remove the entry's abandoned temporary folders. Call only while holding the entry's lock
+    (then no process is building this entry, so every temporary folder of it is abandoned). The
+    fixed name `<entry>.tmp` of zoo versions before zoo.cache is removed too."""
+    gone = stale_temps(entry)
+    legacy = entry.with_name(entry.name + ".tmp")
+    if legacy.is_dir() and not legacy.is_symlink():
+        gone.append(legacy)
+    for p in gone:
+        _remove(p)
+    return gone
+
+
+def _build_and_publish(entry: Path, build: Callable[[Path], None], verify: Callable[[Path], None] | None) -> None:
+    tmp = temp_dir_beside(entry)
+    try:
+        build(tmp)
+        if verify is not None:
+            verify(tmp)  # a build that cannot be used is not published
+        write_sidecar(tmp)
+        if entry.exists() or entry.is_symlink():  # a damaged entry: move it aside, then swap
+            old = entry.with_name(f".{entry.name}.{os.getpid()}-{os.urandom(4).hex()}.old.tmp")
+            os.rename(entry, old)
+            os.rename(tmp, entry)
+            _remove(old)
+        else:
+            os.rename(tmp, entry)
+    except BaseException:
+        _remove_while_unwinding(tmp)
+        raise
+
+
+def ensure_entry(entry: Path, build: Callable[[Path], None],
+                 verify: Callable[[Path], None] | None = None) -> bool:
+    """Make sure the cache entry folder `entry` exists and is intact; True when an existing entry
+    is reused, False when it was built now by `build(tmp)` (which fills the empty folder `tmp`;
+    it may raise, and nothing is published then). `verify(folder)` is an extra check of a cached
+    entry, and of a new one before it is published, that raises ZooError when it cannot be used."""
+    entry = Path(entry)
+    if damage(entry, verify) is None:
+        if stale_temps(entry):  # a killed replacement left its old copy: clean it if no one builds
+            with try_entry_lock(entry) as held:
+                if held:
+                    clean_stale(entry)
+        return True
+    with entry_lock(entry):
+        problem = damage(entry, verify)
+        if problem is None:
+            return True  # built by the run we waited for
+        clean_stale(entry)
+        if problem != MISSING:
+            _log(f"warning: cache entry {entry} is damaged ({problem}); rebuilding")
+        _build_and_publish(entry, build, verify)
+    return False
