@@ -118,22 +118,26 @@ BUILDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from zoo.cache import ensure_entry
-    entry, log, hold = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+    entry, log, gate = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 
     def build(tmp):
         with open(log, "a") as f:
             f.write(f"{tmp}\\n")
         (tmp / "a.bin").write_bytes(b"x" * 1000)
-        time.sleep(hold)
+        deadline = time.time() + 120
+        while not gate.exists() and time.time() < deadline:  # held open until the test says so
+            time.sleep(0.01)
         (tmp / "b.bin").write_bytes(b"y" * 10)
 
     print("cached" if ensure_entry(entry, build) else "built", flush=True)
 """)
 
 
-def _builder(entry: Path, log: Path, hold: float) -> subprocess.Popen:
+def _builder(entry: Path, log: Path, gate: Path) -> subprocess.Popen:
+    """A process building `entry` (logging each build's temp folder to `log`) whose build
+    finishes once the file `gate` exists."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, "-c", BUILDER, str(entry), str(log), str(hold)], env=env,
+    return subprocess.Popen([sys.executable, "-c", BUILDER, str(entry), str(log), str(gate)], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # CI may start us with SIGINT ignored
 
@@ -149,22 +153,24 @@ def _wait_for_build_start(log: Path, proc: subprocess.Popen, timeout: float = 60
 
 
 def test_concurrent_processes_build_once_the_others_wait_and_reuse(tmp_path):
-    entry, log = tmp_path / "c" / "e", tmp_path / "log"
-    first = _builder(entry, log, hold=1.5)
+    entry, log, gate = tmp_path / "c" / "e", tmp_path / "log", tmp_path / "gate"
+    first = _builder(entry, log, gate)
     _wait_for_build_start(log, first)
-    others = [_builder(entry, log, hold=0) for _ in range(2)]
+    others = [_builder(entry, log, gate) for _ in range(2)]
+    for p in others:  # each one finds the entry being built and says so, once
+        assert p.stderr.readline().strip() == f"waiting for {entry} (being built by another run)"
+    gate.touch()
     outs = [p.communicate(timeout=120) for p in (first, *others)]
     assert [p.returncode for p in (first, *others)] == [0, 0, 0], outs
     assert [o[0].strip() for o in outs] == ["built", "cached", "cached"]
     assert len(log.read_text().splitlines()) == 1                   # built exactly once
-    for _, err in outs[1:]:
-        assert err.splitlines().count(f"waiting for {entry} (being built by another run)") == 1, err
+    assert [err for _, err in outs] == ["", "", ""]                  # no second "waiting" line
     assert damage(entry) is None and _leftovers(entry) == []
 
 
 def test_killed_builder_leaves_a_temp_folder_the_next_builder_removes(tmp_path):
     entry, log = tmp_path / "k" / "e", tmp_path / "log"
-    victim = _builder(entry, log, hold=60)
+    victim = _builder(entry, log, tmp_path / "never")
     tmp = _wait_for_build_start(log, victim)
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=30)
@@ -177,7 +183,7 @@ def test_killed_builder_leaves_a_temp_folder_the_next_builder_removes(tmp_path):
 
 def test_sigint_during_a_build_removes_the_temp_folder_and_releases_the_lock(tmp_path):
     entry, log = tmp_path / "i" / "e", tmp_path / "log"
-    proc = _builder(entry, log, hold=60)
+    proc = _builder(entry, log, tmp_path / "never")
     tmp = _wait_for_build_start(log, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
