@@ -5,6 +5,7 @@
   invoke bench  --model unetpp          PyTorch eager vs the compiled runtime, side by side
   invoke prep   --model unetpp --bin-dir D   write preprocessed <id>.bin inputs (guide/ais_bench style)
   invoke build  --model unetpp          build the model's Docker image alone
+  invoke lock   [--model unetpp]        regenerate the hash lock(s) from requirements.txt (pip-compile)
   invoke report [--results results]     Markdown + HTML report of every result JSON
   invoke compare BASELINE NEW           accuracy deltas and throughput ratios; exit 1 on a regression
   invoke test   [--model unetpp]        the test suite (host tests + each model's, in its env)
@@ -12,6 +13,8 @@
 """
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -50,8 +53,9 @@ def _ensure(model: str) -> Path:
 
 def _zoo_args(backend=None, batch_sizes=None, limit=None, opset=None, option=(), warmup=None, iters=None,
               time_budget=None, threads=None, workers=None, ids_file=None, sha256=None, md5=None,
-              infer_input=None, post_workers=None, isolate=False, memory_limit=None, profile=None) -> list[str]:
-    args = ["--isolate"] if isolate else []
+              infer_input=None, post_workers=None, isolate=False, memory_limit=None, profile=None,
+              no_peak=False) -> list[str]:
+    args = (["--isolate"] if isolate else []) + (["--no-peak"] if no_peak else [])
     for flag, val in (("--backend", backend), ("--batch-sizes", batch_sizes), ("--limit", limit),
                       ("--opset", opset), ("--warmup", warmup), ("--iters", iters), ("--time-budget", time_budget),
                       ("--threads", threads), ("--workers", workers), ("--ids-file", ids_file),
@@ -76,11 +80,33 @@ def _paths(weights, data) -> list[str]:
 
 
 def _in_env(model: str, argv: list[str]) -> subprocess.CompletedProcess:
+    """Run `python <argv>` in the model's environment and wait for it. SIGINT and SIGTERM sent to
+    this process are forwarded to the model process, which stops cleanly (one line, nothing
+    written, 130/143) and is waited for; the model process also stops if this one dies
+    (ZOO_PARENT_PID: the kernel's parent-death signal). It runs in its own process group, so a
+    terminal's Ctrl-C reaches it once, through the forwarding."""
     py = _ensure(model)
+    proc = subprocess.Popen([str(py), *argv], cwd=ROOT, env=envs.model_env({"ZOO_PARENT_PID": str(os.getpid())}),
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return subprocess.run([str(py), *argv], cwd=ROOT, env=envs.model_env(), stdout=subprocess.PIPE, text=True)
-    except KeyboardInterrupt:
-        _fail("interrupted; no result written", 130)
+        out, _ = proc.communicate()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:  # never leave the model process behind
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
 
 
 def _summarise(path: Path) -> None:
@@ -122,25 +148,30 @@ def setup(c, model=None, force=False):
     "post-workers": "1 (default): postprocess overlapped with inference; 0: on the inference thread",
     "isolate": "each batch size in its own process (a killed batch size is recorded, the sweep goes on)",
     "memory-limit": "with --isolate: kill a batch size above this resident memory (MB)",
-    "profile": "per-operator profile of each batch size over this many calls (ONNX Runtime, OpenVINO)"})
+    "profile": "per-operator profile of each batch size over this many calls (ONNX Runtime, OpenVINO)",
+    "no-peak": "skip measuring the fp32 GEMM peak (and the cost fractions that need it)",
+    "container-memory": "with --docker: the container's memory limit (docker --memory, e.g. 8g; a number is MB; "
+                        "default: none)"})
 def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=None, backend=None, batch_sizes=None,
         limit=None, out=str(RESULTS), opset=None, option=None, docker_=False, dry_run=False, device_type="auto",
         warmup=None, iters=None, time_budget=None, threads=None, workers=None, infer_input=None, post_workers=None,
-        isolate=False, memory_limit=None, profile=None):
+        isolate=False, memory_limit=None, profile=None, no_peak=False, container_memory=None):
     """Run a model's guide end to end; validate the result JSON."""
     model = _need(model)
     zargs = _zoo_args(backend, batch_sizes, limit, opset, option, warmup, iters, time_budget, threads, workers,
                       None if docker_ or dry_run else ids_file, sha256, md5, infer_input, post_workers, isolate,
-                      memory_limit, profile)
+                      memory_limit, profile, no_peak)
     out = Path(out).resolve()
     if docker_ or dry_run:
         if ids_file:
             _fail("--ids-file is not supported with --docker (the image has the manifest's ids files)")
-        kw = dict(out=out, cache=ROOT / "work" / "docker-cache", data=data, weights=weights,
-                  device_type=device_type, zoo_args=zargs)
+        kw = dict(out=out, data=data, weights=weights, device_type=device_type, zoo_args=zargs,
+                  memory=container_memory)
         try:
             if dry_run:
                 print(docker.format_command(docker.plan_build(model)))
+                for step in docker.plan_prepare(model, **kw):  # the results folder, for the image's user
+                    print(docker.format_command(step))
                 print(docker.format_command(docker.plan_run(model, **kw)))
                 return
             rc = docker.run(model, **kw)
@@ -165,14 +196,14 @@ def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=
 @task(auto_shortflags=False, iterable=["option"])
 def bench(c, model=None, batch_sizes=None, limit=None, data=None, weights=None, backends="torch,onnxruntime",
           out=str(RESULTS / "bench"), option=None, iters=None, time_budget=None, threads=None, workers=None,
-          infer_input=None, post_workers=None, isolate=False, memory_limit=None, profile=None):
+          infer_input=None, post_workers=None, isolate=False, memory_limit=None, profile=None, no_peak=False):
     """PyTorch eager vs the compiled runtimes (e.g. --backends torch,onnxruntime,openvino): throughput per
     batch size and the ratios."""
     model = _need(model)
     argv = ["-m", "zoo", "bench", "--model", model, "--backends", backends, "--out", str(Path(out).resolve()),
             *_zoo_args(None, batch_sizes, limit, None, option, None, iters, time_budget, threads, workers,
                        infer_input=infer_input, post_workers=post_workers, isolate=isolate,
-                       memory_limit=memory_limit, profile=profile)]
+                       memory_limit=memory_limit, profile=profile, no_peak=no_peak)]
     argv += _paths(weights, data)
     proc = _in_env(model, argv)
     print(proc.stdout, end="")
@@ -198,15 +229,16 @@ def prep(c, model=None, bin_dir=None, data=None, ids_file=None, limit=None, opti
         raise Exit(code=proc.returncode)
 
 
-@task(auto_shortflags=False, help={"model": "model name", "tag": "image tag (default zoo/<model>:latest)", "dry-run": "print the command only"})
-def build(c, model=None, tag=None, dry_run=False):
+@task(auto_shortflags=False, help={"model": "model name", "tag": "image tag (default zoo/<model>:latest)", "dry-run": "print the command only",
+                                   "base-image": "base image (default: the Dockerfile's digest-pinned BASE_IMAGE)"})
+def build(c, model=None, tag=None, dry_run=False, base_image=None):
     """Build one model's Docker image (models/<model>/Dockerfile, context = repo root)."""
     model = _need(model)
     try:
         if dry_run:
-            print(docker.format_command(docker.plan_build(model, tag, docker.current_git_commit())))
+            print(docker.format_command(docker.plan_build(model, tag, docker.current_git_commit(), base_image)))
             return
-        print(docker.build(model, tag, docker.current_git_commit()))
+        print(docker.build(model, tag, docker.current_git_commit(), base_image=base_image))
     except docker.DockerError as exc:
         _fail(str(exc))
 
@@ -245,6 +277,16 @@ def compare(c, baseline, new, max_accuracy_drop=0.01, max_throughput_drop=0.10, 
         raise Exit(f"error: {len(comp.regressions)} regression(s) against {baseline}", code=1)
 
 
+@task(auto_shortflags=False, help={"model": "a model, mmcv-build or locktools (default: every model)",
+                                   "upgrade": "re-resolve to the newest allowed versions (default: keep the locked ones)"})
+def lock(c, model=None, upgrade=False):
+    """Regenerate hash locks (models/<model>/requirements.lock) from requirements.txt with pip-compile."""
+    targets = [model] if model else envs.models()
+    rc = subprocess.call([sys.executable, str(ROOT / "runner" / "lock.py"), *targets, *(["--upgrade"] if upgrade else [])])
+    if rc != 0:
+        raise Exit(code=rc)  # lock.py printed its one-line error
+
+
 @task(auto_shortflags=False)
 def lint(c):
     """hadolint every models/*/Dockerfile."""
@@ -260,11 +302,11 @@ def test(c, model=None, k=None):
     """Host tests (runner, schema, docker, report) and each model's tests in its own environment."""
     extra = ["-k", k] if k else []
     failed = []
+    pythons = {m: _ensure(m) for m in _models(model)}  # first: host tests drive the model processes too
     print("== host tests (tests/runner)", flush=True)
     if subprocess.call([sys.executable, "-m", "pytest", "tests/runner", *extra], cwd=ROOT) not in (0, 5):
         failed.append("host")
-    for m in _models(model):
-        py = _ensure(m)
+    for m, py in pythons.items():
         targets = ["tests/core"] + ([f"tests/models/{m}"] if (ROOT / "tests" / "models" / m).is_dir() else [])
         print(f"== {m} tests ({' '.join(targets)}) in {py.parent.parent}", flush=True)
         if subprocess.call([str(py), "-m", "pytest", *targets, *extra], cwd=ROOT, env=envs.model_env()) not in (0, 5):

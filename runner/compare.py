@@ -176,7 +176,8 @@ def run_compare(baseline: Path, new: Path, out: Path | None = None, **kw) -> tup
         from zoo.fileutil import atomic_write_text
         out = Path(out)
         atomic_write_text(out / "compare.md", md)
-        atomic_write_text(out / "compare.json", json.dumps(
+        from zoo.schema import finite_or_none
+        atomic_write_text(out / "compare.json", json.dumps(finite_or_none(
             {"kind": "zoo.comparison", "baseline": str(baseline), "new": str(new), "thresholds": c.thresholds,
-             "regressions": len(c.regressions), "rows": [r.as_dict() for r in c.rows]}, indent=1) + "\n")
+             "regressions": len(c.regressions), "rows": [r.as_dict() for r in c.rows]}), indent=1, allow_nan=False) + "\n")
     return c, md

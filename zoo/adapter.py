@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from zoo.errors import ZooError
+from zoo.options import resolve_options
 
 
 class Dataset(ABC):
@@ -63,12 +64,9 @@ class ModelAdapter(ABC):
 
     def __init__(self, manifest, **overrides):
         self.manifest = manifest
-        opts = dict(manifest.model["options"])
-        unknown = set(overrides) - set(opts)
-        if unknown:
-            raise ZooError(f"{manifest.name}: unknown model option(s) {sorted(unknown)} (known: {sorted(opts)})")
-        opts.update({k: v for k, v in overrides.items() if v is not None})
-        self.options = opts
+        # Declared in the manifest (default, type, allowed values) and checked before any work.
+        self.options = resolve_options(manifest.name, manifest.model["options"],
+                                       {k: v for k, v in overrides.items() if v is not None})
 
     @property
     def variant(self) -> str:

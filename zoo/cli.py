@@ -4,15 +4,18 @@
   python -m zoo bench --model unetpp [--batch-sizes ...]     (PyTorch eager vs compiled runtime)
   python -m zoo models
 
-Exit codes: 0 ok, 2 a clear error (one line on stderr), 130 interrupted. No result file is
-written unless the whole run succeeded and the record validated."""
+Exit codes: 0 ok, 2 a clear error (one line on stderr; `--debug` adds the traceback of an
+unexpected one), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, or the parent process died).
+No result file is written unless the whole run succeeded and the record validated."""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
+import traceback
 from pathlib import Path
-
-import yaml
 
 from zoo.errors import ZooError, one_line
 
@@ -27,15 +30,20 @@ def _batch_sizes(text: str) -> list[int]:
     return out
 
 
-def _option(text: str) -> tuple[str, object]:
+def _option(text: str) -> tuple[str, str]:
+    """KEY=VALUE, the value kept as text: the manifest's declaration of the option converts and
+    checks it (zoo.options), never a YAML parser."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     k, v = text.split("=", 1)
-    return k.strip(), yaml.safe_load(v)
+    if not k.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a key, got {text!r}")
+    return k.strip(), v
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True)
+    p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     p.add_argument("--weights", help="checkpoint: a manifest checkpoint name, a file, or an http(s) URL (default: the manifest's)")
     p.add_argument("--sha256", help="expected sha256 of --weights (verified; required with a URL unless --md5)")
     p.add_argument("--md5", help="expected md5 of --weights")
@@ -149,43 +157,125 @@ def bench_table(records: list[dict]) -> str:
     return "\n".join(out)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or the parent's death) during a run: handled exactly like Ctrl-C (every cleanup
+    path that handles KeyboardInterrupt runs, nothing is written), but exits 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _watch_parent() -> None:
+    """Stop when the process that started us dies (invoke killed, say): the kernel sends SIGTERM on
+    the parent's death (Linux prctl PR_SET_PDEATHSIG), checked once against a parent that died
+    before the call. Armed when ZOO_PARENT_PID names our parent; our own children get our pid."""
+    want = os.environ.get("ZOO_PARENT_PID")
+    if want and want.isdigit() and int(want) != os.getpid():
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass  # not Linux: the check below still catches a parent that is already gone
+        if os.getppid() != int(want):
+            raise Terminated()
+    os.environ["ZOO_PARENT_PID"] = str(os.getpid())
+
+
+def _say(msg: str) -> None:
+    """One line on stderr that cannot fail on names with undecodable bytes (surrogate escapes)."""
+    line = " ".join(str(msg).split())
+    data = (line + "\n").encode("utf-8", "backslashreplace")
+    try:
+        sys.stderr.buffer.write(data)
+        sys.stderr.flush()
+    except (AttributeError, ValueError):  # a replaced stderr without a buffer (tests)
+        print(data.decode("utf-8"), end="", file=sys.stderr)
+    except OSError:
+        pass  # stderr is gone (a closed pipe): nothing left to tell
+
+
+def _dispatch(args, argv: list[str]) -> int:
+    if args.cmd == "models":
+        from zoo.manifest import available_models, load_manifest
+        from zoo.options import describe
+        for name in available_models():
+            m = load_manifest(name)
+            print(f"{name}\t{m.title}")
+            for line in describe(m.model["options"]):
+                print(f"    --option {line}")
+        return 0
+    if args.cmd == "prep":
+        from zoo.run import write_bins
+        print(write_bins(args.model, args.data, args.ids_file, args.limit, dict(args.option), args.bin_dir))
+        return 0
+    from zoo.run import check_config, run
+    if args.cmd == "_child":
+        from zoo.isolate import config_from_json
+        print(run(config_from_json(args.config), argv))
+        return 0
+    if args.cmd == "run":
+        path = run(_config(args, args.backend), argv)
+        print(path)
+        return 0
+    import json
+    configs = [_config(args, b.strip()) for b in args.backends.split(",") if b.strip()]
+    if not configs:
+        raise ZooError(f"--backends names no backend, got {args.backends!r}")
+    for cfg in configs:  # every backend's settings checked before the first one runs
+        check_config(cfg)
+    paths = [run(cfg, argv) for cfg in configs]
+    print(bench_table([json.loads(p.read_text()) for p in paths]))
+    for p in paths:
+        print(p)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("ZOO_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
     if argv[:2] == ["_child", "--config"] and len(argv) == 3:  # one batch size of an --isolate sweep
         args = argparse.Namespace(cmd="_child", config=argv[2])
     else:
         args = parser().parse_args(argv)
+    installed = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if installed else None
+    parent_pid = os.environ.get("ZOO_PARENT_PID")  # restored below: main() may run in-process (tests)
     try:
-        if args.cmd == "models":
-            from zoo.manifest import available_models, load_manifest
-            for name in available_models():
-                print(f"{name}\t{load_manifest(name).title}")
-            return 0
-        if args.cmd == "prep":
-            from zoo.run import write_bins
-            print(write_bins(args.model, args.data, args.ids_file, args.limit, dict(args.option), args.bin_dir))
-            return 0
-        from zoo.run import run
-        if args.cmd == "_child":
-            from zoo.isolate import config_from_json
-            print(run(config_from_json(args.config), argv))
-            return 0
-        if args.cmd == "run":
-            path = run(_config(args, args.backend), argv)
-            print(path)
-            return 0
-        import json
-        paths = [run(_config(args, b.strip()), argv) for b in args.backends.split(",") if b.strip()]
-        print(bench_table([json.loads(p.read_text()) for p in paths]))
-        for p in paths:
-            print(p)
-        return 0
+        _watch_parent()
+        return _dispatch(args, argv)
     except ZooError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}")
         return 2
+    except Terminated:
+        _say("error: terminated (SIGTERM); no result written")
+        return 143
     except KeyboardInterrupt:
-        print("error: interrupted; no result written", file=sys.stderr)
+        _say("error: interrupted; no result written")
         return 130
     except MemoryError as exc:
-        print(f"error: out of memory ({one_line(exc)})", file=sys.stderr)
+        _say(f"error: out of memory ({one_line(exc)})")
         return 2
+    except BrokenPipeError:  # the reader of our output went away (`| head`, a dead parent): as SIGPIPE would
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        return 141
+    except Exception as exc:  # the last line of defence: one line, the traceback only with --debug
+        if debug:
+            traceback.print_exc()
+        if isinstance(exc, OSError) and exc.filename is not None:
+            _say(f"error: {exc.filename}: {exc.strerror or one_line(exc)}")
+        else:
+            _say(f"error: {type(exc).__name__}: {one_line(exc)[:500]}" + ("" if debug else " (--debug shows the traceback)"))
+        return 2
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if parent_pid is None:
+            os.environ.pop("ZOO_PARENT_PID", None)
+        else:
+            os.environ["ZOO_PARENT_PID"] = parent_pid

@@ -113,6 +113,6 @@ def create_unique_json(folder: Path, record: dict, key: str = "run_id", validate
         record[key] = name
         if validate is not None:
             validate(record, str(path))
-        return json.dumps(record, indent=1) + "\n"
+        return json.dumps(record, indent=1, allow_nan=False) + "\n"  # strict JSON, never a bare NaN
 
     return create_unique_text(folder, stem, render)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from zoo.errors import ZooError
 from zoo.stats import summarize, throughput
 
 
@@ -141,6 +142,23 @@ def _load(dataset, sample_id):
     return x, target, t1 - t0, _now() - t1, c1 - c0, _thread_cpu() - c1
 
 
+def check_finite(out: np.ndarray, what: str, sample_ids: list[str] | None = None) -> None:
+    """A ZooError naming the first sample whose output holds NaN or infinity (NaN weights, an
+    overflowing runtime): such outputs must fail the run, never become an accuracy or a bare NaN
+    in the record. Two reductions over the batch (max/min propagate NaN and show inf), no copy;
+    per-sample work only on a failure."""
+    out = np.asarray(out)
+    if out.dtype.kind not in "fc" or out.size == 0:
+        return
+    if np.isfinite(out.max()) and np.isfinite(out.min()):
+        return
+    bad = ~np.isfinite(out.reshape(len(out), -1)).all(axis=1) if out.ndim else np.array([True])
+    i = int(np.flatnonzero(bad)[0])
+    name = f" ({sample_ids[i]})" if sample_ids is not None and i < len(sample_ids) else ""
+    raise ZooError(f"{what}: non-finite values (NaN or infinity) in sample {i}{name} of the batch: the weights or "
+                   f"the runtime produce invalid outputs; no result written")
+
+
 def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name: str, metrics: list,
                  workers: int = 1, limit_ids: list[str] | None = None, on_outputs=None, label: str = "",
                  post_workers: int = 1) -> dict:
@@ -166,8 +184,10 @@ def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name
     window = 2 * batch_size + max(workers, 1)
     done = 0
 
-    def post(out, targets, batch_ids) -> tuple[int, int]:
+    def post(out, targets, batch_ids, first: int) -> tuple[int, int]:
         c, t = _thread_cpu(), _now()
+        check_finite(out, f"{label or 'runtime'} bs{batch_size}: outputs of batch {first // batch_size} "
+                          f"(samples {first}..{first + len(batch_ids) - 1})", batch_ids)
         for m in metrics:
             m.update(out, targets)
         if on_outputs is not None:
@@ -219,9 +239,9 @@ def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name
             if post_workers:
                 while len(posting) >= 2:  # bounded: wait for the oldest batch's postprocessing
                     account(posting.popleft().result())  # re-raises a postprocessing error
-                posting.append(post_pool.submit(post, out, targets, batch_ids))
+                posting.append(post_pool.submit(post, out, targets, batch_ids, done))
             else:
-                account(post(out, targets, batch_ids))
+                account(post(out, targets, batch_ids, done))
             now = _now()
             batch_lat.append(_ms(now - last))
             last = now

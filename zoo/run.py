@@ -3,8 +3,10 @@ batched inference with statistics -> accuracy -> one validated result JSON (writ
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -13,13 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from zoo import RESULT_SCHEMA_VERSION, schema
+from zoo.cache import publish_dir, temp_dir_beside
 from zoo.errors import ZooError, one_line
 from zoo.envinfo import cpu_device, environment
 from zoo.export import apply_edit, check_onnx, ensure_onnx, export_key, onnx_io, parity
-from zoo.fileutil import atomic_write_text, file_digest
+from zoo.fileutil import create_unique_json, file_digest
 from zoo.manifest import load_manifest
 from zoo.paths import cache_dir
-from zoo.pipeline import Stability, cpu_ceiling, infer_only, run_pipeline
+from zoo.pipeline import Stability, check_finite, cpu_ceiling, infer_only, run_pipeline
 from zoo.runtimes import ModelArtifacts, get_runtime
 from zoo.runtimes.base import default_threads
 from zoo.weights import resolve
@@ -154,27 +157,61 @@ def sweep_sizes(cfg: RunConfig, manifest, adapter) -> list[int]:
     return batch_sizes
 
 
+def check_writable_dir(folder: Path, what: str) -> None:
+    """Create `folder` if needed and prove a file can be created in it, before any work: an
+    unwritable or impossible output path fails in one line at the start, not after the run."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ZooError(f"{folder}: {what} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".zoo-write-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ZooError(f"{folder}: {what} is not writable ({exc.strerror or one_line(exc)})") from None
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Every run option checked before any work (weights, data, export): one line per problem."""
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ZooError(msg)
+    need(cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1, got {cfg.threads}")
+    need(cfg.workers >= 1, f"--workers must be >= 1, got {cfg.workers}")
+    need(cfg.warmup >= 0, f"--warmup must be >= 0, got {cfg.warmup}")
+    need(cfg.iterations >= 1, f"--iters must be >= 1, got {cfg.iterations}")
+    need(cfg.time_budget is None or cfg.time_budget > 0, f"--time-budget must be > 0 seconds, got {cfg.time_budget}")
+    need(cfg.limit is None or cfg.limit >= 1, f"--limit must be positive, got {cfg.limit}")
+    need(cfg.profile >= 0, f"--profile takes a number of calls >= 1, got {cfg.profile}")
+    need(cfg.post_workers in (0, 1),
+         f"--post-workers must be 0 (postprocess on the inference thread) or 1, got {cfg.post_workers}")
+    need(cfg.memory_limit_mb is None or cfg.isolate,
+         "--memory-limit needs --isolate (the watched process must not be the sweep itself)")
+    need(cfg.memory_limit_mb is None or cfg.memory_limit_mb > 0, f"--memory-limit must be > 0 MB, got {cfg.memory_limit_mb}")
+    need(not cfg.batch_sizes or all(b >= 1 for b in cfg.batch_sizes), f"batch sizes must be positive, got {cfg.batch_sizes}")
+    manifest = load_manifest(cfg.model)
+    get_runtime(cfg.backend)
+    manifest.adapter(**cfg.options)  # the options, against the manifest's declaration
+    from zoo.weights import plan
+    plan(cfg.weights, manifest, cfg.sha256, cfg.md5)  # checksum values and where the file comes from; reads nothing
+    if cfg.ids_file is not None and not Path(cfg.ids_file).is_file():
+        raise ZooError(f"{cfg.ids_file}: ids file not found")
+    if cfg.data is not None and not Path(cfg.data).is_dir():
+        raise ZooError(f"{cfg.data}: data folder not found")
+    check_writable_dir(Path(cfg.out) / manifest.name, "results folder")
+
+
 def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
+    check_config(cfg)
     if cfg.isolate:
         from zoo.isolate import run_isolated
         return run_isolated(cfg, argv or [])
-    if cfg.memory_limit_mb is not None:
-        raise ZooError("--memory-limit needs --isolate (the watched process must not be the sweep itself)")
-    if cfg.profile < 0:
-        raise ZooError(f"--profile takes a number of calls >= 1, got {cfg.profile}")
-    if cfg.post_workers not in (0, 1):
-        raise ZooError(f"--post-workers must be 0 (postprocess on the inference thread) or 1, got {cfg.post_workers}")
     t_start = time.time()
     manifest = load_manifest(cfg.model)
     runtime_cls = get_runtime(cfg.backend)
     adapter = manifest.adapter(**cfg.options)
     batch_sizes = sweep_sizes(cfg, manifest, adapter)
-    if cfg.iterations < 1 or cfg.warmup < 0:
-        raise ZooError(f"--iters must be >= 1 and --warmup >= 0, got {cfg.iterations} and {cfg.warmup}")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise ZooError(f"--limit must be positive, got {cfg.limit}")
-    if cfg.out.exists() and not cfg.out.is_dir():
-        raise ZooError(f"{cfg.out}: output path exists and is not a folder")
     cache = cache_dir()
     exp = manifest.export
     inp, outp = manifest.input["name"], manifest.output["name"]
@@ -218,6 +255,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     x = _batch(head, pbs)
     with torch.inference_mode():
         ref_out = _first(module(torch.from_numpy(x))).numpy()
+    check_finite(ref_out, f"{weights.path}: the PyTorch model's outputs on the first batch",
+                 [dataset.ids[i % len(dataset.ids)] for i in range(pbs)])
 
     def ort_out(path):
         try:
@@ -349,10 +388,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         "accuracy": _accuracy(metrics_by_bs, manifest, dataset),
         "perf": perf,
     }
-    path = Path(cfg.out) / manifest.name / f"{record['run_id']}.json"
-    schema.validate(record, str(path))
-    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
-    return path
+    # run_id = <model>-<runtime>-<start>-<6 hex>, the file <run_id>.json: never over another run's
+    return create_unique_json(Path(cfg.out) / manifest.name, record, "run_id", schema.validate)
 
 
 def write_bins(model: str, data: Path | None, ids_file: Path | None, limit: int | None, options: dict,
@@ -365,9 +402,7 @@ def write_bins(model: str, data: Path | None, ids_file: Path | None, limit: int 
         raise ZooError(f"{bin_dir}: already exists (refusing to mix with other files)")
     manifest = load_manifest(model)
     dataset = manifest.adapter(**options).dataset(data, ids_file, limit, cache_dir())
-    tmp = bin_dir.with_name(bin_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = temp_dir_beside(bin_dir)  # unique: concurrent preps never share (or delete) a temporary folder
     try:
         shape = None
         for sid in dataset.ids:
@@ -378,7 +413,7 @@ def write_bins(model: str, data: Path | None, ids_file: Path | None, limit: int 
         (tmp / "inputs.json").write_text(json.dumps({"model": model, "input": manifest.input["name"],
                                                      "shape": shape, "dtype": "float32", "layout": "CHW",
                                                      "ids": dataset.ids}, indent=1))
-        tmp.rename(bin_dir)
+        publish_dir(tmp, bin_dir)  # fails (nothing mixed) if another prep published bin_dir meanwhile
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

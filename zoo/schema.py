@@ -5,6 +5,7 @@ collects. Depends only on jsonschema (no torch), so the host environment can imp
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 
 import jsonschema
@@ -23,8 +24,47 @@ def validator(name: str = "result.schema.json") -> jsonschema.Draft202012Validat
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
 
 
+def first_nonfinite(obj, path: str = "") -> str | None:
+    """The JSON path of the first NaN or infinite number in obj, or None: such a value has no
+    JSON spelling (json.dumps would write a bare NaN that strict parsers reject)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return path or "(root)"
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return None
+    for k, v in items:
+        found = first_nonfinite(v, f"{path}/{k}" if path else str(k))
+        if found:
+            return found
+    return None
+
+
+def finite_or_none(obj):
+    """obj with every NaN/infinite float replaced by None (JSON null): for derived figures (a ratio
+    over a zero) in reports, where null means "not defined" (result records refuse them instead)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def dumps(record) -> str:
+    """Strict JSON text of a record (never NaN/Infinity): every JSON file the zoo writes."""
+    return json.dumps(record, indent=1, allow_nan=False) + "\n"
+
+
 def validate(record: dict, origin: str = "<record>", name: str = "result.schema.json") -> dict:
-    """Raise SchemaError naming the first violation (JSON path and message); return the record."""
+    """Raise SchemaError naming the first violation (JSON path and message); return the record.
+    A non-finite number is a violation too (strict JSON)."""
+    bad = first_nonfinite(record)
+    if bad:
+        raise SchemaError(f"{origin}: not strict JSON: a non-finite number (NaN/Infinity) at {bad}")
     errors = sorted(validator(name).iter_errors(record), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]

@@ -151,3 +151,11 @@ def test_the_committed_ci_baseline_is_valid_and_from_built_in_data():
     for rec in recs:
         assert rec["provenance"]["dataset"]["builtin"] is True and rec["provenance"]["weights"]["builtin"] is True
         assert all(a["num_samples"] > 0 for a in rec["accuracy"])
+
+
+def test_compare_json_is_strict_json():
+    """Derived figures with no value (a ratio over zero) are written as null, never a bare NaN."""
+    import json
+    from zoo.schema import finite_or_none
+    assert finite_or_none({"a": [1.0, float("nan"), {"b": float("-inf")}], "c": "x"}) == {"a": [1.0, None, {"b": None}], "c": "x"}
+    json.dumps(finite_or_none([float("inf")]), allow_nan=False)

@@ -112,7 +112,7 @@ def test_other_prefixes_and_aux_less_checkpoints_are_refused(checkpoint, tmp_pat
 
 
 def test_options_and_unknown_option():
-    assert M.model["options"] == {"num_classes": 19, "aux": True, "aux_outputs": True, "ppm": "exact",
+    assert {k: v["default"] for k, v in M.model["options"].items()} == {"num_classes": 19, "aux": True, "aux_outputs": True, "ppm": "exact",
                                   "export_hw": "auto"}
     a = M.adapter(ppm="guide_avgpool")
     assert "ppm=guide_avgpool" in a.variant
