@@ -11,7 +11,6 @@ FACTS.md section 5, seed 004. Data flow, as upstream and the guide:
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,10 +20,11 @@ import cv2
 import numpy as np
 
 from zoo.adapter import Dataset, ModelAdapter
+from zoo.cache import ensure_entry
 from zoo.errors import ZooError
 from zoo.fileutil import text_sha256
-from zoo.ids import read_ids
-from zoo.images import imread
+from zoo.ids import is_utf8_name, name_problem, read_ids, shown
+from zoo.images import imread, imwrite
 from zoo.metrics import BinaryIoU
 from zoo.weights import load_strict, read_checkpoint, unwrap_state_dict
 
@@ -32,11 +32,17 @@ PREP_VERSION = 1  # bump when the preparation code changes: it is part of the ca
 
 
 def _source_files(root: Path, sample_id: str) -> tuple[Path, list[Path]]:
+    problem = name_problem(sample_id)  # ids become file names, here and in the cache
+    if problem:
+        raise ZooError(f"id {sample_id!r} {problem}")
     sdir = root / "stage1_train" / sample_id
     image = sdir / "images" / f"{sample_id}.png"
     if not image.is_file():
         raise ZooError(f"{image}: image not found for id {sample_id}")
     masks = sorted((sdir / "masks").glob("*.png"))
+    for m in masks:  # mask file names go into the cache key: they must be text
+        if not is_utf8_name(m.name):
+            raise ZooError(f"{shown(m)}: file name is not UTF-8; rename it")
     if not masks:
         raise ZooError(f"{sdir / 'masks'}: no mask PNGs for id {sample_id}")
     return image, masks
@@ -54,8 +60,8 @@ def prepare_sample(root: Path, sample_id: str, out: Path, img_size: int) -> None
         mask[m > 127] = 1
     img = cv2.resize(img, (img_size, img_size))     # INTER_LINEAR, as upstream
     mask = cv2.resize(mask, (img_size, img_size))
-    cv2.imwrite(str(out / "images" / f"{sample_id}.png"), img)
-    cv2.imwrite(str(out / "masks" / "0" / f"{sample_id}.png"), (mask * 255).astype("uint8"))
+    imwrite(out / "images" / f"{sample_id}.png", img)  # checked: cv2.imwrite returns False, never raises
+    imwrite(out / "masks" / "0" / f"{sample_id}.png", (mask * 255).astype("uint8"))
 
 
 def normalize(bgr: np.ndarray, mean, std, max_pixel: float, extra_divide: float) -> np.ndarray:
@@ -89,30 +95,33 @@ class DSB2018(Dataset):
         return text_sha256("\n".join(rows))
 
     def _prepare(self, cache: Path) -> tuple[Path, dict]:
+        """The prepared 96x96 PNGs as a zoo.cache entry: concurrent runs prepare it once (the
+        others wait for it), it is verified before use, and an interrupted preparation leaves
+        no temporary folder behind."""
         size = int(self.prep["img_size"])
         key = text_sha256(json.dumps({"v": PREP_VERSION, "root": str(self.root.resolve()), "ids": self.ids,
                                       "size": size, "files": self._fingerprint()}, sort_keys=True))[:20]
         out = cache / "datasets" / f"dsb2018_{size}" / key
         info = {"step": "upstream preprocess_dsb2018.py (BGR read, union of masks > 127, cv2 bilinear resize)",
                 "img_size": size, "cache_key": key, "path": str(out), "prep_version": PREP_VERSION}
-        if (out / "DONE").is_file():
-            return out, {**info, "cached": True, "seconds": 0.0}
-        tmp = out.with_name(key + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "images").mkdir(parents=True)
-        (tmp / "masks" / "0").mkdir(parents=True)
-        t0 = time.perf_counter()
-        print(f"preparing {len(self.ids)} DSB2018 samples at {size}x{size} -> {out}", file=sys.stderr)
-        try:
-            with ThreadPoolExecutor(max_workers=2) as pool:
+        seconds = 0.0
+
+        def build(tmp: Path) -> None:
+            nonlocal seconds
+            (tmp / "images").mkdir()
+            (tmp / "masks" / "0").mkdir(parents=True)
+            t0 = time.perf_counter()
+            print(f"preparing {len(self.ids)} DSB2018 samples at {size}x{size} -> {out}", file=sys.stderr)
+            pool = ThreadPoolExecutor(max_workers=2)
+            try:
                 list(pool.map(lambda sid: prepare_sample(self.root, sid, tmp, size), self.ids))
-            (tmp / "DONE").write_text(json.dumps(info))
-            shutil.rmtree(out, ignore_errors=True)
-            tmp.rename(out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return out, {**info, "cached": False, "seconds": round(time.perf_counter() - t0, 3)}
+            finally:  # interrupted or failed: drop the queued samples, let the running ones finish
+                pool.shutdown(wait=True, cancel_futures=True)
+            (tmp / "DONE").write_text(json.dumps(info))  # as before; the entry's sidecar is written after it
+            seconds = time.perf_counter() - t0
+
+        cached = ensure_entry(out, build)
+        return out, {**info, "cached": cached, "seconds": round(seconds, 3)}
 
     def read(self, sample_id: str):
         img = imread(self.prepared / "images" / f"{sample_id}.png", cv2.IMREAD_COLOR)
