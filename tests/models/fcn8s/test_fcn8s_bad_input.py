@@ -78,8 +78,10 @@ def _huge_header(path, width=60000, height=60000):
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         data[16:24] = struct.pack(">II", width, height)
         data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
-    else:
-        sof = data.index(b"\xff\xc0")
+    else:  # walk the JPEG segments to the frame header (SOF0-2)
+        sof = 2
+        while data[sof + 1] not in (0xC0, 0xC1, 0xC2):
+            sof += 2 + int.from_bytes(data[sof + 2:sof + 4], "big")
         data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
     path.write_bytes(bytes(data))
 

@@ -94,10 +94,20 @@ def test_ids_file_entries_are_plain_names(coco, tmp_path):
         assert str(exc.value).startswith(f"{ids}: {needle}"), str(exc.value)
 
 
+def _sof_offset(data: bytes) -> int:
+    """Where the JPEG's frame header (SOFn) segment starts, walking the segments from SOI (a plain
+    search can hit the bytes ff c0 inside an embedded thumbnail first)."""
+    i = 2
+    while data[i + 1] not in (0xC0, 0xC1, 0xC2):
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return i
+
+
 def test_huge_image_header(run_zoo, out, checkpoint, coco):
-    img = coco / "val2017" / "000000194216.jpg"
+    img = coco / "val2017" / "000000194216.jpg"   # its Photoshop block holds ff c0 before the real SOF0
     data = bytearray(img.read_bytes())
-    sof = data.index(b"\xff\xc0")
+    sof = _sof_offset(data)
+    assert sof > data.index(b"\xff\xc0")
     data[sof + 5:sof + 9] = struct.pack(">HH", 60000, 60000)
     img.write_bytes(bytes(data))
     assert_clean_failure(run(run_zoo, out, checkpoint, "--data", coco), out, img, "60000x60000", "2^30")
