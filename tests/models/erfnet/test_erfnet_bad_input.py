@@ -150,7 +150,7 @@ def test_not_a_checkpoint(zoo, tmp_path, out):
 
 def test_bad_option_value(zoo, checkpoint, out):
     assert_clean_failure(*zoo("--weights", checkpoint, "--option", "bn_weight_clamp=maybe"), out,
-                         "bn_weight_clamp must be false, true or regex")
+                         "bn_weight_clamp must be one of false, true, regex")
 
 
 # ------------------------------------------------------------------ dataset hardening (issue 11)
