@@ -62,3 +62,20 @@ def calibrate_bn(net, batches):
 
 
 from zoo.calibration import calibrate_all_bn, structured_images  # noqa: E402,F401  (re-exported)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    import struct
+    import zlib
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def huge_png(path: Path, width: int = 40000, height: int = 40000) -> Path:
+    """A valid PNG whose header declares width x height (over 2^30 pixels by default), a few bytes
+    in all: what OpenCV and PIL refuse to decode (the readers must say so in one line)."""
+    import struct
+    import zlib
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                           + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b""))
+    return Path(path)

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from zoo.errors import ZooError
 from zoo.options import resolve_options
 
 

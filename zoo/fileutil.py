@@ -116,3 +116,24 @@ def create_unique_json(folder: Path, record: dict, key: str = "run_id", validate
         return json.dumps(record, indent=1, allow_nan=False) + "\n"  # strict JSON, never a bare NaN
 
     return create_unique_text(folder, stem, render)
+
+
+def check_writable_dir(folder: Path, what: str) -> None:
+    """Create `folder` (and its parents) if needed and prove a file can be created in it, before
+    any work: an impossible or unwritable output folder fails in one line at the start, not after
+    the run. `what` names the folder in the message ("results folder", ...)."""
+    from zoo.errors import ZooError
+    from zoo.ids import shown
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ZooError(f"{shown(folder)}: the {what} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ZooError(f"{shown(folder)}: cannot create the {what} ({exc.strerror or exc})") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".zoo-write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ZooError(f"{shown(folder)}: cannot write into the {what} ({exc.strerror or exc})") from None

@@ -3,10 +3,8 @@ batched inference with statistics -> accuracy -> one validated result JSON (writ
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,7 +17,7 @@ from zoo.cache import publish_dir, temp_dir_beside
 from zoo.errors import ZooError, one_line
 from zoo.envinfo import cpu_device, environment
 from zoo.export import apply_edit, check_onnx, ensure_onnx, export_key, onnx_io, parity
-from zoo.fileutil import create_unique_json, file_digest
+from zoo.fileutil import check_writable_dir, create_unique_json, file_digest
 from zoo.manifest import load_manifest
 from zoo.paths import cache_dir
 from zoo.pipeline import Stability, check_finite, cpu_ceiling, infer_only, run_pipeline
@@ -155,21 +153,6 @@ def sweep_sizes(cfg: RunConfig, manifest, adapter) -> list[int]:
         raise ZooError(f"{manifest.name} ({adapter.variant}): batch sizes above {limit_bs} are not possible "
                        f"(inputs of different sizes cannot be stacked), got {batch_sizes}")
     return batch_sizes
-
-
-def check_writable_dir(folder: Path, what: str) -> None:
-    """Create `folder` if needed and prove a file can be created in it, before any work: an
-    unwritable or impossible output path fails in one line at the start, not after the run."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ZooError(f"{folder}: {what} exists and is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".zoo-write-probe.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ZooError(f"{folder}: {what} is not writable ({exc.strerror or one_line(exc)})") from None
 
 
 def check_config(cfg: RunConfig) -> None:

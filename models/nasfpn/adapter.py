@@ -16,8 +16,6 @@ shapes); the environment setup and the Dockerfile apply it.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -27,7 +25,7 @@ from zoo.adapter import Dataset, Metric, ModelAdapter
 from zoo.coco import (ANNOTATIONS, CLASSES, IMAGES, evaluate, image_file, load_coco, parse_image_id, to_results,
                       write_results)
 from zoo.errors import ZooError
-from zoo.fileutil import text_sha256
+from zoo.fileutil import check_writable_dir, text_sha256
 from zoo.ids import read_id_lines, shown
 from zoo.mm import letterbox_input
 from zoo.images import imread
@@ -172,21 +170,6 @@ def draw(src: Path, dst: Path, boxes, scores, labels, min_score: float = 0.3) ->
         raise ZooError(f"{shown(dst)}: cannot write the drawing ({exc.strerror or exc})") from None
 
 
-def _writable_folder(folder: Path, what: str) -> None:
-    """Create folder (and its parents) if needed and prove a file can be created in it, before any
-    inference; otherwise a one-line ZooError naming it."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ZooError(f"{shown(folder)}: cannot create the folder for {what} ({exc.strerror or exc})") from None
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".zoo-write-check.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ZooError(f"{shown(folder)}: cannot write into the folder for {what} ({exc.strerror or exc})") from None
-
-
 def check_outputs(options: dict) -> None:
     """results_json (a file, written atomically after the run) and visualize (a folder of
     drawings) must be writable: checked when the dataset is opened, not after the whole run."""
@@ -200,11 +183,11 @@ def check_outputs(options: dict) -> None:
         if key == "visualize":
             if path.exists() and not path.is_dir():
                 raise ZooError(f"{shown(path)}: option visualize needs a folder, this is a file")
-            _writable_folder(path, f"option {key}")
+            check_writable_dir(path, f"folder for option {key}")
         else:
             if path.is_dir():
                 raise ZooError(f"{shown(path)}: option results_json needs a file name, this is a folder")
-            _writable_folder(path.parent, f"option {key}")
+            check_writable_dir(path.parent, f"folder for option {key}")
 
 
 class NasFpnExport:

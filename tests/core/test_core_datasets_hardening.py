@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.zootest import huge_png, png_chunk as _chunk
 from zoo.coco import check_instances, parse_image_id
 from zoo.errors import ZooError
 from zoo.ids import is_utf8_name, path_inside, read_id_lines, read_ids, shown
@@ -30,18 +31,6 @@ def one_line(exc) -> str:
 
 
 # ------------------------------------------------------------------ huge headers, written small
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def huge_png(path: Path, width: int = 40000, height: int = 40000) -> Path:
-    """A valid PNG header declaring width x height (8-bit grey), with a few bytes of data."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + _chunk(b"IEND", b""))
-    return path
-
 
 def huge_jpeg(path: Path, width: int = 60000, height: int = 60000) -> Path:
     """A real small JPEG whose SOF0 frame header is rewritten to declare width x height."""

@@ -13,6 +13,8 @@ import torch
 
 from zoo.cli import main
 
+from tests.zootest import huge_png
+
 from .conftest import official_style_state_dict, result_files, write_cityscapes
 
 URL = "https://github.com/Eromera/erfnet_pytorch/raw/master/trained_models/erfnet_pretrained.pth"
@@ -155,20 +157,9 @@ def test_bad_option_value(zoo, checkpoint, out):
 
 # ------------------------------------------------------------------ dataset hardening (issue 11)
 
-def _huge_png(path, width=40000, height=40000):
-    """A valid PNG header declaring width x height, a few bytes in all."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
-
-
 def test_huge_image_header(zoo, checkpoint, tree, out):
     victim = tree / "leftImg8bit/val/bonn/bonn_000000_000000_leftImg8bit.png"
-    _huge_png(victim)
+    huge_png(victim)
     assert_clean_failure(*zoo("--weights", checkpoint, "--data", tree), out, victim, "40000x40000", "2^30")
 
 

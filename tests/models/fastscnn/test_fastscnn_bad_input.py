@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.zootest import assert_clean_failure
+from tests.zootest import assert_clean_failure, huge_png
 
 from .conftest import SAMPLE_NAME, copy_builtin, result_files, synthetic_tree
 
@@ -103,19 +103,8 @@ def test_label_ids_out_of_range_are_ignored_not_fatal(tmp_path):
 
 # ------------------------------------------------------------------ dataset hardening (issue 11)
 
-def _huge_png(path, width=40000, height=40000):
-    """A valid PNG header declaring width x height, a few bytes in all."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
-
-
 def test_huge_image_header(run_zoo, out, checkpoint, sample):
-    _huge_png(sample / IMG_REL)
+    huge_png(sample / IMG_REL)
     proc = run(run_zoo, out, checkpoint, "--data", sample)
     assert_clean_failure(proc, out, sample / IMG_REL, "40000x40000", "2^30")
 

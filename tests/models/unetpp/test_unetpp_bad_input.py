@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from tests.zootest import assert_clean_failure
+from tests.zootest import assert_clean_failure, huge_png
 
 from .conftest import MODEL_DIR, ROOT, builtin_ids, copy_dataset, result_files
 
@@ -152,17 +152,6 @@ def test_interrupted_run_writes_nothing(out, zoo_cache):
 
 # ------------------------------------------------------------------ dataset hardening (issue 11)
 
-def _huge_png(path, width=40000, height=40000):
-    """A valid PNG header declaring width x height, a few bytes in all."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
-
-
 def test_id_climbing_out_of_the_data_writes_nothing_outside(run_zoo, out, small_data, tmp_path):
     """`../` in an id used to send the prepared PNGs out of the cache (here: over a file beside
     it, reached through the same climb that finds the source image)."""
@@ -196,7 +185,7 @@ def test_absolute_id_and_non_utf8_ids_file(run_zoo, out, small_data, tmp_path):
 
 def test_huge_image_header_and_non_utf8_mask_name(run_zoo, out, small_data, tmp_path):
     img = small_data / "stage1_train" / IDS[1] / "images" / f"{IDS[1]}.png"
-    _huge_png(img)
+    huge_png(img)
     proc = run(run_zoo, out, "--data", small_data, "--ids-file", small_data / "ids.txt", cache=tmp_path / "c")
     assert_clean_failure(proc, out, img, "40000x40000", "2^30")
     assert not [p for p in (tmp_path / "c").rglob("*") if p.name in ("DONE", ".zoo-entry.json")]  # no entry kept

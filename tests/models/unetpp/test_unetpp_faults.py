@@ -53,7 +53,7 @@ def test_unwritable_out_fails_before_any_work(run_zoo, tmp_path, where):
     proc = run_zoo("run", "--model", "unetpp", "--out", out, *FAST, cache=cache)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: {out}/unetpp: results folder is not writable"), last
+    assert last.startswith(f"error: {out}/unetpp: cannot create the results folder"), last
     assert not cache.exists()
 
 
