@@ -54,10 +54,11 @@ def _ensure(model: str) -> Path:
 def _zoo_args(backend=None, batch_sizes=None, limit=None, opset=None, option=(), warmup=None, iters=None,
               time_budget=None, threads=None, workers=None, ids_file=None, sha256=None, md5=None,
               infer_input=None, post_workers=None, isolate=False, memory_limit=None, profile=None,
-              no_peak=False) -> list[str]:
+              no_peak=False, stable_tolerance=None) -> list[str]:
     args = (["--isolate"] if isolate else []) + (["--no-peak"] if no_peak else [])
     for flag, val in (("--backend", backend), ("--batch-sizes", batch_sizes), ("--limit", limit),
                       ("--opset", opset), ("--warmup", warmup), ("--iters", iters), ("--time-budget", time_budget),
+                      ("--stable-tolerance", stable_tolerance),
                       ("--threads", threads), ("--workers", workers), ("--ids-file", ids_file),
                       ("--sha256", sha256), ("--md5", md5), ("--input", infer_input),
                       ("--post-workers", post_workers), ("--memory-limit", memory_limit), ("--profile", profile)):
@@ -143,7 +144,8 @@ def setup(c, model=None, force=False):
     "out": "results folder (default: results)", "opset": "ONNX opset", "option": "model option KEY=VALUE (repeatable)",
     "docker": "run in the model's image instead of the local env", "dry-run": "print the docker commands only",
     "device-type": "auto|cpu|ascend|nvidia (docker)", "warmup": "warm-up calls", "iters": "timed calls per batch size",
-    "time-budget": "seconds per batch size", "threads": "intra-op threads", "workers": "preprocessing threads",
+    "time-budget": "seconds per batch size",
+    "stable-tolerance": "stop timing when 3 windows agree within this fraction (default 0.05; 0: off)", "threads": "intra-op threads", "workers": "preprocessing threads",
     "infer-input": "infer-only timing input: dataset (default), zeros or random",
     "post-workers": "1 (default): postprocess overlapped with inference; 0: on the inference thread",
     "isolate": "each batch size in its own process (a killed batch size is recorded, the sweep goes on)",
@@ -155,12 +157,12 @@ def setup(c, model=None, force=False):
 def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=None, backend=None, batch_sizes=None,
         limit=None, out=str(RESULTS), opset=None, option=None, docker_=False, dry_run=False, device_type="auto",
         warmup=None, iters=None, time_budget=None, threads=None, workers=None, infer_input=None, post_workers=None,
-        isolate=False, memory_limit=None, profile=None, no_peak=False, container_memory=None):
+        isolate=False, memory_limit=None, profile=None, no_peak=False, container_memory=None, stable_tolerance=None):
     """Run a model's guide end to end; validate the result JSON."""
     model = _need(model)
     zargs = _zoo_args(backend, batch_sizes, limit, opset, option, warmup, iters, time_budget, threads, workers,
                       None if docker_ or dry_run else ids_file, sha256, md5, infer_input, post_workers, isolate,
-                      memory_limit, profile, no_peak)
+                      memory_limit, profile, no_peak, stable_tolerance)
     out = Path(out).resolve()
     if docker_ or dry_run:
         if ids_file:
@@ -196,14 +198,16 @@ def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=
 @task(auto_shortflags=False, iterable=["option"])
 def bench(c, model=None, batch_sizes=None, limit=None, data=None, weights=None, backends="torch,onnxruntime",
           out=str(RESULTS / "bench"), option=None, iters=None, time_budget=None, threads=None, workers=None,
-          infer_input=None, post_workers=None, isolate=False, memory_limit=None, profile=None, no_peak=False):
+          infer_input=None, post_workers=None, isolate=False, memory_limit=None, profile=None, no_peak=False,
+          stable_tolerance=None):
     """PyTorch eager vs the compiled runtimes (e.g. --backends torch,onnxruntime,openvino): throughput per
     batch size and the ratios."""
     model = _need(model)
     argv = ["-m", "zoo", "bench", "--model", model, "--backends", backends, "--out", str(Path(out).resolve()),
             *_zoo_args(None, batch_sizes, limit, None, option, None, iters, time_budget, threads, workers,
                        infer_input=infer_input, post_workers=post_workers, isolate=isolate,
-                       memory_limit=memory_limit, profile=profile, no_peak=no_peak)]
+                       memory_limit=memory_limit, profile=profile, no_peak=no_peak,
+                       stable_tolerance=stable_tolerance)]
     argv += _paths(weights, data)
     proc = _in_env(model, argv)
     print(proc.stdout, end="")

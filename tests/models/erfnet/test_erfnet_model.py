@@ -98,7 +98,7 @@ def test_options():
     assert M.adapter(bn_weight_clamp=True).export_edit_key() == "bnclamp0.01"
     assert M.adapter(bn_weight_clamp="regex").export_edit_key() == "bnclamp0.01-regex"
     for bad in (1, "yes", 0.01):
-        with pytest.raises(ZooError, match="bn_weight_clamp must be false, true or regex"):
+        with pytest.raises(ZooError, match="option bn_weight_clamp must be one of false, true, regex"):
             M.adapter(bn_weight_clamp=bad)
     with pytest.raises(ZooError, match="unknown model option"):
         M.adapter(num_classes=19)

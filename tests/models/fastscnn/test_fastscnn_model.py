@@ -123,5 +123,5 @@ def test_options_and_unknown_option():
         FastSCNN(ppm="adaptive")
     with pytest.raises(ZooError, match="option ppm must be one of exact, guide_avgpool, got 'avg'"):
         M.adapter(ppm="avg")
-    with pytest.raises(ZooError, match="aux and aux_outputs must be true/false"):
+    with pytest.raises(ZooError, match="option aux must be true or false, got .yes."):
         M.adapter(aux="yes")
