@@ -98,10 +98,13 @@ def test_onnxruntime_detections_match_mmdet_predict(model, onnx_file):
     for o, (rb, rs, rl) in zip(out, mmdet_predict(model, torch.from_numpy(x))):
         boxes, scores, labels = detect(o, (SIZE, SIZE))
         assert len(rs) >= 20 and rs.max() < 0.99
-        # match each mmdet detection to ours (same label, IoU > 0.99, score within 1e-3). Random
+        # match each mmdet detection to ours (same label, IoU > 0.98, score within 1e-3). Random
         # weights give many overlapping boxes with near-equal scores, so ONNX Runtime's rounding
-        # (max rel. diff ~1e-5) can flip a few NMS or 100-detection-cut decisions; the postprocess
-        # itself is exact on identical inputs (test_nasfpn_postprocess).
+        # can flip a few NMS or 100-detection-cut decisions; the postprocess itself is exact on
+        # identical inputs (test_nasfpn_postprocess). The rounding depends on the CPU's kernels:
+        # on an AMD EPYC host the box deltas differ by up to 2e-3 (5e-4 of their range), which
+        # exp() turns into boxes at IoU 0.98-0.99 of mmdet's (92/100 matched at IoU > 0.99, 99/100
+        # at IoU > 0.98; a Cascade Lake host matched >= 93 at 0.99).
         matched, unmatched_scores = 0, []
         for b, s, lab in zip(rb, rs, rl):
             same = labels == lab
@@ -114,7 +117,7 @@ def test_onnxruntime_detections_match_mmdet_predict(model, onnx_file):
             inter = ix * iy
             iou = inter / ((bb[:, 2] - bb[:, 0]) * (bb[:, 3] - bb[:, 1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
             k = int(np.argmax(iou))
-            if iou[k] > 0.99 and abs(scores[same][k] - s) < 1e-3:
+            if iou[k] > 0.98 and abs(scores[same][k] - s) < 1e-3:
                 matched += 1
             else:
                 unmatched_scores.append(s)
