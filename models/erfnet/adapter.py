@@ -290,11 +290,7 @@ def clamp_bn_weights_onnx(model, module, mode, floor: float = GAMMA_FLOOR) -> di
 
 class ErfNetAdapter(ModelAdapter):
     def __init__(self, manifest, **overrides):
-        super().__init__(manifest, **overrides)
-        mode = self.options["bn_weight_clamp"]
-        if not (isinstance(mode, bool) or mode == "regex"):
-            raise ZooError(f"{manifest.name}: option bn_weight_clamp must be false, true or regex, "
-                           f"got {self.options['bn_weight_clamp']!r}")
+        super().__init__(manifest, **overrides)  # bn_weight_clamp checked against its declaration
         self._module = None
 
     def build(self):

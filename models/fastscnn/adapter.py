@@ -191,16 +191,8 @@ class UpstreamView(SegmentronMetric):
 
 class FastSCNNAdapter(ModelAdapter):
     def __init__(self, manifest, **overrides):
-        super().__init__(manifest, **overrides)
-        from models.fastscnn.model import PPM_MODES
+        super().__init__(manifest, **overrides)  # every option checked against its declaration
         o = self.options
-        if o["ppm"] not in PPM_MODES:
-            raise ZooError(f"{manifest.name}: option ppm must be one of {', '.join(PPM_MODES)}, got {o['ppm']!r}")
-        if not (isinstance(o["aux"], bool) and isinstance(o["aux_outputs"], bool)) \
-                or not isinstance(o["num_classes"], int) or o["num_classes"] < 1:
-            raise ZooError(f"{manifest.name}: options aux and aux_outputs must be true/false and num_classes a "
-                           f"positive integer, got aux={o['aux']!r}, aux_outputs={o['aux_outputs']!r}, "
-                           f"num_classes={o['num_classes']!r}")
         self._dataset: CityscapesVal | None = None
         self._export_hw_requested = str(o.get("export_hw", "auto"))
 

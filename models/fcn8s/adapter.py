@@ -221,10 +221,7 @@ class FcnExport:
 class FCN8sAdapter(ModelAdapter):
     @property
     def protocol(self) -> str:
-        p = self.options["protocol"]
-        if p not in PROTOCOLS:
-            raise ZooError(f"fcn8s: option protocol must be one of {PROTOCOLS}, got {p!r}")
-        return p
+        return self.options["protocol"]  # one of PROTOCOLS: checked against its declaration
 
     @property
     def dynamic_spatial(self) -> bool:  # the upstream protocol keeps each image's size
@@ -232,8 +229,6 @@ class FCN8sAdapter(ModelAdapter):
 
     def build(self):
         from zoo.mm import build_model, load_config
-        if not isinstance(self.options["argmax_in_graph"], bool):
-            raise ZooError(f"fcn8s: option argmax_in_graph must be true or false, got {self.options['argmax_in_graph']!r}")
         if self.options["argmax_in_graph"] and self.protocol != "guide":
             raise ZooError("fcn8s: argmax_in_graph=true needs protocol=guide (upstream resizes the logits, not labels)")
         cfg = load_config("mmseg", CONFIG)
