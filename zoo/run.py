@@ -200,9 +200,11 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     inp, outp = manifest.input["name"], manifest.output["name"]
 
     edit_key = adapter.export_edit_key()
-    if edit_key and (cfg.backend != "onnxruntime" or cfg.onnx):
+    if edit_key and (not runtime_cls.runs_onnx_graph or cfg.onnx):
         raise ZooError(f"{manifest.name}: the option behind the ONNX edit {edit_key!r} applies to the exported graph "
-                       f"only: use --backend onnxruntime without --onnx (or turn the option off)")
+                       f"only ({cfg.backend} runs {'a given --onnx file' if cfg.onnx else 'the PyTorch module'}): use a "
+                       f"runtime that runs the exported graph (--backend onnxruntime, openvino, ...) without --onnx, "
+                       f"or turn the option off")
     _log(f"[1/6] weights ({cfg.weights or manifest.weights.get('default')})")
     weights = resolve(cfg.weights, manifest, cfg.sha256, cfg.md5)
     module = adapter.build()

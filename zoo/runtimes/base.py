@@ -42,6 +42,9 @@ def default_threads() -> int:
 class Runtime(ABC):
     name: ClassVar[str]
     device_type: ClassVar[str] = "cpu"
+    # Runs the exported ONNX graph (so an edit of that graph, e.g. a guide's weight patch, reaches
+    # it); False for a runtime that runs the PyTorch module itself.
+    runs_onnx_graph: ClassVar[bool] = True
 
     def __init__(self, threads: int | None = None):
         self.threads = threads or default_threads()

@@ -11,6 +11,7 @@ from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
 
 class TorchRuntime(Runtime):
     name = "torch"
+    runs_onnx_graph = False  # eager PyTorch: the module, not the exported graph
 
     @classmethod
     def unavailable_reason(cls):

@@ -112,3 +112,20 @@ def test_builtin_sample_without_data(run_zoo, checkpoint, tmp_path):
     check_record(rec, 1, (1,))
     d = rec["provenance"]["dataset"]
     assert d["builtin"] is True and d["path"].endswith("zoo/samples/cityscapes")
+
+
+def test_bn_weight_clamp_reaches_every_runtime_that_runs_the_graph(run_zoo, checkpoint, tmp_path):
+    """Whether a runtime takes an ONNX edit is a property of the runtime (runs_onnx_graph), not a
+    test of its name: OpenVINO compiles the edited file and scores as ONNX Runtime does on it."""
+    from zoo.runtimes import RUNTIMES
+    assert {n for n, cls in RUNTIMES.items() if not cls.runs_onnx_graph} == {"torch"}
+    recs = {}
+    for backend in ("onnxruntime", "openvino"):
+        proc = run_zoo("run", "--model", "erfnet", "--weights", checkpoint, "--backend", backend, "--no-peak",
+                       "--option", "bn_weight_clamp=true", "--batch-sizes", "1", *COMMON, "--out", tmp_path / backend)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        recs[backend] = last_result(proc)
+    ov, ort = recs["openvino"], recs["onnxruntime"]
+    assert ov["export"]["edit"]["name"] == ort["export"]["edit"]["name"] == "bnclamp0.01"
+    assert ov["export"]["edit"]["onnx_sha256"] == ort["export"]["edit"]["onnx_sha256"]
+    assert ov["accuracy"][0]["value"] == pytest.approx(ort["accuracy"][0]["value"], abs=1e-3)
