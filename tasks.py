@@ -51,12 +51,19 @@ def _ensure(model: str) -> Path:
         _fail(str(exc))
 
 
-def _zoo_args(backend=None, batch_sizes=None, limit=None, opset=None, option=(), warmup=None, iters=None,
+def _one_name(new, old, flag: str, old_flag: str):
+    """--runtime(s) and its old name --backend(s): either, or both if they agree."""
+    if new is not None and old is not None and new != old:
+        _fail(f"{flag} {new!r} and {old_flag} {old!r} disagree ({old_flag} is the old name of {flag})")
+    return new if new is not None else old
+
+
+def _zoo_args(runtime=None, batch_sizes=None, limit=None, opset=None, option=(), warmup=None, iters=None,
               time_budget=None, threads=None, workers=None, ids_file=None, sha256=None, md5=None,
               infer_input=None, post_workers=None, isolate=False, memory_limit=None, profile=None,
               no_peak=False, stable_tolerance=None) -> list[str]:
     args = (["--isolate"] if isolate else []) + (["--no-peak"] if no_peak else [])
-    for flag, val in (("--backend", backend), ("--batch-sizes", batch_sizes), ("--limit", limit),
+    for flag, val in (("--runtime", runtime), ("--batch-sizes", batch_sizes), ("--limit", limit),
                       ("--opset", opset), ("--warmup", warmup), ("--iters", iters), ("--time-budget", time_budget),
                       ("--stable-tolerance", stable_tolerance),
                       ("--threads", threads), ("--workers", workers), ("--ids-file", ids_file),
@@ -140,7 +147,8 @@ def setup(c, model=None, force=False):
     "model": "model name, e.g. unetpp", "weights": "checkpoint file, URL or manifest name (default: built-in)",
     "sha256": "expected sha256 of --weights", "md5": "expected md5 of --weights",
     "data": "dataset root in its original layout (default: built-in sample)", "ids-file": "split ids file",
-    "backend": "onnxruntime (default) or torch", "batch-sizes": "e.g. 1,4,8,16,32,64", "limit": "first N samples",
+    "runtime": "onnxruntime (default), openvino, torch, onnxruntime-cuda, onnxruntime-trt or ascend",
+    "backend": "the old name of --runtime", "batch-sizes": "e.g. 1,4,8,16,32,64", "limit": "first N samples",
     "out": "results folder (default: results)", "opset": "ONNX opset", "option": "model option KEY=VALUE (repeatable)",
     "docker": "run in the model's image instead of the local env", "dry-run": "print the docker commands only",
     "device-type": "auto|cpu|ascend|nvidia (docker)", "warmup": "warm-up calls", "iters": "timed calls per batch size",
@@ -154,13 +162,14 @@ def setup(c, model=None, force=False):
     "no-peak": "skip measuring the fp32 GEMM peak (and the cost fractions that need it)",
     "container-memory": "with --docker: the container's memory limit (docker --memory, e.g. 8g; a number is MB; "
                         "default: none)"})
-def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=None, backend=None, batch_sizes=None,
+def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=None, runtime=None, backend=None,
+        batch_sizes=None,
         limit=None, out=str(RESULTS), opset=None, option=None, docker_=False, dry_run=False, device_type="auto",
         warmup=None, iters=None, time_budget=None, threads=None, workers=None, infer_input=None, post_workers=None,
         isolate=False, memory_limit=None, profile=None, no_peak=False, container_memory=None, stable_tolerance=None):
     """Run a model's guide end to end; validate the result JSON."""
     model = _need(model)
-    zargs = _zoo_args(backend, batch_sizes, limit, opset, option, warmup, iters, time_budget, threads, workers,
+    zargs = _zoo_args(_one_name(runtime, backend, "--runtime", "--backend"), batch_sizes, limit, opset, option, warmup, iters, time_budget, threads, workers,
                       None if docker_ or dry_run else ids_file, sha256, md5, infer_input, post_workers, isolate,
                       memory_limit, profile, no_peak, stable_tolerance)
     out = Path(out).resolve()
@@ -195,15 +204,17 @@ def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=
         _fail(f"run finished but its result is not valid: {exc}")
 
 
-@task(auto_shortflags=False, iterable=["option"])
-def bench(c, model=None, batch_sizes=None, limit=None, data=None, weights=None, backends="torch,onnxruntime",
+@task(auto_shortflags=False, iterable=["option"], help={"runtimes": "comma-separated runtimes (default torch,onnxruntime)",
+                                                        "backends": "the old name of --runtimes"})
+def bench(c, model=None, batch_sizes=None, limit=None, data=None, weights=None, runtimes=None, backends=None,
           out=str(RESULTS / "bench"), option=None, iters=None, time_budget=None, threads=None, workers=None,
           infer_input=None, post_workers=None, isolate=False, memory_limit=None, profile=None, no_peak=False,
           stable_tolerance=None):
-    """PyTorch eager vs the compiled runtimes (e.g. --backends torch,onnxruntime,openvino): throughput per
+    """PyTorch eager vs the compiled runtimes (e.g. --runtimes torch,onnxruntime,openvino): throughput per
     batch size and the ratios."""
     model = _need(model)
-    argv = ["-m", "zoo", "bench", "--model", model, "--backends", backends, "--out", str(Path(out).resolve()),
+    names = _one_name(runtimes, backends, "--runtimes", "--backends") or "torch,onnxruntime"
+    argv = ["-m", "zoo", "bench", "--model", model, "--runtimes", names, "--out", str(Path(out).resolve()),
             *_zoo_args(None, batch_sizes, limit, None, option, None, iters, time_budget, threads, workers,
                        infer_input=infer_input, post_workers=post_workers, isolate=isolate,
                        memory_limit=memory_limit, profile=profile, no_peak=no_peak,

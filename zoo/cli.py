@@ -1,6 +1,6 @@
 """`python -m zoo`: the entrypoint, the same in a local per-model environment and in an image.
 
-  python -m zoo run   --model unetpp [--weights W] [--data D] [--backend onnxruntime|torch] ...
+  python -m zoo run   --model unetpp [--weights W] [--data D] [--runtime onnxruntime|openvino|torch|...] ...
   python -m zoo bench --model unetpp [--batch-sizes ...]     (PyTorch eager vs compiled runtime)
   python -m zoo models
 
@@ -79,9 +79,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="with --isolate: kill a batch size whose resident memory exceeds MB (recorded as failed)")
 
 
-def _config(a, backend: str):
+def _config(a, runtime: str):
     from zoo.run import RunConfig
-    return RunConfig(model=a.model, backend=backend, weights=a.weights, sha256=a.sha256, md5=a.md5, data=a.data,
+    return RunConfig(model=a.model, runtime=runtime, weights=a.weights, sha256=a.sha256, md5=a.md5, data=a.data,
                      ids_file=a.ids_file, batch_sizes=a.batch_sizes, limit=a.limit, out=a.out, opset=a.opset,
                      onnx=a.onnx, options=dict(a.option), warmup=a.warmup, iterations=a.iters,
                      time_budget=a.time_budget, threads=a.threads, workers=a.workers,
@@ -105,12 +105,15 @@ def _stability(a):
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m zoo", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run one model's guide end to end on one backend")
+    r = sub.add_parser("run", help="run one model's guide end to end on one runtime")
     _add_common(r)
-    r.add_argument("--backend", default="onnxruntime")
+    r.add_argument("--runtime", "--backend", dest="runtime", default="onnxruntime",
+                   help="onnxruntime (default), openvino, torch, onnxruntime-cuda, onnxruntime-trt, ascend "
+                        "(--backend: the old name of this option)")
     b = sub.add_parser("bench", help="PyTorch eager vs the compiled runtime, side by side")
     _add_common(b)
-    b.add_argument("--backends", default="torch,onnxruntime")
+    b.add_argument("--runtimes", "--backends", dest="runtimes", default="torch,onnxruntime",
+                   help="comma-separated runtimes, side by side (--backends: the old name)")
     pr = sub.add_parser("prep", help="write the preprocessed inputs as <id>.bin (float32 CHW), as the guides' "
                         "preprocessing scripts do, for tools that read .bin files (ais_bench, benchmark)")
     pr.add_argument("--model", required=True)
@@ -124,7 +127,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def bench_table(records: list[dict]) -> str:
-    """Infer-only and pipeline throughput per batch size for each backend, and ratios vs the first."""
+    """Infer-only and pipeline throughput per batch size for each runtime, and ratios vs the first."""
     by = {r["runtime"]["name"]: {(p["batch_size"], p["scope"]): p for p in r["perf"]} for r in records}
     names = list(by)
     base = names[0]
@@ -216,13 +219,13 @@ def _dispatch(args, argv: list[str]) -> int:
         print(run(config_from_json(args.config), argv))
         return 0
     if args.cmd == "run":
-        path = run(_config(args, args.backend), argv)
+        path = run(_config(args, args.runtime), argv)
         print(path)
         return 0
     import json
-    configs = [_config(args, b.strip()) for b in args.backends.split(",") if b.strip()]
+    configs = [_config(args, b.strip()) for b in args.runtimes.split(",") if b.strip()]
     if not configs:
-        raise ZooError(f"--backends names no backend, got {args.backends!r}")
+        raise ZooError(f"--runtimes names no runtime, got {args.runtimes!r}")
     for cfg in configs:  # every backend's settings checked before the first one runs
         check_config(cfg)
     paths = [run(cfg, argv) for cfg in configs]

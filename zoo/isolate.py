@@ -104,6 +104,8 @@ def config_from_json(text: str):
     from zoo.pipeline import Stability
     from zoo.run import RunConfig
     d = json.loads(text)
+    if "backend" in d:  # a config written before the runtime/backend names became one
+        d.setdefault("runtime", d.pop("backend"))
     for k in ("data", "ids_file", "out", "onnx"):
         if d.get(k) is not None:
             d[k] = Path(d[k])
@@ -156,11 +158,11 @@ def run_isolated(cfg, argv: list[str]) -> Path:
             perf.append({"batch_size": bs, "scope": "infer_only", "status": "failed", "error": reason[:500],
                          "peak_rss_mb": res.peak_rss_mb})
     if not records:
-        raise ZooError(f"{cfg.model}/{cfg.backend}: every batch size failed; first error: {perf[0]['error']}")
+        raise ZooError(f"{cfg.model}/{cfg.runtime}: every batch size failed; first error: {perf[0]['error']}")
     rec = records[0]
     t_end = time.time()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(t_start))
-    rec.update(run_id=f"{manifest.name}-{cfg.backend}-{stamp}", perf=perf, accuracy=_merge_accuracy(records),
+    rec.update(run_id=f"{manifest.name}-{cfg.runtime}-{stamp}", perf=perf, accuracy=_merge_accuracy(records),
                timestamps={"started": _utc(t_start), "finished": _utc(t_end), "duration_s": round(t_end - t_start, 3)})
     rec["environment"]["command"] = [Path(sys.executable).name, "-m", "zoo", *argv]
     peaks = [r["device"]["fp32_peak"] for r in records if r["device"].get("fp32_peak")]

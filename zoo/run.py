@@ -29,7 +29,7 @@ from zoo.weights import resolve
 @dataclass
 class RunConfig:
     model: str
-    backend: str = "onnxruntime"
+    runtime: str = "onnxruntime"   # --runtime (old name: --backend)
     weights: str | None = None
     sha256: str | None = None
     md5: str | None = None
@@ -174,7 +174,7 @@ def check_config(cfg: RunConfig) -> None:
     need(cfg.memory_limit_mb is None or cfg.memory_limit_mb > 0, f"--memory-limit must be > 0 MB, got {cfg.memory_limit_mb}")
     need(not cfg.batch_sizes or all(b >= 1 for b in cfg.batch_sizes), f"batch sizes must be positive, got {cfg.batch_sizes}")
     manifest = load_manifest(cfg.model)
-    get_runtime(cfg.backend)
+    get_runtime(cfg.runtime)
     manifest.adapter(**cfg.options)  # the options, against the manifest's declaration
     from zoo.weights import plan
     plan(cfg.weights, manifest, cfg.sha256, cfg.md5)  # checksum values and where the file comes from; reads nothing
@@ -192,7 +192,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         return run_isolated(cfg, argv or [])
     t_start = time.time()
     manifest = load_manifest(cfg.model)
-    runtime_cls = get_runtime(cfg.backend)
+    runtime_cls = get_runtime(cfg.runtime)
     adapter = manifest.adapter(**cfg.options)
     batch_sizes = sweep_sizes(cfg, manifest, adapter)
     cache = cache_dir()
@@ -202,8 +202,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     edit_key = adapter.export_edit_key()
     if edit_key and (not runtime_cls.runs_onnx_graph or cfg.onnx):
         raise ZooError(f"{manifest.name}: the option behind the ONNX edit {edit_key!r} applies to the exported graph "
-                       f"only ({cfg.backend} runs {'a given --onnx file' if cfg.onnx else 'the PyTorch module'}): use a "
-                       f"runtime that runs the exported graph (--backend onnxruntime, openvino, ...) without --onnx, "
+                       f"only ({cfg.runtime} runs {'a given --onnx file' if cfg.onnx else 'the PyTorch module'}): use a "
+                       f"runtime that runs the exported graph (--runtime onnxruntime, openvino, ...) without --onnx, "
                        f"or turn the option off")
     _log(f"[1/6] weights ({cfg.weights or manifest.weights.get('default')})")
     weights = resolve(cfg.weights, manifest, cfg.sha256, cfg.md5)
@@ -271,7 +271,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         export["cost"] = {**onnx_cost(Path(export["path"]), list(head[0].shape)), "input_shape": list(head[0].shape)}
     except ZooError as exc:
         _log(f"      cost not counted: {exc}")
-    _log(f"[4/6] compile for {cfg.backend}")
+    _log(f"[4/6] compile for {cfg.runtime}")
     rt = runtime_cls(cfg.threads)
     arts = ModelArtifacts(onnx_path=Path(export["path"]), input_names=[inp], output_names=[outp],
                           torch_module=module, key=export["onnx_sha256"])
@@ -332,7 +332,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
             perf.append(with_cost(block, block_peak))
             metrics = adapter.metrics()
             try:
-                pipe = run_pipeline(rt, dataset, bs, inp, outp, metrics, workers=cfg.workers, label=cfg.backend,
+                pipe = run_pipeline(rt, dataset, bs, inp, outp, metrics, workers=cfg.workers, label=cfg.runtime,
                                     post_workers=cfg.post_workers)
             except ZooError:
                 raise
@@ -353,14 +353,14 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         if block.get("gflops") is not None:
             block["peak_fraction"] = block["gflops"] / peak["gflops"] if peak else None
     if not metrics_by_bs:
-        raise ZooError(f"{cfg.model}/{cfg.backend}: every batch size failed; first error: {perf[0].get('error')}")
+        raise ZooError(f"{cfg.model}/{cfg.runtime}: every batch size failed; first error: {perf[0].get('error')}")
 
     _log("[6/6] result")
     t_end = time.time()
     stamp = datetime.fromtimestamp(t_start, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     record = {
         "schema_version": RESULT_SCHEMA_VERSION, "kind": "zoo.result",
-        "run_id": f"{manifest.name}-{cfg.backend}-{stamp}", "status": "ok", "error": None,
+        "run_id": f"{manifest.name}-{cfg.runtime}-{stamp}", "status": "ok", "error": None,
         "model": {"name": manifest.name, "title": manifest.title, "variant": adapter.variant, "options": adapter.options},
         "runtime": {"name": rt.name, "version": rt.version(),
                     "settings": {**rt.settings(), "cache": str(cache), "pipeline_workers": cfg.workers,

@@ -71,7 +71,7 @@ def test_compile_per_batch_size_runs_atc_with_the_device_soc(tmp_path, monkeypat
 def test_unavailable_here_is_a_one_line_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no atc
     assert "atc" in AscendRuntime.unavailable_reason()
-    with pytest.raises(ZooError, match=r"backend 'ascend' is not available: the Ascend toolkit's `atc` is not on PATH"):
+    with pytest.raises(ZooError, match=r"runtime 'ascend' is not available: the Ascend toolkit's `atc` is not on PATH"):
         get_runtime("ascend")
 
 
@@ -80,4 +80,4 @@ def test_cli_selecting_ascend_fails_cleanly(tmp_path):
                            "--out", str(tmp_path)], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: backend 'ascend' is not available")
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: runtime 'ascend' is not available")

@@ -17,7 +17,7 @@ from zoo.runtimes.onnxruntime_rt import OnnxRuntimeCuda, OnnxRuntimeTensorRT
 
 def test_missing_providers_are_a_one_line_error(monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    with pytest.raises(ZooError, match=r"backend 'onnxruntime-cuda' is not available: onnxruntime .* has no "
+    with pytest.raises(ZooError, match=r"runtime 'onnxruntime-cuda' is not available: onnxruntime .* has no "
                                        r"CUDAExecutionProvider here .*available: CPUExecutionProvider"):
         get_runtime("onnxruntime-cuda")
     with pytest.raises(ZooError, match=r"no TensorrtExecutionProvider here .*TensorRT"):

@@ -28,10 +28,22 @@ def test_paths_resolved_from_the_callers_folder(tmp_path, monkeypatch):
 
 def test_benchmark_flags_reach_the_zoo_command_line():
     tasks = load_tasks()
-    args = tasks._zoo_args(backend="openvino", batch_sizes="1,4", post_workers=0, isolate=True, memory_limit=900,
+    args = tasks._zoo_args(runtime="openvino", batch_sizes="1,4", post_workers=0, isolate=True, memory_limit=900,
                            profile=5)
     assert args[0] == "--isolate"
     pairs = dict(zip(args[1::2], args[2::2]))
-    assert pairs == {"--backend": "openvino", "--batch-sizes": "1,4", "--post-workers": "0",
+    assert pairs == {"--runtime": "openvino", "--batch-sizes": "1,4", "--post-workers": "0",
                      "--memory-limit": "900", "--profile": "5"}
     assert tasks._zoo_args() == []
+
+
+def test_runtime_and_its_old_name_backend():
+    """One name, --runtime(s), across CLI, code and record; --backend(s) stays as the old name."""
+    import pytest
+    from invoke import Exit
+    tasks = load_tasks()
+    assert tasks._one_name("openvino", None, "--runtime", "--backend") == "openvino"
+    assert tasks._one_name(None, "torch", "--runtime", "--backend") == "torch"
+    assert tasks._one_name("torch", "torch", "--runtime", "--backend") == "torch"
+    with pytest.raises(Exit, match="--runtime 'torch' and --backend 'openvino' disagree"):
+        tasks._one_name("torch", "openvino", "--runtime", "--backend")

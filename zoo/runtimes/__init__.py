@@ -16,10 +16,10 @@ def get_runtime(name: str) -> type[Runtime]:
     try:
         cls = RUNTIMES[name]
     except KeyError:
-        raise ZooError(f"unknown backend {name!r} (known: {', '.join(sorted(RUNTIMES))})") from None
+        raise ZooError(f"unknown runtime {name!r} (known: {', '.join(sorted(RUNTIMES))})") from None
     reason = cls.unavailable_reason()
     if reason:
-        raise ZooError(f"backend {name!r} is not available: {reason}")
+        raise ZooError(f"runtime {name!r} is not available: {reason}")
     return cls
 
 

@@ -34,7 +34,7 @@ def test_unknown_model(run_zoo, out):
 
 
 def test_unknown_backend(run_zoo, out):
-    assert_clean_failure(run(run_zoo, out, "--backend", "tensorflow"), out, "unknown backend 'tensorflow'", "onnxruntime")
+    assert_clean_failure(run(run_zoo, out, "--backend", "tensorflow"), out, "unknown runtime 'tensorflow'", "onnxruntime")
 
 
 def test_missing_data_folder(run_zoo, out, tmp_path):
