@@ -75,7 +75,7 @@ def test_no_weights_says_how_to_get_the_checkpoint_subprocess(run_zoo, out):
 
 def test_onnx_edit_option_with_the_torch_backend_is_refused(zoo, out, checkpoint):
     assert_clean_failure(*zoo("--weights", checkpoint, "--backend", "torch", "--option", "bn_weight_clamp=true"),
-                         out, "bnclamp0.01", "--backend onnxruntime")
+                         out, "bnclamp0.01", "--runtime onnxruntime")
 
 
 def test_url_without_checksum_is_refused(zoo, out):
