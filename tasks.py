@@ -96,10 +96,8 @@ def _in_env(model: str, argv: list[str]) -> subprocess.CompletedProcess:
     py = _ensure(model)
     proc = subprocess.Popen([str(py), *argv], cwd=ROOT, env=envs.model_env({"ZOO_PARENT_PID": str(os.getpid())}),
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
-    received: list[int] = []
 
     def forward(signum, frame):
-        received.append(signum)
         try:
             proc.send_signal(signum)
         except ProcessLookupError:
@@ -169,7 +167,8 @@ def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=
         isolate=False, memory_limit=None, profile=None, no_peak=False, container_memory=None, stable_tolerance=None):
     """Run a model's guide end to end; validate the result JSON."""
     model = _need(model)
-    zargs = _zoo_args(_one_name(runtime, backend, "--runtime", "--backend"), batch_sizes, limit, opset, option, warmup, iters, time_budget, threads, workers,
+    zargs = _zoo_args(_one_name(runtime, backend, "--runtime", "--backend"), batch_sizes, limit, opset, option,
+                      warmup, iters, time_budget, threads, workers,
                       None if docker_ or dry_run else ids_file, sha256, md5, infer_input, post_workers, isolate,
                       memory_limit, profile, no_peak, stable_tolerance)
     out = Path(out).resolve()

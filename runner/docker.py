@@ -427,11 +427,11 @@ def _download_url(model: str, weights: PathLike | None) -> str | None:
     if text is not None and re.match(r"https?://", text, re.IGNORECASE):
         return text
     try:
-        import yaml
+        from zoo.manifest import load_manifest  # the one manifest reader (yaml + schema)
 
-        spec = yaml.safe_load((MODELS_DIR / model / "model.yaml").read_text()).get("weights") or {}
-        entry = (spec.get("checkpoints") or {}).get(text or spec.get("default"))
-    except Exception:  # no PyYAML, unreadable manifest: the zoo reports it in the container
+        spec = load_manifest(model).weights
+        entry = spec["checkpoints"].get(text or spec.get("default"))
+    except Exception:  # an unreadable or invalid manifest: the zoo reports it in the container
         return None
     if isinstance(entry, dict) and entry.get("url") and not entry.get("path"):
         return str(entry["url"])

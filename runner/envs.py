@@ -8,13 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 from runner import MODELS_DIR, ROOT
-from runner.lock import LockError, check_lock
+from runner.lock import LockError, canonical_name, check_lock
 
 VENVS = ROOT / ".venvs"
 STAMP = ".zoo-env.json"
@@ -96,8 +95,7 @@ def checked_lock(model: str) -> Path:
         if "==" not in req:
             continue
         name, version = (s.strip() for s in req.split("==", 1))
-        key = re.sub(r"[-_.]+", "-", name).lower()
-        if pins.get(key, (None,))[0] != version:
+        if pins.get(canonical_name(name), (None,))[0] != version:
             raise EnvError(f"{lock}: stale, {name}=={version} of requirements.txt is not in it "
                            f"(regenerate it: python3 runner/lock.py {model})")
     return lock

@@ -45,6 +45,11 @@ class LockError(Exception):
     """One-line failure."""
 
 
+def canonical_name(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503): runs of -_. as one -, lower case."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def parse_lock(path: Path) -> dict[str, tuple[str, list[str]]]:
     """{normalised name: (version, [sha256 hashes])} of a hash lock; LockError on any line that
     is not a `name==version` pin with at least one sha256 hash (options and markers included)."""
@@ -69,7 +74,7 @@ def parse_lock(path: Path) -> dict[str, tuple[str, list[str]]]:
             raise LockError(f"{path}: {req!r} is not an exact pin (name==version)")
         if not hashes or not all(_HASH.match(h) for h in hashes):
             raise LockError(f"{path}: {req} has no sha256 --hash entries (or a malformed one)")
-        name = re.sub(r"[-_.]+", "-", m.group(1)).lower()
+        name = canonical_name(m.group(1))
         if name in pins:
             raise LockError(f"{path}: {name} is pinned twice")
         pins[name] = (m.group(2), [h.split(":", 1)[1] for h in hashes])

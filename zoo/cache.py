@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from zoo.errors import ZooError, one_line
+from zoo.fileutil import file_digest, temp_file_beside, umask
 
 SIDECAR = ".zoo-entry.json"
 SIDECAR_VERSION = 1
@@ -42,20 +42,6 @@ MISSING = "missing"
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --- temporary names beside a final path -------------------------------------------------------
@@ -71,20 +57,8 @@ def temp_dir_beside(final: Path) -> Path:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}-", suffix=".tmp", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    os.chmod(tmp, 0o777 & ~umask())
     return tmp
-
-
-def temp_file_beside(final: Path) -> Path:
-    """A new empty file `.<name>.<pid>-<random>.tmp` in final's parent (permissions as open())."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}-", suffix=".tmp", dir=final.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-    finally:
-        os.close(fd)
-    return Path(tmp)
 
 
 def _remove(path: Path) -> None:
@@ -154,7 +128,7 @@ def write_sidecar(folder: Path) -> dict:
     """Describe every file of `folder` (relative path, size, sha256) in `folder/.zoo-entry.json`."""
     folder = Path(folder)
     desc = {"version": SIDECAR_VERSION,
-            "files": [{"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size, "sha256": _sha256(p)}
+            "files": [{"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size, "sha256": file_digest(p)}
                       for p in _files(folder)]}
     side = folder / SIDECAR
     with open(side, "w") as f:
@@ -191,7 +165,7 @@ def damage(entry: Path, verify: Callable[[Path], None] | None = None) -> str | N
             actual = p.stat().st_size
             if actual != size:
                 return f"{rel} is {actual} bytes, expected {size}"
-            if _sha256(p) != digest:
+            if file_digest(p) != digest:
                 return f"{rel} content differs from its sha256"
         except (KeyError, TypeError) as exc:
             return f"{SIDECAR} unreadable: {one_line(exc)[:120]}"

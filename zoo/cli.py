@@ -226,7 +226,7 @@ def _dispatch(args, argv: list[str]) -> int:
     configs = [_config(args, b.strip()) for b in args.runtimes.split(",") if b.strip()]
     if not configs:
         raise ZooError(f"--runtimes names no runtime, got {args.runtimes!r}")
-    for cfg in configs:  # every backend's settings checked before the first one runs
+    for cfg in configs:  # every runtime's settings checked before the first one runs
         check_config(cfg)
     paths = [run(cfg, argv) for cfg in configs]
     print(bench_table([json.loads(p.read_text()) for p in paths]))

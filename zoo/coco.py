@@ -215,6 +215,6 @@ def write_results(path: Path, results: list[dict]) -> None:
     """The COCO results JSON, written atomically; a failed write is a one-line ZooError."""
     from zoo.fileutil import atomic_write_text
     try:
-        atomic_write_text(Path(path), json.dumps(results))
+        atomic_write_text(Path(path), json.dumps(results, allow_nan=False))
     except OSError as exc:
         raise ZooError(f"{shown(path)}: cannot write the COCO results ({exc.strerror or one_line(exc)})") from None

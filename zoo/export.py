@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.cache import ensure_entry, publish_file, temp_file_beside
+from zoo.cache import ensure_entry, publish_file
+from zoo.fileutil import temp_file_beside
 from zoo.errors import ZooError, one_line
 from zoo.fileutil import file_digest
 

@@ -23,14 +23,32 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _temp_with(path: Path, data: bytes) -> str:
-    """A synced temporary file in path's folder holding data (permissions as a plain open())."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def umask() -> int:
+    """The process's umask (read without changing it for good)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_file_beside(final: Path, suffix: str = ".tmp") -> Path:
+    """A new empty file `.<name>.<pid>-<random><suffix>` in final's parent (same file system, so it
+    can be renamed or linked into place), with the permissions a plain open() would give (not
+    mkstemp's 0600)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}-", suffix=suffix, dir=final.parent)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # as a plain open() would, not mkstemp's 0600
-        with os.fdopen(fd, "wb") as f:
+        os.fchmod(fd, 0o666 & ~umask())
+    finally:
+        os.close(fd)
+    return Path(tmp)
+
+
+def _temp_with(path: Path, data: bytes) -> Path:
+    """A synced temporary file beside path holding data."""
+    tmp = temp_file_beside(path)
+    try:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

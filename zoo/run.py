@@ -155,8 +155,9 @@ def sweep_sizes(cfg: RunConfig, manifest, adapter) -> list[int]:
     return batch_sizes
 
 
-def check_config(cfg: RunConfig) -> None:
-    """Every run option checked before any work (weights, data, export): one line per problem."""
+def check_config(cfg: RunConfig):
+    """Every run option checked before any work (weights, data, export): one line per problem.
+    Returns what the checks built and the run goes on with: (manifest, runtime class, adapter)."""
     def need(ok: bool, msg: str) -> None:
         if not ok:
             raise ZooError(msg)
@@ -174,8 +175,8 @@ def check_config(cfg: RunConfig) -> None:
     need(cfg.memory_limit_mb is None or cfg.memory_limit_mb > 0, f"--memory-limit must be > 0 MB, got {cfg.memory_limit_mb}")
     need(not cfg.batch_sizes or all(b >= 1 for b in cfg.batch_sizes), f"batch sizes must be positive, got {cfg.batch_sizes}")
     manifest = load_manifest(cfg.model)
-    get_runtime(cfg.runtime)
-    manifest.adapter(**cfg.options)  # the options, against the manifest's declaration
+    runtime_cls = get_runtime(cfg.runtime)
+    adapter = manifest.adapter(**cfg.options)  # the options, against the manifest's declaration
     from zoo.weights import plan
     plan(cfg.weights, manifest, cfg.sha256, cfg.md5)  # checksum values and where the file comes from; reads nothing
     if cfg.ids_file is not None and not Path(cfg.ids_file).is_file():
@@ -183,17 +184,15 @@ def check_config(cfg: RunConfig) -> None:
     if cfg.data is not None and not Path(cfg.data).is_dir():
         raise ZooError(f"{cfg.data}: data folder not found")
     check_writable_dir(Path(cfg.out) / manifest.name, "results folder")
+    return manifest, runtime_cls, adapter
 
 
 def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
-    check_config(cfg)
+    manifest, runtime_cls, adapter = check_config(cfg)
     if cfg.isolate:
         from zoo.isolate import run_isolated
         return run_isolated(cfg, argv or [])
     t_start = time.time()
-    manifest = load_manifest(cfg.model)
-    runtime_cls = get_runtime(cfg.runtime)
-    adapter = manifest.adapter(**cfg.options)
     batch_sizes = sweep_sizes(cfg, manifest, adapter)
     cache = cache_dir()
     exp = manifest.export

@@ -54,11 +54,6 @@ def finite_or_none(obj):
     return obj
 
 
-def dumps(record) -> str:
-    """Strict JSON text of a record (never NaN/Infinity): every JSON file the zoo writes."""
-    return json.dumps(record, indent=1, allow_nan=False) + "\n"
-
-
 def validate(record: dict, origin: str = "<record>", name: str = "result.schema.json") -> dict:
     """Raise SchemaError naming the first violation (JSON path and message); return the record.
     A non-finite number is a violation too (strict JSON)."""

@@ -22,7 +22,6 @@ import http.client
 import os
 import re
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from zoo.errors import ZooError, one_line
+from zoo.fileutil import temp_file_beside
 from zoo.paths import cache_dir
 
 # A download larger than this is refused (Content-Length) or aborted (while streaming).
@@ -162,13 +162,11 @@ def _download(url: str, dest: Path, checks: list[Check], timeout: float, max_byt
     temporary file; an existing dest is only ever replaced by a verified file."""
     if not checks:
         raise ZooError(f"{url}: refusing to download weights without an expected sha256 or md5")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
+    tmp = temp_file_beside(dest, suffix=".part")  # unique: concurrent downloads never share it
     progress = False
     try:
         sha, md5 = hashlib.sha256(), hashlib.md5()
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as resp:
                     length = resp.headers.get("Content-Length")
@@ -200,9 +198,6 @@ def _download(url: str, dest: Path, checks: list[Check], timeout: float, max_byt
             progress = False
         got = sha.hexdigest(), md5.hexdigest()
         _verify(f"{url}: downloaded file rejected", *got, checks)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would, not mkstemp's 0600
         os.replace(tmp, dest)
         return got
     except BaseException:
