@@ -3,6 +3,7 @@
   invoke setup  --model unetpp          create/reuse the model's environment (.venvs/unetpp)
   invoke run    --model unetpp [...]    run the guide end to end (local env; --docker for the image)
   invoke bench  --model unetpp          PyTorch eager vs the compiled runtime, side by side
+  invoke score  RESULT [--data D]      the accuracy again from a run's saved predictions (no inference)
   invoke prep   --model unetpp --bin-dir D   write preprocessed <id>.bin inputs (guide/ais_bench style)
   invoke build  --model unetpp          build the model's Docker image alone
   invoke lock   [--model unetpp]        regenerate the hash lock(s) from requirements.txt (pip-compile)
@@ -10,9 +11,13 @@
   invoke compare BASELINE NEW           accuracy deltas and throughput ratios; exit 1 on a regression
   invoke test   [--model unetpp]        the test suite (host tests + each model's, in its env)
   invoke lint                           hadolint every Dockerfile
+
+`run`, `bench` and `prep` take the run options declared in zoo/stages/config.py (one declaration
+for these tasks, `python -m zoo` and the isolate config) and pass them on to `python -m zoo`.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
@@ -23,6 +28,7 @@ from invoke import Exit, task
 
 from runner import ROOT, docker, envs
 from runner.validate import ResultError, load_result
+from zoo.stages import config as run_config
 
 RESULTS = ROOT / "results"
 
@@ -58,22 +64,62 @@ def _one_name(new, old, flag: str, old_flag: str):
     return new if new is not None else old
 
 
-def _zoo_args(runtime=None, batch_sizes=None, limit=None, opset=None, option=(), warmup=None, iters=None,
-              time_budget=None, threads=None, workers=None, ids_file=None, sha256=None, md5=None,
-              infer_input=None, post_workers=None, isolate=False, memory_limit=None, profile=None,
-              no_peak=False, stable_tolerance=None) -> list[str]:
-    args = (["--isolate"] if isolate else []) + (["--no-peak"] if no_peak else [])
-    for flag, val in (("--runtime", runtime), ("--batch-sizes", batch_sizes), ("--limit", limit),
-                      ("--opset", opset), ("--warmup", warmup), ("--iters", iters), ("--time-budget", time_budget),
-                      ("--stable-tolerance", stable_tolerance),
-                      ("--threads", threads), ("--workers", workers), ("--ids-file", ids_file),
-                      ("--sha256", sha256), ("--md5", md5), ("--input", infer_input),
-                      ("--post-workers", post_workers), ("--memory-limit", memory_limit), ("--profile", profile)):
-        if val is not None:
-            args += [flag, str(val)]
-    for o in option or ():
-        args += ["--option", o]
-    return args
+def _zoo_args(given: dict, command: str = "run", docker_: bool = False) -> list[str]:
+    """The `python -m zoo <command>` words of the declared run options given to a task (`given`:
+    invoke's parameters, named after the flags). An old name (--backend) and the new one may both
+    be given if they agree; a path is made absolute (the model process runs in the repo root)."""
+    def given_value(name: str):
+        value = given.get(name)
+        return None if value is False or value == [] else value  # a switch or a repeatable flag not given
+
+    values = {}
+    for o in run_config.options(command):
+        if o.task == "own":
+            continue
+        value = given_value(o.names[0])
+        for name, old_flag in zip(o.names[1:], o.flags[1:]):
+            value = _one_name(value, given_value(name), o.flag, old_flag)
+        if value is None:
+            continue
+        if o.task == "path" and docker_:
+            _fail(f"{o.flag} is not supported with --docker (the container sees only --data, --weights and --out)")
+        if o.kind == "switch":
+            value = not o.default
+        elif value is True:  # a value-optional flag given alone (--profile)
+            value = o.const
+        elif o.task == "path":
+            value = Path(value).resolve()
+        values[o.field] = value
+    return run_config.to_argv(values, command)
+
+
+def _zoo_task(command: str, **kw):
+    """@task for a task that runs `python -m zoo <command>`: the function's own parameters, then
+    one keyword parameter per flag of every declared run option (invoke reads a task's
+    parameters from its signature), with the declaration's help; the function receives them in
+    **options. An own parameter named like a declared option (model, weights, data, out) gets
+    the option's help unless `help` gives one."""
+    def wrap(fn):
+        sig = inspect.signature(fn)
+        params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        helps, iterable, optional = {}, [], []
+        for o in run_config.options(command):
+            if o.task == "own":
+                if o.field in sig.parameters:
+                    helps[o.field] = o.help
+                continue
+            for name, flag in zip(o.names, o.flags):
+                params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                                default=False if o.kind == "switch" else None))
+                helps[name] = o.help if flag == o.flag else f"the old name of {o.flag}"
+                if o.kind == "pairs":
+                    iterable.append(name)
+                if o.const is not None:
+                    optional.append(name)
+        fn.__signature__ = sig.replace(parameters=params)
+        return task(fn, auto_shortflags=False, iterable=iterable, optional=optional,
+                    help={**helps, **kw.pop("help", {})}, **kw)
+    return wrap
 
 
 def _paths(weights, data) -> list[str]:
@@ -141,40 +187,18 @@ def setup(c, model=None, force=False):
             _fail(str(exc))
 
 
-@task(auto_shortflags=False, iterable=["option"], help={
-    "model": "model name, e.g. unetpp", "weights": "checkpoint file, URL or manifest name (default: built-in)",
-    "sha256": "expected sha256 of --weights", "md5": "expected md5 of --weights",
-    "data": "dataset root in its original layout (default: built-in sample)", "ids-file": "split ids file",
-    "runtime": "onnxruntime (default), openvino, torch, onnxruntime-cuda, onnxruntime-trt or ascend",
-    "backend": "the old name of --runtime", "batch-sizes": "e.g. 1,4,8,16,32,64", "limit": "first N samples",
-    "out": "results folder (default: results)", "opset": "ONNX opset", "option": "model option KEY=VALUE (repeatable)",
+@_zoo_task("run", help={
     "docker": "run in the model's image instead of the local env", "dry-run": "print the docker commands only",
-    "device-type": "auto|cpu|ascend|nvidia (docker)", "warmup": "warm-up calls", "iters": "timed calls per batch size",
-    "time-budget": "seconds per batch size",
-    "stable-tolerance": "stop timing when 3 windows agree within this fraction (default 0.05; 0: off)", "threads": "intra-op threads", "workers": "preprocessing threads",
-    "infer-input": "infer-only timing input: dataset (default), zeros or random",
-    "post-workers": "1 (default): postprocess overlapped with inference; 0: on the inference thread",
-    "isolate": "each batch size in its own process (a killed batch size is recorded, the sweep goes on)",
-    "memory-limit": "with --isolate: kill a batch size above this resident memory (MB)",
-    "profile": "per-operator profile of each batch size over this many calls (ONNX Runtime, OpenVINO)",
-    "no-peak": "skip measuring the fp32 GEMM peak (and the cost fractions that need it)",
+    "device-type": "auto|cpu|ascend|nvidia (docker)",
     "container-memory": "with --docker: the container's memory limit (docker --memory, e.g. 8g; a number is MB; "
                         "default: none)"})
-def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=None, runtime=None, backend=None,
-        batch_sizes=None,
-        limit=None, out=str(RESULTS), opset=None, option=None, docker_=False, dry_run=False, device_type="auto",
-        warmup=None, iters=None, time_budget=None, threads=None, workers=None, infer_input=None, post_workers=None,
-        isolate=False, memory_limit=None, profile=None, no_peak=False, container_memory=None, stable_tolerance=None):
+def run(c, model=None, weights=None, data=None, out=str(RESULTS), docker_=False, dry_run=False, device_type="auto",
+        container_memory=None, **options):
     """Run a model's guide end to end; validate the result JSON."""
     model = _need(model)
-    zargs = _zoo_args(_one_name(runtime, backend, "--runtime", "--backend"), batch_sizes, limit, opset, option,
-                      warmup, iters, time_budget, threads, workers,
-                      None if docker_ or dry_run else ids_file, sha256, md5, infer_input, post_workers, isolate,
-                      memory_limit, profile, no_peak, stable_tolerance)
+    zargs = _zoo_args(options, "run", docker_=docker_ or dry_run)
     out = Path(out).resolve()
     if docker_ or dry_run:
-        if ids_file:
-            _fail("--ids-file is not supported with --docker (the image has the manifest's ids files)")
         kw = dict(out=out, data=data, weights=weights, device_type=device_type, zoo_args=zargs,
                   memory=container_memory)
         try:
@@ -203,21 +227,16 @@ def run(c, model=None, weights=None, sha256=None, md5=None, data=None, ids_file=
         _fail(f"run finished but its result is not valid: {exc}")
 
 
-@task(auto_shortflags=False, iterable=["option"], help={"runtimes": "comma-separated runtimes (default torch,onnxruntime)",
-                                                        "backends": "the old name of --runtimes"})
-def bench(c, model=None, batch_sizes=None, limit=None, data=None, weights=None, runtimes=None, backends=None,
-          out=str(RESULTS / "bench"), option=None, iters=None, time_budget=None, threads=None, workers=None,
-          infer_input=None, post_workers=None, isolate=False, memory_limit=None, profile=None, no_peak=False,
-          stable_tolerance=None):
+@_zoo_task("bench", help={"runtimes": "comma-separated runtimes (default torch,onnxruntime)",
+                          "backends": "the old name of --runtimes", "out": "results folder (default: results/bench)"})
+def bench(c, model=None, weights=None, data=None, out=str(RESULTS / "bench"), runtimes=None, backends=None,
+          **options):
     """PyTorch eager vs the compiled runtimes (e.g. --runtimes torch,onnxruntime,openvino): throughput per
     batch size and the ratios."""
     model = _need(model)
     names = _one_name(runtimes, backends, "--runtimes", "--backends") or "torch,onnxruntime"
     argv = ["-m", "zoo", "bench", "--model", model, "--runtimes", names, "--out", str(Path(out).resolve()),
-            *_zoo_args(None, batch_sizes, limit, None, option, None, iters, time_budget, threads, workers,
-                       infer_input=infer_input, post_workers=post_workers, isolate=isolate,
-                       memory_limit=memory_limit, profile=profile, no_peak=no_peak,
-                       stable_tolerance=stable_tolerance)]
+            *_zoo_args(options, "bench")]
     argv += _paths(weights, data)
     proc = _in_env(model, argv)
     print(proc.stdout, end="")
@@ -225,19 +244,33 @@ def bench(c, model=None, batch_sizes=None, limit=None, data=None, weights=None, 
         raise Exit(code=proc.returncode)
 
 
-@task(auto_shortflags=False, iterable=["option"])
-def prep(c, model=None, bin_dir=None, data=None, ids_file=None, limit=None, option=None):
+@_zoo_task("prep", help={"bin-dir": "output folder (must not exist yet)"})
+def prep(c, model=None, bin_dir=None, data=None, **options):
     """Write preprocessed inputs as <id>.bin (float32 CHW) for .bin-reading tools (ais_bench)."""
     model = _need(model)
     if not bin_dir:
         _fail("--bin-dir is required")
-    argv = ["-m", "zoo", "prep", "--model", model, "--bin-dir", str(Path(bin_dir).resolve())]
-    for flag, val in (("--data", data), ("--ids-file", ids_file), ("--limit", limit)):
-        if val is not None:
-            argv += [flag, str(Path(val).resolve()) if flag != "--limit" else str(val)]
-    for o in option or ():
-        argv += ["--option", o]
+    argv = ["-m", "zoo", "prep", "--model", model, "--bin-dir", str(Path(bin_dir).resolve()),
+            *_zoo_args(options, "prep"), *_paths(None, data)]
     proc = _in_env(model, argv)
+    print(proc.stdout, end="")
+    if proc.returncode != 0:
+        raise Exit(code=proc.returncode)
+
+
+@task(auto_shortflags=False, help={"result": "a run's result JSON (a run with --save-predictions)",
+                                   "data": "dataset root the labels are read from (default: the path the run recorded)"})
+def score(c, result, data=None):
+    """Recompute a run's accuracy from its saved predictions (no inference); exit 1 if it differs.
+
+    Runs `python -m zoo score` in the environment of the model the result names."""
+    path = Path(result).resolve()
+    try:
+        name = load_result(path)["model"]["name"]
+    except ResultError as exc:
+        _fail(str(exc))
+    model = _models(name)[0]  # a recorded name is checked like a given one before it becomes a path
+    proc = _in_env(model, ["-m", "zoo", "score", str(path), *(["--data", str(Path(data).resolve())] if data else [])])
     print(proc.stdout, end="")
     if proc.returncode != 0:
         raise Exit(code=proc.returncode)

@@ -41,7 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # zoo.cityscapes for the label files
+    sys.path.insert(0, str(ROOT))  # zoo.datasets.cityscapes for the label files
 MODELS = ("erfnet", "fastscnn")
 CITIES = ("frankfurt", "lindau", "munster")
 FULL_SIZE = (2048, 1024)          # width, height of Cityscapes images
@@ -86,7 +86,7 @@ def write_sample(root: Path, i: int, size: tuple[int, int] = FULL_SIZE, split: s
     """Write the i-th synthetic sample into the tree at root (image, labelIds, labelTrainIds)."""
     import cv2
 
-    from zoo.cityscapes import IMAGE_SUFFIX, LABEL_KINDS, to_train_ids
+    from zoo.datasets.cityscapes import IMAGE_SUFFIX, LABEL_KINDS, to_train_ids
 
     city, name = sample_name(i)
     img, label_ids = _synthetic(i, size)

@@ -149,19 +149,16 @@ def to_markdown(c: Comparison) -> str:
     lines = ["# Comparison", "",
              f"Thresholds: accuracy drop > {t['max_accuracy_drop']:.1%} (relative), {thr_text}. "
              f"Regressions: **{len(c.regressions)}**.", ""]
-    acc = [r for r in c.rows if r.kind == "accuracy"]
-    if acc:
-        lines += ["## Accuracy", "", "| run | protocol | baseline | new | relative drop | status | note |",
+    tables = (("accuracy", "Accuracy", "protocol", "relative drop", 4, "{:+.2%}"),
+              ("throughput", "Throughput (samples/s)", "batch, scope", "new/baseline", 2, "{:.2f}x"))
+    for kind, title, item, change, digits, change_fmt in tables:
+        rows = [r for r in c.rows if r.kind == kind]
+        if not rows:
+            continue
+        lines += [f"## {title}", "", f"| run | {item} | baseline | new | {change} | status | note |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {r.key} | {r.item} | {_fmt(r.baseline)} | {_fmt(r.new)} | "
-                  f"{'-' if r.change is None else f'{r.change:+.2%}'} | {r.status} | {r.note} |" for r in acc]
-        lines.append("")
-    thr = [r for r in c.rows if r.kind == "throughput"]
-    if thr:
-        lines += ["## Throughput (samples/s)", "", "| run | batch, scope | baseline | new | new/baseline | status | note |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {r.key} | {r.item} | {_fmt(r.baseline, 2)} | {_fmt(r.new, 2)} | "
-                  f"{'-' if r.change is None else f'{r.change:.2f}x'} | {r.status} | {r.note} |" for r in thr]
+        lines += [f"| {r.key} | {r.item} | {_fmt(r.baseline, digits)} | {_fmt(r.new, digits)} | "
+                  f"{'-' if r.change is None else change_fmt.format(r.change)} | {r.status} | {r.note} |" for r in rows]
         lines.append("")
     miss = [r for r in c.rows if r.kind == "missing"]
     if miss:

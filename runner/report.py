@@ -374,6 +374,10 @@ def _run_facts(run, label) -> str:
         export = (f"export opset {exp['opset']}, checker {exp['checker']}, parity max_rel_diff "
                   f"{par['max_rel_diff']:.2g} ({par['candidate']} vs {par['reference']}, bs {par['batch_size']}, "
                   f"{'passed' if par['passed'] else 'FAILED'})")
+    ver = run.get("verify")  # schema 1.6: the runtime under test against PyTorch
+    if ver:
+        export += (f"; verify {ver['candidate']} vs PyTorch: max_rel_diff {ver['max_rel_diff']:.2g}, "
+                   f"{ver.get('decision_flips', 0)} decision flips, {'passed' if ver['passed'] else 'FAILED'}")
     settings = ", ".join(f"{k}={_compact(v)}" for k, v in run["runtime"]["settings"].items()) or "defaults"
     dev = run["device"]
     cores = f" ({dev['cores']} cores)" if dev.get("cores") else ""

@@ -1,56 +1,26 @@
-"""What a model directory provides: a ModelAdapter (network, weights loading, dataset, metrics).
+"""What a model directory provides: a ModelAdapter. It is stateless: every method's result depends
+on the resolved options and its arguments only, so the run may call them in any order, from any
+thread, and a saved run can be re-scored with a fresh adapter.
 
-The shared pipeline (zoo.run) drives any adapter; adapters hold no runtime or timing code."""
+  build()                      the torch.nn.Module (weights not loaded)
+  load_weights(module, path)   strict load with the upstream key names (zoo.weights.load_strict)
+  preprocess(sample)           one zoo.datasets Sample -> (model input CHW float32, meta)
+  postprocess(output, meta)    one sample's main output + its meta -> a prediction (zoo.predictions)
+  target(sample)               what the metrics compare the prediction with (default: the label)
+  metrics(source)              the protocols' metrics (zoo.metrics), fed (prediction, target)
+
+The dataset itself is not the adapter's: the manifest names a family (zoo.datasets) and the run
+opens it. The shared run (zoo.run) drives any adapter; adapters hold no runtime or timing code."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from zoo.options import resolve_options
-
-
-class Dataset(ABC):
-    """Samples in a fixed order. `read` does the I/O, `preprocess` the arithmetic, so the pipeline
-    can time them separately. A missing or unreadable sample raises ZooError, never skips."""
-    name: str
-    root: Path
-    ids: list[str]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @abstractmethod
-    def read(self, sample_id: str) -> Any: ...
-
-    @abstractmethod
-    def preprocess(self, raw: Any) -> tuple[np.ndarray, Any]:
-        """-> (model input CHW float32, target for the metrics)"""
-
-    @abstractmethod
-    def provenance(self) -> dict:
-        """The dataset block of the result's provenance (schema: provenance.dataset)."""
-
-
-class Metric(ABC):
-    name: str           # protocol id, e.g. "guide"
-    metric: str         # headline figure, e.g. "iou"
-    description: str = ""
-    comparable: bool | None = None  # False: the value's protocol differs from the reference's
-                                    # (e.g. another evaluation order): no pass/fail is claimed
-
-    @abstractmethod
-    def update(self, outputs: np.ndarray, targets: list) -> None: ...
-
-    @abstractmethod
-    def compute(self) -> dict:
-        """All figures; must contain self.metric."""
-
-    def per_class(self) -> list[dict] | None:
-        """Per-class figures ([{"class": name, "iou": ...}, ...]) where the metric has classes."""
-        return None
 
 
 class ModelAdapter(ABC):
@@ -63,9 +33,10 @@ class ModelAdapter(ABC):
 
     def __init__(self, manifest, **overrides):
         self.manifest = manifest
-        # Declared in the manifest (default, type, allowed values) and checked before any work.
-        self.options = resolve_options(manifest.name, manifest.model["options"],
-                                       {k: v for k, v in overrides.items() if v is not None})
+        # Declared in the manifest (default, type, allowed values) and checked before any work;
+        # read-only from here on (an adapter keeps no state).
+        self.options = MappingProxyType(resolve_options(manifest.name, manifest.model["options"],
+                                                        {k: v for k, v in overrides.items() if v is not None}))
 
     @property
     def variant(self) -> str:
@@ -93,21 +64,31 @@ class ModelAdapter(ABC):
         return module.state_dict()
 
     @abstractmethod
-    def dataset(self, data: Path | None, ids_file: Path | None, limit: int | None, cache: Path) -> Dataset: ...
+    def preprocess(self, sample) -> tuple[np.ndarray, Any]:
+        """One Sample (zoo.datasets.base) -> (model input, CHW float32; meta for postprocess)."""
 
     @abstractmethod
-    def metrics(self) -> list[Metric]: ...
+    def postprocess(self, output: np.ndarray, meta: Any):
+        """One sample's main output (the batch row) and its meta -> its prediction: a dict of
+        named 2-D maps or zoo.predictions.Detections."""
 
-    def edit_onnx(self, model) -> dict | None:
+    def target(self, sample) -> Any:
+        """What the metrics compare a prediction with (from the label; the image may be None)."""
+        return sample.label
+
+    @abstractmethod
+    def metrics(self, source) -> list:
+        """The metrics (zoo.metrics) of the manifest's protocols for this source."""
+
+    def check_source(self, source) -> None:
+        """Refuse a source the options cannot run on (one-line ZooError); called before any work."""
+
+    def edit_onnx(self, model, module) -> dict | None:
         """Optional model-specific edit of the exported onnx.ModelProto, in place (e.g. a guide's
-        weight patch). Return a description of what changed (recorded in the result and part of
-        the export cache key via `export_edit_key`), or None for no edit."""
+        weight patch), given the loaded PyTorch module. Return a description of what changed
+        (recorded in the result), or None for no edit."""
         return None
 
     def export_edit_key(self) -> str:
-        """Identifies the edit `edit_onnx` would make (part of the export cache key)."""
+        """Identifies the edit `edit_onnx` would make (part of the export cache key), "" for none."""
         return ""
-
-    def decision(self, outputs: np.ndarray) -> np.ndarray:
-        """The discrete prediction taken from outputs (parity counts flips of it)."""
-        return outputs.argmax(1)

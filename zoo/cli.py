@@ -2,10 +2,12 @@
 
   python -m zoo run   --model unetpp [--weights W] [--data D] [--runtime onnxruntime|openvino|torch|...] ...
   python -m zoo bench --model unetpp [--batch-sizes ...]     (PyTorch eager vs compiled runtime)
+  python -m zoo score RESULT_JSON [--data D]   (the accuracy again from a run's --save-predictions)
   python -m zoo models
 
-Exit codes: 0 ok, 2 a clear error (one line on stderr; `--debug` adds the traceback of an
-unexpected one), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, or the parent process died).
+Exit codes: 0 ok, 1 (score) a figure differs from the record, 2 a clear error (one line on stderr;
+`--debug` adds the traceback of an unexpected one), 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM, or the parent process died).
 No result file is written unless the whole run succeeded and the record validated."""
 from __future__ import annotations
 
@@ -20,108 +22,28 @@ from pathlib import Path
 from zoo.errors import ZooError, one_line
 
 
-def _batch_sizes(text: str) -> list[int]:
-    try:
-        out = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not out or any(b < 1 for b in out):
-        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers, got {text!r}")
-    return out
-
-
-def _option(text: str) -> tuple[str, str]:
-    """KEY=VALUE, the value kept as text: the manifest's declaration of the option converts and
-    checks it (zoo.options), never a YAML parser."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    k, v = text.split("=", 1)
-    if not k.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a key, got {text!r}")
-    return k.strip(), v
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True)
-    p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
-    p.add_argument("--weights", help="checkpoint: a manifest checkpoint name, a file, or an http(s) URL (default: the manifest's)")
-    p.add_argument("--sha256", help="expected sha256 of --weights (verified; required with a URL unless --md5)")
-    p.add_argument("--md5", help="expected md5 of --weights")
-    p.add_argument("--data", type=Path, help="dataset root in its original layout (default: the built-in sample)")
-    p.add_argument("--ids-file", type=Path, help="ids of the split to evaluate (default: the manifest's)")
-    p.add_argument("--batch-sizes", type=_batch_sizes, help="e.g. 1,4,8,16,32,64 (default: the manifest's)")
-    p.add_argument("--limit", type=int, help="only the first N samples (accuracy then not compared)")
-    p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results)")
-    p.add_argument("--opset", type=int, help="ONNX opset (default: the manifest's; 11 for the guides' ATC)")
-    p.add_argument("--onnx", type=Path, help="use this ONNX file instead of exporting")
-    p.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
-                   help="model option, e.g. upsample=nearest (the guide's patch)")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--iters", type=int, default=20, help="timed calls per batch size (infer_only)")
-    p.add_argument("--time-budget", type=float, default=10.0, help="seconds of timed calls per batch size, at most")
-    p.add_argument("--stable-tolerance", type=float, default=0.05,
-                   help="stop timing when 3 consecutive windows' mean latencies are within this fraction (0: off)")
-    p.add_argument("--stable-window", type=int, default=5, help="timed calls per stability window")
-    p.add_argument("--threads", type=int, help="intra-op threads (default: the cores available)")
-    p.add_argument("--workers", type=int, default=1, help="read/preprocess threads in the pipeline")
-    p.add_argument("--input", dest="infer_input", choices=["dataset", "zeros", "random"], default="dataset",
-                   help="infer-only timing input: real samples (default), zeros, or seeded random (ais_bench style)")
-    p.add_argument("--no-peak", action="store_true", help="skip measuring the fp32 GEMM peak")
-    p.add_argument("--post-workers", type=int, default=1, choices=[0, 1],
-                   help="postprocessing threads overlapped with inference (0: on the inference thread)")
-    p.add_argument("--isolate", action="store_true",
-                   help="run each batch size in its own process: a batch size killed (out of memory) is recorded "
-                        "as failed and the sweep goes on")
-    p.add_argument("--profile", type=int, nargs="?", const=5, default=0, metavar="CALLS",
-                   help="per-operator profile of each batch size (ONNX Runtime's profiler, OpenVINO's counters) "
-                        "over CALLS calls (default 5), after and apart from the timed calls")
-    p.add_argument("--memory-limit", type=float, metavar="MB",
-                   help="with --isolate: kill a batch size whose resident memory exceeds MB (recorded as failed)")
-
-
-def _config(a, runtime: str):
-    from zoo.run import RunConfig
-    return RunConfig(model=a.model, runtime=runtime, weights=a.weights, sha256=a.sha256, md5=a.md5, data=a.data,
-                     ids_file=a.ids_file, batch_sizes=a.batch_sizes, limit=a.limit, out=a.out, opset=a.opset,
-                     onnx=a.onnx, options=dict(a.option), warmup=a.warmup, iterations=a.iters,
-                     time_budget=a.time_budget, threads=a.threads, workers=a.workers,
-                     stability=_stability(a), infer_input=a.infer_input, measure_peak=not a.no_peak,
-                     post_workers=a.post_workers, isolate=a.isolate, memory_limit_mb=a.memory_limit,
-                     profile=a.profile)
-
-
-def _stability(a):
-    from zoo.errors import ZooError
-    from zoo.pipeline import Stability
-    if not a.stable_tolerance:
-        return None
-    try:
-        return Stability(window=a.stable_window, tolerance=a.stable_tolerance)
-    except ValueError:
-        raise ZooError(f"--stable-tolerance must be in (0, 1) and --stable-window >= 1, got "
-                       f"{a.stable_tolerance} and {a.stable_window}") from None
-
-
 def parser() -> argparse.ArgumentParser:
+    """The run options of `run`, `bench` and `prep` come from their one declaration
+    (zoo.stages.config.OPTIONS); bench's --runtimes, prep's --bin-dir and score's are their own."""
+    from zoo.stages import config
     ap = argparse.ArgumentParser(prog="python -m zoo", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run one model's guide end to end on one runtime")
-    _add_common(r)
-    r.add_argument("--runtime", "--backend", dest="runtime", default="onnxruntime",
-                   help="onnxruntime (default), openvino, torch, onnxruntime-cuda, onnxruntime-trt, ascend "
-                        "(--backend: the old name of this option)")
     b = sub.add_parser("bench", help="PyTorch eager vs the compiled runtime, side by side")
-    _add_common(b)
+    for cmd, p in (("run", r), ("bench", b)):
+        config.add_arguments(p, cmd)
+        p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     b.add_argument("--runtimes", "--backends", dest="runtimes", default="torch,onnxruntime",
                    help="comma-separated runtimes, side by side (--backends: the old name)")
     pr = sub.add_parser("prep", help="write the preprocessed inputs as <id>.bin (float32 CHW), as the guides' "
                         "preprocessing scripts do, for tools that read .bin files (ais_bench, benchmark)")
-    pr.add_argument("--model", required=True)
-    pr.add_argument("--data", type=Path)
-    pr.add_argument("--ids-file", type=Path)
-    pr.add_argument("--limit", type=int)
-    pr.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE")
+    config.add_arguments(pr, "prep")
     pr.add_argument("--bin-dir", type=Path, required=True, help="output folder (must not exist yet)")
+    sc = sub.add_parser("score", help="recompute a run's accuracy from its saved predictions (--save-predictions), "
+                        "without inference; exit 1 when it differs from the record")
+    sc.add_argument("result", type=Path, metavar="RESULT_JSON", help="the run's result JSON")
+    sc.add_argument("--data", type=Path, help="dataset root the labels are read from (default: the path the run recorded)")
+    sc.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     sub.add_parser("models", help="list the models")
     return ap
 
@@ -201,29 +123,28 @@ def _say(msg: str) -> None:
 
 def _dispatch(args, argv: list[str]) -> int:
     if args.cmd == "models":
-        from zoo.manifest import available_models, load_manifest
-        from zoo.options import describe
+        from zoo.manifest import available_models, describe_manifest, load_manifest
         for name in available_models():
-            m = load_manifest(name)
-            print(f"{name}\t{m.title}")
-            for line in describe(m.model["options"]):
-                print(f"    --option {line}")
+            print("\n".join(describe_manifest(load_manifest(name))))
         return 0
     if args.cmd == "prep":
         from zoo.run import write_bins
-        print(write_bins(args.model, args.data, args.ids_file, args.limit, dict(args.option), args.bin_dir))
+        print(write_bins(args.model, args.data, args.ids_file, args.limit, args.options, args.bin_dir))
         return 0
-    from zoo.run import check_config, run
+    if args.cmd == "score":
+        from zoo.stages.score import rescore_main
+        return rescore_main(args.result, args.data)
+    from zoo.run import run
+    from zoo.stages.config import check_config, from_json, from_namespace
     if args.cmd == "_child":
-        from zoo.isolate import config_from_json
-        print(run(config_from_json(args.config), argv))
+        print(run(from_json(args.config), argv))
         return 0
     if args.cmd == "run":
-        path = run(_config(args, args.runtime), argv)
+        path = run(from_namespace(args), argv)
         print(path)
         return 0
     import json
-    configs = [_config(args, b.strip()) for b in args.runtimes.split(",") if b.strip()]
+    configs = [from_namespace(args, runtime=b.strip()) for b in args.runtimes.split(",") if b.strip()]
     if not configs:
         raise ZooError(f"--runtimes names no runtime, got {args.runtimes!r}")
     for cfg in configs:  # every runtime's settings checked before the first one runs

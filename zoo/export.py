@@ -120,21 +120,18 @@ def ensure_onnx(module, example: np.ndarray, cache: Path, key: str, input_name: 
             "checker": "full_check_passed"}
 
 
-def parity(reference: np.ndarray, candidate: np.ndarray, rtol: float, atol: float,
-           decision=None) -> dict:
-    """Compare two outputs of the same batch.
+def parity(reference: np.ndarray, candidate: np.ndarray, rtol: float, atol: float) -> dict:
+    """The numerics of two outputs of the same batch (decisions are compared on predictions:
+    zoo.stages.verify).
 
     max_rel_diff = max|c - r| / max|r| (relative to the output's scale, stable near zero);
-    passed = every element within atol + rtol * max|r|; decision_flips = elements whose
-    decision (threshold/argmax, given by `decision`) differs."""
+    passed = every element within atol + rtol * max|r|."""
     r = np.asarray(reference, dtype=np.float64)
     c = np.asarray(candidate, dtype=np.float64)
     if r.shape != c.shape:
         raise ZooError(f"parity: output shapes differ: reference {r.shape}, candidate {c.shape}")
     diff = np.abs(c - r)
     scale = float(np.abs(r).max()) or 1.0
-    out = {"max_abs_diff": float(diff.max()), "max_rel_diff": float(diff.max() / scale),
-           "mean_abs_diff": float(diff.mean()), "rtol": rtol, "atol": atol,
-           "passed": bool((diff <= atol + rtol * scale).all()),
-           "decision_flips": int((decision(reference) != decision(candidate)).sum()) if decision else None}
-    return out
+    return {"max_abs_diff": float(diff.max()), "max_rel_diff": float(diff.max() / scale),
+            "mean_abs_diff": float(diff.mean()), "rtol": rtol, "atol": atol,
+            "passed": bool((diff <= atol + rtol * scale).all())}

@@ -136,6 +136,18 @@ def create_unique_json(folder: Path, record: dict, key: str = "run_id", validate
     return create_unique_text(folder, stem, render)
 
 
+def read_json(path: Path, what: str, missing: str = "not found"):
+    """A JSON file's value; a missing or unreadable one is a one-line ZooError naming it."""
+    from zoo.errors import ZooError
+    from zoo.ids import shown
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ZooError(f"{shown(path)}: {what} {missing}") from None
+    except (OSError, ValueError) as exc:
+        raise ZooError(f"{shown(path)}: unreadable {what} ({exc})") from None
+
+
 def check_writable_dir(folder: Path, what: str) -> None:
     """Create `folder` (and its parents) if needed and prove a file can be created in it, before
     any work: an impossible or unwritable output folder fails in one line at the start, not after

@@ -4,12 +4,14 @@ child process (`python -m zoo run --batch-sizes <bs>`), watched for its resident
 A child that raises is recorded with its one-line error; a child killed by a signal (the kernel's
 OOM killer sends SIGKILL) or by the memory watchdog (`memory_limit_mb`: resident set size above
 the limit -> SIGKILL) is recorded as a failed batch size with the reason, and the sweep goes on.
-The children's records are merged into one result, as if one process had run the sweep."""
+The children's records are merged into one result, as if one process had run the sweep (with
+--save-predictions, the first batch size's predictions beside it)."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,9 +21,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from zoo import schema
 from zoo.errors import ZooError
-from zoo.fileutil import create_unique_json
 
 
 def rss_mb(pid: int) -> tuple[float, float] | None:
@@ -95,23 +95,10 @@ def watch(cmd: list[str], memory_limit_mb: float | None = None, env: dict | None
 
 
 def _config_json(cfg, bs: int, out: Path) -> str:
-    d = dataclasses.asdict(cfg)
-    d.update(batch_sizes=[bs], out=str(out), isolate=False, memory_limit_mb=None)
-    return json.dumps(d, default=str)
-
-
-def config_from_json(text: str):
-    from zoo.pipeline import Stability
-    from zoo.run import RunConfig
-    d = json.loads(text)
-    if "backend" in d:  # a config written before the runtime/backend names became one
-        d.setdefault("runtime", d.pop("backend"))
-    for k in ("data", "ids_file", "out", "onnx"):
-        if d.get(k) is not None:
-            d[k] = Path(d[k])
-    if d.get("stability") is not None:
-        d["stability"] = Stability(**d["stability"])
-    return RunConfig(**d)
+    """The child's config (zoo.stages.config.to_json): one batch size, run in the child itself,
+    written into `out`."""
+    from zoo.stages.config import to_json
+    return to_json(dataclasses.replace(cfg, batch_sizes=[bs], out=out, isolate=False, memory_limit_mb=None))
 
 
 def _merge_accuracy(records: list[dict]) -> list[dict]:
@@ -127,13 +114,14 @@ def _merge_accuracy(records: list[dict]) -> list[dict]:
 def run_isolated(cfg, argv: list[str]) -> Path:
     """The sweep of `cfg.batch_sizes` (or the manifest's), one child process per batch size."""
     from zoo.manifest import load_manifest
-    from zoo.run import _utc, sweep_sizes
+    from zoo.stages.config import sweep_sizes
+    from zoo.stages.record import stamp
     t_start = time.time()
     manifest = load_manifest(cfg.model)
     sizes = sweep_sizes(cfg, manifest, manifest.adapter(**cfg.options))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                                    os.environ.get("PYTHONPATH")]))}
-    records, perf = [], []
+    records, perf, first_dir = [], [], None
     with tempfile.TemporaryDirectory(prefix="zoo-isolate-") as tmp:
         for bs in sizes:
             out = Path(tmp) / f"bs{bs}"
@@ -148,6 +136,7 @@ def run_isolated(cfg, argv: list[str]) -> Path:
             if res.returncode == 0 and files:
                 rec = json.loads(files[0].read_text())
                 records.append(rec)
+                first_dir = first_dir or files[0].parent
                 for p in rec["perf"]:
                     perf.append({**p, "peak_rss_mb": res.peak_rss_mb})
                 continue
@@ -155,13 +144,20 @@ def run_isolated(cfg, argv: list[str]) -> Path:
             print(f"[isolate] bs{bs}: FAILED: {reason}", file=sys.stderr, flush=True)
             perf.append({"batch_size": bs, "scope": "infer_only", "status": "failed", "error": reason[:500],
                          "peak_rss_mb": res.peak_rss_mb})
-    if not records:
-        raise ZooError(f"{cfg.model}/{cfg.runtime}: every batch size failed; first error: {perf[0]['error']}")
+        if not records:
+            raise ZooError(f"{cfg.model}/{cfg.runtime}: every batch size failed; first error: {perf[0]['error']}")
+        rec = _merge(records, perf, cfg, t_start, argv)
+        # a new run id (<model>-<runtime>-<start>-<6 hex>) names a new file: never over another run's
+        return _write(rec, Path(cfg.out) / manifest.name, first_dir, f"{manifest.name}-{cfg.runtime}-{stamp(t_start)}")
+
+
+def _merge(records: list[dict], perf: list[dict], cfg, t_start: float, argv: list[str]) -> dict:
+    """One record of the children's: the first one's, with every batch size's perf blocks."""
+    from zoo.stages.record import utc
     rec = records[0]
     t_end = time.time()
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(t_start))
-    rec.update(run_id=f"{manifest.name}-{cfg.runtime}-{stamp}", perf=perf, accuracy=_merge_accuracy(records),
-               timestamps={"started": _utc(t_start), "finished": _utc(t_end), "duration_s": round(t_end - t_start, 3)})
+    rec.update(perf=perf, accuracy=_merge_accuracy(records),
+               timestamps={"started": utc(t_start), "finished": utc(t_end), "duration_s": round(t_end - t_start, 3)})
     rec["environment"]["command"] = [Path(sys.executable).name, "-m", "zoo", *argv]
     peaks = [r["device"]["fp32_peak"] for r in records if r["device"].get("fp32_peak")]
     if peaks:  # every child measured the GEMM peak: keep every measurement, the highest is the peak
@@ -171,5 +167,23 @@ def run_isolated(cfg, argv: list[str]) -> Path:
             if block.get("gflops") is not None:
                 block["peak_fraction"] = block["gflops"] / max(seen)
     rec["runtime"]["settings"]["isolation"] = {"process_per_batch_size": True, "memory_limit_mb": cfg.memory_limit_mb}
-    # a unique run_id (<model>-<runtime>-<start>-<6 hex>) names a new file: never over another run's
-    return create_unique_json(Path(cfg.out) / manifest.name, rec, "run_id", schema.validate)
+    return rec
+
+
+def _write(rec: dict, out_dir: Path, child_dir: Path, stem: str) -> Path:
+    """The merged record as a new file `<stem>-<6 hex>.json`; with --save-predictions, the first
+    batch size's predictions (the record's accuracy is theirs) copied beside it under the same
+    run id, and removed again if the record cannot be written."""
+    from zoo.stages.record import reserve_predictions, write
+    kept = rec.get("predictions")
+    if not kept:
+        rec["run_id"] = stem
+        return write(rec, out_dir)
+    run_id, folder = reserve_predictions(out_dir, stem)
+    shutil.copytree(child_dir / kept["path"], folder)  # creates the folder: fails if it appeared meanwhile
+    rec["predictions"] = {**kept, "path": folder.name}
+    try:
+        return write(rec, out_dir, run_id)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise

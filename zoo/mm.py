@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.adapter import ModelAdapter
 from zoo.errors import ZooError, one_line
+from zoo.weights import load_strict
 
 # The data preprocessors of both configs (SegDataPreProcessor / DetDataPreprocessor): RGB, 0-255.
 MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
@@ -90,3 +92,22 @@ def checkpoint_state_dict(path: Path) -> tuple[dict, dict]:
     obj = read_checkpoint(path)
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
     return unwrap_state_dict(obj, ("module.",)), meta
+
+
+class OpenMMLabAdapter(ModelAdapter):
+    """What the mmseg/mmdet models share: the network is OpenMMLab's, inside an export wrapper that
+    keeps it as the attribute named by `inner`; checkpoints are mmcv's {'meta', 'state_dict'}
+    containers loaded strictly into it; the input is square (`size`, the manifest's input)."""
+    inner: str = ""
+
+    def checkpoint_payload(self, module) -> dict:
+        return {"meta": {"note": "written by the zoo"}, "state_dict": getattr(module, self.inner).state_dict()}
+
+    def load_weights(self, module, path: Path) -> None:
+        sd, _meta = checkpoint_state_dict(path)
+        load_strict(getattr(module, self.inner), sd, path)
+
+    @property
+    def size(self) -> int:
+        return int(self.manifest.input["shape"][-1])
+

@@ -133,13 +133,14 @@ class StageClock:
     per_batch: dict = field(default_factory=lambda: {"infer": [], "postprocess": []})
 
 
-def _load(dataset, sample_id):
-    """(x, target, read wall, preprocess wall, read CPU, preprocess CPU), times in ns."""
+def _load(source, adapter, sample_id):
+    """(x, meta, target, read wall, preprocess wall, read CPU, preprocess CPU), times in ns."""
     c0, t0 = _thread_cpu(), _now()
-    raw = dataset.read(sample_id)
+    sample = source.read(sample_id)
     c1, t1 = _thread_cpu(), _now()
-    x, target = dataset.preprocess(raw)
-    return x, target, t1 - t0, _now() - t1, c1 - c0, _thread_cpu() - c1
+    x, meta = adapter.preprocess(sample)
+    target = adapter.target(sample)
+    return x, meta, target, t1 - t0, _now() - t1, c1 - c0, _thread_cpu() - c1
 
 
 def check_finite(out: np.ndarray, what: str, sample_ids: list[str] | None = None) -> None:
@@ -159,12 +160,12 @@ def check_finite(out: np.ndarray, what: str, sample_ids: list[str] | None = None
                    f"the runtime produce invalid outputs; no result written")
 
 
-def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name: str, metrics: list,
-                 workers: int = 1, limit_ids: list[str] | None = None, on_outputs=None, label: str = "",
-                 post_workers: int = 1) -> dict:
-    """Stream the dataset through read -> preprocess (in `workers` threads, prefetching) -> batch ->
-    infer -> postprocess (metric updates, `on_outputs`), in dataset order, with the last partial
-    batch. With `post_workers=1` postprocessing runs on its own thread, overlapped with the next
+def run_pipeline(runtime, source, adapter, batch_size: int, input_name: str, output_name: str, metrics: list,
+                 workers: int = 1, on_prediction=None, label: str = "", post_workers: int = 1) -> dict:
+    """Stream the source through read (source.read) -> preprocess (adapter.preprocess and
+    adapter.target, in `workers` threads, prefetching) -> batch -> infer -> postprocess (per sample:
+    adapter.postprocess, then every metric's update and `on_prediction(id, prediction)`), in the
+    source's id order, with the last partial batch. With `post_workers=1` postprocessing runs on its own thread, overlapped with the next
     batch's inference (in order: one worker, so metrics see batches in dataset order); 0 runs it
     on the inference thread.
 
@@ -176,7 +177,7 @@ def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name
     time is inference (the runtime's threads) and the harness."""
     if post_workers not in (0, 1):
         raise ValueError(f"post_workers must be 0 or 1 (postprocessing is ordered), got {post_workers}")
-    ids = limit_ids if limit_ids is not None else dataset.ids
+    ids = source.ids
     n = len(ids)
     clock = StageClock()
     batch_lat = []
@@ -184,14 +185,16 @@ def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name
     window = 2 * batch_size + max(workers, 1)
     done = 0
 
-    def post(out, targets, batch_ids, first: int) -> tuple[int, int]:
+    def post(out, metas, targets, batch_ids, first: int) -> tuple[int, int]:
         c, t = _thread_cpu(), _now()
         check_finite(out, f"{label or 'runtime'} bs{batch_size}: outputs of batch {first // batch_size} "
                           f"(samples {first}..{first + len(batch_ids) - 1})", batch_ids)
-        for m in metrics:
-            m.update(out, targets)
-        if on_outputs is not None:
-            on_outputs(out, batch_ids)
+        for row, meta, target, sid in zip(out, metas, targets, batch_ids):
+            prediction = adapter.postprocess(row, meta)
+            for m in metrics:
+                m.update(prediction, target)
+            if on_prediction is not None:
+                on_prediction(sid, prediction)
         return _now() - t, _thread_cpu() - c
 
     def account(times: tuple[int, int]) -> None:
@@ -215,18 +218,19 @@ def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name
                     sid = next(it)
                 except StopIteration:
                     return
-                pending.append(pool.submit(_load, dataset, sid))
+                pending.append(pool.submit(_load, source, adapter, sid))
 
         top_up()
         while pending:
-            xs, targets = [], []
+            xs, metas, targets = [], [], []
             while pending and len(xs) < batch_size:
-                x, target, t_read, t_pre, c_read, c_pre = pending.popleft().result()  # re-raises a sample's error
+                x, meta, target, t_read, t_pre, c_read, c_pre = pending.popleft().result()  # re-raises a sample's error
                 clock.ns["read"] += t_read
                 clock.ns["preprocess"] += t_pre
                 clock.cpu_ns["read"] += c_read
                 clock.cpu_ns["preprocess"] += c_pre
                 xs.append(x)
+                metas.append(meta)
                 targets.append(target)
                 top_up()
             t0 = _now()
@@ -239,9 +243,9 @@ def run_pipeline(runtime, dataset, batch_size: int, input_name: str, output_name
             if post_workers:
                 while len(posting) >= 2:  # bounded: wait for the oldest batch's postprocessing
                     account(posting.popleft().result())  # re-raises a postprocessing error
-                posting.append(post_pool.submit(post, out, targets, batch_ids, done))
+                posting.append(post_pool.submit(post, out, metas, targets, batch_ids, done))
             else:
-                account(post(out, targets, batch_ids, done))
+                account(post(out, metas, targets, batch_ids, done))
             now = _now()
             batch_lat.append(_ms(now - last))
             last = now

@@ -117,6 +117,7 @@ class Weights:
     url: str | None = None
     checks: list[Check] = field(default_factory=list)
     builtin: bool = False
+    checkpoint: dict | None = None   # the manifest's entry this file is (name, format, provenance, licence)
 
     @property
     def verified(self) -> bool:
@@ -131,7 +132,8 @@ class Weights:
     def record(self) -> dict:
         return {"path": str(self.path), "url": self.url, "sha256": self.sha256, "md5": self.md5,
                 "expected_sha256": self.expected_sha256, "checks": [asdict(c) for c in self.checks],
-                "verified": self.verified, "builtin": self.builtin}
+                "verified": self.verified, "builtin": self.builtin,
+                **({"checkpoint": self.checkpoint} if self.checkpoint else {})}
 
 
 def _verify(what: str, got_sha: str, got_md5: str, checks: list[Check]) -> None:
@@ -222,6 +224,13 @@ class Plan:
     path: Path | None = None
     url: str | None = None
     builtin: bool = False
+    checkpoint: dict | None = None   # the manifest entry the file is (recorded with the weights)
+
+
+def describe_checkpoint(name: str, entry: dict) -> dict:
+    """What the record keeps of a manifest checkpoint entry: its name and documentation."""
+    return {"name": name, **{k: " ".join(str(entry[k]).split()) for k in ("format", "provenance", "licence")
+                             if entry.get(k)}}
 
 
 def plan(spec: str | None, manifest, sha256: str | None = None, md5: str | None = None) -> Plan:
@@ -235,7 +244,8 @@ def plan(spec: str | None, manifest, sha256: str | None = None, md5: str | None 
         given = {c.kind.split("-")[0] for c in checks}
         checks += _manifest_checks(manifest, name, entry, sha256="sha256" not in given, md5="md5" not in given)
         if entry.get("path"):
-            return Plan(checks, path=manifest.dir / entry["path"], builtin=True)
+            return Plan(checks, path=manifest.dir / entry["path"], builtin=True,
+                        checkpoint=describe_checkpoint(name, entry))
         spec = entry["url"]
         if not checks:
             raise ZooError(f"{manifest.name}: checkpoint {name!r} ({spec}) has no published checksum, so it is not "
@@ -247,14 +257,15 @@ def plan(spec: str | None, manifest, sha256: str | None = None, md5: str | None 
         # a download needs a checksum given or published (a file name's prefix is not enough)
         if not checks:
             raise ZooError(f"{spec}: refusing to download weights without an expected sha256 or md5")
-        return Plan(checks, url=spec)
+        return Plan(checks, url=spec, checkpoint=describe_checkpoint(name, checkpoints[name])
+                    if name in checkpoints else None)
     if not checks:
         # A local copy of a manifest checkpoint (same file name as its URL) is checked against
         # that checkpoint's published checksums.
         for cname, entry in checkpoints.items():
             if entry.get("url") and entry["url"].rstrip("/").rsplit("/", 1)[-1] == Path(spec).name:
-                checks = _manifest_checks(manifest, cname, entry)
-                break
+                return Plan(_manifest_checks(manifest, cname, entry), path=Path(spec),
+                            checkpoint=describe_checkpoint(cname, entry))
     if not checks and (prefix := name_prefix(spec)):
         # as mmengine/torch.hub do for OpenMMLab files: the name's -<8 hex>.pth suffix is the
         # first 8 hex digits of the file's sha256
@@ -278,21 +289,24 @@ def resolve(spec: str | None, manifest, sha256: str | None = None, md5: str | No
     what the file was verified against is recorded in `Weights.checks`."""
     p = plan(spec, manifest, sha256, md5)
     if p.url is None:
-        return _local(p.path, p.checks, builtin=p.builtin)
+        w = _local(p.path, p.checks, builtin=p.builtin)
+        w.checkpoint = p.checkpoint
+        return w
     fname = _cache_name(p.url)
     dest = cache_dir() / "downloads" / p.checks[0].value[:16] / fname
     if dest.is_file():
         try:
             w = _local(dest, p.checks)
             print(f"using cached download {dest}", file=sys.stderr)
-            w.url = p.url
+            w.url, w.checkpoint = p.url, p.checkpoint
             return w
         except ZooError:
             # replaced below by a verified download (os.replace), never deleted first: a
             # concurrent run may be publishing a good copy at this moment
             print(f"cached download {dest} is damaged; downloading again", file=sys.stderr)
     got_sha, got_md5 = _download(p.url, dest, p.checks, timeout, max_bytes)
-    return Weights(path=dest.resolve(), sha256=got_sha, md5=got_md5, url=p.url, checks=p.checks)
+    return Weights(path=dest.resolve(), sha256=got_sha, md5=got_md5, url=p.url, checks=p.checks,
+                   checkpoint=p.checkpoint)
 
 
 def _local(path: Path, checks: list[Check], builtin: bool = False) -> Weights:

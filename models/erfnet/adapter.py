@@ -2,13 +2,15 @@
 
 FACTS.md section 2, seed 001 (Ascend `segmentation/ErfNet`), upstream Eromera/erfnet_pytorch
 @ d4a46fa (`eval/eval_iou.py`, `eval/transform.py`, `eval/iouEval.py`). Data flow:
-  1. image: PIL open -> convert('RGB') -> torchvision Resize(512, BILINEAR), i.e. the shorter side
-     to 512 and the longer to int(512 * long / short) with PIL's (antialiased) bilinear resize
-     (2048x1024 -> 1024x512) -> ToTensor: RGB, CHW float32 in [0, 1], no mean/std;
-  2. label: gtFine labelTrainIds (or trainIds derived from labelIds when only those exist,
-     zoo.cityscapes) -> PIL 'L' -> convert('P') (value-preserving) -> Resize(512, NEAREST) ->
-     Relabel(255 -> 19);
-  3. output: 20 logits per pixel at 512x1024 (19 trainIds + class 19 = void), argmax over all 20;
+  1. image (zoo.datasets.cityscapes: PIL open -> convert('RGB')) -> torchvision Resize(512,
+     BILINEAR), i.e. the shorter side to 512 and the longer to int(512 * long / short) with PIL's
+     (antialiased) bilinear resize (2048x1024 -> 1024x512) -> ToTensor: RGB, CHW float32 in [0, 1],
+     no mean/std;
+  2. label: gtFine labelTrainIds (the manifest's `data.source.labels`; trainIds derived from
+     labelIds when only those exist) -> PIL 'L' -> convert('P') (value-preserving) ->
+     Resize(512, NEAREST) -> Relabel(255 -> 19);
+  3. output: 20 logits per pixel at 512x1024 (19 trainIds + class 19 = void); the prediction is
+     the argmax over all 20 (`labels`, uint8);
   4. metric: upstream iouEval(20, ignoreIndex=19) accumulated over the dataset (zoo.metrics).
 
 Images and labels are paired by name (the Ascend postprocess does; upstream pairs two separately
@@ -21,18 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.adapter import Dataset, ModelAdapter
-from zoo.cityscapes import CLASSES, LABEL_KINDS, find_samples, read_train_ids
-from zoo.errors import ZooError, one_line
-from zoo.fileutil import text_sha256
-from zoo.ids import read_ids, shown
-from zoo.images import check_pixels
-from zoo.metrics import IouEvalMetric
+from zoo.adapter import ModelAdapter
+from zoo.datasets.cityscapes import CLASSES
+from zoo.errors import ZooError
+from zoo.metrics.segmentation import IouEvalMetric, class_argmax
 from zoo.weights import load_strict, read_checkpoint, unwrap_state_dict
 
 NUM_CLASSES = 20         # 19 Cityscapes trainIds + class 19 ("void"), eval_iou.py NUM_CLASSES
 VOID = 19                # Relabel(255, 19) and iouEval's ignoreIndex
-SHORT_SIDE = 512         # Resize(512)
 
 # The checkpoint may predate num_batches_tracked (PyTorch < 0.4.1), and the encoder's
 # output_conv is used only in encoder-only mode (FACTS.md s.2): both may be absent.
@@ -49,7 +47,7 @@ FOLDED_INTO = {"bn1": "conv1x3_1", "bn2": "conv1x3_2"}
 
 # ----------------------------------------------------------------------------- preprocessing
 
-def resized_size(width: int, height: int, short: int = SHORT_SIDE) -> tuple[int, int]:
+def resized_size(width: int, height: int, short: int) -> tuple[int, int]:
     """(w, h) of torchvision Resize(short) for an image of width x height: the shorter side
     becomes `short`, the longer int(short * long / short_side) (torchvision's rule, truncating)."""
     if width <= height:
@@ -57,22 +55,7 @@ def resized_size(width: int, height: int, short: int = SHORT_SIDE) -> tuple[int,
     return int(short * width / height), short
 
 
-def open_rgb(path: Path):
-    """PIL Image.open(path).convert('RGB'), decoded now; a missing, unreadable or truncated
-    file is a one-line ZooError naming it."""
-    from PIL import Image
-    check_pixels(path)  # a huge declared size: refused from the header, before PIL allocates
-    try:
-        with open(path, "rb") as f:
-            img = Image.open(f)
-            return img.convert("RGB")  # forces the full decode
-    except FileNotFoundError:
-        raise ZooError(f"{shown(path)}: image not found") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ZooError(f"{shown(path)}: unreadable or truncated image ({one_line(exc)[:200]})") from None
-
-
-def image_to_input(img, short: int = SHORT_SIDE) -> np.ndarray:
+def image_to_input(img, short: int) -> np.ndarray:
     """Resize(short, BILINEAR) + ToTensor on an RGB PIL image -> CHW float32 in [0, 1]."""
     from PIL import Image
     size = resized_size(*img.size, short)
@@ -85,7 +68,7 @@ def image_to_input(img, short: int = SHORT_SIDE) -> np.ndarray:
     return out
 
 
-def label_to_target(train_ids: np.ndarray, short: int = SHORT_SIDE, void: int = VOID) -> np.ndarray:
+def label_to_target(train_ids: np.ndarray, short: int, void: int = VOID) -> np.ndarray:
     """trainIds (uint8, 255 = ignore) -> PIL 'L' -> convert('P') -> Resize(short, NEAREST) ->
     Relabel(255 -> void), as uint8 HxW."""
     from PIL import Image
@@ -96,51 +79,6 @@ def label_to_target(train_ids: np.ndarray, short: int = SHORT_SIDE, void: int = 
     out = np.array(lab, dtype=np.uint8)
     out[out == 255] = void
     return out
-
-
-class CityscapesVal(Dataset):
-    """Cityscapes val in its real layout, streamed (no preparation step: the guide's
-    preprocessing runs per sample in the pipeline's workers)."""
-
-    name = "cityscapes"
-
-    def __init__(self, root: Path, ids_file: Path | None, limit: int | None, expected: int | None,
-                 builtin: bool, short: int = SHORT_SIDE):
-        self.root, self.ids_file, self.limit, self.expected, self.builtin = Path(root), ids_file, limit, expected, builtin
-        self.short = short
-        order = read_ids(ids_file) if ids_file else None
-        samples = find_samples(self.root, "val", order, ids_file)
-        if limit is not None:
-            samples = samples[:limit]
-        self.samples = {s.name: s for s in samples}
-        self.ids = [s.name for s in samples]
-
-    def read(self, sample_id: str):
-        s = self.samples[sample_id]
-        img = open_rgb(s.image)
-        train_ids, kind = read_train_ids(s, prefer="labelTrainIds")
-        h, w = train_ids.shape
-        if (w, h) != img.size:
-            raise ZooError(f"{shown(s.labels[kind])}: label is {w}x{h}, its image {shown(s.image.name)} is "
-                           f"{img.size[0]}x{img.size[1]}")
-        return img, train_ids
-
-    def preprocess(self, raw):
-        img, train_ids = raw
-        return image_to_input(img, self.short), label_to_target(train_ids, self.short)
-
-    def provenance(self) -> dict:
-        kinds = {"labelTrainIds": 0, "labelIds (trainIds derived)": 0}
-        for s in self.samples.values():
-            kinds["labelTrainIds" if "labelTrainIds" in s.labels else "labelIds (trainIds derived)"] += 1
-        return {"name": self.name, "path": str(self.root), "split": "val",
-                "ids_file": str(self.ids_file) if self.ids_file else None,
-                "num_samples": len(self.ids), "expected_samples": self.expected,
-                "ids_sha256": text_sha256("\n".join(self.ids)), "limit": self.limit, "builtin": self.builtin,
-                "preparation": {"step": "none: streamed; PIL RGB -> Resize(512, bilinear) -> ToTensor; label "
-                                        "Resize(512, nearest) -> 255 to 19",
-                                "short_side": self.short, "labels": kinds,
-                                "label_files": {k: f"*{v}" for k, v in LABEL_KINDS.items()}}}
 
 
 # ----------------------------------------------------------------------------- the BN-weight edit
@@ -212,7 +150,7 @@ def clamp_bn_weights_onnx(model, module, mode, floor: float = GAMMA_FLOOR) -> di
       * (b - mean)), after checking that the file holds the unclamped folding of the same module.
     Returns what changed, in the guide's terms (BN weight tensors / values) and in the file's."""
     if mode is True and module is None:
-        raise ZooError("ONNX edit bn_weight_clamp=true needs the loaded PyTorch module (load_weights first)")
+        raise ZooError("ONNX edit bn_weight_clamp=true needs the loaded PyTorch module (none was given)")
     graph = model.graph
     inits = _Initializers(graph)
     changed_layers, values_changed, seen = [], 0, set()
@@ -289,10 +227,6 @@ def clamp_bn_weights_onnx(model, module, mode, floor: float = GAMMA_FLOOR) -> di
 # ----------------------------------------------------------------------------- the adapter
 
 class ErfNetAdapter(ModelAdapter):
-    def __init__(self, manifest, **overrides):
-        super().__init__(manifest, **overrides)  # bn_weight_clamp checked against its declaration
-        self._module = None
-
     def build(self):
         from models.erfnet.model import ERFNet
         return ERFNet(num_classes=NUM_CLASSES)
@@ -302,22 +236,23 @@ class ErfNetAdapter(ModelAdapter):
         # accept it bare too. Strict about every name and shape, except the two optional groups.
         sd = unwrap_state_dict(read_checkpoint(path), strip_prefixes=("module.",))
         load_strict(module, sd, path, optional_missing=OPTIONAL_KEYS)
-        self._module = module  # the BN-weight edit of a folded export needs the original tensors
 
-    def dataset(self, data, ids_file, limit, cache):
-        d = self.manifest.data
-        builtin = data is None
-        root = (self.manifest.dir / d["builtin"]["path"]).resolve() if builtin else Path(data)
-        return CityscapesVal(root, Path(ids_file) if ids_file else None, limit,
-                             expected=d.get("expected_samples"), builtin=builtin,
-                             short=int(d["preprocessing"]["short_side"]))
+    @property
+    def short_side(self) -> int:
+        return int(self.manifest.preprocess["short_side"])
 
-    def metrics(self):
+    def preprocess(self, sample):
+        return image_to_input(sample.image, self.short_side), None
+
+    def postprocess(self, output, meta):
+        return {"labels": class_argmax(output).astype(np.uint8)}
+
+    def target(self, sample):
+        return label_to_target(sample.label, self.short_side)
+
+    def metrics(self, source):
         proto = self.manifest.reference["protocols"]["guide"]
         return [IouEvalMetric("guide", proto["description"], classes=CLASSES, n_outputs=NUM_CLASSES, ignore=VOID)]
-
-    def decision(self, outputs):
-        return outputs.argmax(1)
 
     def export_edit_key(self) -> str:
         mode = self.options["bn_weight_clamp"]
@@ -325,8 +260,8 @@ class ErfNetAdapter(ModelAdapter):
             return ""
         return f"bnclamp{GAMMA_FLOOR:g}" + ("-regex" if mode == "regex" else "")
 
-    def edit_onnx(self, model):
+    def edit_onnx(self, model, module):
         mode = self.options["bn_weight_clamp"]
         if mode is False:
             return None
-        return clamp_bn_weights_onnx(model, self._module, mode)
+        return clamp_bn_weights_onnx(model, module, mode)

@@ -14,37 +14,29 @@ guide (default; om mIoU 69.01):
      pad = (500 - w*scale)//2 -> bilinear resize of the *label map* (as float) to h x w ->
      truncation to int (the guide's FCN-8s_postprocess.py);
 upstream (mmseg's test pipeline; published mIoU 67.085):
-  1. cv2 BGR -> mmcv.imrescale to (2048, 512) (short side 512 for VOC's <= 500 px images),
+  1. cv2 BGR -> mmcv.imrescale to (2048, 512) (the config's Resize scale, the manifest's
+     preprocess.upstream_scale; short side 512 for VOC's <= 500 px images),
      int(x*scale + 0.5), cv2 bilinear -> normalisation; no padding: every image keeps its own
      size (dynamic height/width, batch 1);
   2. the graph as above, at the input's size;
   3. logits resized bilinearly to h x w, then argmax (mmseg's `postprocess_result`).
-Metric (both): mmseg IoUMetric, dataset-level, 21 classes, ignore 255 (zoo.metrics.DatasetIoU).
+The prediction (both, and argmax_in_graph): {"labels": the HxW uint8 label map at the original
+size}. Metric (both): mmseg IoUMetric, dataset-level, 21 classes, ignore 255
+(zoo.metrics.segmentation.DatasetIoU). Data: the VOC family (zoo.datasets.voc), val.
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from zoo.adapter import Dataset, ModelAdapter
-from zoo.errors import ZooError, one_line
-from zoo.fileutil import text_sha256
-from zoo.ids import read_ids, shown
-from zoo.images import check_pixels, imread, uint8_values
-from zoo.metrics import DatasetIoU
-from zoo.mm import imnormalize, imrescale_size, letterbox_input
-from zoo.weights import load_strict
+from zoo.datasets.voc import CLASSES
+from zoo.errors import ZooError
+from zoo.metrics.segmentation import DatasetIoU
+from zoo.mm import OpenMMLabAdapter, imnormalize, imrescale_size, letterbox_input
 
-CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-           "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-           "train", "tvmonitor")
-IGNORE = 255
 CONFIG = "fcn/fcn_r50-d8_4xb4-20k_voc12aug-512x512.py"
-PROTOCOLS = ("guide", "upstream")
-UPSTREAM_SCALE = (2048, 512)  # mmseg Resize(scale=(2048, 512), keep_ratio=True)
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -65,38 +57,15 @@ def guide_input(bgr: np.ndarray, size: int) -> tuple[np.ndarray, dict]:
     return letterbox_input(bgr, size, g), g
 
 
-def rescale_size(w: int, h: int, scale: tuple[int, int] = UPSTREAM_SCALE) -> tuple[int, int]:
-    """(w, h) after mmseg's Resize(scale=(2048, 512), keep_ratio=True)."""
+def rescale_size(w: int, h: int, scale: tuple[int, int]) -> tuple[int, int]:
+    """(w, h) after mmseg's Resize(scale=scale, keep_ratio=True) (the config's (2048, 512))."""
     return imrescale_size(w, h, scale)[:2]
 
 
-def upstream_input(bgr: np.ndarray) -> np.ndarray:
+def upstream_input(bgr: np.ndarray, scale: tuple[int, int]) -> np.ndarray:
     h, w = bgr.shape[:2]
-    img = cv2.resize(bgr, rescale_size(w, h), interpolation=cv2.INTER_LINEAR)
+    img = cv2.resize(bgr, rescale_size(w, h, scale), interpolation=cv2.INTER_LINEAR)
     return np.ascontiguousarray(imnormalize(img).transpose(2, 0, 1))
-
-
-def read_voc_label(path: Path, num_classes: int = len(CLASSES)) -> np.ndarray:
-    """A SegmentationClass palette PNG -> class indices (uint8 HxW). Values other than
-    0..num_classes-1 and 255 (the border) are a one-line ZooError naming the file."""
-    from PIL import Image
-    check_pixels(path)  # a huge declared size: refused from the header, before PIL allocates
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("P", "L"):
-                raise ZooError(f"{shown(path)}: label must be a palette (P) or greyscale (L) PNG of class indices, "
-                               f"got mode {im.mode}")
-            lab = np.array(im)
-    except FileNotFoundError:
-        raise ZooError(f"{shown(path)}: label not found") from None
-    except ZooError:
-        raise
-    except Exception as exc:
-        raise ZooError(f"{shown(path)}: unreadable label ({one_line(exc)[:200]})") from None
-    bad = np.setdiff1d(uint8_values(lab), np.r_[np.arange(num_classes), IGNORE])
-    if bad.size:
-        raise ZooError(f"{shown(path)}: unexpected label values {bad[:10].tolist()} (expected 0..{num_classes - 1} and {IGNORE})")
-    return lab.astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- postprocessing
@@ -124,69 +93,6 @@ def upstream_prediction(logits: np.ndarray, h: int, w: int) -> np.ndarray:
     if t.shape[-2:] != (h, w):
         t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
     return t[0].argmax(0).numpy()
-
-
-def labels_from_output(out: np.ndarray) -> bool:
-    """True when the graph already holds the argmax (the guide's int64 [1, H, W] map)."""
-    return out.ndim == 3 and out.shape[0] == 1 and np.issubdtype(out.dtype, np.integer)
-
-
-# ----------------------------------------------------------------------------- dataset
-
-class VocSegVal(Dataset):
-    """VOCdevkit/VOC2012: JPEGImages/<id>.jpg, SegmentationClass/<id>.png, ids from
-    ImageSets/Segmentation/val.txt (1449) unless an ids file is given."""
-
-    name = "voc2012"
-
-    def __init__(self, root: Path, ids_file: Path | None, limit: int | None, expected: int | None,
-                 builtin: bool, protocol: str, size: int):
-        root = Path(root)
-        if not root.is_dir():
-            raise ZooError(f"{shown(root)}: dataset folder not found")
-        self.voc = root / "VOC2012" if (root / "VOC2012").is_dir() else root
-        if not (self.voc / "JPEGImages").is_dir():
-            raise ZooError(f"{shown(root)}: not a VOCdevkit (no VOC2012/JPEGImages)")
-        self.root, self.limit, self.expected, self.builtin = root, limit, expected, builtin
-        self.ids_file = Path(ids_file) if ids_file else self.voc / "ImageSets" / "Segmentation" / "val.txt"
-        ids = read_ids(self.ids_file)  # plain names (no separators, NUL or absolute path), UTF-8
-        self.ids = ids[:limit] if limit is not None else ids
-        self.protocol, self.size = protocol, size
-        for sid in self.ids:  # fail before any work when a listed file is missing
-            for p in (self.image_path(sid), self.label_path(sid)):
-                if not p.is_file():
-                    raise ZooError(f"{shown(p)}: listed in {shown(self.ids_file)} but missing")
-
-    def image_path(self, sid: str) -> Path:
-        return self.voc / "JPEGImages" / f"{sid}.jpg"
-
-    def label_path(self, sid: str) -> Path:
-        return self.voc / "SegmentationClass" / f"{sid}.png"
-
-    def read(self, sid: str):
-        img = imread(self.image_path(sid), cv2.IMREAD_COLOR)
-        lab = read_voc_label(self.label_path(sid))
-        if lab.shape != img.shape[:2]:
-            raise ZooError(f"{shown(self.label_path(sid))}: label is {lab.shape[1]}x{lab.shape[0]}, its image is "
-                           f"{img.shape[1]}x{img.shape[0]}")
-        return img, lab
-
-    def preprocess(self, raw):
-        img, lab = raw
-        h, w = img.shape[:2]
-        if self.protocol == "guide":
-            x, geo = guide_input(img, self.size)
-            return x, (lab, h, w, geo)
-        return upstream_input(img), (lab, h, w, None)
-
-    def provenance(self) -> dict:
-        step = (f"streamed; guide: keep-ratio resize into {self.size}x{self.size} (floor), RGB mean/std, centre "
-                f"zero pad" if self.protocol == "guide" else
-                "streamed; upstream: mmcv.imrescale to (2048, 512), RGB mean/std, no padding (own size, batch 1)")
-        return {"name": self.name, "path": str(self.root), "split": "val", "ids_file": str(self.ids_file),
-                "num_samples": len(self.ids), "expected_samples": self.expected,
-                "ids_sha256": text_sha256("\n".join(self.ids)), "limit": self.limit, "builtin": self.builtin,
-                "preparation": {"step": step, "protocol": self.protocol}}
 
 
 # ----------------------------------------------------------------------------- the network
@@ -218,10 +124,11 @@ class FcnExport:
         return FcnForward(segmentor)
 
 
-class FCN8sAdapter(ModelAdapter):
+class FCN8sAdapter(OpenMMLabAdapter):
+    inner = "seg"  # the OpenMMLab model inside the export wrapper
     @property
     def protocol(self) -> str:
-        return self.options["protocol"]  # one of PROTOCOLS: checked against its declaration
+        return self.options["protocol"]  # guide or upstream: checked against its declaration
 
     @property
     def dynamic_spatial(self) -> bool:  # the upstream protocol keeps each image's size
@@ -235,35 +142,24 @@ class FCN8sAdapter(ModelAdapter):
         seg = build_model("mmseg", cfg)
         return FcnExport.wrap(seg, self.options["argmax_in_graph"])
 
-    def checkpoint_payload(self, module) -> dict:
-        return {"meta": {"note": "written by the zoo"}, "state_dict": module.seg.state_dict()}
+    def preprocess(self, sample):
+        img = sample.image
+        h, w = img.shape[:2]
+        if self.protocol == "guide":
+            x, geo = guide_input(img, self.size)
+            return x, (h, w, geo)
+        return upstream_input(img, tuple(self.manifest.preprocess["upstream_scale"])), (h, w, None)
 
-    def load_weights(self, module, path: Path) -> None:
-        from zoo.mm import checkpoint_state_dict
-        sd, _meta = checkpoint_state_dict(path)
-        load_strict(module.seg, sd, path)
+    def postprocess(self, output, meta) -> dict:
+        h, w, geo = meta
+        if self.options["argmax_in_graph"]:  # the guide's graph: int64 [1, 500, 500] labels
+            labels = guide_restore(output[0], geo, h, w)
+        elif self.protocol == "guide":
+            labels = guide_prediction(output, geo, h, w)
+        else:
+            labels = upstream_prediction(output, h, w)
+        return {"labels": labels.astype(np.uint8)}  # class indices 0..20
 
-    def dataset(self, data, ids_file, limit, cache):
-        d = self.manifest.data
-        builtin = data is None
-        if builtin:
-            data = self.manifest.dir / d["builtin"]["path"]
-            ids_file = ids_file or self.manifest.dir / d["builtin"]["ids_file"]
-        return VocSegVal(Path(data), ids_file, limit, None if builtin else d["expected_samples"], builtin,
-                         self.protocol, self.manifest.input["shape"][-1])
-
-    def metrics(self):
+    def metrics(self, source):
         ref = self.manifest.reference["protocols"][self.protocol]
-
-        def post(out, target):
-            lab, h, w, geo = target
-            if labels_from_output(out):  # argmax_in_graph: the guide's int64 label map
-                return guide_restore(out[0], geo, h, w), lab
-            if self.protocol == "guide":
-                return guide_prediction(out, geo, h, w), lab
-            return upstream_prediction(out, h, w), lab
-
-        return [DatasetIoU(self.protocol, ref["description"], CLASSES, post)]
-
-    def decision(self, outputs):
-        return outputs if labels_from_output(outputs[0]) else outputs.argmax(1)
+        return [DatasetIoU(self.protocol, ref["description"], CLASSES)]

@@ -1,6 +1,6 @@
-"""zoo.cityscapes: the real Cityscapes layout (pairing by name, order, errors), the labelId ->
-trainId table against an independently written copy of cityscapesScripts' table, reading labels,
-and the built-in 256x128 sample."""
+"""zoo.datasets.cityscapes: the real Cityscapes layout (pairing by name, order, limit, errors), the
+labelId -> trainId table against an independently written copy of cityscapesScripts' table, reading
+labels, the Cityscapes source (read, read_label, shards, provenance) and the built-in 256x128 sample."""
 from __future__ import annotations
 
 import os
@@ -10,14 +10,21 @@ import cv2
 import numpy as np
 import pytest
 
-from zoo import cityscapes as cs
+from zoo.datasets import cityscapes as cs
+from zoo.datasets.base import Opened
 from zoo.errors import ZooError
 from zoo.ids import read_ids
 
-SAMPLE = Path(cs.__file__).resolve().parent / "samples" / "cityscapes"
+# The source decodes images with Pillow (upstream's reader), installed in the Cityscapes models'
+# environments; the core tests also run in the others, where these few are skipped.
+needs_pil = pytest.mark.skipif(__import__("importlib.util").util.find_spec("PIL") is None,
+                               reason="Pillow (the Cityscapes image reader) is not in this environment; "
+                                      "the erfnet/fastscnn environments run this test")
+
+SAMPLE = Path(cs.__file__).resolve().parents[1] / "samples" / "cityscapes"
 SAMPLE_NAME = "frankfurt_000000_000294"
 
-# cityscapesScripts `labels.py`, written out here independently of zoo.cityscapes:
+# cityscapesScripts `labels.py`, written out here independently of zoo.datasets.cityscapes:
 # (name, labelId, trainId); trainId 255 = not evaluated.
 CITYSCAPES_LABELS = [
     ("unlabeled", 0, 255), ("ego vehicle", 1, 255), ("rectification border", 2, 255),
@@ -99,10 +106,10 @@ def tree(tmp_path: Path) -> Path:
     return root
 
 
-# ------------------------------------------------------------------ find_samples
+# ------------------------------------------------------------------ find_files
 
 def test_pairs_by_name_not_by_sort_position(tree: Path):
-    samples = cs.find_samples(tree)
+    samples = cs.find_files(tree)
     assert [s.name for s in samples] == list(TREE)           # the orphan label is not a sample
     # sorted label files: the orphan sits at position 1, so positional pairing would give
     # frankfurt_000000_000300 the orphan's label
@@ -119,7 +126,7 @@ def test_pairs_by_name_not_by_sort_position(tree: Path):
 
 
 def test_labels_only_the_kinds_that_exist(tree: Path):
-    by_name = {s.name: s for s in cs.find_samples(tree)}
+    by_name = {s.name: s for s in cs.find_files(tree)}
     assert set(by_name["frankfurt_000000_000300"].labels) == {"labelIds", "labelTrainIds"}
     assert set(by_name["frankfurt_000000_000100"].labels) == {"labelTrainIds"}   # _color ignored
     for s in by_name.values():
@@ -133,14 +140,14 @@ def test_sorted_by_city_then_name(tmp_path: Path):
     for n in names:
         _image(root, n)
         _label(root, n, "labelIds", np.zeros((8, 16), np.uint8))
-    got = [(s.city, s.name) for s in cs.find_samples(root)]
+    got = [(s.city, s.name) for s in cs.find_files(root)]
     assert got == [("aachen", "aachen_000002_000019"), ("aachen", "aachen_000010_000019"),
                    ("zurich", "zurich_000000_000000"), ("zurich", "zurich_000000_000001")]
 
 
 def test_explicit_order(tree: Path):
     order = ["lindau_000001_000019", "frankfurt_000000_000300", "frankfurt_000000_000100"]
-    samples = cs.find_samples(tree, order=order)
+    samples = cs.find_files(tree, order=order)
     assert [s.name for s in samples] == order                # a subset, in the given order
     assert [cs.read_train_ids(s)[0][0, 0] for s in samples] == [5, 2, 1]
 
@@ -148,18 +155,18 @@ def test_explicit_order(tree: Path):
 def test_order_naming_a_missing_image(tree: Path):
     with pytest.raises(ZooError, match=r"1 of 2 listed samples have no image .*_leftImg8bit\.png: "
                                        r"frankfurt_000000_000200$"):
-        cs.find_samples(tree, order=["frankfurt_000000_000100", ORPHAN_LABEL])
+        cs.find_files(tree, order=["frankfurt_000000_000100", ORPHAN_LABEL])
     with pytest.raises(ZooError, match=r"2 of 3 .*: frankfurt_000000_000200, munster_000000_000019$"):
-        cs.find_samples(tree, order=[ORPHAN_LABEL, "munster_000000_000019", "lindau_000000_000019"])
+        cs.find_files(tree, order=[ORPHAN_LABEL, "munster_000000_000019", "lindau_000000_000019"])
     many = [f"munster_000000_{i:06d}" for i in range(7)]
     with pytest.raises(ZooError, match=r"7 of 7 .*munster_000000_000004 \(\+2 more\)$"):
-        cs.find_samples(tree, order=many)
+        cs.find_files(tree, order=many)
 
 
 def test_image_without_label_names_the_image(tree: Path):
     img = _image(tree, "lindau_000002_000019")
     with pytest.raises(ZooError, match="no label for this image") as exc:
-        cs.find_samples(tree)
+        cs.find_files(tree)
     assert str(exc.value).startswith(str(img))
     assert "\n" not in str(exc.value)
 
@@ -168,31 +175,31 @@ def test_not_a_cityscapes_folder(tmp_path: Path):
     root = tmp_path / "dsb2018"
     (root / "stage1_train" / "abc" / "images").mkdir(parents=True)
     with pytest.raises(ZooError, match="not a Cityscapes folder") as exc:
-        cs.find_samples(root)
+        cs.find_files(root)
     assert str(root / "leftImg8bit" / "val") in str(exc.value)
     # the right folders but another split only
     _image(tmp_path / "cs", "aachen_000000_000019", split="train")
     with pytest.raises(ZooError, match="not a Cityscapes folder"):
-        cs.find_samples(tmp_path / "cs", split="val")
+        cs.find_files(tmp_path / "cs", split="val")
 
 
 def test_split_without_images(tmp_path: Path):
     (tmp_path / "cs" / "leftImg8bit" / "val" / "frankfurt").mkdir(parents=True)
     with pytest.raises(ZooError, match=r"no \*_leftImg8bit\.png images"):
-        cs.find_samples(tmp_path / "cs")
+        cs.find_files(tmp_path / "cs")
 
 
 def test_missing_folder(tmp_path: Path):
     with pytest.raises(ZooError, match="data folder not found") as exc:
-        cs.find_samples(tmp_path / "nowhere")
+        cs.find_files(tmp_path / "nowhere")
     assert str(tmp_path / "nowhere") in str(exc.value)
 
 
 def test_other_split(tree: Path):
     with pytest.raises(ZooError, match="frankfurt_000009_000009_leftImg8bit.png: no label"):
-        cs.find_samples(tree, split="train")                  # its image has no label yet
+        cs.find_files(tree, split="train")                  # its image has no label yet
     _label(tree, "frankfurt_000009_000009", "labelIds", np.full((8, 16), 26, np.uint8), split="train")
-    samples = cs.find_samples(tree, split="train")
+    samples = cs.find_files(tree, split="train")
     assert [s.name for s in samples] == ["frankfurt_000009_000009"]
     assert np.all(cs.read_train_ids(samples[0])[0] == 13)     # car
 
@@ -226,8 +233,8 @@ def test_to_train_ids_whole_range_and_custom_ignore():
 
 # ------------------------------------------------------------------ read_train_ids
 
-def _sample(root: Path, name: str) -> cs.Sample:
-    return {s.name: s for s in cs.find_samples(root)}[name]
+def _sample(root: Path, name: str) -> cs.Files:
+    return {s.name: s for s in cs.find_files(root)}[name]
 
 
 def test_prefers_the_requested_kind(tmp_path: Path):
@@ -251,7 +258,7 @@ def test_derives_from_label_ids_and_matches_a_train_ids_file(tmp_path: Path):
     _label(root, "frankfurt_000000_000001", "labelIds", ids)
     _image(root, "frankfurt_000000_000002")
     _label(root, "frankfurt_000000_000002", "labelTrainIds", _expected_train(ids))
-    a, b = cs.find_samples(root)
+    a, b = cs.find_files(root)
     derived, kind_a = cs.read_train_ids(a)                # prefer labelTrainIds, only labelIds exist
     written, kind_b = cs.read_train_ids(b, prefer="labelIds")   # only labelTrainIds exist
     assert (kind_a, kind_b) == ("labelIds", "labelTrainIds")
@@ -314,7 +321,7 @@ def test_read_png_missing_file(tmp_path: Path):
 # ------------------------------------------------------------------ the real built-in sample
 
 def test_builtin_sample_layout():
-    samples = cs.find_samples(SAMPLE)
+    samples = cs.find_files(SAMPLE)
     assert [s.name for s in samples] == [SAMPLE_NAME]
     assert set(samples[0].labels) == {"labelIds", "labelTrainIds"}
     img = cs.read_png(samples[0].image)
@@ -329,7 +336,7 @@ def test_builtin_sample_train_ids_agree_with_the_table():
     all on class boundaries (each disagreeing value is the mapped value of a pixel at most 2 px
     away). The table itself must agree exactly: for every labelId present, the value the
     labelTrainIds file holds on (nearly) all of its pixels is the table's trainId."""
-    s = cs.find_samples(SAMPLE)[0]
+    s = cs.find_files(SAMPLE)[0]
     label_ids = cs.read_png(s.labels["labelIds"])
     train_file = cs.read_png(s.labels["labelTrainIds"])
     derived = cs.to_train_ids(label_ids)
@@ -360,7 +367,7 @@ def test_order_with_duplicates_and_unknown_prefer(tmp_path):
     import cv2
     import numpy as np
 
-    from zoo.cityscapes import find_samples, read_train_ids
+    from zoo.datasets.cityscapes import find_files, read_train_ids
     from zoo.errors import ZooError
     for name in ("aachen_000000_000001", "aachen_000000_000002"):
         img = tmp_path / "leftImg8bit" / "val" / "aachen" / f"{name}_leftImg8bit.png"
@@ -370,10 +377,10 @@ def test_order_with_duplicates_and_unknown_prefer(tmp_path):
         cv2.imwrite(str(img), np.zeros((4, 8, 3), np.uint8))
         cv2.imwrite(str(lab), np.full((4, 8), 7, np.uint8))
     with pytest.raises(ZooError, match="listed twice"):
-        find_samples(tmp_path, order=["aachen_000000_000001", "aachen_000000_000001"])
+        find_files(tmp_path, order=["aachen_000000_000001", "aachen_000000_000001"])
     # an order selecting a subset does not need labels for the images it leaves out
     (tmp_path / "gtFine" / "val" / "aachen" / "aachen_000000_000002_gtFine_labelIds.png").unlink()
-    (s,) = find_samples(tmp_path, order=["aachen_000000_000001"])
+    (s,) = find_files(tmp_path, order=["aachen_000000_000001"])
     with pytest.raises(ValueError, match="prefer must be one of"):
         read_train_ids(s, prefer="trainIds")
 
@@ -416,21 +423,21 @@ def test_cityscapes_missing_ids_are_named_with_the_ids_file(tmp_path):
     ids = tmp_path / "ids.txt"
     ids.write_text("aachen_000000_000001\nbonn_000000_000002\nbonn_000000_000003\n")
     with pytest.raises(ZooError) as exc:
-        cs.find_samples(root, order=read_ids(ids), ids_file=ids)
+        cs.find_files(root, order=read_ids(ids), ids_file=ids)
     msg = one_line(exc)
     assert msg.startswith(f"{ids}: 2 of 3 listed samples have no image")
     assert "bonn_000000_000002, bonn_000000_000003" in msg and "no *_leftImg8bit.png images" not in msg
     # none of the listed ids exists: still the ids, not "no images"
     ids.write_text("bonn_000000_000009\n")
     with pytest.raises(ZooError, match=r"1 of 1 listed samples have no image.*bonn_000000_000009"):
-        cs.find_samples(root, order=read_ids(ids), ids_file=ids)
+        cs.find_files(root, order=read_ids(ids), ids_file=ids)
 
 
 def test_cityscapes_label_ids_outside_the_table(tmp_path):
     lab = np.full((4, 8), 7, np.uint8)
     lab[1, 2], lab[3, 3] = 250, 34
     root = _cs_tree(tmp_path / "cs", ["aachen_000000_000001"], lab)
-    (s,) = cs.find_samples(root)
+    (s,) = cs.find_files(root)
     with pytest.raises(ZooError, match=r"labelId values \[34, 250\] are outside the Cityscapes label table") as exc:
         cs.read_train_ids(s, prefer="labelIds")
     assert one_line(exc).startswith(str(s.labels["labelIds"]))
@@ -445,13 +452,131 @@ def test_cityscapes_non_utf8_file_name(tmp_path):
     bad = root / "leftImg8bit" / "val" / "aachen" / os.fsdecode(b"aachen_000000_00000\xe9_leftImg8bit.png")
     bad.write_bytes((root / "leftImg8bit" / "val" / "aachen" / "aachen_000000_000001_leftImg8bit.png").read_bytes())
     with pytest.raises(ZooError, match="file name is not UTF-8") as exc:
-        cs.find_samples(root)
+        cs.find_files(root)
     assert "00000\\xe9_leftImg8bit.png" in one_line(exc)
     # an explicit order leaves it out: that run is fine
-    assert [s.name for s in cs.find_samples(root, order=["aachen_000000_000001"])] == ["aachen_000000_000001"]
+    assert [s.name for s in cs.find_files(root, order=["aachen_000000_000001"])] == ["aachen_000000_000001"]
 
 
 def test_cityscapes_order_names_must_be_plain(tmp_path):
     root = _cs_tree(tmp_path / "cs", ["aachen_000000_000001"])
     with pytest.raises(ZooError, match="path separator"):
-        cs.find_samples(root, order=["../aachen_000000_000001"])
+        cs.find_files(root, order=["../aachen_000000_000001"])
+
+
+# ------------------------------------------------------------------ the Cityscapes source
+
+def _open(root: Path, ids_file: Path | None = None, limit: int | None = None,
+          labels: str = "labelTrainIds") -> cs.Cityscapes:
+    opened = Opened(root=root, split="evaluation", ids_file=ids_file, builtin=False, limit=limit, expected=None,
+                    name="val")
+    return cs.Cityscapes.open(opened, {"name": "val"}, {"labels": labels}, root / "no-cache")
+
+
+@needs_pil
+def test_source_reads_pil_rgb_images_and_train_ids(tree: Path):
+    src = _open(tree)
+    assert src.family == "cityscapes" and src.ids == list(TREE) and len(src) == 5
+    for i, (name, tid) in enumerate(TREE.items()):
+        s = src.read(name)
+        assert s.id == name and s.image.mode == "RGB" and s.image.size == (16, 8)   # PIL, decoded
+        assert (np.asarray(s.image) == 10 * i).all()
+        assert s.label.dtype == np.uint8 and s.label.shape == (8, 16) and (s.label == tid).all()
+        assert s.info["label_kind"] == "labelTrainIds" and s.info["city"] == name.split("_")[0]
+        assert s.info["image"].endswith(f"{name}_leftImg8bit.png") and s.info["size"] == (8, 16)
+    with pytest.raises(ZooError, match="no sample 'lindau_000009_000019'"):
+        src.read("lindau_000009_000019")
+
+
+@needs_pil
+def test_source_label_preference_is_a_setting(tree: Path):
+    by_train, by_ids = _open(tree), _open(tree, labels="labelIds")
+    name = "frankfurt_000000_000300"                          # has both kinds
+    assert (by_train.read(name).label == 2).all()
+    s = by_ids.read(name)
+    assert s.info["label_kind"] == "labelIds" and np.array_equal(s.label, _expected_train(_label_ids(3)))
+    assert (by_ids.read("frankfurt_000000_000100").label == 1).all()   # only labelTrainIds: that one
+    derived = "labelIds (trainIds derived)"
+    assert by_train.preparation()["labels"] == {"labelTrainIds": 5, derived: 0}
+    assert by_ids.preparation()["labels"] == {"labelTrainIds": 3, derived: 2}
+    assert by_ids.preparation()["labels_preferred"] == "labelIds"
+    with pytest.raises(ZooError, match="data.source.labels must be one of labelIds, labelTrainIds, got 'trainIds'"):
+        _open(tree, labels="trainIds")
+
+
+@needs_pil
+def test_read_label_does_not_decode_the_image(tree: Path):
+    src = _open(tree)
+    name = "lindau_000000_000019"
+    img = tree / "leftImg8bit" / "val" / "lindau" / f"{name}_leftImg8bit.png"
+    whole = img.read_bytes()
+    img.write_bytes(whole[:40])                               # the header (with its size) only
+    s = src.read_label(name)
+    assert s.image is None and (s.label == 4).all() and s.info["size"] == (8, 16)
+    with pytest.raises(ZooError, match="unreadable or truncated image") as exc:
+        src.read(name)
+    assert one_line(exc).startswith(str(img))
+    # the label's size is still checked against the image's (from the header)
+    img.write_bytes(whole)
+    _label(tree, name, "labelTrainIds", np.full((8, 15), 4, np.uint8))
+    for read in (src.read_label, src.read):
+        with pytest.raises(ZooError, match=f"label is 15x8, its image {name}_leftImg8bit.png is 16x8"):
+            read(name)
+
+
+def test_limit_cuts_the_ids_before_their_files_are_checked(tree: Path):
+    _image(tree, "lindau_000002_000019")                      # sorted last, no label
+    with pytest.raises(ZooError, match="no label for this image"):
+        _open(tree)
+    src = _open(tree, limit=2)
+    assert src.ids == list(TREE)[:2] and src.opened.limit == 2
+    assert src.order == "sorted by city then name, first 2"
+    ids = tree / "ids.txt"                                    # the guide's sort.log form is accepted
+    ids.write_text("lindau/lindau_000001_000019_leftImg8bit.png\nfrankfurt_000000_000100\nmunster_000000_000019\n")
+    with pytest.raises(ZooError, match="1 of 3 listed samples have no image"):
+        _open(tree, ids)
+    src = _open(tree, ids, limit=2)
+    assert src.ids == ["lindau_000001_000019", "frankfurt_000000_000100"]
+    assert src.order == f"as listed in {ids}, first 2"
+    assert src.provenance()["preparation"]["order"] == src.order
+
+
+@needs_pil
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 7])
+def test_shards_cover_every_id_exactly_once(tree: Path, count: int):
+    src = _open(tree)
+    shards = [src.shard(i, count) for i in range(count)]
+    assert [sid for sh in shards for sid in sh.ids] == src.ids     # each id once, in the source's order
+    sizes = [len(sh) for sh in shards]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == len(src)
+    for i, sh in enumerate(shards):
+        assert sh.provenance()["shard"] == {"index": i, "count": count}
+        assert not sh.complete
+        for sid in sh.ids:                                    # a shard reads its own samples
+            assert (sh.read(sid).label == TREE[sid]).all()
+    assert src.ids == list(TREE) and src.shard_of is None     # the source itself is unchanged
+
+
+def test_image_sizes_from_the_headers(tree: Path):
+    src = _open(tree)
+    first = tree / "leftImg8bit" / "val" / "frankfurt" / "frankfurt_000000_000100_leftImg8bit.png"
+    assert src.image_sizes() == {(8, 16): first}
+    other = _png(tree / "leftImg8bit" / "val" / "lindau" / "lindau_000000_000019_leftImg8bit.png",
+                 np.zeros((6, 10, 3), np.uint8))
+    assert _open(tree).image_sizes() == {(8, 16): first, (6, 10): other}
+    assert _open(tree).preparation()["image_sizes"] == [[8, 16], [6, 10]]
+
+
+def test_read_order_errors(tmp_path):
+    (tmp_path / "dup.txt").write_text("a_1_2\nb_1_2_leftImg8bit.png\nval/a/a_1_2_leftImg8bit.png\n")
+    with pytest.raises(ZooError, match=r"dup.txt: duplicate ids: lines 1 and 3 \('val/a/a_1_2_leftImg8bit.png' "
+                                       r"and 'a_1_2' are both a_1_2\)"):
+        cs.read_order(tmp_path / "dup.txt")
+    (tmp_path / "empty.txt").write_text("# nothing\n\n")
+    with pytest.raises(ZooError, match="empty"):
+        cs.read_order(tmp_path / "empty.txt")
+    with pytest.raises(ZooError, match="ids file not found"):
+        cs.read_order(tmp_path / "none.txt")
+    (tmp_path / "path.txt").write_text("a_1_2\n../b/b_1_2\n")      # not a file name: a path is refused
+    with pytest.raises(ZooError, match=r"path.txt: line 2: id '../b/b_1_2' contains a path separator"):
+        cs.read_order(tmp_path / "path.txt")

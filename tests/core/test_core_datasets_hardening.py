@@ -1,7 +1,8 @@
 """Dataset readers against hostile input: ids files (paths, NUL bytes, encodings, duplicates after
 normalisation), names that leave their root, images whose header declares more than 2^30 pixels,
-failed image writes, COCO annotation structure (Cityscapes: test_core_cityscapes.py). Real files only;
-every error is one line naming the file (and line or entry)."""
+failed image writes, DSB2018 masks and file names, COCO annotation structure (Cityscapes:
+test_core_cityscapes.py). Real files only; every error is one line naming the file (and line or
+entry)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.zootest import huge_png, png_chunk as _chunk
-from zoo.coco import check_instances, parse_image_id
+from zoo.datasets.coco import check_instances, parse_image_id
 from zoo.errors import ZooError
 from zoo.ids import is_utf8_name, path_inside, read_id_lines, read_ids, shown
 from zoo.images import MAX_PIXELS, check_pixels, header_size, imread, imwrite
@@ -243,3 +244,46 @@ def test_coco_top_level_not_an_object():
     with pytest.raises(ZooError, match="not a JSON object"):
         check_instances([], "ann.json")
 
+
+
+# ------------------------------------------------------------------ DSB2018 (the source read directly)
+
+BUILTIN_DSB = Path(__file__).resolve().parents[2] / "models" / "unetpp" / "data" / "dsb2018"
+
+
+def _dsb_copy(tmp_path, n=2) -> tuple[Path, list[str]]:
+    """A writable copy of the first n built-in DSB2018 ids, with their ids file."""
+    import shutil
+    ids = read_ids(BUILTIN_DSB.parent / "builtin_ids.txt")[:n]
+    root = tmp_path / "dsb"
+    for sid in ids:
+        shutil.copytree(BUILTIN_DSB / "stage1_train" / sid, root / "stage1_train" / sid)
+    (root / "ids.txt").write_text("\n".join(ids) + "\n")
+    return root, ids
+
+
+def _open_dsb(root, cache):
+    from zoo.datasets import open_source
+    from zoo.manifest import load_manifest
+    return open_source(load_manifest("unetpp"), root, root / "ids.txt", None, cache)
+
+
+def test_dsb2018_mask_of_another_size_names_the_mask(tmp_path):
+    root, ids = _dsb_copy(tmp_path)
+    mask = sorted((root / "stage1_train" / ids[1] / "masks").glob("*.png"))[0]
+    h, w = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE).shape
+    assert cv2.imwrite(str(mask), np.zeros((h + 1, w), np.uint8))
+    with pytest.raises(ZooError) as exc:
+        _open_dsb(root, tmp_path / "cache")
+    assert one_line(exc) == f"{mask}: mask is {w}x{h + 1}, image is {w}x{h}"
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.name in ("DONE", ".zoo-entry.json")]
+
+
+def test_dsb2018_file_names_that_are_not_text_are_refused_before_any_work(tmp_path):
+    root, ids = _dsb_copy(tmp_path)
+    mdir = root / "stage1_train" / ids[0] / "masks"
+    sorted(mdir.glob("*.png"))[0].rename(mdir / os.fsdecode(b"caf\xe9.png"))
+    with pytest.raises(ZooError) as exc:
+        _open_dsb(root, tmp_path / "cache")
+    assert one_line(exc) == f"{mdir}/caf\\xe9.png: file name is not UTF-8; rename it"
+    assert not (tmp_path / "cache").exists()        # refused while fingerprinting: nothing prepared

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from zoo.errors import ZooError
-from zoo.run import _infer_feed
+from zoo.stages.infer import infer_feed as _infer_feed
 
 
 def test_feeds():

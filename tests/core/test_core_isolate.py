@@ -1,14 +1,17 @@
 """zoo.isolate: the child-process watchdog (real processes, real /proc memory readings, real
-signals) and the reasons it records. The whole --isolate sweep on a real model is in
+signals) and the reasons it records, the child's config JSON, and a short real sweep with
+--save-predictions. The memory-limited sweep on a real model is in
 tests/models/unetpp/test_unetpp_isolate.py."""
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
-from zoo.isolate import config_from_json, rss_mb, watch, _config_json
+from zoo.errors import ZooError
+from zoo.isolate import rss_mb, watch, _config_json
 from zoo.pipeline import Stability
-from zoo.run import RunConfig
+from zoo.stages.config import RunConfig, check_config, from_json
 
 PY = sys.executable
 
@@ -49,19 +52,34 @@ def test_rss_of_a_missing_process_is_none():
 
 
 def test_config_round_trips_through_json(tmp_path):
-    cfg = RunConfig(model="unetpp", batch_sizes=[1, 4], data=tmp_path, stability=Stability(window=4, tolerance=0.1),
-                    options={"upsample": "nearest"}, isolate=True, memory_limit_mb=500.0, time_budget=2.5)
-    back = config_from_json(_config_json(cfg, 4, tmp_path / "o"))
+    cfg = RunConfig(model="unetpp", batch_sizes=[1, 4], data=tmp_path, stable_window=4, stable_tolerance=0.1,
+                    options={"upsample": "nearest"}, isolate=True, memory_limit_mb=500.0, time_budget=2.5,
+                    save_predictions=True, measure_peak=False, profile=3)
+    back = from_json(_config_json(cfg, 4, tmp_path / "o"))
     assert back.batch_sizes == [4] and back.out == tmp_path / "o" and back.data == tmp_path
     assert back.isolate is False and back.memory_limit_mb is None  # the child runs its one batch size itself
-    assert back.stability == cfg.stability and back.options == cfg.options and back.time_budget == 2.5
+    assert back.stability == Stability(window=4, tolerance=0.1) and back.options == cfg.options
+    assert back.time_budget == 2.5 and back.save_predictions and not back.measure_peak and back.profile == 3
     assert json.loads(_config_json(back, 4, tmp_path / "o")) == json.loads(_config_json(cfg, 4, tmp_path / "o"))
-    nostab = config_from_json(_config_json(RunConfig(model="unetpp", stability=None), 1, tmp_path))
+    nostab = from_json(_config_json(RunConfig(model="unetpp", stable_tolerance=0), 1, tmp_path))
     assert nostab.stability is None
 
 
 def test_memory_limit_without_isolate_is_a_clear_error():
-    from zoo.errors import ZooError
-    from zoo.run import run
     with pytest.raises(ZooError, match="--memory-limit needs --isolate"):
-        run(RunConfig(model="unetpp", memory_limit_mb=100))
+        check_config(RunConfig(model="unetpp", memory_limit_mb=100))
+
+
+def test_an_isolated_sweep_keeps_the_first_batch_sizes_predictions_for_score(run_zoo, tmp_path):
+    """--isolate --save-predictions: the children write into temporary folders; the merged record
+    keeps the first batch size's predictions beside it, and `python -m zoo score` re-scores them."""
+    proc = run_zoo("run", "--model", "unetpp", "--isolate", "--save-predictions", "--batch-sizes", "1,2",
+                   "--limit", "2", "--warmup", "0", "--iters", "1", "--no-peak", "--stable-tolerance", "0",
+                   "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    rec = json.loads(path.read_text())
+    assert rec["predictions"]["path"] == f"{rec['run_id']}.predictions" and rec["predictions"]["num_samples"] == 2
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, f"{rec['run_id']}.predictions"]
+    score = run_zoo("score", path)
+    assert score.returncode == 0 and "every figure equals the record's" in score.stdout, score.stderr[-2000:]

@@ -1,5 +1,6 @@
 """zoo.manifest: discovery and schema validation of models/<name>/model.yaml."""
 import copy
+import dataclasses
 import pickle
 
 import pytest
@@ -118,8 +119,42 @@ def test_empty_yaml(tmp_path):
         load_manifest("empty", models_dir=tmp_path)
 
 
+def test_one_field_per_section(unetpp_raw):
+    """Every section of the YAML is a field of its own, as written; `adapter` becomes adapter_path."""
+    m = load_manifest("unetpp")
+    for section in ("title", "task", "upstream", "guide", "model", "weights", "input", "output", "export",
+                    "verify", "data", "benchmark", "reference", "preprocess", "postprocess"):
+        assert getattr(m, section) == unetpp_raw.get(section, {}), section
+    assert m.adapter_path == unetpp_raw["adapter"] == "models.unetpp.adapter:UNetPPAdapter"
+    assert set(unetpp_raw) - {f.name for f in dataclasses.fields(Manifest)} == {"adapter"}
+    assert not hasattr(m, "raw")                      # no second copy of the YAML to read from
+
+
+def test_optional_sections_default_to_empty(tmp_path, unetpp_raw):
+    data = {k: v for k, v in unetpp_raw.items() if k not in ("preprocess", "postprocess", "guide")}
+    _write(tmp_path, "bare", {**data, "name": "bare"})
+    m = load_manifest("bare", models_dir=tmp_path)
+    assert m.preprocess == {} and m.postprocess == {} and m.guide is None
+
+
+def test_adapter_class_and_adapter():
+    from models.unetpp.adapter import UNetPPAdapter
+    m = load_manifest("unetpp")
+    assert m.adapter_class() is UNetPPAdapter
+    a = m.adapter(upsample="nearest")
+    assert isinstance(a, UNetPPAdapter) and a.manifest is m and a.options["upsample"] == "nearest"
+
+
+def test_manifest_is_frozen():
+    m = load_manifest("unetpp")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.name = "other"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.raw = {}
+
+
 def test_manifest_can_be_copied_and_pickled():
     m = load_manifest("unetpp")
     c = copy.deepcopy(m)
-    assert c.raw == m.raw and c.name == m.name
-    assert pickle.loads(pickle.dumps(m)).raw == m.raw
+    assert c == m and c.name == m.name and c.data is not m.data
+    assert pickle.loads(pickle.dumps(m)) == m

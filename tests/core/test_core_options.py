@@ -6,10 +6,12 @@ import copy
 
 import jsonschema
 import pytest
+import yaml
 
 from zoo.errors import ZooError
 from zoo.manifest import _validator, available_models, load_manifest
 from zoo.options import coerce, defaults, describe, resolve_options
+from zoo.paths import MODELS_DIR
 
 DECL = {
     "mode": {"default": "a", "type": "choice", "choices": ["a", "b"]},
@@ -29,6 +31,17 @@ def test_every_manifest_declares_its_options_and_defaults_pass(model):
     assert resolve_options(model, decl, {}) == defaults(decl)
     assert len(describe(decl)) == len(decl)
     assert m.adapter().options == defaults(decl)
+
+
+def test_adapter_options_are_read_only():
+    """An adapter keeps no state: its resolved options cannot be changed after construction."""
+    a = load_manifest("unetpp").adapter(upsample="nearest")
+    with pytest.raises(TypeError):
+        a.options["upsample"] = "bilinear"
+    with pytest.raises(TypeError):
+        del a.options["upsample"]
+    assert a.options["upsample"] == "nearest" and a.variant.endswith("upsample=nearest")
+    assert load_manifest("unetpp").adapter(upsample=None).options["upsample"] == "bilinear"  # None: the default
 
 
 def test_text_values_are_converted_by_the_declared_type():
@@ -66,7 +79,7 @@ def test_unknown_option_lists_the_known_ones():
 
 
 def test_manifest_schema_refuses_a_bad_declaration():
-    raw = load_manifest("unetpp").raw
+    raw = yaml.safe_load((MODELS_DIR / "unetpp" / "model.yaml").read_text())
     for bad_decl in ({"default": "x", "type": "choice"},              # choice without choices
                      {"default": "x", "type": "bool"},                # default of the wrong type
                      {"default": 1, "type": "float"},                 # unknown type

@@ -1,5 +1,8 @@
-"""zoo.pipeline: streaming dataset pipeline (order, batching, stages, errors) and infer_only
-(iterations, time budget). Only counts and fields are asserted, never timing values."""
+"""zoo.pipeline: streaming pipeline over a Source through an adapter (order, batching, stages,
+predictions, errors) and infer_only (iterations, time budget). The source and the adapter are small
+real implementations of zoo.datasets.base.Source and zoo.adapter.ModelAdapter. Only counts and
+fields are asserted, never timing values."""
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -8,9 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.adapter import Dataset
+from zoo.adapter import ModelAdapter
+from zoo.datasets.base import Opened, Sample, Source
 from zoo.errors import ZooError
-from zoo.metrics import BinaryIoU
+from zoo.manifest import load_manifest
+from zoo.metrics.binary import BinaryIoU
 from zoo.pipeline import infer_only, run_pipeline
 from zoo.runtimes import ModelArtifacts
 from zoo.runtimes.torch_rt import TorchRuntime
@@ -20,13 +25,13 @@ IN, OUT = "x", "y"
 STAGES = {"read", "preprocess", "infer", "postprocess"}
 
 
-class ToyDataset(Dataset):
-    """Sample i: a (2, 4, 4) array depending on i; target: a 4x4 mask depending on i."""
-    name = "toy"
-    root = Path("/nonexistent")
+class ToySource(Source):
+    """Sample i: a (2, 4, 4) image depending on i; label: a 4x4 mask depending on i."""
+    family = "toy"
 
     def __init__(self, n=10, fail_on=None, slow_first=False):
-        self.ids = [f"s{i}" for i in range(n)]
+        super().__init__(Opened(root=Path("/nonexistent"), split="toy", ids_file=None, builtin=True, limit=None,
+                                expected=None), [f"s{i}" for i in range(n)])
         self.fail_on = fail_on
         self.slow_first = slow_first
         self.reads = []
@@ -38,16 +43,34 @@ class ToyDataset(Dataset):
         if self.slow_first:          # earlier samples finish later: order must still be kept
             time.sleep(0.002 * (len(self.ids) - i))
         self.reads.append(sample_id)
-        return np.arange(32, dtype=np.float32).reshape(2, 4, 4) + 100 * i
+        image = np.arange(32, dtype=np.float32).reshape(2, 4, 4) + 100 * i
+        return Sample(sample_id, image, (np.arange(16).reshape(4, 4) % (i + 2)) == 0, {"index": i})
 
-    def preprocess(self, raw):
-        i = int(raw[0, 0, 0]) // 100
-        x = (raw - 100 * i - 8) / 8 + 0.1 * i              # channel 0: -1 .. 0.875, shifted by 0.1*i
-        target = ((np.arange(16).reshape(4, 4) % (i + 2)) == 0).astype(np.float32)
-        return x.astype(np.float32), target
 
-    def provenance(self):
-        return {"name": self.name}
+class ToyAdapter(ModelAdapter):
+    """Input: the image shifted by 0.1 * i; meta: the sample's id (postprocess gets its own back);
+    prediction: the output row's sign as a mask, the row itself and the meta."""
+
+    def __init__(self):
+        manifest = load_manifest("unetpp")
+        super().__init__(dataclasses.replace(manifest, name="toy", model={**manifest.model, "options": {}}))
+
+    def build(self):
+        raise NotImplementedError
+
+    def load_weights(self, module, path):
+        raise NotImplementedError
+
+    def preprocess(self, sample):
+        i = sample.info["index"]
+        x = (sample.image - 100 * i - 8) / 8 + 0.1 * i     # channel 0: -1 .. 0.875, shifted by 0.1*i
+        return x.astype(np.float32), sample.id
+
+    def postprocess(self, output, meta):
+        return {"mask": np.asarray(output)[0] > 0, "row": np.array(output), "meta": meta}
+
+    def metrics(self, source):
+        return [BinaryIoU("toy", "sign of channel 0", key="mask")]
 
 
 class Recorder(torch.nn.Module):
@@ -62,9 +85,13 @@ class Recorder(torch.nn.Module):
         return x[:, :1] * 2.0 - 0.3
 
 
-def _expected(ds, i):
-    x, t = ds.preprocess(ds.read(ds.ids[i]))
-    return x[:1] * 2.0 - 0.3, t
+ADAPTER = ToyAdapter()
+
+
+def _expected(src, sample_id):
+    s = src.read(sample_id)
+    x, _ = ADAPTER.preprocess(s)
+    return x[:1] * 2.0 - 0.3, ADAPTER.target(s)
 
 
 @pytest.fixture
@@ -77,26 +104,23 @@ def runtime(restore_torch_threads):
 
 
 @pytest.mark.parametrize("workers,post_workers", [(1, 1), (3, 1), (1, 0)])
-def test_run_pipeline_batches_order_and_outputs(runtime, workers, post_workers):
-    ds = ToyDataset(10, slow_first=workers > 1)
-    seen_ids, seen_out = [], []
-
-    def collect(out, ids):
-        seen_ids.extend(ids)
-        seen_out.extend(np.array(o) for o in out)
-
-    metric = BinaryIoU("guide", "")
-    res = run_pipeline(runtime, ds, 4, IN, OUT, [metric], workers=workers, on_outputs=collect, label="t",
-                       post_workers=post_workers)
+def test_run_pipeline_batches_order_and_predictions(runtime, workers, post_workers):
+    src = ToySource(10, slow_first=workers > 1)
+    seen = []
+    metric = ADAPTER.metrics(src)[0]
+    res = run_pipeline(runtime, src, ADAPTER, 4, IN, OUT, [metric], workers=workers,
+                       on_prediction=lambda sid, p: seen.append((sid, p)), label="t", post_workers=post_workers)
     assert res["postprocess_workers"] == post_workers
     assert runtime.module.batches == [4, 4, 2]            # the last partial batch is run
-    assert seen_ids == ds.ids                             # dataset order kept
-    ref = ToyDataset(10)
-    direct = BinaryIoU("guide", "")
-    for i, out in enumerate(seen_out):
-        exp, t = _expected(ref, i)
-        np.testing.assert_allclose(out, exp, rtol=1e-6)
-        direct.update(exp[None], [t])
+    assert [sid for sid, _ in seen] == src.ids            # the source's order kept
+    assert [p["meta"] for _, p in seen] == src.ids        # each row postprocessed with its own meta
+    ref = ToySource(10)
+    direct = BinaryIoU("toy", "", key="mask")
+    for sid, p in seen:
+        exp, t = _expected(ref, sid)
+        np.testing.assert_allclose(p["row"], exp, rtol=1e-6)
+        np.testing.assert_array_equal(p["mask"], exp[0] > 0)
+        direct.update({"mask": exp[0] > 0}, t)
     assert metric.inter == direct.inter and metric.union == direct.union
     assert metric.compute() == direct.compute() and metric.compute()["num_samples"] == 10
     assert len(set(metric.inter)) > 1                     # the samples really differ
@@ -114,31 +138,59 @@ def test_run_pipeline_batches_order_and_outputs(runtime, workers, post_workers):
     assert "latency_ms" not in res["stages"]["read"]
 
 
-def test_run_pipeline_batch_larger_than_dataset_and_limit_ids(runtime):
-    ds = ToyDataset(10)
+def test_run_pipeline_batch_larger_than_a_subset(runtime):
+    src = ToySource(10)
+    part = src.subset(["s3", "s1", "s7"])
     got = []
-    res = run_pipeline(runtime, ds, 8, IN, OUT, [], limit_ids=["s3", "s1", "s7"],
-                       on_outputs=lambda out, ids: got.extend(zip(ids, np.array(out))))
+    res = run_pipeline(runtime, part, ADAPTER, 8, IN, OUT, [], on_prediction=lambda sid, p: got.append((sid, p)))
     assert runtime.module.batches == [3]
-    assert [g[0] for g in got] == ["s3", "s1", "s7"]
-    assert sorted(ds.reads) == ["s1", "s3", "s7"]
-    for sid, out in got:
-        np.testing.assert_allclose(out, _expected(ToyDataset(10), int(sid[1:]))[0], rtol=1e-6)
+    assert [sid for sid, _ in got] == ["s3", "s1", "s7"]
+    assert sorted(src.reads) == ["s1", "s3", "s7"]        # only the subset was read
+    for sid, p in got:
+        np.testing.assert_allclose(p["row"], _expected(ToySource(10), sid)[0], rtol=1e-6)
+        assert p["meta"] == sid
     assert res["num_samples"] == 3 and res["latency_ms"]["count"] == 1
 
 
 def test_run_pipeline_batch_size_one(runtime):
-    res = run_pipeline(runtime, ToyDataset(5), 1, IN, OUT, [])
+    res = run_pipeline(runtime, ToySource(5), ADAPTER, 1, IN, OUT, [])
     assert runtime.module.batches == [1] * 5
     assert res["num_samples"] == 5 and res["latency_ms"]["count"] == 5
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_run_pipeline_read_error_propagates(runtime, workers):
-    ds = ToyDataset(10, fail_on="s6")
+    src = ToySource(10, fail_on="s6")
     with pytest.raises(ZooError, match="s6: unreadable sample"):
-        run_pipeline(runtime, ds, 4, IN, OUT, [], workers=workers)
+        run_pipeline(runtime, src, ADAPTER, 4, IN, OUT, [], workers=workers)
     assert runtime.module.batches == [4]                  # stopped at the batch holding s6
+
+
+class NaNAt(Recorder):
+    """Recorder whose output for the sample at index `at` of the source is NaN."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.seen = at, 0
+
+    def forward(self, x):
+        y = super().forward(x)
+        if self.seen <= self.at < self.seen + len(y):
+            y[self.at - self.seen, 0, 1, 2] = float("nan")
+        self.seen += len(y)
+        return y
+
+
+def test_run_pipeline_non_finite_output_names_the_sample(restore_torch_threads):
+    rt = TorchRuntime(threads=1)
+    rt.compile(ModelArtifacts(None, [IN], [OUT], torch_module=NaNAt(6)), None)
+    rt.load()
+    got = []
+    with pytest.raises(ZooError, match=r"t bs4: outputs of batch 1 \(samples 4\.\.7\): non-finite .* in sample 2 \(s6\)"):
+        run_pipeline(rt, ToySource(10), ADAPTER, 4, IN, OUT, [], label="t", on_prediction=lambda sid, p: got.append(sid))
+    assert got[:4] == ["s0", "s1", "s2", "s3"]
+    assert not {"s4", "s5", "s6", "s7"} & set(got)        # nothing of the bad batch became a prediction
+    rt.close()
 
 
 class GatedRecorder(Recorder):
@@ -161,31 +213,32 @@ def test_run_pipeline_postprocessing_overlaps_the_next_inference(restore_torch_t
     module = GatedRecorder()
     rt.compile(ModelArtifacts(None, [IN], [OUT], torch_module=module), None)
     rt.load()
-    saw_next_start = []
+    saw_next_start, calls = [], []
 
-    def post(out, ids):
-        k = len(saw_next_start)
-        # the next inference's start, seen from inside this batch's postprocessing
-        saw_next_start.append(module.started[k + 1].wait(timeout=5 if post_workers else 0.05))
+    def on_prediction(sid, prediction):
+        calls.append(sid)
+        k = (len(calls) - 1) // 4                         # the batch being postprocessed
+        if len(calls) % 4 == 1 and k < 2:                 # its first sample; the last batch has no next
+            # the next inference's start, seen from inside this batch's postprocessing
+            saw_next_start.append(module.started[k + 1].wait(timeout=5 if post_workers else 0.05))
 
-    res = run_pipeline(rt, ToyDataset(12), 4, IN, OUT, [], on_outputs=post, post_workers=post_workers)
-    assert module.batches == [4, 4, 4] and len(saw_next_start) == 3
-    if post_workers:
-        assert saw_next_start[:2] == [True, True]
-    else:
-        assert saw_next_start[:2] == [False, False]
+    res = run_pipeline(rt, ToySource(12), ADAPTER, 4, IN, OUT, [], on_prediction=on_prediction,
+                       post_workers=post_workers)
+    rt.close()
+    assert module.batches == [4, 4, 4] and len(calls) == 12
+    assert saw_next_start == ([True, True] if post_workers else [False, False])
     assert res["stages"]["postprocess"]["latency_ms"]["count"] == 3
 
 
 def test_run_pipeline_postprocessing_error_propagates(runtime):
-    def post(out, ids):
-        if "s5" in ids:
+    def on_prediction(sid, prediction):
+        if sid == "s5":
             raise ZooError("s5: label missing")
 
     with pytest.raises(ZooError, match="s5: label missing"):
-        run_pipeline(runtime, ToyDataset(12), 4, IN, OUT, [], on_outputs=post)
+        run_pipeline(runtime, ToySource(12), ADAPTER, 4, IN, OUT, [], on_prediction=on_prediction)
     with pytest.raises(ValueError, match="post_workers"):
-        run_pipeline(runtime, ToyDataset(4), 4, IN, OUT, [], post_workers=2)
+        run_pipeline(runtime, ToySource(4), ADAPTER, 4, IN, OUT, [], post_workers=2)
 
 
 def test_infer_only_iterations(runtime):
@@ -298,8 +351,8 @@ def _burn(seconds):
     return x
 
 
-class CpuDataset(ToyDataset):
-    """Reading burns (or sleeps) a known time; preprocessing is the toy's."""
+class CpuSource(ToySource):
+    """Reading burns (or sleeps) a known time; preprocessing is the toy adapter's."""
 
     def __init__(self, n, read_s, burn):
         super().__init__(n)
@@ -332,8 +385,8 @@ def test_infer_only_cpu_time_per_sample_from_the_cpu_clock():
 
 @pytest.mark.parametrize("burn", [True, False])
 def test_run_pipeline_counts_each_stage_cpu_time(runtime, burn):
-    ds = CpuDataset(6, 0.03, burn)
-    res = run_pipeline(runtime, ds, 2, IN, OUT, [BinaryIoU("iou", "d")], workers=1)
+    src = CpuSource(6, 0.03, burn)
+    res = run_pipeline(runtime, src, ADAPTER, 2, IN, OUT, ADAPTER.metrics(src), workers=1)
     cpu = res["cpu"]
     assert set(cpu["stages_s"]) == {"read", "preprocess", "postprocess"}
     if burn:   # 6 reads x 30 ms of CPU each

@@ -110,7 +110,7 @@ def test_torch_runtime_has_no_profiler(onnx_file):
 
 def test_a_failing_profiler_leaves_the_run_standing(capsys):
     from zoo.errors import ZooError
-    from zoo.run import _op_profile
+    from zoo.stages.infer import op_profile as _op_profile
 
     class Broken:
         name = "openvino"

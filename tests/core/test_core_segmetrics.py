@@ -1,15 +1,18 @@
-"""zoo.metrics for Cityscapes: ConfusionMatrix, IouEvalMetric (erfnet_pytorch iouEval) and
-SegmentronMetric (SegmenTron SegmentationMetric + the Ascend running average), each against a
+"""zoo.metrics.segmentation for Cityscapes: ConfusionMatrix, IouEvalMetric (erfnet_pytorch iouEval)
+and SegmentronMetric (SegmenTron SegmentationMetric + the Ascend running average), each against a
 re-implementation written here from the description of the upstream code (FACTS.md s.2, s.3),
-with torch one-hot tensors and torch.histc as upstream computes, on random data and hand cases."""
+with torch one-hot tensors and torch.histc as upstream computes, on random data and hand cases.
+The metrics are fed one sample's prediction (label maps: numpy's argmax of the logits here) at a
+time; class_argmax / class_argmax_pair (the adapters' argmax) against numpy's."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from zoo.cityscapes import CLASSES, IGNORE
-from zoo.metrics import ConfusionMatrix, IouEvalMetric, SegmentronMetric, class_argmax
+from zoo.datasets.cityscapes import CLASSES, IGNORE
+from zoo.metrics.segmentation import (ConfusionMatrix, IouEvalMetric, SegmentronMetric, class_argmax,
+                                      class_argmax_pair)
 
 N_CLASSES = len(CLASSES)      # 19 evaluated classes
 ERF_OUTPUTS = 20              # ErfNet: 19 classes + class 19 "void"
@@ -122,6 +125,24 @@ def _one_hot_logits(pred: np.ndarray, channels: int, high: float = 5.0) -> np.nd
     return logits
 
 
+def _erf_prediction(logits: np.ndarray, dtype=np.uint8) -> dict:
+    """ErfNet's prediction of one (C, H, W) map: the argmax over every class (numpy's)."""
+    return {"labels": logits.argmax(0).astype(dtype)}
+
+
+def _seg_prediction(logits: np.ndarray) -> dict:
+    """Fast-SCNN's prediction of one (C, H, W) map: numpy's argmax of the logits and of their
+    truncation (upstream's argmax(output.long()))."""
+    return {"labels": logits.argmax(0).astype(np.uint8), "labels_trunc": np.trunc(logits).argmax(0).astype(np.uint8)}
+
+
+def _feed(metric, batches, predict) -> None:
+    """Every sample of the batches, one at a time, in order."""
+    for logits, labels in batches:
+        for x, t in zip(logits, labels):
+            metric.update(predict(x), t)
+
+
 def _erf_metric() -> IouEvalMetric:
     return IouEvalMetric("guide", "erfnet iouEval", CLASSES, n_outputs=ERF_OUTPUTS, ignore=ERF_IGNORE)
 
@@ -171,8 +192,9 @@ def test_iou_eval_matches_reference_on_random_batches(void_value: int):
     ref, ours = RefIouEval(), _erf_metric()
     for logits, labels in batches:
         ref.add_batch(torch.from_numpy(logits), torch.from_numpy(np.stack(labels)))
-        # our targets may carry the void either as 19 (erfnet's Relabel) or as 255
-        ours.update(logits, [np.where(lab == ERF_IGNORE, void_value, lab).astype(np.uint8) for lab in labels])
+    # our targets may carry the void either as 19 (erfnet's Relabel) or as 255
+    _feed(ours, [(logits, [np.where(lab == ERF_IGNORE, void_value, lab).astype(np.uint8) for lab in labels])
+                 for logits, labels in batches], _erf_prediction)
     ref_miou, ref_iou = ref.iou()
     got = ours.compute()
     assert got["num_samples"] == 10
@@ -186,20 +208,18 @@ def test_iou_eval_matches_reference_on_random_batches(void_value: int):
     assert (preds == ERF_IGNORE).sum() > 50 and (gts == ERF_IGNORE).sum() > 50
 
 
-def test_iou_eval_independent_of_batching():
+def test_iou_eval_same_figures_from_int64_and_saved_uint8_predictions():
+    """A live run's argmax (int64) and the uint8 map a saved prediction holds score the same."""
     batches = _batches(1, ERF_OUTPUTS, label_values=np.arange(20))
-    whole = _erf_metric()
-    whole.update(np.concatenate([b[0] for b in batches]), [t for b in batches for t in b[1]])
-    single = _erf_metric()
-    for logits, labels in batches:
-        for i in range(len(labels)):
-            single.update(logits[i:i + 1], labels[i:i + 1])
-    assert whole.compute() == single.compute()
+    live, saved = _erf_metric(), _erf_metric()
+    _feed(live, batches, lambda x: _erf_prediction(x, np.int64))
+    _feed(saved, batches, _erf_prediction)
+    assert live.compute() == saved.compute() and live.per_class() == saved.per_class()
 
 
 def _erf_case(preds, gts) -> list[float]:
     m = _erf_metric()
-    m.update(_one_hot_logits(np.array(preds), ERF_OUTPUTS), [np.array(gts, np.uint8)])
+    m.update({"labels": np.array(preds, np.uint8)}, np.array(gts, np.uint8))
     ref = RefIouEval()
     ref.add_batch(torch.from_numpy(_one_hot_logits(np.array(preds), ERF_OUTPUTS)),
                   torch.from_numpy(np.where(np.array(gts) == IGNORE, ERF_IGNORE, np.array(gts))[None]))
@@ -230,7 +250,7 @@ def test_iou_eval_absent_classes_count_as_zero_in_the_mean():
     ious = _erf_case([[0, 1], [1, 0]], [[0, 1], [1, 0]])
     assert ious[:2] == [pytest.approx(1.0)] * 2 and ious[2:] == [0.0] * 17
     m = _erf_metric()
-    m.update(_one_hot_logits(np.array([[0, 1]]), ERF_OUTPUTS), [np.array([[0, 1]], np.uint8)])
+    m.update({"labels": np.array([[0, 1]], np.uint8)}, np.array([[0, 1]], np.uint8))
     assert m.compute()["miou"] == pytest.approx(2 / 19)
 
 
@@ -256,8 +276,7 @@ def _seg_batches(seed: int):
 def test_segmentron_matches_reference_on_random_batches(seed: int):
     batches = _seg_batches(seed)
     ours = _seg_metric()
-    for logits, labels in batches:
-        ours.update(logits, labels)
+    _feed(ours, batches, _seg_prediction)
     ref = _ref_segmentron(batches)
     pix_acc, miou = ref.get()
     got = ours.compute()
@@ -296,8 +315,7 @@ def test_segmentron_running_average_is_mean_of_cumulative_values():
         mious.append(np.mean(inter / (SEG_EPS + union)))
         accs.append(correct / (SEG_EPS + labelled))
     ours = _seg_metric()
-    for logits, labels in batches:
-        ours.update(logits, labels)
+    _feed(ours, batches, _seg_prediction)
     got = ours.compute()
     assert got["running_avg_miou"] == pytest.approx(np.mean(mious), rel=1e-12)
     assert got["running_avg_pix_acc"] == pytest.approx(np.mean(accs), rel=1e-12)
@@ -307,7 +325,7 @@ def test_segmentron_running_average_is_mean_of_cumulative_values():
     # another order: same final values, a different running average
     rev = _seg_metric()
     for x, t in reversed(images):
-        rev.update(x[None], [t])
+        rev.update(_seg_prediction(x), t)
     got_rev = rev.compute()
     assert got_rev["miou"] == pytest.approx(got["miou"], rel=1e-12)
     assert got_rev["running_avg_miou"] != pytest.approx(got["running_avg_miou"], rel=1e-6)
@@ -323,7 +341,7 @@ def test_segmentron_truncated_argmax_hand_case():
     logits[0, 7, 0, 2] = 3.0
     target = np.array([[2, 4, IGNORE]], np.uint8)
     m = _seg_metric()
-    m.update(logits, [target])
+    m.update(_seg_prediction(logits[0]), target)
     got = m.compute()
     assert got["pix_acc"] == pytest.approx(0.5)              # A wrong after truncation
     assert got["pix_acc_true"] == pytest.approx(1.0)
@@ -343,19 +361,21 @@ def test_segmentron_negative_logits_truncate_toward_zero():
     logits = np.full((1, 19, 1, 1), -1.5, np.float32)
     logits[0, 6, 0, 0] = -0.5
     m = _seg_metric()
-    m.update(logits, [np.array([[6]], np.uint8)])
+    m.update(_seg_prediction(logits[0]), np.array([[6]], np.uint8))
     assert m.compute()["pix_acc"] == pytest.approx(1.0)
 
 
-def test_segmentron_independent_of_batching():
+def test_segmentron_fed_the_adapters_argmax_pair_equals_numpys():
+    """class_argmax_pair (what Fast-SCNN's postprocess makes) gives the figures numpy's argmaxes give."""
     batches = _seg_batches(3)
-    whole = _seg_metric()
-    whole.update(np.concatenate([b[0] for b in batches]), [t for b in batches for t in b[1]])
-    single = _seg_metric()
-    for logits, labels in batches:
-        for i in range(len(labels)):
-            single.update(logits[i:i + 1], labels[i:i + 1])
-    assert whole.compute() == pytest.approx(single.compute(), rel=1e-12)
+    ours, ref = _seg_metric(), _seg_metric()
+
+    def pair(x):
+        labels, trunc = class_argmax_pair(x)
+        return {"labels": labels.astype(np.uint8), "labels_trunc": trunc.astype(np.uint8)}
+    _feed(ours, batches, pair)
+    _feed(ref, batches, _seg_prediction)
+    assert ours.compute() == ref.compute()
 
 
 def test_confusion_matrix_rejects_out_of_range_predictions_and_ignores_negative_gt():
@@ -367,13 +387,22 @@ def test_confusion_matrix_rejects_out_of_range_predictions_and_ignores_negative_
     assert cm.mat.sum() == 2 and cm.mat[2, 2] == 1 and cm.mat[0, 0] == 1
 
 
-def test_metrics_check_the_number_of_channels():
+def test_metrics_check_the_prediction_maps():
     seg = SegmentronMetric("guide", "", CLASSES)
-    with pytest.raises(ValueError, match=r"expected \(N, 19, H, W\)"):
-        seg.update(np.zeros((1, 20, 2, 2), np.float32), [np.zeros((2, 2), np.uint8)])
+    gt = np.zeros((2, 2), np.uint8)
+    ok = {"labels": np.zeros((2, 2), np.uint8), "labels_trunc": np.zeros((2, 2), np.uint8)}
+    with pytest.raises(ValueError, match=r"prediction values must be in \[0, 19\)"):
+        seg.update({**ok, "labels": np.full((2, 2), 19, np.uint8)}, gt)     # a 20th class
+    with pytest.raises(ValueError, match="prediction has no 'labels_trunc' map"):
+        seg.update({"labels": ok["labels"]}, gt)
+    with pytest.raises(ValueError, match=r"'labels_trunc' \(1, 2\) and label \(2, 2\) differ"):
+        seg.update({**ok, "labels_trunc": np.zeros((1, 2), np.uint8)}, gt)
     iou = IouEvalMetric("guide", "", CLASSES, n_outputs=20, ignore=19)
-    with pytest.raises(ValueError, match=r"expected \(N, 20, H, W\)"):
-        iou.update(np.zeros((1, 19, 2, 2), np.float32), [np.zeros((2, 2), np.uint8)])
+    with pytest.raises(ValueError, match=r"prediction values must be in \[0, 20\)"):
+        iou.update({"labels": np.full((2, 2), 20, np.uint8)}, gt)
+    with pytest.raises(ValueError, match="expected an integer label map, got float32"):
+        iou.update({"labels": np.zeros((2, 2), np.float32)}, gt)
+    assert seg.n == iou.n == 0 and seg.cm.mat.sum() == iou.cm.mat.sum() == 0   # nothing counted
 
 
 @pytest.mark.parametrize("trunc", [False, True])
@@ -400,7 +429,6 @@ def _pair_ref(x):
 @pytest.mark.parametrize("scale", [0.3, 1.0, 3.0, 100.0])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_class_argmax_pair_equals_both_numpy_argmaxes(scale, dtype):
-    from zoo.metrics import class_argmax_pair
     rng = np.random.default_rng(7)
     x = (rng.standard_normal((19, 48, 64)) * scale).astype(dtype)
     # the truncation boundaries, from both sides: maxima exactly on integers, just below and above
@@ -425,7 +453,6 @@ def test_class_argmax_pair_equals_both_numpy_argmaxes(scale, dtype):
 
 
 def test_class_argmax_pair_falls_back_exactly_on_nan_inf_huge_and_ints():
-    from zoo.metrics import class_argmax_pair
     rng = np.random.default_rng(8)
     x = rng.standard_normal((6, 8, 8)).astype(np.float32) * 3
     for edit in ("nan", "inf", "-inf", "huge"):

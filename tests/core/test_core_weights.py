@@ -39,7 +39,8 @@ def _one_line(exc) -> str:
 
 
 def _manifest(tmp_path, weights=None) -> Manifest:
-    return Manifest(name="tiny", dir=tmp_path, raw={"weights": weights or {"checkpoints": {}}})
+    import dataclasses  # a real manifest with other weights and folder
+    return dataclasses.replace(load_manifest("unetpp"), name="tiny", dir=tmp_path, weights=weights or {"checkpoints": {}})
 
 
 def _files(folder: Path) -> list[Path]:

@@ -48,7 +48,7 @@ def test_signal_to_invoke_reaches_the_model_process(tmp_path, sig, code, line):
     try:
         deadline = time.time() + 300
         for text in proc.stderr:  # the model process's progress comes through invoke's stderr
-            if text.startswith("[5/6]") or time.time() > deadline:
+            if text.startswith("[6/7]") or time.time() > deadline:  # inference started
                 break
         model_procs = _children(proc.pid)
         assert model_procs, "the model process should be running"

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from models.erfnet.model import ERFNet, batchnorms
-from zoo.cityscapes import LABEL_TO_TRAIN
+from zoo.datasets.cityscapes import LABEL_TO_TRAIN
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL_DIR = ROOT / "models" / "erfnet"
@@ -187,7 +187,7 @@ def last_result(proc) -> dict:
 
 class UpstreamIouEval:
     """erfnet_pytorch eval/iouEval.py re-implemented the way upstream computes it (for checking
-    zoo.metrics.IouEvalMetric independently): one-hot prediction and target over nClasses
+    zoo.metrics.segmentation.IouEvalMetric independently): one-hot prediction and target over nClasses
     channels with torch scatter, drop the ignore channel, TP/FP/FN as sums of products, double
     accumulators, IoU = TP / (TP + FP + FN + 1e-15), plain mean. Inputs: predicted indices and
     targets (already relabelled 255 -> 19), both N x 1 x H x W long tensors."""

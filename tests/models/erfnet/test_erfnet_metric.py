@@ -1,17 +1,30 @@
-"""The guide's metric (upstream iouEval(20, ignoreIndex=19)) as the adapter builds it, against
-upstream's computation re-implemented here with torch one-hot tensors (conftest.UpstreamIouEval)."""
+"""The guide's metric (upstream iouEval(20, ignoreIndex=19)) as the adapter builds it, fed the
+adapter's predictions sample by sample, against upstream's computation re-implemented here with
+torch one-hot tensors (conftest.UpstreamIouEval)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from zoo.cityscapes import CLASSES
+from zoo.datasets import open_source
+from zoo.datasets.cityscapes import CLASSES
 from zoo.manifest import load_manifest
 
 from .conftest import UpstreamIouEval
 
 M = load_manifest("erfnet")
+
+
+@pytest.fixture(scope="module")
+def builtin(tmp_path_factory):
+    return open_source(M, None, None, None, tmp_path_factory.mktemp("cache"))
+
+
+def _feed(adapter, metric, logits: np.ndarray, targets) -> None:
+    """One sample at a time, as the run does: postprocess (the argmax), then the metric."""
+    for out, gt in zip(logits, targets):
+        metric.update(adapter.postprocess(out, None), gt)
 
 
 def _logits_for(pred: np.ndarray, rng) -> np.ndarray:
@@ -22,9 +35,10 @@ def _logits_for(pred: np.ndarray, rng) -> np.ndarray:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_metric_equals_upstream_iou_eval(seed):
+def test_metric_equals_upstream_iou_eval(seed, builtin):
     rng = np.random.default_rng(seed)
-    metric = M.adapter().metrics()
+    adapter = M.adapter()
+    metric = adapter.metrics(builtin)
     assert [m.name for m in metric] == ["guide"] and metric[0].metric == "miou"
     m = metric[0]
     ref = UpstreamIouEval(20, 19)
@@ -41,7 +55,7 @@ def test_metric_equals_upstream_iou_eval(seed):
         if seed == 1:
             gt[gt == 4] = 19  # a class absent from the labels: IoU 0 (no NaN handling), as upstream
             gt_255[gt_255 == 4] = 19
-        m.update(_logits_for(pred, rng), list(gt_255.astype(np.uint8)))
+        _feed(adapter, m, _logits_for(pred, rng), list(gt_255.astype(np.uint8)))
         ref.add_batch(torch.from_numpy(pred[:, None]).long(), torch.from_numpy(gt[:, None]).long())
     want_mean, want_per = ref.iou()
     got = m.compute()
@@ -54,13 +68,14 @@ def test_metric_equals_upstream_iou_eval(seed):
         assert per[4]["iou"] == 0.0
 
 
-def test_void_prediction_is_a_false_negative():
+def test_void_prediction_is_a_false_negative(builtin):
     # a pixel of class 0 predicted as 19 (void) counts as FN for class 0; void-labelled pixels
     # never count, whatever is predicted
-    m = M.adapter().metrics()[0]
+    adapter = M.adapter()
+    m = adapter.metrics(builtin)[0]
     gt = np.array([[0, 0, 19, 255]], np.uint8)
     pred = np.array([[[0, 19, 0, 5]]])
-    m.update(_logits_for(pred, np.random.default_rng(0)), [gt])
+    _feed(adapter, m, _logits_for(pred, np.random.default_rng(0)), [gt])
     per = {p["class"]: p["iou"] for p in m.per_class()}
     assert per["road"] == pytest.approx(0.5)  # TP 1, FN 1, FP 0
     assert per["pole"] == 0.0                 # class 5 predicted only on a void pixel: no FP

@@ -94,7 +94,7 @@ def test_wrong_keys_and_shapes_are_listed(tmp_path, erfnet, damage, needles):
 
 def test_options():
     assert M.adapter().variant == "bn_weight_clamp=False"
-    assert M.adapter().export_edit_key() == "" and M.adapter().edit_onnx(None) is None
+    assert M.adapter().export_edit_key() == "" and M.adapter().edit_onnx(None, None) is None
     assert M.adapter(bn_weight_clamp=True).export_edit_key() == "bnclamp0.01"
     assert M.adapter(bn_weight_clamp="regex").export_edit_key() == "bnclamp0.01-regex"
     for bad in (1, "yes", 0.01):

@@ -1,5 +1,6 @@
-"""ONNX export parity (ONNX Runtime vs PyTorch) on the calibrated ERFNet, opsets 17 and 11, dynamic
-batch; and the guide's BN-weight clamp (modify_bn_weights.py) as an edit of the exported file."""
+"""ONNX export parity (ONNX Runtime vs PyTorch, compared as the verify stage compares them: numerics
+and the predictions' flipped pixels) on the calibrated ERFNet, opsets 17 and 11, dynamic batch; and
+the guide's BN-weight clamp (modify_bn_weights.py) as an edit of the exported file."""
 from __future__ import annotations
 
 import copy
@@ -17,16 +18,18 @@ from models.erfnet.model import batchnorms
 from zoo.errors import ZooError
 from zoo.export import apply_edit, check_onnx, export_onnx, onnx_io, parity
 from zoo.manifest import load_manifest
+from zoo.stages.verify import compare
 
 from .conftest import make_erfnet, smooth_images
 
 M = load_manifest("erfnet")
-TOL = M.export["parity"]
+TOL = M.verify["tolerance"]["fp32"]
 IN, OUT = M.input["name"], M.output["name"]
 
 
-def argmax(a):
-    return a.argmax(1)
+def verify(reference, candidate) -> dict:
+    """The verify stage's comparison of two outputs of a batch (the adapter's predictions)."""
+    return compare(reference, candidate, M.adapter(), [None] * len(reference), TOL)
 
 
 def run_ort(path, x):
@@ -61,12 +64,12 @@ def test_export_parity_calibrated(erfnet, batch, exported, opset):
     ref = run_torch(erfnet, batch)
     # meaningful only if the logits are spread out and many classes win somewhere
     assert ref.std() > 0.1 and np.ptp(ref) > 2.0
-    assert len(np.unique(argmax(ref))) >= 10
+    assert len(np.unique(ref.argmax(1))) >= 10
     for n in (1, 3):  # dynamic batch axis
         got = run_ort(path, batch[:n])
-        p = parity(ref[:n], got, TOL["rtol"], TOL["atol"], argmax)
+        p = verify(ref[:n], got)
         assert p["passed"], p
-        assert p["decision_flips"] <= 1e-3 * got[:, 0].size, p
+        assert p["decisions"]["labels"]["fraction"] <= TOL["max_flip_fraction"] == 1e-3, p
     # ONNX Runtime is as close to the float64 result as PyTorch's own float32 is (the tolerance
     # is the model's float32 rounding, not the exporter's)
     ref64 = run_torch(copy.deepcopy(erfnet).double(), batch[:1].astype(np.float64))
@@ -107,7 +110,7 @@ def test_bn_weight_clamp_equals_clamped_torch_model(erfnet, batch, exported, tmp
     assert sum(small) > 0  # the calibrated model has small gammas for the clamp to change
 
     edited = tmp_path / "edited.onnx"
-    info = apply_edit(exported[11], edited, adapter.edit_onnx)
+    info = apply_edit(exported[11], edited, lambda model: adapter.edit_onnx(model, net))
     assert info["initializers_changed"] == sum(1 for s in small if s) and info["values_changed"] == sum(small)
     assert info["bn_nodes"] == 5
     assert info["bn_layers_considered"] == len(in_scope)
@@ -116,9 +119,9 @@ def test_bn_weight_clamp_equals_clamped_torch_model(erfnet, batch, exported, tmp
     x = batch[:1]
     got = run_ort(edited, x)
     want = run_torch(clamped_copy(net, which), x)
-    p = parity(want, got, TOL["rtol"], TOL["atol"], argmax)
+    p = verify(want, got)
     assert p["passed"], p
-    effect = parity(run_torch(net, x), got, TOL["rtol"], TOL["atol"], argmax)
+    effect = parity(run_torch(net, x), got, TOL["rtol"], TOL["atol"])
     assert not effect["passed"] and effect["max_rel_diff"] > 1e-2  # the edit changes numerics
     # the unedited file still matches the unclamped model (the edit wrote a copy)
     assert parity(run_torch(net, x), run_ort(exported[11], x), TOL["rtol"], TOL["atol"])["passed"]
@@ -127,9 +130,9 @@ def test_bn_weight_clamp_equals_clamped_torch_model(erfnet, batch, exported, tmp
 def test_regex_mode_is_the_guides_script_verbatim(erfnet, batch, exported, tmp_path):
     """The guide's loop (every initializer whose name re.search-es `.*bn.*weight`, float32,
     where(|v| > 0.01, v, 0.01)) on our export gives the same file values as the adapter's edit."""
-    adapter, _ = loaded_adapter("regex", erfnet, tmp_path)
+    adapter, net = loaded_adapter("regex", erfnet, tmp_path)
     ours = onnx.load(str(exported[17]))
-    adapter.edit_onnx(ours)
+    adapter.edit_onnx(ours, net)
     guide = onnx.load(str(exported[17]))
     names = []
     for t in guide.graph.initializer:
@@ -146,10 +149,9 @@ def test_regex_mode_is_the_guides_script_verbatim(erfnet, batch, exported, tmp_p
 
 def test_edit_refuses_a_file_from_another_model(batch, exported, tmp_path):
     other = make_erfnet(seed=5)
-    adapter, _ = loaded_adapter(True, other, tmp_path)
+    adapter, other_net = loaded_adapter(True, other, tmp_path)
     model = onnx.load(str(exported[17]))
     with pytest.raises(ZooError, match="does not hold .* folded with"):
-        adapter.edit_onnx(model)
-    fresh = M.adapter(bn_weight_clamp=True)  # no weights loaded: nothing to recompute from
-    with pytest.raises(ZooError, match="needs the loaded PyTorch module"):
-        fresh.edit_onnx(onnx.load(str(exported[17])))
+        adapter.edit_onnx(model, other_net)
+    with pytest.raises(ZooError, match="needs the loaded PyTorch module"):   # nothing to recompute from
+        adapter.edit_onnx(onnx.load(str(exported[17])), None)

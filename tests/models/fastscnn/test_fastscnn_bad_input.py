@@ -85,9 +85,11 @@ def test_bad_option(run_zoo, out, checkpoint):
 
 
 def test_guide_avgpool_on_too_small_images_is_a_clear_error(run_zoo, out, checkpoint):
-    """The built-in 256x128 image gives a 4x8 PPM input: the guide's AvgPool cannot have 6 bins."""
+    """The built-in 256x128 image gives a 4x8 PPM input: the guide's AvgPool cannot have 6 bins
+    (refused before any work, naming the data and its size)."""
     proc = run(run_zoo, out, checkpoint, "--option", "ppm=guide_avgpool")
-    assert_clean_failure(proc, out, "ONNX export failed", "fewer than bin 6", "use ppm=exact")
+    assert_clean_failure(proc, out, "zoo/samples/cityscapes: images are 128x256 (HxW)", "fewer than bin 6",
+                         "use ppm=exact")
 
 
 def test_label_ids_out_of_range_are_ignored_not_fatal(tmp_path):
@@ -97,8 +99,9 @@ def test_label_ids_out_of_range_are_ignored_not_fatal(tmp_path):
     from PIL import Image
     Image.fromarray(np.full((4, 8), 255, np.uint8), "L").save(tree / GT_DIR.replace("frankfurt", "bonn") /
                                                                "bonn_000000_000019_gtFine_labelIds.png")
-    ds = load_manifest("fastscnn").adapter().dataset(tree, None, None, tmp_path / "c")
-    assert (ds.read("bonn_000000_000019")[1] == 255).all()
+    from zoo.datasets import open_source
+    src = open_source(load_manifest("fastscnn"), tree, None, None, tmp_path / "c")
+    assert (src.read("bonn_000000_000019").label == 255).all()
 
 
 # ------------------------------------------------------------------ dataset hardening (issue 11)

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from zoo import schema
-from zoo.cityscapes import CLASSES
+from zoo.datasets import open_source
+from zoo.datasets.cityscapes import CLASSES
 from zoo.fileutil import file_digest
 from zoo.manifest import load_manifest
-from zoo.metrics import SegmentronMetric
+from zoo.metrics.segmentation import SegmentronMetric
 
 from .conftest import SAMPLE_NAME, SHARED_PSEUDO, last_json, synthetic_tree
 
@@ -32,12 +33,12 @@ def test_full_size_record(full_size_result, checkpoint):
     schema.validate(rec)
     assert rec["status"] == "ok" and rec["model"]["name"] == "fastscnn"
     assert rec["model"]["options"] == {"num_classes": 19, "aux": True, "aux_outputs": True, "ppm": "exact",
-                                       "export_hw": "1024x2048"}
+                                       "export_hw": "auto"}
     w = rec["provenance"]["weights"]
     assert w["verified"] is True and w["builtin"] is False and w["sha256"] == file_digest(checkpoint)
     d = rec["provenance"]["dataset"]
-    assert d["num_samples"] == 3 and d["expected_samples"] == 500 and d["split"] == "val, sorted"
-    assert d["preparation"]["image_size"] == [1024, 2048] and d["preparation"]["guide_order"] is False
+    assert d["num_samples"] == 3 and d["expected_samples"] == 500 and d["split"] == "evaluation (val)"
+    assert d["preparation"]["image_sizes"] == [[1024, 2048]] and d["preparation"]["order"] == "sorted by city then name"
     e = rec["export"]
     assert e["input_names"] == ["image"] and e["output_names"] == ["output1"] and e["opset"] == 17
     assert e["dynamic_batch"] is True and e["checker"] == "full_check_passed"
@@ -70,17 +71,18 @@ def test_real_sample_accuracy_matches_in_process_computation(run_zoo, checkpoint
     rec = last_json(proc)
     schema.validate(rec)
     assert rec["provenance"]["dataset"]["num_samples"] == 1
-    assert rec["model"]["options"]["export_hw"] == "128x256"        # the graph is exported at the data's size
+    assert rec["provenance"]["dataset"]["preparation"]["image_sizes"] == [[128, 256]]   # the graph's size
     m = load_manifest("fastscnn")
     adapter = m.adapter()
-    ds = adapter.dataset(SHARED_PSEUDO, None, None, tmp_path / "c")
+    sample = open_source(m, SHARED_PSEUDO, None, None, tmp_path / "c").read(SAMPLE_NAME)
     net = adapter.build()
     adapter.load_weights(net, checkpoint)
-    x, target = ds.preprocess(ds.read(SAMPLE_NAME))
+    x, meta = adapter.preprocess(sample)
+    target = adapter.target(sample)
     with torch.no_grad():
         logits = net.eval()(torch.from_numpy(x[None]))[0].numpy()
     ref = SegmentronMetric("upstream", "", CLASSES)
-    ref.update(logits, [target])
+    ref.update(adapter.postprocess(logits[0], meta), target)
     acc = {a["name"]: a for a in rec["accuracy"]}
     assert acc["upstream"]["value"] == pytest.approx(ref.compute()["miou"], abs=1e-6)
     assert acc["upstream"]["metrics"]["pix_acc_true"] == pytest.approx(ref.compute()["pix_acc_true"], abs=1e-6)
@@ -96,7 +98,7 @@ def test_builtin_demo_torch_backend_guide_opset(run_zoo, checkpoint, tmp_path):
     schema.validate(rec)
     assert rec["runtime"]["name"] == "torch" and rec["export"]["opset"] == 11 and rec["export"]["parity"]["passed"]
     d = rec["provenance"]["dataset"]
-    assert d["builtin"] is True and d["num_samples"] == 1 and d["split"] == "builtin sample"
+    assert d["builtin"] is True and d["num_samples"] == 1 and d["split"] == "builtin (val)"
     acc = {a["name"]: a for a in rec["accuracy"]}
     assert acc["guide"]["value"] == pytest.approx(acc["upstream"]["value"])   # one image: running = final
     assert all(a["passed"] is None for a in acc.values())

@@ -1,19 +1,32 @@
-"""The metrics against an independent re-implementation of SegmenTron's score.py (torch, histc),
-the guide's running averages against a direct loop, and the protocol/reference wiring."""
+"""The metrics, fed the adapter's predictions sample by sample, against an independent
+re-implementation of SegmenTron's score.py (torch, histc), the guide's running averages against a
+direct loop, and the protocol/reference wiring (the guide's order decides comparability)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from models.fastscnn.adapter import RunningAverageMetric
-from zoo.cityscapes import CLASSES
+from zoo.datasets import open_source
+from zoo.datasets.cityscapes import CLASSES
 from zoo.manifest import load_manifest
-from zoo.metrics import SegmentronMetric
+from zoo.metrics.segmentation import RunningAverageMetric, SegmentronMetric
 
 from .conftest import synthetic_tree
 
 M = load_manifest("fastscnn")
+ADAPTER = M.adapter()
+
+
+def feed(metric, logits: np.ndarray, targets) -> None:
+    """One sample at a time, as the run does: the adapter's postprocess, then the metric."""
+    for x, t in zip(logits, targets):
+        metric.update(ADAPTER.postprocess(x, None), t)
+
+
+@pytest.fixture(scope="module")
+def builtin(tmp_path_factory):
+    return open_source(M, None, None, None, tmp_path_factory.mktemp("cache"))
 EPS = 2.220446049250313e-16
 NCLASS = 19
 
@@ -81,9 +94,7 @@ def _upstream_target(t: np.ndarray) -> torch.Tensor:
 def test_segmentron_metric_matches_upstream_score_py():
     logits, targets = _data()
     ours = SegmentronMetric("upstream", "", CLASSES)
-    ours.update(logits[:2], list(targets[:2]))        # batches of 2, 2, 1: batching must not matter
-    ours.update(logits[2:4], list(targets[2:4]))
-    ours.update(logits[4:], list(targets[4:]))
+    feed(ours, logits, targets)
     up, up_plain = UpstreamMetric(trunc=True), UpstreamMetric(trunc=False)
     for x, t in zip(logits, targets):
         up.update(torch.from_numpy(x)[None], _upstream_target(t))
@@ -104,8 +115,7 @@ def test_running_averages_match_a_direct_loop():
     """The guide's AvgmIou / AvgpixAcc: after each image, the running dataset-level figures, averaged."""
     logits, targets = _data(n=6, seed=1)
     guide = RunningAverageMetric("guide", "", CLASSES)
-    guide.update(logits[:4], list(targets[:4]))
-    guide.update(logits[4:], list(targets[4:]))
+    feed(guide, logits, targets)
     up, up_plain = UpstreamMetric(trunc=True), UpstreamMetric(trunc=False)
     s_miou = s_pix = s_pix_plain = 0.0
     for x, t in zip(logits, targets):
@@ -122,52 +132,62 @@ def test_running_averages_match_a_direct_loop():
     assert r["running_avg_miou"] != pytest.approx(r["miou"], rel=1e-3)   # not the final mIoU
     # order dependent: the same images reversed give another running average, the same final mIoU
     rev = RunningAverageMetric("guide", "", CLASSES)
-    rev.update(logits[::-1].copy(), list(targets[::-1]))
+    feed(rev, logits[::-1], targets[::-1])
     assert rev.compute()["miou"] == pytest.approx(r["miou"], rel=1e-12)
     assert abs(rev.compute()["running_avg_miou"] - r["running_avg_miou"]) > 1e-4
 
 
-def test_protocols_compare_like_with_like():
+def test_protocols_compare_like_with_like(builtin):
     protos = M.reference["protocols"]
     assert protos["guide"]["metric"] == "running_avg_miou" and protos["guide"]["value"] == 0.686667
     assert "running average" in protos["guide"]["source"] and "sort.log" in protos["guide"]["source"]
     assert protos["upstream"]["metric"] == "miou" and protos["upstream"]["value"] == 0.689
-    ms = M.adapter().metrics()
+    ms = M.adapter().metrics(builtin)
     assert [(m.name, m.metric) for m in ms] == [("guide", "running_avg_miou"), ("upstream", "miou")]
     for m in ms:
         assert protos[m.name]["metric"] == m.metric      # each value is compared with a figure of its definition
 
 
 def test_guide_protocol_comparable_only_in_the_guide_order(tmp_path):
-    """The 500 val names (tiny synthetic images): guide order -> comparable; sorted -> flagged."""
+    """The 500 val names (tiny synthetic images): the guide's order -> comparable; sorted -> flagged."""
     a = M.adapter()
     names = a.guide_order()
     synthetic_tree(tmp_path / "cs", names, size=(2, 4))
-    ds = a.dataset(tmp_path / "cs", M.dir / "guide_order.txt", None, tmp_path / "c")
-    assert ds.ids == names and ds.guide_order is True and len(ds) == ds.expected == 500
-    assert ds.provenance()["split"] == "val, guide sort.log order"
-    guide = a.metrics()[0]
-    assert guide.comparable is True and "not comparable" not in guide.description
-    assert "the guide's sort.log order" in guide.description
-    ds = a.dataset(tmp_path / "cs", None, None, tmp_path / "c")
-    assert ds.ids == sorted(names) and ds.guide_order is False
-    guide = a.metrics()[0]
+    src = open_source(M, tmp_path / "cs", None, None, tmp_path / "c", split="guide_order")
+    assert src.ids == names and src.complete and len(src) == src.expected == 500
+    assert src.provenance()["split"] == "guide_order (val)"
+    guide = a.metrics(src)[0]
+    assert guide.comparable is True and guide.not_comparable_reason is None
+    assert "not comparable" not in guide.description
+    assert f"[evaluated in order: the guide's sort.log order ({M.dir / 'guide_order.txt'})]" in guide.description
+    # the same order given as an ids file: the guide's order too (the run marks the subset itself)
+    src = open_source(M, tmp_path / "cs", M.dir / "guide_order.txt", None, tmp_path / "c")
+    assert src.ids == names and a.metrics(src)[0].comparable is True
+    # the evaluation split (sorted): the whole split, in another order
+    src = open_source(M, tmp_path / "cs", None, None, tmp_path / "c")
+    assert src.ids == sorted(names) and src.complete
+    guide = a.metrics(src)[0]
     assert guide.comparable is False and "not comparable to the guide's figure" in guide.description
+    assert "did not use the guide's sort.log order" in guide.not_comparable_reason
+    # a part of the guide's order: not its order, but not flagged here (a subset is not comparable anyway)
+    src = open_source(M, tmp_path / "cs", None, 10, tmp_path / "c", split="guide_order")
+    guide = a.metrics(src)[0]
+    assert not src.complete and guide.comparable is False and guide.not_comparable_reason is None
+    assert "[evaluated in order: as listed in" in guide.description and ", first 10]" in guide.description
 
 
-def test_upstream_figures_equal_a_standalone_segmentron_metric():
-    """The adapter's upstream metric reads the guide metric's accumulation (argmax once per
-    image): its figures equal an independent SegmentronMetric fed the same batches."""
-    from zoo.metrics import SegmentronMetric
+def test_upstream_figures_are_the_guide_metrics_final_figures(builtin):
+    """The two protocols score the same predictions: the upstream metric's figures are the guide
+    metric's (which adds the plain-argmax running pixAcc), whatever the samples."""
     rng = np.random.default_rng(5)
-    guide, upstream = M.adapter().metrics()
-    alone = SegmentronMetric("alone", "", guide.classes)
-    for _ in range(3):
-        logits = rng.standard_normal((2, 19, 12, 16)).astype(np.float32) * 4
-        targets = list(rng.integers(0, 19, (2, 12, 16)))
-        targets[0][0, :4] = 255
-        for m in (guide, upstream, alone):
-            m.update(logits, targets)
-    assert upstream.compute() == alone.compute()
-    assert upstream.per_class() == alone.per_class()
+    guide, upstream = M.adapter().metrics(builtin)
+    for _ in range(6):
+        logits = rng.standard_normal((1, 19, 12, 16)).astype(np.float32) * 4
+        target = rng.integers(0, 19, (12, 16)).astype(np.uint8)
+        target[0, :4] = 255
+        feed(guide, logits, [target])
+        feed(upstream, logits, [target])
+    g = guide.compute()
+    assert g.pop("running_avg_pix_acc_true") > 0
+    assert upstream.compute() == g and upstream.per_class() == guide.per_class()
     assert upstream.compute()["num_samples"] == 6 and upstream.metric == "miou"

@@ -1,5 +1,6 @@
 """Full-size (1024x2048) ONNX export parity with calibrated BatchNorm statistics: ONNX Runtime vs
-PyTorch for opsets 17 and 11, dynamic batch, the main output named `output1`, upstream's
+PyTorch for opsets 17 and 11 (compared as the verify stage compares them: numerics and the pixels
+of both predictions that flip), dynamic batch, the main output named `output1`, upstream's
 AdaptiveAvgPool2d numerics kept by the exact export, and the guide's patch exported faithfully
 (but different)."""
 from __future__ import annotations
@@ -12,13 +13,19 @@ import torch
 
 from models.fastscnn.model import FastSCNN
 from zoo.export import check_onnx, export_onnx, onnx_io, parity
+from zoo.manifest import load_manifest
+from zoo.stages.verify import compare
 
 from .conftest import FULL, calibrated_model, structured_images
 from .test_fastscnn_ppm import ReferencePPM
 
+M = load_manifest("fastscnn")
+TOL = M.verify["tolerance"]["fp32"]
 
-def argmax(a):
-    return a.argmax(1)
+
+def verify(reference, candidate) -> dict:
+    """The verify stage's comparison of two outputs of a batch (the adapter's predictions)."""
+    return compare(reference, candidate, M.adapter(), [None] * len(reference), TOL)
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +63,11 @@ def test_export_parity_full_size_opset17_dynamic_batch(full):
     _check_graph(full["path"], 17)
     assert [o.name for o in full["sess"].get_outputs()][0] == "output1"
     assert got.shape == (2, 19, *FULL)                         # exported with batch 1, run with 2
-    p = parity(want, got, rtol=1e-4, atol=1e-5, decision=argmax)
+    assert (TOL["rtol"], TOL["atol"]) == (1e-4, 1e-5)
+    p = verify(want, got)
     assert p["passed"] and p["max_rel_diff"] < 1e-4, p
-    assert p["decision_flips"] <= max(1, int(1e-5 * want[:, 0].size)), p
+    assert p["decisions"]["labels"]["flips"] <= max(1, int(1e-5 * want[:, 0].size)), p
+    assert p["decisions"]["labels_trunc"]["fraction"] <= TOL["max_flip_fraction"], p
     one = full["sess"].run(["output1"], {"image": full["x"][1:]})[0]
     assert np.abs(one - got[1:]).max() / np.abs(got).max() < 1e-5
 
@@ -74,7 +83,7 @@ def test_export_parity_opset11(tmp_path):
     with torch.no_grad():
         want = net(torch.from_numpy(x))[0].numpy()
     assert want.std() > 0.1
-    p = parity(want, got, rtol=1e-4, atol=1e-5, decision=argmax)
+    p = verify(want, got)
     assert p["passed"] and p["max_rel_diff"] < 1e-4, p
 
 
@@ -92,7 +101,7 @@ def test_exact_export_keeps_adaptive_avg_pool_numerics(full):
     ref.global_feature_extractor.ppm = ref_ppm
     with torch.no_grad():
         upstream = ref.eval()(torch.from_numpy(x[:1]))[0].numpy()
-    p = parity(upstream, full["got"][:1], rtol=1e-4, atol=1e-5, decision=argmax)
+    p = verify(upstream, full["got"][:1])
     assert p["passed"] and p["max_rel_diff"] < 1e-4, p
 
 

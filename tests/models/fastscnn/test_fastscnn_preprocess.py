@@ -1,4 +1,5 @@
-"""Preprocessing, labelIds -> trainIds mapping, dataset order and sizes (FACTS.md s.3)."""
+"""Preprocessing, labelIds -> trainIds mapping, the source's order and image sizes as the adapter
+checks them, the predictions (FACTS.md s.3)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,22 +7,32 @@ import pytest
 import torch
 from PIL import Image
 
-from models.fastscnn.adapter import normalize, read_order
+from models.fastscnn.adapter import normalize
+from zoo.datasets import open_source
+from zoo.datasets.cityscapes import read_order
 from zoo.errors import ZooError
 from zoo.manifest import load_manifest
 
 from .conftest import BUILTIN, SAMPLE_NAME, synthetic_tree, write_sample
 
 M = load_manifest("fastscnn")
-PREP = M.data["preprocessing"]
+PREP = M.preprocess
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 # FACTS.md s.3 (SegmenTron cityscapes.py `_key`): labelId -> trainId, everything else ignored
 FACTS_TABLE = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
                26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 
 
+def opened(data, ids_file=None, limit=None, tmp=None, split="evaluation"):
+    """The source a run opens (zoo.datasets.open_source), checked by the adapter as a run checks it."""
+    src = open_source(M, data, ids_file, limit, tmp, split)
+    M.adapter().check_source(src)
+    return src
+
+
 def test_manifest_preprocessing_is_the_guides():
-    assert PREP["mean"] == MEAN and PREP["std"] == STD and PREP["resize"] == "none"
+    assert PREP == {"mean": MEAN, "std": STD}                     # and nothing else: no resize
+    assert M.data["source"] == {"labels": "labelIds"}
     assert M.input == {"name": "image", "shape": [3, 1024, 2048], "dtype": "float32", "layout": "NCHW"}
     assert M.output["name"] == "output1"
 
@@ -48,8 +59,10 @@ def test_read_is_pil_rgb_full_size(tmp_path):
     rgb[2, 3] = (255, 0, 128)
     label = np.full((6, 10), 7, np.uint8)
     write_sample(tmp_path, "aachen_000000_000001", rgb, label)
-    ds = M.adapter().dataset(tmp_path, None, None, tmp_path / "cache")
-    x, target = ds.preprocess(ds.read("aachen_000000_000001"))
+    s = opened(tmp_path, tmp=tmp_path / "cache").read("aachen_000000_000001")
+    adapter = M.adapter()
+    x, _ = adapter.preprocess(s)
+    target = adapter.target(s)
     assert x.shape == (3, 6, 10) and x.dtype == np.float32     # no resize
     np.testing.assert_allclose(x[:, 2, 3], normalize(np.array([[[255, 0, 128]]], np.uint8), MEAN, STD)[:, 0, 0])
     assert (target == 0).all() and target.dtype == np.uint8    # labelId 7 (road) -> trainId 0
@@ -61,14 +74,15 @@ def test_grayscale_and_rgba_images_are_converted_like_pil(tmp_path):
     write_sample(root, "bonn_000000_000001", np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8))
     img = root / "leftImg8bit" / "val" / "bonn" / "bonn_000000_000001_leftImg8bit.png"
     Image.fromarray(np.full((4, 4), 77, np.uint8), "L").save(img)
-    ds = M.adapter().dataset(root, None, None, tmp_path / "c")
-    rgb, _ = ds.read("bonn_000000_000001")
+    src = opened(root, tmp=tmp_path / "c")
+    rgb = np.asarray(src.read("bonn_000000_000001").image)
     assert rgb.shape == (4, 4, 3) and (rgb == 77).all()
     rgba = np.zeros((4, 4, 4), np.uint8)
     rgba[...] = (10, 20, 30, 0)
     Image.fromarray(rgba, "RGBA").save(img)
-    rgb, _ = ds.read("bonn_000000_000001")
+    rgb = np.asarray(src.read("bonn_000000_000001").image)
     assert (rgb == (10, 20, 30)).all()
+    np.testing.assert_array_equal(M.adapter().preprocess(src.read("bonn_000000_000001"))[0], normalize(rgb, MEAN, STD))
 
 
 def test_label_ids_to_train_ids_every_id(tmp_path):
@@ -76,8 +90,7 @@ def test_label_ids_to_train_ids_every_id(tmp_path):
     ids = np.r_[np.arange(34), 255].astype(np.uint8)
     label = np.tile(ids, (3, 1))                                  # (3, 35)
     write_sample(tmp_path, "lindau_000000_000019", np.zeros((3, 35, 3), np.uint8), label)
-    ds = M.adapter().dataset(tmp_path, None, None, tmp_path / "c")
-    _, target = ds.read("lindau_000000_000019")
+    target = M.adapter().target(opened(tmp_path, tmp=tmp_path / "c").read("lindau_000000_000019"))
     expected = np.array([FACTS_TABLE.get(int(i), 255) for i in ids], np.uint8)
     assert (target == expected[None]).all()
     assert sorted(set(FACTS_TABLE.values())) == list(range(19))
@@ -92,86 +105,109 @@ def test_label_ids_to_train_ids_every_id(tmp_path):
 def test_label_train_ids_used_when_no_label_ids(tmp_path):
     train = np.array([[0, 18, 255]], np.uint8)
     write_sample(tmp_path, "munster_000000_000019", np.zeros((1, 3, 3), np.uint8), None, train_ids=train)
-    ds = M.adapter().dataset(tmp_path, None, None, tmp_path / "c")
-    assert np.array_equal(ds.read("munster_000000_000019")[1], train)
+    s = opened(tmp_path, tmp=tmp_path / "c").read("munster_000000_000019")
+    assert np.array_equal(s.label, train) and s.info["label_kind"] == "labelTrainIds"
 
 
 def test_label_of_other_size_is_an_error(tmp_path):
     write_sample(tmp_path, "ulm_000000_000019", np.zeros((4, 6, 3), np.uint8), np.zeros((4, 5), np.uint8))
-    ds = M.adapter().dataset(tmp_path, None, None, tmp_path / "c")
-    with pytest.raises(ZooError, match="label is 5x4, image is 6x4"):
-        ds.read("ulm_000000_000019")
+    src = opened(tmp_path, tmp=tmp_path / "c")
+    with pytest.raises(ZooError, match="label is 5x4, its image ulm_000000_000019_leftImg8bit.png is 6x4"):
+        src.read("ulm_000000_000019")
 
 
 def test_default_order_sorted_and_ids_file_order(tmp_path):
     names = ["munster_000001_000019", "frankfurt_000001_000002", "lindau_000000_000019", "frankfurt_000000_000294"]
     synthetic_tree(tmp_path / "cs", names, size=(4, 8))
     a = M.adapter()
-    ds = a.dataset(tmp_path / "cs", None, None, tmp_path / "c")
-    assert ds.ids == sorted(names)                    # frankfurt, lindau, munster; by name within a city
-    assert ds.provenance()["split"] == "val, sorted" and ds.guide_order is False
+    src = opened(tmp_path / "cs", tmp=tmp_path / "c")
+    assert src.ids == sorted(names)                    # frankfurt, lindau, munster; by name within a city
+    prov = src.provenance()
+    assert prov["split"] == "evaluation (val)" and prov["preparation"]["order"] == "sorted by city then name"
+    assert prov["preparation"]["image_sizes"] == [[4, 8]]
+    assert a.metrics(src)[0].comparable is False
     # the guide's sort.log form (<name>_leftImg8bit.png), comments and blank lines
     order = tmp_path / "sort.log"
     order.write_text("# order\n" + "\n".join(f"{n}_leftImg8bit.png" for n in names[::-1]) + "\n\n")
-    ds = a.dataset(tmp_path / "cs", order, None, tmp_path / "c")
-    assert ds.ids == names[::-1]
-    prov = ds.provenance()
-    assert prov["ids_file"] == str(order) and prov["split"] == "val, ids-file order"
-    assert prov["preparation"]["order"] == f"as listed in {order}"
-    assert prov["expected_samples"] == 500 and prov["num_samples"] == 4
-    ds = a.dataset(tmp_path / "cs", order, 2, tmp_path / "c")
-    assert ds.ids == names[::-1][:2] and ds.provenance()["limit"] == 2
+    src = opened(tmp_path / "cs", order, tmp=tmp_path / "c")
+    assert src.ids == names[::-1]
+    prov = src.provenance()
+    assert prov["ids_file"] == str(order) and prov["preparation"]["order"] == f"as listed in {order}"
+    assert prov["expected_samples"] is None and prov["num_samples"] == 4   # a user's order: not the split
+    assert f"[evaluated in order: as listed in {order}]" in a.metrics(src)[0].description
+    src = opened(tmp_path / "cs", order, 2, tmp=tmp_path / "c")
+    assert src.ids == names[::-1][:2] and src.provenance()["limit"] == 2
 
 
 def test_guide_order_file():
-    names = read_order(M.dir / M.data["order_file"])
-    assert len(names) == 500 and len(set(names)) == 500
+    split = M.data["splits"]["guide_order"]
+    names = read_order(M.dir / split["ids_file"])
+    assert len(names) == 500 == split["expected_samples"] and len(set(names)) == 500
     cities = [n.split("_")[0] for n in names]
     assert {c: cities.count(c) for c in set(cities)} == {"frankfurt": 267, "lindau": 59, "munster": 174}
     assert cities[0] == "munster" and names != sorted(names)    # not the default sorted order
     assert SAMPLE_NAME in names
-
-
-def test_read_order_errors(tmp_path):
-    (tmp_path / "dup.txt").write_text("a_1_2\nb_1_2_leftImg8bit.png\nval/a/a_1_2_leftImg8bit.png\n")
-    with pytest.raises(ZooError, match=r"dup.txt: duplicate ids: lines 1 and 3 \('val/a/a_1_2_leftImg8bit.png' and 'a_1_2' are both a_1_2\)"):
-        read_order(tmp_path / "dup.txt")
-    (tmp_path / "empty.txt").write_text("# nothing\n\n")
-    with pytest.raises(ZooError, match="empty"):
-        read_order(tmp_path / "empty.txt")
-    with pytest.raises(ZooError, match="ids file not found"):
-        read_order(tmp_path / "none.txt")
+    assert M.adapter().guide_order() == names
 
 
 def test_order_file_naming_a_missing_image(tmp_path):
     synthetic_tree(tmp_path / "cs", ["bonn_000000_000019"], size=(4, 8))
     (tmp_path / "ids.txt").write_text("bonn_000000_000019\nbonn_000009_000019\n")
     with pytest.raises(ZooError, match=r"ids.txt: 1 of 2 listed samples have no image .*_leftImg8bit.png: bonn_000009_000019$"):
-        M.adapter().dataset(tmp_path / "cs", tmp_path / "ids.txt", None, tmp_path / "c")
+        opened(tmp_path / "cs", tmp_path / "ids.txt", tmp=tmp_path / "c")
 
 
 def test_mixed_image_sizes_are_refused(tmp_path):
     names = ["bonn_000000_000019", "bonn_000001_000019", "bonn_000002_000019"]
     synthetic_tree(tmp_path / "cs", names, size=(8, 16), sizes={names[2]: (8, 20)})
+    src = open_source(M, tmp_path / "cs", None, None, tmp_path / "c")
     with pytest.raises(ZooError) as ei:
-        M.adapter().dataset(tmp_path / "cs", None, None, tmp_path / "c")
+        M.adapter().check_source(src)
     msg = str(ei.value)
     assert f"{names[2]}_leftImg8bit.png: image is 20x8 but {names[0]}_leftImg8bit.png is 16x8" in msg
     assert "one image size" in msg
+    M.adapter().check_source(src.subset(names[:2]))            # the first two alone: one size
 
 
 def test_builtin_sample_and_export_size_option(tmp_path):
     a = M.adapter()
-    ds = a.dataset(None, None, None, tmp_path)
-    assert ds.root == BUILTIN.resolve() and ds.ids == [SAMPLE_NAME] and ds.size == (128, 256)
-    x, target = ds.preprocess(ds.read(SAMPLE_NAME))
+    src = opened(None, tmp=tmp_path)
+    assert src.root.resolve() == BUILTIN.resolve() and src.ids == [SAMPLE_NAME]
+    assert list(src.image_sizes()) == [(128, 256)]
+    s = src.read(SAMPLE_NAME)
+    x, _ = a.preprocess(s)
+    target = a.target(s)
     assert x.shape == (3, 128, 256) and target.shape == (128, 256)
     assert set(np.unique(target)) <= set(range(19)) | {255} and (target < 19).mean() > 0.5
-    prov = ds.provenance()
-    assert prov["builtin"] is True and prov["expected_samples"] is None and prov["split"] == "builtin sample"
-    assert prov["preparation"]["image_size"] == [128, 256]
-    assert a.options["export_hw"] == "128x256"                  # the graph is exported at the data's size
+    prov = src.provenance()
+    assert prov["builtin"] is True and prov["expected_samples"] is None and prov["split"] == "builtin (val)"
+    assert prov["preparation"]["image_sizes"] == [[128, 256]]
+    # the option is never changed (the export is keyed by the input shape): auto takes any one
+    # size, an explicit size must be the data's
+    assert a.options["export_hw"] == "auto"
+    with pytest.raises(TypeError):
+        a.options["export_hw"] = "128x256"
     synthetic_tree(tmp_path / "other", ["bonn_000000_000019"], size=(8, 16))
-    assert a.dataset(tmp_path / "other", None, None, tmp_path).size == (8, 16) and a.options["export_hw"] == "8x16"
+    a.check_source(open_source(M, tmp_path / "other", None, None, tmp_path))
+    M.adapter(export_hw="128x256").check_source(src)
     with pytest.raises(ZooError, match="images are 128x256 .* export_hw=1024x2048"):
-        M.adapter(export_hw="1024x2048").dataset(None, None, None, tmp_path)
+        M.adapter(export_hw="1024x2048").check_source(src)
+    # the guide's AvgPool needs a pyramid pooling input of 6 x 6 at least: 128x256 gives 4x8
+    with pytest.raises(ZooError, match=r"images are 128x256 \(HxW\): ppm=guide_avgpool: .* fewer than bin 6"):
+        M.adapter(ppm="guide_avgpool").check_source(src)
+    synthetic_tree(tmp_path / "large", ["bonn_000000_000019"], size=(192, 192))   # PPM input 6x6
+    M.adapter(ppm="guide_avgpool").check_source(open_source(M, tmp_path / "large", None, None, tmp_path))
+
+
+def test_predictions_are_both_argmaxes_as_uint8():
+    """`labels`: argmax of the logits; `labels_trunc`: argmax of their truncation (upstream's
+    pixAcc), both numpy's rule (first index on ties)."""
+    rng = np.random.default_rng(4)
+    out = (rng.standard_normal((19, 16, 24)) * 2).astype(np.float32)
+    out[:, 0, :4] = 0.5
+    out[3, 0, :4] = 0.9                                          # plain argmax 3, truncated all 0 -> 0
+    p = M.adapter().postprocess(out, None)
+    assert sorted(p) == ["labels", "labels_trunc"] and all(v.dtype == np.uint8 for v in p.values())
+    np.testing.assert_array_equal(p["labels"], out.argmax(0))
+    np.testing.assert_array_equal(p["labels_trunc"], np.trunc(out).argmax(0))
+    assert (p["labels"][0, :4] == 3).all() and (p["labels_trunc"][0, :4] == 0).all()

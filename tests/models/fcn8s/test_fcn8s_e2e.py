@@ -1,5 +1,6 @@
 """The guide end to end through the real CLI on real VOC images (built-in sample) and a
-synthetic VOCdevkit tree; the upstream protocol with each image at its own size."""
+synthetic VOCdevkit tree; the upstream protocol with each image at its own size; the saved label
+maps re-scored (`python -m zoo score`) to the record's figures."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,24 +19,27 @@ IDS = ["2008_000001", "2008_000002", "2008_000003"]
 def guide_run(run_zoo, checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     proc = run_zoo("run", "--model", "fcn8s", "--weights", checkpoint, "--batch-sizes", "1,2", "--iters", "1",
-                   "--warmup", "0", "--out", out)
+                   "--warmup", "0", "--save-predictions", "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return last_json(proc)
+    return last_json(proc), proc.stdout.strip().splitlines()[-1]
 
 
 def test_guide_record_on_builtin_data(guide_run, checkpoint):
-    rec = guide_run
+    rec, _ = guide_run
     schema.validate(rec)
     assert rec["model"]["options"] == {"protocol": "guide", "argmax_in_graph": False}
     w = rec["provenance"]["weights"]
     assert w["sha256"] == file_digest(checkpoint) and w["builtin"] is False
     d = rec["provenance"]["dataset"]
-    assert d["name"] == "voc2012" and d["num_samples"] == 3 and d["builtin"] is True
+    assert d["name"] == "voc" and d["num_samples"] == 3 and d["builtin"] is True
     e = rec["export"]
     assert e["input_names"] == ["input"] and e["output_names"] == ["output"]
     assert e["dynamic_spatial"] is False and e["checker"] == "full_check_passed"
     assert e["parity"]["passed"] and e["parity"]["max_rel_diff"] < 1e-3
-    assert e["parity"]["decision_flips"] <= 50  # of 250000 pixels: ties of near-equal logits only
+    v = rec["verify"]
+    assert v["passed"] and v["batch_size"] == 1 and v["max_rel_diff"] < 1e-3
+    # the label maps at the original size (2007_000032: 500x281): ties of near-equal logits only
+    assert v["decisions"]["labels"]["decisions"] == 500 * 281 and v["decisions"]["labels"]["fraction"] <= 2e-4
     scopes = {(p["batch_size"], p["scope"]) for p in rec["perf"] if p["status"] == "ok"}
     assert scopes == {(b, s) for b in (1, 2) for s in ("infer_only", "pipeline")}
     (acc,) = rec["accuracy"]
@@ -45,6 +49,14 @@ def test_guide_record_on_builtin_data(guide_run, checkpoint):
     assert [c["class"] for c in acc["per_class"]] == list(CLASSES)
     assert set(acc["metrics"]) >= {"miou", "macc", "aacc", "num_samples"}
     assert 0 <= acc["metrics"]["aacc"] <= 1
+
+
+def test_saved_label_maps_rescore_to_the_record(run_zoo, guide_run):
+    rec, path = guide_run
+    assert rec["predictions"]["maps"] == ["labels"] and rec["predictions"]["num_samples"] == 3
+    proc = run_zoo("score", path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "every figure equals the record's" in proc.stdout
 
 
 def test_upstream_protocol_dynamic_sizes(run_zoo, checkpoint, tmp_path):
@@ -69,7 +81,9 @@ def test_argmax_in_graph_gives_the_same_score(run_zoo, checkpoint, guide_run, tm
                    "--batch-sizes", "1", "--iters", "1", "--warmup", "0", "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = last_json(proc)
-    assert rec["accuracy"][0]["value"] == pytest.approx(guide_run["accuracy"][0]["value"], abs=2e-3)
+    assert rec["accuracy"][0]["value"] == pytest.approx(guide_run[0]["accuracy"][0]["value"], abs=2e-3)
+    # labels out of the graph: the runtime's label maps against PyTorch's, pixel by pixel
+    assert rec["verify"]["decisions"]["labels"]["fraction"] <= 2e-4
 
 
 def test_shared_voc_sample(run_zoo, checkpoint, tmp_path):

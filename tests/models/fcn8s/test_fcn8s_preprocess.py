@@ -7,12 +7,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.fcn8s.adapter import (guide_geometry, guide_input, guide_restore, read_voc_label, rescale_size,
-                                  upstream_input, upstream_prediction)
-from zoo.mm import MEAN, STD, imnormalize as normalize
+from models.fcn8s.adapter import (guide_geometry, guide_input, guide_restore, rescale_size, upstream_input,
+                                  upstream_prediction)
+from zoo.datasets.voc import read_label as read_voc_label
 from zoo.errors import ZooError
+from zoo.manifest import load_manifest
+from zoo.mm import MEAN, STD, imnormalize as normalize
 
 from .conftest import BUILTIN, PALETTE
+
+
+UPSTREAM_SCALE = tuple(load_manifest("fcn8s").preprocess["upstream_scale"])
+
+
+def test_upstream_scale_is_the_packaged_configs():
+    """The manifest's upstream_scale is the Resize of mmseg's own VOC test pipeline."""
+    from zoo.mm import load_config
+    from models.fcn8s.adapter import CONFIG
+    (resize,) = [t for t in load_config("mmseg", CONFIG).test_pipeline if t["type"] == "Resize"]
+    assert UPSTREAM_SCALE == tuple(resize["scale"]) == (2048, 512) and resize["keep_ratio"] is True
 
 
 def bgr(h, w, seed=0):
@@ -28,8 +41,8 @@ def test_normalize_equals_mmcv_imnormalize():
 @pytest.mark.parametrize("w,h", [(500, 375), (375, 500), (500, 333), (334, 500), (486, 500), (211, 180)])
 def test_upstream_size_equals_mmcv_imrescale(w, h):
     got = mmcv.imrescale(bgr(h, w), (2048, 512))
-    assert rescale_size(w, h) == (got.shape[1], got.shape[0])
-    x = upstream_input(bgr(h, w))
+    assert rescale_size(w, h, UPSTREAM_SCALE) == (got.shape[1], got.shape[0])
+    x = upstream_input(bgr(h, w), UPSTREAM_SCALE)
     ref = mmcv.imnormalize(got, np.array(MEAN, np.float64), np.array(STD, np.float64), to_rgb=True)
     np.testing.assert_allclose(x, ref.transpose(2, 0, 1), rtol=1e-6, atol=1e-5)
 

@@ -3,7 +3,8 @@ images folder, the same image twice in an ids file, images whose header declares
 pixels, and output options (results_json, visualize) that cannot be written -- each a one-line
 error naming the file and the entry, exit 2, no result, and for the outputs: before inference.
 
-The dataset checks run through the adapter (no weights needed, fast); the rest through the CLI."""
+The dataset checks run through the source as the run opens it (zoo.datasets.open_source, then the
+adapter's check_source: no weights needed, fast); the rest through the CLI."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ import struct
 import pytest
 
 from tests.zootest import assert_clean_failure
+from zoo.datasets import open_source
 from zoo.errors import ZooError
 from zoo.manifest import load_manifest
 
@@ -38,7 +40,10 @@ def _damage(coco, fn) -> None:
 
 
 def _open(coco, ids_file=None, **options):
-    return load_manifest("nasfpn").adapter(**options).dataset(coco, ids_file, None, coco.parent / "cache")
+    manifest = load_manifest("nasfpn")
+    source = open_source(manifest, coco, ids_file, None, coco.parent / "cache")
+    manifest.adapter(**options).check_source(source)
+    return source
 
 
 @pytest.mark.parametrize("damage, needle", [
@@ -121,7 +126,7 @@ def test_unwritable_output_option_fails_before_inference(run_zoo, out, checkpoin
     proc = run(run_zoo, out, checkpoint, "--option", f"{option}={target}")
     folder = target.parent if option == "results_json" else target
     assert_clean_failure(proc, out, folder, f"cannot create the folder for option {option}")
-    assert "[3/6]" not in proc.stderr  # refused when the dataset was opened: no export, no inference
+    assert "[3/7]" not in proc.stderr  # refused when the dataset was opened: no export, no inference
 
 
 def test_output_option_pointing_at_the_wrong_kind(coco, tmp_path):

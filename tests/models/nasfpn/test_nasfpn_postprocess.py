@@ -1,6 +1,6 @@
-"""The numpy postprocess (postprocess.py) against mmdet 3.3.0's own predict on the same input,
-anchors against mmdet's AnchorGenerator, NMS against mmcv's compiled batched_nms, and the
-letterbox geometry against mmcv.imrescale."""
+"""The numpy postprocess (postprocess.py) and the adapter's (its COCO results rows) against mmdet
+3.3.0's own predict on the same input, anchors against mmdet's AnchorGenerator, NMS against mmcv's
+compiled batched_nms, and the letterbox geometry against mmcv.imrescale."""
 from __future__ import annotations
 
 import mmcv
@@ -10,6 +10,10 @@ import torch
 
 from models.nasfpn.postprocess import (NUM_CLASSES, DetectCfg, batched_nms, detect, letterbox_geometry, level_anchors,
                                        to_original, top_k_stable)
+
+from zoo.datasets.coco import CAT_IDS
+from zoo.manifest import load_manifest
+from zoo.predictions import Detections
 
 from .conftest import structured_images
 
@@ -62,6 +66,27 @@ def test_detections_equal_mmdet_predict(raw, reference):
         np.testing.assert_array_equal(labels, rl)
         np.testing.assert_allclose(scores, rs, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(boxes, rb, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("w,h", [(640, 480), (427, 640), (1024, 683)])
+def test_adapter_postprocess_equals_mmdet_predict_mapped_back(raw, reference, w, h):
+    """The adapter's prediction of one output: mmdet's detections (input coordinates) mapped to a
+    w x h original by the guide's formula, those below score_thr dropped, labels as COCO category
+    ids, as COCO results rows ([x, y, w, h] to 3 decimals, scores to 5), best first."""
+    adapter = load_manifest("nasfpn").adapter()
+    for k, (out, (rb, rs, rl)) in enumerate(zip(raw, reference)):
+        det = adapter.postprocess(out, {"image_id": 7 + k, "width": w, "height": h})
+        assert isinstance(det, Detections) and det.image_id == 7 + k
+        boxes = to_original(rb, w, h, SIZE)
+        keep = rs >= 0.05
+        assert len(det.rows) == keep.sum() >= 20
+        assert [r["category_id"] for r in det.rows] == [CAT_IDS[int(lab)] for lab in rl[keep]]
+        assert all(r["image_id"] == 7 + k for r in det.rows)
+        np.testing.assert_allclose([r["score"] for r in det.rows], rs[keep], rtol=0, atol=1e-5)
+        xywh = np.concatenate([boxes[keep][:, :2], boxes[keep][:, 2:] - boxes[keep][:, :2]], 1)
+        np.testing.assert_allclose([r["bbox"] for r in det.rows], xywh, rtol=1e-5, atol=2e-3)
+        assert all(r["bbox"] == [round(v, 3) for v in r["bbox"]] and r["score"] == round(r["score"], 5)
+                   for r in det.rows)
 
 
 def test_batched_nms_equals_mmcv_compiled_op():

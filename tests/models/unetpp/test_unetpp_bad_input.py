@@ -137,7 +137,7 @@ def test_interrupted_run_writes_nothing(out, zoo_cache):
     try:
         deadline = time.time() + 300
         for line in proc.stderr:  # wait until inference is running
-            if line.startswith("[5/6]") or time.time() > deadline:
+            if line.startswith("[6/7]") or time.time() > deadline:
                 break
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
@@ -200,7 +200,7 @@ def test_huge_image_header_and_non_utf8_mask_name(run_zoo, out, small_data, tmp_
 def test_failed_png_write_is_one_line(small_data, tmp_path):
     """cv2.imwrite returns False instead of raising: the preparation must not carry on with a
     missing file (a folder where the PNG goes makes it fail, whoever runs the test)."""
-    from models.unetpp.adapter import prepare_sample
+    from zoo.datasets.dsb2018 import prepare_sample
     from zoo.errors import ZooError
     prep = tmp_path / "prep"
     (prep / "masks" / "0").mkdir(parents=True)

@@ -59,7 +59,7 @@ def test_file_name_prefix_alone_is_checked(run_zoo, tmp_path):
     out2.mkdir()
     proc = run_zoo("run", "--model", "unetpp", "--weights", wrong, *FAST, "--out", out2)
     assert_clean_failure(proc, out2, wrong.name, "sha256 prefix mismatch", "file name")
-    assert "[2/6]" not in proc.stderr
+    assert "[2/7]" not in proc.stderr
 
 
 def test_bad_checksum_options_are_refused_before_any_work(run_zoo, tmp_path):
@@ -70,4 +70,4 @@ def test_bad_checksum_options_are_refused_before_any_work(run_zoo, tmp_path):
     for opt, value, needle in (("--sha256", "0", "at least 8"), ("--md5", "ABC123", "32 hex digits")):
         proc = run_zoo("run", "--model", "unetpp", "--weights", ckpt, opt, value, *FAST, "--out", out)
         assert_clean_failure(proc, out, opt, value, needle)
-        assert "[2/6]" not in proc.stderr, (opt, value)
+        assert "[2/7]" not in proc.stderr, (opt, value)

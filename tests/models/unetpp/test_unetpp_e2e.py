@@ -2,14 +2,22 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import cv2
 import pytest
 
 from zoo import schema
+from zoo.manifest import load_manifest
 from zoo.schema import SchemaError
 
+from tests.zootest import last_json
+
 from .conftest import builtin_ids
+
+M = load_manifest("unetpp")
+SHORT = ("--no-peak", "--iters", "2", "--warmup", "0", "--time-budget", "1")
 
 
 def test_builtin_run_record(builtin_result):
@@ -27,6 +35,9 @@ def test_builtin_run_record(builtin_result):
     assert e["input_names"] == ["actual_input_1"] and e["output_names"] == ["output1"]
     assert e["opset"] == 17 and e["dynamic_batch"] is True and e["checker"] == "full_check_passed"
     assert e["parity"]["passed"] and e["parity"]["max_rel_diff"] < 1e-4
+    assert e["parity"]["candidate"].startswith("onnxruntime ")  # the exported file on a plain session
+    assert rec["verify"]["candidate"].startswith("onnxruntime ") and rec["verify"]["passed"] is True
+    assert "predictions" not in rec                    # kept only with --save-predictions
     scopes = {(p["batch_size"], p["scope"]) for p in rec["perf"]}
     assert scopes == {(b, s) for b in (1, 4, 16) for s in ("infer_only", "pipeline")}
     for p in rec["perf"]:
@@ -111,16 +122,17 @@ def test_full_val_split_matches_published_measurement(shared_dsb, run_zoo, tmp_p
 def test_prep_writes_guide_style_bin_files(run_zoo, tmp_path):
     import numpy as np
 
-    from zoo.manifest import load_manifest
     bins = tmp_path / "bins"
     proc = run_zoo("prep", "--model", "unetpp", "--limit", "3", "--bin-dir", bins)
     assert proc.returncode == 0, proc.stderr
     info = json.loads((bins / "inputs.json").read_text())
     assert info["ids"] == builtin_ids()[:3] and info["shape"] == [3, 96, 96]
-    ds = load_manifest("unetpp").adapter().dataset(None, None, 3, tmp_path / "c")
+    from zoo.datasets import open_source
+    source = open_source(M, None, None, 3, tmp_path / "c")
+    adapter = M.adapter()
     for sid in info["ids"]:
         x = np.fromfile(bins / f"{sid}.bin", dtype=np.float32).reshape(3, 96, 96)
-        np.testing.assert_array_equal(x, ds.preprocess(ds.read(sid))[0])
+        np.testing.assert_array_equal(x, adapter.preprocess(source.read(sid))[0])
     again = run_zoo("prep", "--model", "unetpp", "--limit", "3", "--bin-dir", bins)
     assert again.returncode == 2 and "already exists" in again.stderr
 
@@ -143,3 +155,109 @@ def test_cost_and_peak_fields_of_a_real_run(builtin_result):
     pipes = [p for p in rec["perf"] if p["scope"] == "pipeline"]
     assert all(p["postprocess_workers"] == 1 for p in pipes)
     assert rec["runtime"]["settings"]["postprocess_workers"] == 1
+
+
+# ------------------------------------------------------------------ verify, saved predictions, score
+
+def _check_verify(block: dict, runtime: str, batch_size: int) -> None:
+    """The record's verify block: the runtime under test against PyTorch on one real batch, the
+    decisions of both protocols' masks compared pixel by pixel."""
+    tol = M.verify["tolerance"]["fp32"]
+    assert block["reference"].startswith("torch") and block["candidate"].startswith(f"{runtime} ")
+    assert block["precision"] == "fp32" and block["batch_size"] == batch_size
+    assert block["rtol"] == tol["rtol"] and block["atol"] == tol["atol"]
+    assert block["max_flip_fraction"] == tol["max_flip_fraction"]
+    assert block["passed"] is True and block["numerics_passed"] is True and block["max_rel_diff"] < 1e-4
+    assert set(block["decisions"]) == {"guide", "upstream"}
+    for d in block["decisions"].values():
+        assert d["decisions"] == batch_size * 96 * 96 and d["fraction"] == d["flips"] / d["decisions"]
+        assert d["fraction"] <= tol["max_flip_fraction"]
+    assert block["decision_flips"] == sum(d["flips"] for d in block["decisions"].values())
+
+
+@pytest.fixture(scope="module")
+def saved_run(run_zoo, tmp_path_factory) -> dict:
+    """A run on the built-in data that keeps its predictions (ONNX Runtime, batch sizes 1 and 4)."""
+    out = tmp_path_factory.mktemp("saved")
+    proc = run_zoo("run", "--model", "unetpp", "--save-predictions", "--batch-sizes", "1,4", *SHORT, "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    return {"path": path, "record": json.loads(path.read_text())}
+
+
+def test_saved_run_records_verify_and_predictions(saved_run):
+    rec, path = saved_run["record"], saved_run["path"]
+    schema.validate(rec)
+    _check_verify(rec["verify"], "onnxruntime", M.verify["batch_size"])
+    assert rec["predictions"] == {"path": f"{rec['run_id']}.predictions", "num_samples": 16,
+                                  "maps": ["guide", "upstream"], "detections": False}
+    folder = path.parent / rec["predictions"]["path"]         # beside the record, named by its run
+    assert path.stem == rec["run_id"] and folder.is_dir()
+    assert json.loads((folder / "index.json").read_text())["ids"] == builtin_ids()
+    for key in ("guide", "upstream"):
+        pngs = sorted(p.stem for p in (folder / key).glob("*.png"))
+        assert pngs == sorted(builtin_ids())
+        mask = cv2.imread(str(folder / key / f"{builtin_ids()[0]}.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (96, 96) and mask.dtype == "uint8" and set(mask.ravel()) <= {0, 255}
+    acc = {a["name"]: a for a in rec["accuracy"]}
+    assert acc["guide"]["batch_size"] == 1 and acc["guide"]["consistent_across_batch_sizes"] is True
+
+
+def test_score_recomputes_the_same_figures(saved_run, run_zoo):
+    rec = saved_run["record"]
+    proc = run_zoo("score", saved_run["path"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    printed = {}
+    for line in lines[:-1]:                                 # "<protocol>: <figure>=<value>, ..."
+        name, figures = line.split(": ", 1)
+        printed[name] = {k: float(v) for k, v in (f.split("=") for f in figures.split(", "))}
+    assert set(printed) == {a["name"] for a in rec["accuracy"]} == {"guide", "upstream"}
+    for a in rec["accuracy"]:
+        assert set(printed[a["name"]]) == set(a["metrics"])
+        for k, v in a["metrics"].items():                  # shown rounded; score itself compares exactly
+            assert printed[a["name"]][k] == pytest.approx(v, rel=1e-5), (a["name"], k)
+    assert lines[-1] == "re-scored 16 saved predictions: every figure equals the record's"
+    assert "DIFFERS" not in proc.stderr
+
+
+def test_score_names_the_figure_a_damaged_prediction_changes(saved_run, run_zoo, tmp_path):
+    """Flip the pixels of one saved guide mask: the guide IoU no longer matches the record, the
+    upstream one still does; exit 1."""
+    rec, path = saved_run["record"], saved_run["path"]
+    copy = tmp_path / path.name
+    shutil.copyfile(path, copy)
+    folder = shutil.copytree(path.parent / rec["predictions"]["path"], tmp_path / rec["predictions"]["path"])
+    victim = folder / "guide" / f"{builtin_ids()[3]}.png"
+    mask = cv2.imread(str(victim), cv2.IMREAD_UNCHANGED)
+    assert cv2.imwrite(str(victim), 255 - mask)
+    proc = run_zoo("score", copy)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    recorded = next(a for a in rec["accuracy"] if a["name"] == "guide")["metrics"]["iou"]
+    differs = [line for line in proc.stderr.splitlines() if line.startswith("DIFFERS")]
+    assert len(differs) == 1 and differs[0].startswith(f"DIFFERS guide.iou: recorded {recorded}, re-scored ")
+    assert "Traceback" not in proc.stderr
+    # a missing saved prediction is a one-line error naming the file
+    victim.unlink()
+    proc = run_zoo("score", copy)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {victim}: missing or unreadable saved prediction"
+
+
+def test_score_without_saved_predictions_is_one_line(builtin_result, run_zoo, tmp_path):
+    proc = run_zoo("score", builtin_result["path"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: {builtin_result['path']}: the run kept no predictions "
+                                                    f"(run it with --save-predictions)")
+
+
+def test_openvino_records_its_own_verify_block(run_zoo, tmp_path):
+    pytest.importorskip("openvino")
+    proc = run_zoo("run", "--model", "unetpp", "--runtime", "openvino", "--batch-sizes", "1", "--limit", "4", *SHORT,
+                   "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = last_json(proc)
+    schema.validate(rec)
+    assert rec["runtime"]["name"] == "openvino"
+    _check_verify(rec["verify"], "openvino", M.verify["batch_size"])
+    assert rec["export"]["parity"]["candidate"].startswith("onnxruntime ")   # the export's own check

@@ -115,7 +115,7 @@ LONG = ["-m", "zoo", "run", "--model", "unetpp", "--batch-sizes", "1", "--iters"
 def _wait_for_inference(proc, deadline_s: float = 300) -> None:
     deadline = time.time() + deadline_s
     for line in proc.stderr:
-        if line.startswith("[5/6]") or time.time() > deadline:
+        if line.startswith("[6/7]") or time.time() > deadline:
             break
     time.sleep(1.0)
 
@@ -155,7 +155,7 @@ def test_the_run_stops_when_its_parent_dies(out, zoo_cache, tmp_path):
             time.sleep(0.2)
         child = int(pidfile.read_text())
         err = tmp_path / "child.err"
-        while time.time() < deadline and "[5/6]" not in err.read_text():
+        while time.time() < deadline and "[6/7]" not in err.read_text():
             time.sleep(0.5)
         parent.kill()
         parent.wait(timeout=30)

@@ -1,5 +1,6 @@
 """ONNX export parity (ONNX Runtime vs PyTorch), with BatchNorm statistics calibrated on real
-images so the logits are not the flat output of an untrained network."""
+images so the logits are not the flat output of an untrained network; the shipped checkpoint's
+decisions compared as the verify stage compares them (the adapter's predictions)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,10 @@ import torch
 
 from models.unetpp.model import NestedUNet
 from tests.zootest import calibrate_bn
+from zoo.datasets import open_source
 from zoo.export import check_onnx, export_onnx, onnx_io, parity
 from zoo.manifest import load_manifest
+from zoo.stages.verify import compare, tolerance
 
 from .conftest import MODEL_DIR
 
@@ -19,8 +22,9 @@ M = load_manifest("unetpp")
 
 @pytest.fixture(scope="module")
 def real_batch(tmp_path_factory) -> np.ndarray:
-    ds = M.adapter().dataset(None, None, None, tmp_path_factory.mktemp("cache"))
-    return np.stack([ds.preprocess(ds.read(i))[0] for i in ds.ids])  # the 16 built-in images
+    source = open_source(M, None, None, None, tmp_path_factory.mktemp("cache"))
+    adapter = M.adapter()
+    return np.stack([adapter.preprocess(source.read(i))[0] for i in source.ids])  # the 16 built-in images
 
 
 def calibrated(upsample: str, batch: np.ndarray, seed: int = 0) -> NestedUNet:
@@ -48,10 +52,11 @@ def test_export_parity_calibrated(tmp_path, real_batch, upsample, opset):
         got = sess.run(["output1"], {"actual_input_1": batch})[0]
         with torch.no_grad():
             want = net(torch.from_numpy(batch)).numpy()
-        p = parity(want, got, rtol=1e-4, atol=1e-5, decision=lambda a: a > thr)
+        p = parity(want, got, rtol=1e-4, atol=1e-5)
         assert p["passed"], p
         assert p["max_rel_diff"] < 1e-4
-        assert p["decision_flips"] <= max(1, int(1e-4 * want.size)), p
+        flips = int(((want > thr) != (got > thr)).sum())
+        assert flips <= max(1, int(1e-4 * want.size)), (flips, p)
 
 
 def test_shipped_checkpoint_parity(tmp_path, real_batch):
@@ -64,10 +69,10 @@ def test_shipped_checkpoint_parity(tmp_path, real_batch):
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"actual_input_1": real_batch})[0]
     with torch.no_grad():
         want = net(torch.from_numpy(real_batch)).numpy()
-    p = parity(want, got, 1e-4, 1e-5, decision=lambda a: a > 0)
-    assert p["passed"] and p["decision_flips"] == 0, p
-    # ... and the guide's threshold (raw logits > 0.5) flips no pixel either
-    assert int(((want > 0.5) != (got > 0.5)).sum()) == 0
+    v = compare(want, got, adapter, [None] * len(want), tolerance(M, "fp32"))
+    assert v["passed"] and v["numerics_passed"] and v["decision_flips"] == 0, v
+    # neither protocol's mask (guide: logits > 0.5, upstream: sigmoid > 0.5) differs in any pixel
+    assert v["decisions"] == {k: {"flips": 0, "decisions": want.size, "fraction": 0.0} for k in ("guide", "upstream")}
 
 
 def test_variants_export_different_graphs(tmp_path, real_batch):

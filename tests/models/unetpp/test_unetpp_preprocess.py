@@ -1,17 +1,25 @@
-"""DSB2018 preparation and model-input preprocessing against hand-computed values (FACTS.md s.5)."""
+"""DSB2018 preparation, model-input preprocessing, targets and the two protocols' predictions
+against hand-computed values (FACTS.md s.5)."""
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
 import pytest
 
-from models.unetpp.adapter import normalize, prepare_sample, read_ids
+from models.unetpp.adapter import normalize
+from zoo.datasets import Sample, open_source
+from zoo.datasets.dsb2018 import prepare_sample, source_files
 from zoo.errors import ZooError
+from zoo.ids import read_ids
 from zoo.manifest import load_manifest
+from zoo.metrics.binary import BinaryIoU
 
-from .conftest import builtin_ids
+from .conftest import BUILTIN, builtin_ids
 
-PREP = load_manifest("unetpp").data["preprocessing"]
+M = load_manifest("unetpp")
+PREP = M.preprocess
 
 
 def _sample(root, sid, bgra, masks):
@@ -82,17 +90,79 @@ def test_read_ids(tmp_path):
         read_ids(tmp_path / "empty.txt")
 
 
-def test_builtin_dataset_order_limit_and_cache(tmp_path):
-    adapter = load_manifest("unetpp").adapter()
-    ds = adapter.dataset(None, None, 5, tmp_path)
-    assert ds.ids == builtin_ids()[:5]
-    assert ds.preparation["cached"] is False
-    x, target = ds.preprocess(ds.read(ds.ids[0]))
-    assert x.shape == (3, 96, 96) and x.dtype == np.float32
+def test_source_files_of_an_id(tmp_path):
+    sid = builtin_ids()[0]
+    image, masks = source_files(BUILTIN, sid)
+    assert image == BUILTIN / "stage1_train" / sid / "images" / f"{sid}.png"
+    assert masks == sorted((BUILTIN / "stage1_train" / sid / "masks").glob("*.png")) and len(masks) > 1
+    with pytest.raises(ZooError, match="path separator"):
+        source_files(BUILTIN, f"../{sid}")
+    with pytest.raises(ZooError, match=f"{BUILTIN / 'stage1_train' / 'nope' / 'images' / 'nope.png'}: image not found"):
+        source_files(BUILTIN, "nope")
+
+
+def test_builtin_source_order_limit_cache_and_model_input(tmp_path):
+    adapter = M.adapter()
+    source = open_source(M, None, None, 5, tmp_path)
+    assert source.ids == builtin_ids()[:5]
+    assert source.preparation()["cached"] is False
+    sample = source.read(source.ids[0])
+    x, meta = adapter.preprocess(sample)
+    assert x.shape == (3, 96, 96) and x.dtype == np.float32 and meta is None
     assert -0.0085 < x.min() < x.max() < 0.0106             # ((bgr/255-mean)/std)/255 range
-    assert target.shape == (96, 96) and 0.0 <= target.min() and target.max() <= 1.0
-    again = adapter.dataset(None, None, 5, tmp_path)
-    assert again.preparation["cached"] is True and again.prepared == ds.prepared
-    prov = ds.provenance()
+    np.testing.assert_array_equal(x, normalize(sample.image, PREP["mean"], PREP["std"], PREP["max_pixel_value"],
+                                               PREP["extra_divide"]))
+    target = adapter.target(sample)
+    assert target.shape == (96, 96) and target.dtype == bool and target.any() and not target.all()
+    np.testing.assert_array_equal(adapter.target(source.read_label(source.ids[0])), target)  # no image needed
+    again = open_source(M, None, None, 5, tmp_path)
+    assert again.preparation()["cached"] is True and again.prepared == source.prepared
+    prov = source.provenance()
     assert prov["num_samples"] == 5 and prov["limit"] == 5 and prov["builtin"] is True
     assert prov["expected_samples"] is None                 # a slice: not comparable to 134
+
+
+def test_target_is_mask_over_255_strictly_above_half():
+    # the prepared mask is uint8 (bilinear edges make it not strictly binary): 127/255 = 0.498 is
+    # background, 128/255 = 0.502 is a nucleus
+    label = np.array([[0, 127], [128, 255]], np.uint8)
+    target = M.adapter().target(Sample("x", None, label))
+    assert target.dtype == bool and target.tolist() == [[False, False], [True, True]]
+
+
+def _predict(logits) -> dict:
+    return M.adapter().postprocess(np.asarray(logits, np.float32).reshape(1, 4, 4), None)
+
+
+def test_raw_logit_threshold_versus_sigmoid():
+    # logit 0.3 everywhere: the guide thresholds the raw logit (0.3 > 0.5 is false), upstream the
+    # sigmoid (sigmoid(0.3) = 0.5744 > 0.5)
+    p = _predict(np.full(16, 0.3))
+    assert set(p) == {"guide", "upstream"}
+    assert p["guide"].dtype == p["upstream"].dtype == bool and p["guide"].shape == (4, 4)
+    assert 1 / (1 + math.exp(-0.3)) > 0.5
+    assert not p["guide"].any() and p["upstream"].all()
+    target = np.ones((4, 4), bool)
+    guide, upstream = M.adapter().metrics(None)
+    guide.update(p, target)                                 # I = 0, U = 16
+    upstream.update(p, target)                              # I = U = 16
+    assert guide.compute()["iou"] == pytest.approx(1e-5 / (16 + 1e-5), rel=1e-9)
+    assert upstream.compute()["iou"] == pytest.approx(1.0)
+
+
+def test_thresholds_are_strict():
+    # raw: a logit of exactly 0.5 is negative; sigmoid: logit 0 -> 0.5 is negative
+    p = _predict([0.5, 0.0, 0.51, 1e-3] * 4)
+    assert p["guide"].sum() == 4                            # only the 0.51 column
+    assert p["upstream"].sum() == 12                        # 0.5, 0.51, 1e-3 are > logit(0.5) = 0; 0.0 is not
+    assert p["guide"][:, 2].all() and not p["upstream"][:, 1].any()
+
+
+def test_the_two_protocols():
+    guide, upstream = M.adapter().metrics(None)
+    assert isinstance(guide, BinaryIoU) and isinstance(upstream, BinaryIoU)
+    assert (guide.name, guide.key, guide.aggregate) == ("guide", "guide", "image")
+    assert (upstream.name, upstream.key, upstream.aggregate, upstream.group) == ("upstream", "upstream", "batch", 16)
+    protos = M.reference["protocols"]
+    assert guide.description == protos["guide"]["description"]
+    assert upstream.description == protos["upstream"]["description"]

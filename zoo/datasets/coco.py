@@ -1,7 +1,13 @@
-"""COCO detection: the val2017 layout, the 80-label -> category-id mapping, results JSON and
-pycocotools bbox evaluation (the guide's coco_eval.py; mmdet's CocoMetric names for the 12 stats).
+"""COCO object detection, read in the dataset's own layout:
 
-Layout: ROOT/val2017/<12-digit id>.jpg and ROOT/annotations/instances_val2017.json."""
+  ROOT/<name>/<file_name>                      the images of split <name> (val2017: <12-digit id>.jpg)
+  ROOT/annotations/instances_<name>.json       their instances (boxes, categories, sizes)
+
+The split's `name` gives both (val2017). The ids come from the run's or the split's declared ids
+file (image ids or file names, one a line), else from the annotation file's image order (mmdet's
+CocoDataset order). The annotation file is checked before use (`check_instances`: one-line errors
+naming the file and the entry) and must hold the 80 COCO categories; the source keeps its
+pycocotools index (`coco`), which the COCO metric (zoo.metrics.coco) evaluates against."""
 from __future__ import annotations
 
 import contextlib
@@ -10,10 +16,12 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
+import cv2
 
+from zoo.datasets.base import Opened, Sample, Source
 from zoo.errors import ZooError, one_line
-from zoo.ids import is_utf8_name, name_problem, path_inside, shown
+from zoo.ids import is_utf8_name, name_problem, path_inside, read_id_lines, shown
+from zoo.images import imread
 
 # mmdet CocoDataset's 80 classes, in label order (label i <-> the i-th category id, sorted).
 CLASSES = (
@@ -30,12 +38,6 @@ CAT_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21
            32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57,
            58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87,
            88, 89, 90)
-ANNOTATIONS = "annotations/instances_val2017.json"
-IMAGES = "val2017"
-# mmdet CocoMetric: proposal_nums (100, 300, 1000) as maxDets, and its names of COCOeval.stats
-MAX_DETS = [100, 300, 1000]
-STAT_NAMES = ("map", "map_50", "map_75", "map_s", "map_m", "map_l",
-              "ar_100", "ar_300", "ar_1000", "ar_s_1000", "ar_m_1000", "ar_l_1000")
 
 
 def _is_int(v) -> bool:
@@ -150,16 +152,6 @@ def load_coco(ann_file: Path):
     return coco
 
 
-def image_file(coco, images_dir: Path, image_id: int, ann_file: Path | None = None) -> Path:
-    """images_dir / the image's file_name, refused when that leaves images_dir."""
-    name = coco.imgs[image_id]["file_name"]
-    path = path_inside(Path(images_dir), name)
-    if path is None:
-        raise ZooError(f"{shown(ann_file or 'annotations')}: image {image_id} has 'file_name' {name!r}, which "
-                       f"leaves {shown(images_dir)}")
-    return path
-
-
 def parse_image_id(text: str) -> int:
     """An ids-file entry: an image id ('397133') or a plain file name ('000000397133.jpg');
     anything else (a path, a non-ASCII-digit or signed number) is a ZooError."""
@@ -173,48 +165,69 @@ def parse_image_id(text: str) -> int:
     return int(stem)
 
 
-def to_results(image_id: int, boxes_xyxy: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> list[dict]:
-    """Detections of one image -> COCO results records (bbox as [x, y, w, h], category ids)."""
-    out = []
-    for (x1, y1, x2, y2), s, lab in zip(np.asarray(boxes_xyxy, dtype=np.float64), scores, labels):
-        out.append({"image_id": int(image_id), "category_id": CAT_IDS[int(lab)],
-                    "bbox": [round(float(x1), 3), round(float(y1), 3), round(float(x2 - x1), 3), round(float(y2 - y1), 3)],
-                    "score": round(float(s), 5)})
-    return out
+class CocoDetection(Source):
+    """A COCO split: Sample.image BGR uint8, Sample.label the image's annotations (pycocotools
+    records), Sample.info {"image_id", "width", "height", "file"}; `coco` the pycocotools index of
+    the whole annotation file."""
 
+    family = "coco"
 
-def evaluate(coco, results: list[dict], image_ids: list[int]) -> dict:
-    """COCOeval(iouType='bbox') over image_ids with the 80 categories and maxDets 100/300/1000;
-    returns the 12 stats by name (NaN-free: pycocotools' -1 'no data' stays -1)."""
-    from pycocotools.cocoeval import COCOeval
-    if not results:
-        return {name: 0.0 for name in STAT_NAMES}
-    with contextlib.redirect_stdout(io.StringIO()) as log:
-        dt = coco.loadRes(results)
-        ev = COCOeval(coco, dt, "bbox")
-        ev.params.catIds = list(CAT_IDS)
-        ev.params.imgIds = list(image_ids)
-        ev.params.maxDets = list(MAX_DETS)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    stats = {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
-    stats["summary"] = log.getvalue()
-    # per class AP@[.5:.95] (mmdet's classwise table): precision[T, R, K, A=all, M=last]
-    prec = ev.eval["precision"][:, :, :, 0, -1]
-    per_class = []
-    for k, name in enumerate(CLASSES):
-        p = prec[:, :, k]
-        p = p[p > -1]
-        per_class.append({"class": name, "ap": float(p.mean()) if p.size else None})
-    stats["per_class"] = per_class
-    return stats
+    def __init__(self, opened: Opened, ids: list[str], coco, ann_file: Path, images_dir: Path):
+        super().__init__(opened, ids)
+        self.coco, self.ann_file, self.images_dir = coco, ann_file, images_dir
 
+    @classmethod
+    def open(cls, opened: Opened, split_spec: dict, settings: dict, cache: Path) -> "CocoDetection":
+        name = split_spec.get("name")
+        if not name:
+            raise ZooError(f"{shown(opened.root)}: the COCO split has no name (val2017, ...): no images folder "
+                           "or annotation file to read")
+        ann_file = opened.root / "annotations" / f"instances_{name}.json"
+        coco = load_coco(ann_file)
+        if opened.ids_file:
+            # ids or file names, one a line; duplicates are refused after parsing ('128372' and
+            # '000000128372.jpg' are the same image)
+            lines = read_id_lines(opened.ids_file, parse_image_id)
+            missing = [(n, i) for n, i in lines if i not in coco.imgs]
+            if missing:
+                n, i = missing[0]
+                raise ZooError(f"{shown(opened.ids_file)}: line {n}: image id {i} is not in {shown(ann_file)}"
+                               + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+            image_ids = [i for _, i in lines]
+        else:
+            image_ids = coco.getImgIds()  # the annotation file's order
+        if opened.limit is not None:
+            image_ids = image_ids[:opened.limit]
+        source = cls(opened, [str(int(i)) for i in image_ids], coco, ann_file, opened.root / name)
+        for i in image_ids:
+            p = source.image_path(int(i))
+            if not p.is_file():
+                raise ZooError(f"{shown(p)}: image {i} of {shown(ann_file)} is missing")
+        return source
 
-def write_results(path: Path, results: list[dict]) -> None:
-    """The COCO results JSON, written atomically; a failed write is a one-line ZooError."""
-    from zoo.fileutil import atomic_write_text
-    try:
-        atomic_write_text(Path(path), json.dumps(results, allow_nan=False))
-    except OSError as exc:
-        raise ZooError(f"{shown(path)}: cannot write the COCO results ({exc.strerror or one_line(exc)})") from None
+    def image_path(self, image_id: int) -> Path:
+        """The images folder / the image's file_name, refused when that leaves the folder."""
+        name = self.coco.imgs[image_id]["file_name"]
+        path = path_inside(self.images_dir, name)
+        if path is None:
+            raise ZooError(f"{shown(self.ann_file)}: image {image_id} has 'file_name' {name!r}, which leaves "
+                           f"{shown(self.images_dir)}")
+        return path
+
+    def read(self, sid: str) -> Sample:
+        s = self.read_label(sid)
+        img = imread(self.image_path(s.info["image_id"]), cv2.IMREAD_COLOR)
+        if (img.shape[1], img.shape[0]) != (s.info["width"], s.info["height"]):
+            raise ZooError(f"{s.info['file']}: image is {img.shape[1]}x{img.shape[0]}, the annotation file says "
+                           f"{s.info['width']}x{s.info['height']}")
+        return Sample(sid, img, s.label, s.info)
+
+    def read_label(self, sid: str) -> Sample:
+        iid = int(sid)
+        img = self.coco.imgs[iid]
+        info = {"image_id": iid, "width": img["width"], "height": img["height"],
+                "file": shown(self.image_path(iid))}
+        return Sample(sid, None, self.coco.imgToAnns.get(iid, []), info)
+
+    def preparation(self) -> dict:
+        return {"step": "none: streamed from the original files", "annotations": str(self.ann_file)}

@@ -1,66 +1,13 @@
-"""Metrics shared by models. Each accumulates compact statistics as batches stream through."""
+"""Segmentation metrics over label maps (confusion matrices: memory O(classes^2), whatever the number
+of images): erfnet iouEval, SegmenTron SegmentationMetric (and the Ascend guide's running average of
+it), mmseg IoUMetric. Each is fed one sample's prediction (a dict of HxW integer label maps: the
+argmax is the adapter's postprocess, `class_argmax` / `class_argmax_pair` here) and its label map."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from zoo.adapter import Metric
-
-SMOOTH = 1e-5
-
-
-class BinaryIoU(Metric):
-    """IoU of a one-channel prediction against a mask, with the two aggregations in use:
-
-    - aggregate="image": IoU per image, plain mean over images;
-    - aggregate="batch": IoU over each consecutive group of `group` samples in dataset order
-      (pixels pooled across the group), mean weighted by group size (upstream's AverageMeter).
-
-    The prediction is positive where `sigmoid(logit) > threshold` if `apply_sigmoid`, else where
-    `logit > threshold` (the guide feeds raw logits to a threshold of 0.5). The target is positive
-    where target > target_threshold. IoU = (|P & T| + 1e-5) / (|P | T| + 1e-5)."""
-
-    metric = "iou"
-
-    def __init__(self, name: str, description: str, threshold: float = 0.5, apply_sigmoid: bool = False,
-                 aggregate: str = "image", group: int = 16, target_threshold: float = 0.5):
-        if aggregate not in ("image", "batch"):
-            raise ValueError(aggregate)
-        self.name, self.description = name, description
-        self.threshold, self.apply_sigmoid = threshold, apply_sigmoid
-        self.aggregate, self.group, self.target_threshold = aggregate, group, target_threshold
-        self.inter: list[int] = []
-        self.union: list[int] = []
-
-    def predict(self, outputs: np.ndarray) -> np.ndarray:
-        if self.apply_sigmoid:
-            # sigmoid(x) > t  <=>  x > logit(t); computed as upstream does, in float32
-            probs = 1.0 / (1.0 + np.exp(-outputs.astype(np.float32)))
-            return probs > self.threshold
-        return outputs > self.threshold
-
-    def update(self, outputs: np.ndarray, targets: list) -> None:
-        pred = self.predict(outputs)
-        for p, t in zip(pred, targets):
-            t = np.asarray(t) > self.target_threshold
-            p = p.reshape(t.shape)
-            self.inter.append(int(np.logical_and(p, t).sum()))
-            self.union.append(int(np.logical_or(p, t).sum()))
-
-    def compute(self) -> dict:
-        inter = np.asarray(self.inter, dtype=np.float64)
-        union = np.asarray(self.union, dtype=np.float64)
-        n = inter.size
-        if n == 0:
-            return {"iou": float("nan"), "num_samples": 0}
-        if self.aggregate == "image":
-            iou = float(np.mean((inter + SMOOTH) / (union + SMOOTH)))
-        else:
-            starts = range(0, n, self.group)
-            vals = [(inter[s:s + self.group].sum() + SMOOTH) / (union[s:s + self.group].sum() + SMOOTH) for s in starts]
-            sizes = [min(self.group, n - s) for s in starts]
-            iou = float(np.average(vals, weights=sizes))
-        return {"iou": iou, "num_samples": n}
+from zoo.metrics import Metric
 
 
 class ConfusionMatrix:
@@ -103,11 +50,6 @@ class ConfusionMatrix:
         bins = self.n_gt * self.n_pred
         hist = cv2.calcHist([idx.reshape(-1, 1)], [0], None, [bins], [0, bins]).ravel()
         return hist.astype(np.int64).reshape(self.n_gt, self.n_pred)
-
-
-def _check_channels(outputs: np.ndarray, n: int, name: str) -> None:
-    if outputs.ndim != 4 or outputs.shape[1] != n:
-        raise ValueError(f"metric {name}: expected (N, {n}, H, W) logits, got {outputs.shape}")
 
 
 def class_argmax(logits: np.ndarray, trunc: bool = False) -> np.ndarray:
@@ -156,17 +98,23 @@ def class_argmax_pair(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx, idx_t
 
 
-def _argmax(outputs: np.ndarray):
-    """Per image of an (N, C, H, W) batch: argmax over the class axis (first index on ties, like
-    torch.argmax)."""
-    return (class_argmax(o) for o in outputs)
+def _labels(prediction, key: str) -> np.ndarray:
+    """One label map of a prediction (an integer HxW array)."""
+    try:
+        labels = np.asarray(prediction[key])
+    except KeyError:
+        raise ValueError(f"prediction has no {key!r} map (has: {', '.join(sorted(prediction))})") from None
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"prediction {key!r}: expected an integer label map, got {labels.dtype}")
+    return labels
 
 
 class IouEvalMetric(Metric):
     """erfnet_pytorch `iouEval(nClasses, ignoreIndex)` over the dataset: per class c < ignore,
     TP = pred c & gt c; FP = pred c & gt not c & gt != ignore; FN = gt c & pred not c (a pixel
     predicted as the ignore class counts as FN); IoU_c = TP / (TP + FP + FN + 1e-15); mean over
-    the classes 0..ignore-1 with no NaN handling. Targets use `ignore` for void (255 -> ignore)."""
+    the classes 0..ignore-1 with no NaN handling. Fed prediction["labels"] (the argmax over the
+    n_outputs classes) and the target label map, which uses `ignore` for void (255 is ignored too)."""
 
     metric = "miou"
 
@@ -176,11 +124,9 @@ class IouEvalMetric(Metric):
         self.cm = ConfusionMatrix(n_gt=ignore, n_pred=n_outputs)  # gt == ignore (or 255) excluded
         self.n = 0
 
-    def update(self, outputs, targets):
-        _check_channels(outputs, self.cm.n_pred, self.name)
-        for pred, gt in zip(_argmax(outputs), targets):
-            self.cm.update(pred, np.asarray(gt))
-            self.n += 1
+    def update(self, prediction, target) -> None:
+        self.cm.update(_labels(prediction, "labels"), np.asarray(target))
+        self.n += 1
 
     def _iou(self) -> np.ndarray:
         m = self.cm.mat  # rows: gt 0..ignore-1 ; cols: pred 0..n_outputs-1
@@ -208,7 +154,8 @@ class SegmentronMetric(Metric):
       `pix_acc_true` gives the same with the plain argmax;
     - the Ascend postprocess's reported figures "AvgmIou"/"AvgpixAcc": the mean over images of the
       *running* dataset-level values after each image (order dependent) -> `running_avg_*`.
-    Targets are trainIds with 255 for unlabelled pixels."""
+    Fed prediction["labels"] (argmax of the logits) and prediction["labels_trunc"] (argmax of
+    their truncation: class_argmax_pair makes both); targets are trainIds, 255 unlabelled."""
 
     metric = "miou"
     EPS = 2.220446049250313e-16
@@ -220,7 +167,6 @@ class SegmentronMetric(Metric):
         self.sum_running_miou = 0.0
         self.sum_running_pixacc = 0.0
         self.n = 0
-        self.order: list[str] = []
 
     def _iou(self) -> np.ndarray:
         m = self.cm.mat.astype(np.float64)
@@ -228,17 +174,17 @@ class SegmentronMetric(Metric):
         union = m.sum(0) + m.sum(1) - inter
         return inter / (self.EPS + union)
 
-    def update(self, outputs, targets):
-        _check_channels(outputs, len(self.classes), self.name)
-        for out, gt in zip(outputs, targets):
-            gt = np.asarray(gt)
-            pred, pred_t = class_argmax_pair(out)  # one image at a time: no copy of the whole batch
-            self.cm.update(pred, gt)
-            labelled = (gt >= 0) & (gt < len(self.classes))
-            self.correct_trunc += int(((pred_t == gt) & labelled).sum())
-            self.n += 1
-            self.sum_running_miou += float(self._iou().mean())
-            self.sum_running_pixacc += self._pixacc()
+    def update(self, prediction, target) -> None:
+        gt = np.asarray(target)
+        pred, pred_t = _labels(prediction, "labels"), _labels(prediction, "labels_trunc")
+        if pred_t.shape != gt.shape:
+            raise ValueError(f"prediction 'labels_trunc' {pred_t.shape} and label {gt.shape} differ in shape")
+        self.cm.update(pred, gt)
+        labelled = (gt >= 0) & (gt < len(self.classes))
+        self.correct_trunc += int(((pred_t == gt) & labelled).sum())
+        self.n += 1
+        self.sum_running_miou += float(self._iou().mean())
+        self.sum_running_pixacc += self._pixacc()
 
     def _pixacc(self) -> float:
         return self.correct_trunc / (self.EPS + self.cm.mat.sum())
@@ -255,6 +201,36 @@ class SegmentronMetric(Metric):
         return [{"class": c, "iou": float(v)} for c, v in zip(self.classes, self._iou())]
 
 
+class RunningAverageMetric(SegmentronMetric):
+    """The Ascend guide's reported figures (Fast_SCNN_postprocess.py): after each image, the
+    running dataset-level mIoU / pixAcc are added up; it prints sum / 5, i.e. 100 x the mean over
+    its 500 images ("AvgmIou", "AvgpixAcc").
+    Headline: `running_avg_miou`. The guide redefines `batch_pix_accuracy` with a plain argmax
+    (no `.long()` truncation), so its AvgpixAcc is `running_avg_pix_acc_true` here
+    (`running_avg_pix_acc` is the same average of upstream's truncating pixAcc).
+
+    The value depends on the order of the images: it is comparable with the guide's figure only in
+    the guide's order (`comparable` says whether this run used it)."""
+
+    metric = "running_avg_miou"
+
+    def __init__(self, name: str, description: str, classes: tuple[str, ...], comparable: bool | None = None,
+                 not_comparable_reason: str | None = None):
+        super().__init__(name, description, classes)
+        self.comparable, self.not_comparable_reason = comparable, not_comparable_reason
+        self.sum_running_pixacc_true = 0.0
+
+    def update(self, prediction, target) -> None:
+        super().update(prediction, target)
+        mat = self.cm.mat
+        self.sum_running_pixacc_true += float(np.trace(mat) / (self.EPS + mat.sum()))
+
+    def compute(self) -> dict:
+        out = super().compute()
+        out["running_avg_pix_acc_true"] = self.sum_running_pixacc_true / max(self.n, 1)
+        return out
+
+
 class DatasetIoU(Metric):
     """mmsegmentation's IoUMetric (`intersect_and_union` summed over the dataset, then
     `total_area_to_metrics`): per class IoU = intersect / union and Acc = intersect / label area,
@@ -262,22 +238,19 @@ class DatasetIoU(Metric):
     mIoU and mAcc are nan-means, aAcc = all intersections / all labelled pixels. Pixels whose
     label is `ignore_index` (or any value >= the class count) are left out.
 
-    `postprocess(output, target) -> (pred HxW, gt HxW)` turns one model output and its target
-    into a label map at the label's size (the protocol's cropping / resizing)."""
+    Fed prediction["labels"] (a label map at the label's size: the protocol's cropping and
+    resizing are the adapter's postprocess) and the label map."""
 
     metric = "miou"
 
-    def __init__(self, name: str, description: str, classes: tuple[str, ...], postprocess):
+    def __init__(self, name: str, description: str, classes: tuple[str, ...]):
         self.name, self.description, self.classes = name, description, tuple(classes)
-        self.postprocess = postprocess
         self.cm = ConfusionMatrix(len(self.classes))
         self.n = 0
 
-    def update(self, outputs, targets):
-        for out, target in zip(outputs, targets):
-            pred, gt = self.postprocess(out, target)
-            self.cm.update(np.asarray(pred), np.asarray(gt))
-            self.n += 1
+    def update(self, prediction, target) -> None:
+        self.cm.update(_labels(prediction, "labels"), np.asarray(target))
+        self.n += 1
 
     def areas(self) -> dict:
         """Dataset totals per class, as mmseg's `total_area_*`."""

@@ -1,0 +1,122 @@
+"""Every run option is declared once (zoo/stages/config.py) and `python -m zoo run|bench`, the
+invoke tasks, the isolate child's config JSON, the checks and the README follow from it: each
+declared option shows up in each of them, and a new declaration needs no other edit. Host test:
+the declaration, the CLI's parser and the tasks import with the standard library (and invoke)."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zoo import cli
+from zoo.errors import ZooError
+from zoo.isolate import _config_json
+from zoo.stages import config
+from zoo.stages.config import OPTIONS, Option, RunConfig, check_config, from_json, from_namespace, to_argv
+
+ROOT = Path(__file__).resolve().parents[2]
+REPLACED_IN_THE_CHILD = {"batch_sizes", "out", "isolate", "memory_limit_mb"}
+
+
+def load_tasks():
+    spec = importlib.util.spec_from_file_location("zoo_tasks_options", ROOT / "tasks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _help(*argv: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _other_value(o: Option):
+    """A value of the option's kind that is not its default."""
+    if o.choices:
+        return next(c for c in o.choices if c != o.default)
+    return {"text": f"x-{o.field}", "int": 7, "float": 0.5, "path": Path(f"/p/{o.field}"), "sizes": [2, 3],
+            "pairs": {"k": "v", "flag": "true"}, "switch": not o.default}[o.kind]
+
+
+def _everything_set(**fields):
+    return RunConfig(**{**{o.field: _other_value(o) for o in config.OPTIONS}, **fields})
+
+
+@pytest.mark.parametrize("command", ["run", "bench", "prep"])
+def test_every_declared_option_is_in_the_zoo_help_and_the_invoke_help(command):
+    zoo_help, task_help = _help("zoo", command, "--help"), _help("invoke", "--help", command)
+    for o in config.options(command):
+        for flag in o.flags:
+            assert f"{flag} " in zoo_help, f"python -m zoo {command} --help lacks {flag}"
+        names = o.flags if o.task != "own" else o.flags[:1]  # an own option: the task's own parameter
+        for flag in names:
+            assert f"{flag}=" in task_help or f"{flag}[=" in task_help or f"{flag} " in task_help, \
+                f"invoke --help {command} lacks {flag}"
+
+
+def test_every_option_round_trips_through_the_isolate_json(tmp_path):
+    cfg = _everything_set()
+    back = from_json(_config_json(cfg, 4, tmp_path / "child"))
+    for o in OPTIONS:
+        if o.field not in REPLACED_IN_THE_CHILD:
+            assert getattr(back, o.field) == getattr(cfg, o.field), o.field
+    assert back.batch_sizes == [4] and back.out == tmp_path / "child" and not back.isolate and back.memory_limit_mb is None
+
+
+def test_every_option_round_trips_through_the_command_line():
+    for command in ("run", "bench"):
+        cfg = _everything_set(**({"runtime": "onnxruntime"} if command == "bench" else {}))
+        args = cli.parser().parse_args([command, *to_argv(cfg, command)])
+        assert from_namespace(args, **({"runtime": "onnxruntime"} if command == "bench" else {})) == cfg
+
+
+def test_the_readme_documents_every_option():
+    readme = (ROOT / "README.md").read_text()
+    missing = [o.flag for o in OPTIONS if not re.search(re.escape(o.flag) + r"(?![\w-])", readme)]
+    assert not missing, f"README.md does not mention {missing}"
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("threads", -3, "--threads must be >= 1, got -3"),
+    ("workers", 0, "--workers must be >= 1, got 0"),
+    ("time_budget", 0, "--time-budget must be > 0 seconds, got 0"),
+    ("stable_tolerance", 1.5, "--stable-tolerance must be >= 0 and < 1, got 1.5"),
+    ("post_workers", 2, "--post-workers must be one of 0, 1, got 2"),
+    ("infer_input", "ones", "--input must be one of dataset, zeros, random, got 'ones'"),
+    ("profile", -1, "--profile must be >= 0, got -1"),
+])
+def test_declared_ranges_and_choices_are_checked_first(field, value, message):
+    with pytest.raises(ZooError) as ei:
+        check_config(RunConfig(model="no-such-model", **{field: value}))
+    assert str(ei.value) == message
+
+
+def test_a_new_declared_option_needs_no_other_edit(monkeypatch, tmp_path):
+    new = (Option("colour", ("--colour", "--color"), default="red", help="the colour of the test"),
+           Option("repeats", ("--repeats",), "int", default=1, bounds=((">=", 1),), help="repeats of the test"))
+    monkeypatch.setattr(config, "OPTIONS", OPTIONS + new)
+    monkeypatch.setattr(config, "RunConfig", config.make_run_config(config.OPTIONS))
+    # python -m zoo run / bench
+    args = cli.parser().parse_args(["run", "--model", "unetpp", "--color", "blue", "--repeats", "3"])
+    cfg = config.from_namespace(args)
+    assert (cfg.colour, cfg.repeats) == ("blue", 3)
+    assert config.from_namespace(cli.parser().parse_args(["bench", "--model", "unetpp", "--colour", "blue"]),
+                                 runtime="torch").colour == "blue"
+    # the isolate child's JSON, and an old name as its key
+    back = config.from_json(_config_json(cfg, 1, tmp_path))
+    assert (back.colour, back.repeats) == ("blue", 3)
+    assert config.from_json('{"model": "unetpp", "color": "green"}').colour == "green"
+    # the checks
+    with pytest.raises(ZooError, match="--repeats must be >= 1, got 0"):
+        config.check_config(dataclasses.replace(cfg, repeats=0))
+    # invoke: the task's parameters (as invoke reads them) and what it passes on
+    tasks = load_tasks()
+    helps = {arg.name: arg.help for arg in tasks.run.get_arguments()}
+    assert helps["colour"] == "the colour of the test" and helps["color"] == "the old name of --colour"
+    assert tasks._zoo_args({"color": "blue", "repeats": "3"}) == ["--colour", "blue", "--repeats", "3"]

@@ -1,0 +1,1 @@
+"""The run's stages, in order: config, weights, export, compile, verify, infer, score, record."""

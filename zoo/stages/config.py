@@ -1,0 +1,314 @@
+"""Stage 1, config: every run option declared once (`OPTIONS`), and what is derived from it:
+`RunConfig` (one field per option), the `python -m zoo run|bench|prep` arguments
+(`add_arguments`, `from_namespace`), the invoke tasks' parameters and the command line they pass
+on (tasks.py, `to_argv`), the isolated child's config JSON (`to_json`, `from_json`), and the
+checks of every option before any work (`check_config`). A new option is one `Option` here.
+
+Standard library only at import: tasks.py imports this on the host (no numpy, no torch)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import operator
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ZooError
+
+REQUIRED = dataclasses.MISSING  # an option without a default: required by the CLI and by RunConfig
+RUNS = ("run", "bench")         # the commands that run a model (they build a RunConfig)
+
+
+def batch_sizes(text: str) -> list[int]:
+    """--batch-sizes: comma-separated positive integers."""
+    try:
+        out = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not out or any(b < 1 for b in out):
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers, got {text!r}")
+    return out
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """KEY=VALUE, the value kept as text: the manifest's declaration of the option converts and
+    checks it (zoo.options), never a YAML parser."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    if not k.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a key, got {text!r}")
+    return k.strip(), v
+
+
+class _Pairs(argparse.Action):
+    """Repeated KEY=VALUE flags collected into one dict (a later KEY wins)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), value[0]: value[1]})
+
+
+# kind -> (the CLI text's converter, RunConfig's field type)
+KINDS = {
+    "text": (str, "str | None"),
+    "int": (int, "int | None"),
+    "float": (float, "float | None"),
+    "path": (Path, "Path | None"),
+    "sizes": (batch_sizes, "list[int] | None"),    # 1,4,8
+    "pairs": (key_value, "dict"),                  # --option K=V, repeatable
+    "switch": (None, "bool"),                      # a flag without a value: sets the opposite of the default
+}
+_OPS = {">=": operator.ge, ">": operator.gt, "<": operator.lt}
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One run option. `flags`: its name first, then old names that still work (in the CLI, in
+    invoke and as a key of an isolate config). `task`: how an invoke task passes it on --
+    "value" (the text as given), "path" (made absolute: the model process runs in the repo root;
+    not with --docker, whose container sees only --data, --weights and --out), "own" (the task's
+    own parameter: model, weights, data, out). `bounds`: ((">=", 1), ...) checked by
+    check_config, named in its message (`unit` after the number). `const`: the value of the flag
+    given alone (argparse nargs="?", invoke's optional value). `commands`: the zoo commands that
+    take it."""
+    field: str
+    flags: tuple[str, ...]
+    kind: str = "text"
+    default: Any = None
+    help: str = ""
+    choices: tuple = ()
+    bounds: tuple = ()
+    unit: str = ""
+    const: Any = None
+    metavar: str | None = None
+    task: str = "value"
+    commands: tuple[str, ...] = RUNS
+
+    @property
+    def flag(self) -> str:
+        return self.flags[0]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The Python names of the flags (invoke's parameters, an isolate config's old keys)."""
+        return tuple(f[2:].replace("-", "_") for f in self.flags)
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        kw: dict[str, Any] = {"dest": self.field, "help": self.help}
+        if self.default is REQUIRED:
+            kw["required"] = True
+        else:
+            kw["default"] = self.default() if callable(self.default) else self.default
+        if self.kind == "switch":
+            kw["action"] = "store_false" if self.default else "store_true"
+        else:
+            kw["type"] = KINDS[self.kind][0]
+            if self.kind == "pairs":
+                kw["action"] = _Pairs
+            if self.choices:
+                kw["choices"] = list(self.choices)
+            if self.const is not None:
+                kw.update(nargs="?", const=self.const)
+            if not self.choices:  # argparse shows the choices themselves
+                kw["metavar"] = self.metavar or self.names[0].upper()
+        parser.add_argument(*self.flags, **kw)
+
+    def argv(self, value) -> list[str]:
+        """The command-line words that give `value` (typed, or text as invoke passes it); none
+        for None or the default."""
+        if value is None or value == self.default:
+            return []
+        if self.kind == "switch":
+            return [self.flag] if bool(value) != bool(self.default) else []
+        if self.kind == "pairs":
+            items = [f"{k}={v}" for k, v in value.items()] if isinstance(value, Mapping) else list(value)
+            return [w for item in items for w in (self.flag, str(item))]
+        if self.kind == "sizes" and not isinstance(value, str):
+            value = ",".join(str(b) for b in value)
+        return [self.flag, str(value)]
+
+    def problem(self, value) -> str | None:
+        """What is wrong with a value of a RunConfig (None: nothing)."""
+        if value is None or self.kind in ("switch", "pairs", "sizes"):
+            return None
+        if self.choices and value not in self.choices:
+            return f"{self.flag} must be one of {', '.join(map(str, self.choices))}, got {value!r}"
+        if not all(_OPS[op](value, limit) for op, limit in self.bounds):
+            rule = " and ".join(f"{op} {limit}" for op, limit in self.bounds)
+            return f"{self.flag} must be {rule}{' ' + self.unit if self.unit else ''}, got {value}"
+        return None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", ("--model",), default=REQUIRED, task="own", commands=(*RUNS, "prep"),
+           help="model name, e.g. unetpp (`python -m zoo models` lists them)"),
+    Option("runtime", ("--runtime", "--backend"), default="onnxruntime", commands=("run",),
+           help="onnxruntime (default), openvino, torch, onnxruntime-cuda, onnxruntime-trt, ascend "
+                "(--backend: the old name of this option)"),
+    Option("weights", ("--weights",), task="own",
+           help="checkpoint: a manifest checkpoint name, a file, or an http(s) URL (default: the manifest's)"),
+    Option("sha256", ("--sha256",), help="expected sha256 of --weights (verified; required with a URL unless --md5)"),
+    Option("md5", ("--md5",), help="expected md5 of --weights"),
+    Option("data", ("--data",), "path", task="own", commands=(*RUNS, "prep"),
+           help="dataset root in its original layout (default: the built-in sample)"),
+    Option("ids_file", ("--ids-file",), "path", task="path", commands=(*RUNS, "prep"),
+           help="ids of the split to evaluate (default: the manifest's)"),
+    Option("batch_sizes", ("--batch-sizes",), "sizes", help="e.g. 1,4,8,16,32,64 (default: the manifest's)"),
+    Option("limit", ("--limit",), "int", bounds=((">=", 1),), commands=(*RUNS, "prep"),
+           help="only the first N samples (accuracy then not compared)"),
+    Option("out", ("--out",), "path", default=Path("results"), task="own",
+           help="results folder (default: results)"),
+    Option("opset", ("--opset",), "int", help="ONNX opset (default: the manifest's; 11 for the guides' ATC)"),
+    Option("onnx", ("--onnx",), "path", task="path", help="use this ONNX file instead of exporting"),
+    Option("options", ("--option",), "pairs", default=dict, metavar="KEY=VALUE", commands=(*RUNS, "prep"),
+           help="model option, e.g. upsample=nearest (the guide's patch); repeatable; `python -m zoo models` "
+                "lists each model's"),
+    Option("warmup", ("--warmup",), "int", default=3, bounds=((">=", 0),),
+           help="untimed calls before the timed ones, per batch size (default: 3)"),
+    Option("iterations", ("--iters",), "int", default=20, bounds=((">=", 1),),
+           help="timed calls per batch size (infer_only)"),
+    Option("time_budget", ("--time-budget",), "float", default=10.0, bounds=((">", 0),), unit="seconds",
+           help="seconds of timed calls per batch size, at most"),
+    Option("stable_tolerance", ("--stable-tolerance",), "float", default=0.05, bounds=((">=", 0), ("<", 1)),
+           help="stop timing when 3 consecutive windows' mean latencies are within this fraction (0: off)"),
+    Option("stable_window", ("--stable-window",), "int", default=5, bounds=((">=", 1),),
+           help="timed calls per stability window"),
+    Option("threads", ("--threads",), "int", bounds=((">=", 1),), help="intra-op threads (default: the cores available)"),
+    Option("workers", ("--workers",), "int", default=1, bounds=((">=", 1),), help="read/preprocess threads in the pipeline"),
+    Option("infer_input", ("--input", "--infer-input"), default="dataset", choices=("dataset", "zeros", "random"),
+           help="infer-only timing input: real samples (default), zeros, or seeded random (ais_bench style)"),
+    Option("measure_peak", ("--no-peak",), "switch", default=True, help="skip measuring the fp32 GEMM peak"),
+    Option("post_workers", ("--post-workers",), "int", default=1, choices=(0, 1),
+           help="postprocessing threads overlapped with inference (0: on the inference thread)"),
+    Option("isolate", ("--isolate",), "switch", default=False,
+           help="run each batch size in its own process: a batch size killed (out of memory) is recorded "
+                "as failed and the sweep goes on"),
+    Option("memory_limit_mb", ("--memory-limit",), "float", bounds=((">", 0),), unit="MB", metavar="MB",
+           help="with --isolate: kill a batch size whose resident memory exceeds this many MB (recorded as failed)"),
+    Option("profile", ("--profile",), "int", default=0, const=5, bounds=((">=", 0),), metavar="CALLS",
+           help="per-operator profile of each batch size (ONNX Runtime's profiler, OpenVINO's counters) "
+                "over this many calls (5 when the flag is given alone), after and apart from the timed calls"),
+    Option("save_predictions", ("--save-predictions",), "switch", default=False,
+           help="keep compact predictions with the result, for `invoke score` (the accuracy recomputed "
+                "without inference)"),
+)
+
+
+def options(command: str = "run") -> list[Option]:
+    """The declared options the zoo command `command` takes, in declaration order."""
+    return [o for o in OPTIONS if command in o.commands]
+
+
+def option(field: str) -> Option:
+    return next(o for o in OPTIONS if o.field == field)
+
+
+def _stability(cfg):
+    """The stop-when-stable setting of the timing (zoo.pipeline.Stability), None when
+    --stable-tolerance is 0."""
+    if not cfg.stable_tolerance:
+        return None
+    from zoo.pipeline import Stability
+    return Stability(window=cfg.stable_window, tolerance=cfg.stable_tolerance)
+
+
+def make_run_config(declared: tuple[Option, ...]) -> type:
+    """The dataclass of a run's settings: one field per declared option, in order."""
+    fields = []
+    for o in declared:
+        kind = KINDS[o.kind][1] if o.default is None else KINDS[o.kind][1].replace(" | None", "")
+        if o.default is REQUIRED:
+            fields.append((o.field, kind))
+        else:
+            fields.append((o.field, kind, dataclasses.field(default_factory=o.default) if callable(o.default)
+                           else dataclasses.field(default=o.default)))
+    return dataclasses.make_dataclass("RunConfig", fields, namespace={
+        "stability": property(_stability), "__module__": __name__,
+        "__doc__": "One run's settings: a field per declared option (zoo.stages.config.OPTIONS)."})
+
+
+RunConfig = make_run_config(OPTIONS)
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    for o in options(command):
+        o.add_to(parser)
+
+
+def from_namespace(args: argparse.Namespace, **fixed) -> RunConfig:
+    """The RunConfig of parsed `python -m zoo run|bench` arguments (`fixed`: bench's runtime)."""
+    return RunConfig(**{o.field: getattr(args, o.field) for o in OPTIONS if hasattr(args, o.field)}, **fixed)
+
+
+def to_argv(values, command: str = "run") -> list[str]:
+    """The `python -m zoo <command>` words that give these values: a RunConfig, or a mapping of
+    field names to values (typed, or text as given to invoke)."""
+    if not isinstance(values, Mapping):
+        values = {o.field: getattr(values, o.field) for o in OPTIONS}
+    return [w for o in options(command) for w in o.argv(values.get(o.field))]
+
+
+def to_json(cfg) -> str:
+    """The config as JSON (the isolate child's): every field, paths as text."""
+    return json.dumps({o.field: getattr(cfg, o.field) for o in OPTIONS}, default=str)
+
+
+def from_json(text: str) -> RunConfig:
+    """A RunConfig from to_json's text; a key may be an option's old name ("backend": a config
+    written before --backend became --runtime)."""
+    by_key = {key: o for o in OPTIONS for key in (o.field, *o.names[1:])}
+    values: dict[str, Any] = {}
+    for key, value in json.loads(text).items():
+        o = by_key.get(key)
+        if o is None:
+            raise ZooError(f"run config: unknown setting {key!r}")
+        if o.kind == "path" and value is not None:
+            value = Path(value)
+        if key == o.field or o.field not in values:  # the current name wins over an old one
+            values[o.field] = value
+    return RunConfig(**values)
+
+
+def sweep_sizes(cfg: RunConfig, manifest, adapter) -> list[int]:
+    """The batch sizes to run: --batch-sizes, or the manifest's sweep cut to what the model's
+    variant can stack."""
+    batch_sizes = cfg.batch_sizes or manifest.benchmark["batch_sizes"]
+    if any(b < 1 for b in batch_sizes):
+        raise ZooError(f"batch sizes must be positive, got {batch_sizes}")
+    limit_bs = adapter.max_batch_size()
+    if limit_bs is not None and not cfg.batch_sizes:  # the manifest's sweep, cut to what is possible
+        batch_sizes = [b for b in batch_sizes if b <= limit_bs] or [limit_bs]
+    if limit_bs is not None and max(batch_sizes) > limit_bs:
+        raise ZooError(f"{manifest.name} ({adapter.variant}): batch sizes above {limit_bs} are not possible "
+                       f"(inputs of different sizes cannot be stacked), got {batch_sizes}")
+    return batch_sizes
+
+
+def check_config(cfg: RunConfig):
+    """Every run option checked before any work (weights, data, export): one line per problem.
+    Returns what the checks built and the run goes on with: (manifest, runtime class, adapter)."""
+    from zoo.fileutil import check_writable_dir
+    from zoo.manifest import load_manifest
+    from zoo.runtimes import get_runtime
+    from zoo.weights import plan
+
+    for o in OPTIONS:
+        problem = o.problem(getattr(cfg, o.field))
+        if problem:
+            raise ZooError(problem)
+    if cfg.memory_limit_mb is not None and not cfg.isolate:
+        raise ZooError("--memory-limit needs --isolate (the watched process must not be the sweep itself)")
+    if cfg.batch_sizes and not all(b >= 1 for b in cfg.batch_sizes):
+        raise ZooError(f"batch sizes must be positive, got {cfg.batch_sizes}")
+    manifest = load_manifest(cfg.model)
+    runtime_cls = get_runtime(cfg.runtime)
+    adapter = manifest.adapter(**cfg.options)  # the options, against the manifest's declaration
+    plan(cfg.weights, manifest, cfg.sha256, cfg.md5)  # checksum values and where the file comes from; reads nothing
+    if cfg.ids_file is not None and not Path(cfg.ids_file).is_file():
+        raise ZooError(f"{cfg.ids_file}: ids file not found")
+    if cfg.data is not None and not Path(cfg.data).is_dir():
+        raise ZooError(f"{cfg.data}: data folder not found")
+    check_writable_dir(Path(cfg.out) / manifest.name, "results folder")
+    return manifest, runtime_cls, adapter

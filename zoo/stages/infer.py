@@ -1,0 +1,143 @@
+"""Stage 6, inference: per batch size, the infer-only timing (a resident batch, zoo.pipeline.
+infer_only, optionally a per-operator profile) and the whole streaming pipeline over the source
+(read -> preprocess -> infer -> postprocess -> metrics), with the model's cost read as achieved
+GFLOP/s against this machine's fp32 GEMM peak measured before each batch size."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from zoo.errors import ZooError, one_line
+from zoo.pipeline import cpu_ceiling, infer_only, run_pipeline
+from zoo.runtimes.base import default_threads
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cycled(samples: list, n: int) -> list:
+    """n items, cycling when there are fewer."""
+    return [samples[i % len(samples)] for i in range(n)]
+
+
+def infer_feed(mode: str, head: list[np.ndarray], bs: int) -> tuple[np.ndarray, str]:
+    """The resident batch of the infer-only timing: real samples, zeros, or seeded random values
+    (ais_bench's pure-inference inputs), and its description for the record."""
+    if mode == "dataset":
+        return np.stack(cycled(head, bs)), "dataset batch (first samples, cycled)"
+    shape = (bs, *head[0].shape)
+    if mode == "zeros":
+        return np.zeros(shape, dtype=np.float32), "zeros"
+    if mode == "random":
+        return np.random.default_rng(0).standard_normal(shape, dtype=np.float32), "random normal, seed 0"
+    raise ZooError(f"--input must be dataset, zeros or random, got {mode!r}")
+
+
+def op_profile(rt, feeds, bs: int, calls: int, cost: dict) -> dict:
+    """The infer-only block's `op_profile`: the runtime's per-operator times (a separate
+    profiling session, after the timed calls) with the graph's FLOPs per operator type."""
+    from zoo.profile import summarize_ops
+    try:
+        times = rt.op_times(feeds, warmup=1, calls=calls)
+    except Exception as exc:  # a profile is extra information: the timed figures stand without it
+        _log(f"      bs{bs}: operator profile FAILED: {one_line(exc)[:200]}")
+        return {"unavailable": f"profiling failed: {one_line(exc)[:300]}"}
+    if times is None:
+        return {"unavailable": f"{rt.name}: no per-operator profiler in the zoo for this runtime"}
+    prof = summarize_ops(times, calls, bs, cost.get("by_op"), rt.profile_op_names)
+    top = ", ".join(f"{r['op_type']} {r['share']:.0%}" + (f" ({r['gflops']:.0f} GFLOP/s)" if "gflops" in r else "")
+                    for r in prof["ops"][:4])
+    _log(f"      bs{bs}: operator profile over {calls} calls: {top}")
+    return prof
+
+
+class Peak:
+    """This machine's fp32 GEMM rate on the runtime's threads: measured before the sweep and again
+    before each batch size (a shared machine drifts within a run); fractions use the highest."""
+
+    def __init__(self, threads: int, enabled: bool):
+        from zoo.cost import copy_bandwidth, gemm_peak
+        self.threads, self.info = threads, None
+        if enabled:
+            self.info = gemm_peak(threads)
+            self.info["measurements"] = [self.info["gflops"]]
+            self.info["method"] += "; measured again (best of 10) before each batch size, gflops = the highest"
+            self.info["memory"] = copy_bandwidth()
+            _log(f"      fp32 GEMM peak on {threads} threads: {self.info['gflops']:.0f} GFLOP/s; memory copy "
+                 f"{self.info['memory']['gbytes_per_s']:.1f} GB/s")
+
+    def again(self) -> float | None:
+        if not self.info:
+            return None
+        from zoo.cost import gemm_peak
+        g = gemm_peak(self.threads, repeats=10)["gflops"]
+        self.info["measurements"].append(g)
+        self.info["gflops"] = max(self.info["measurements"])
+        return g
+
+
+def _with_cost(block: dict, cost: dict, block_peak: float | None, peak: Peak) -> dict:
+    flops, act_bytes = cost.get("flops_per_sample"), cost.get("activation_bytes")
+    if flops and block.get("status") == "ok":
+        block["gflops"] = flops * block["throughput"] / 1e9
+        if block_peak:
+            block["peak_gflops"] = block_peak  # peak_fraction: after the sweep, vs the run's highest
+    if act_bytes and block.get("status") == "ok":  # activations written once (a lower bound of traffic)
+        block["activation_gbytes_per_s"] = act_bytes * block["throughput"] / 1e9
+        if peak.info:
+            block["bandwidth_fraction"] = block["activation_gbytes_per_s"] / peak.info["memory"]["gbytes_per_s"]
+    return block
+
+
+def sweep(cfg, rt, manifest, adapter, source, head: list[np.ndarray], batch_sizes: list[int], export: dict,
+          writer=None) -> tuple[list[dict], dict, Peak]:
+    """(perf blocks, {batch size: its metrics}, the peak). `writer` (zoo.predictions.PredictionWriter)
+    keeps the predictions of the first batch size whose pipeline completes (the one whose accuracy
+    the record reports)."""
+    inp, outp = manifest.input["name"], manifest.output["name"]
+    cost = export.get("cost", {})
+    peak = Peak(rt.threads, cfg.measure_peak)
+    perf, metrics_by_bs = [], {}
+    for bs in batch_sizes:
+        try:
+            feed, desc = infer_feed(cfg.infer_input, head, bs)
+            block_peak = peak.again()
+            block = infer_only(rt, {inp: feed}, bs, cfg.warmup, cfg.iterations, cfg.time_budget, desc, cfg.stability)
+        except ZooError:
+            raise
+        except Exception as exc:  # a batch size the runtime cannot run (memory, shape)
+            perf.append({"batch_size": bs, "scope": "infer_only", "status": "failed", "error": one_line(exc)[:500]})
+            _log(f"      bs{bs}: infer_only FAILED: {one_line(exc)[:200]}")
+            continue
+        if cfg.profile:
+            block["op_profile"] = op_profile(rt, {inp: feed}, bs, cfg.profile, cost)
+        perf.append(_with_cost(block, cost, block_peak, peak))
+        metrics = adapter.metrics(source)
+        keep = writer is not None and not metrics_by_bs
+        try:
+            pipe = run_pipeline(rt, source, adapter, bs, inp, outp, metrics, workers=cfg.workers, label=cfg.runtime,
+                                post_workers=cfg.post_workers,
+                                on_prediction=writer.add if keep else None)
+        except ZooError:
+            raise
+        except Exception as exc:
+            if keep:
+                writer.restart()
+            perf.append({"batch_size": bs, "scope": "pipeline", "status": "failed", "error": one_line(exc)[:500]})
+            continue
+        pipe["pipeline_vs_infer"] = pipe["throughput"] / block["throughput"]
+        pipe["cpu"]["ceiling"] = cpu_ceiling(pipe, block, default_threads())
+        perf.append(_with_cost(pipe, cost, block_peak, peak))
+        metrics_by_bs[bs] = metrics
+        ceiling = pipe["cpu"]["ceiling"]
+        _log(f"      bs{bs}: infer {block['throughput']:.1f}/s, pipeline {pipe['throughput']:.1f}/s "
+             f"({pipe['pipeline_vs_infer']:.0%}" + (f", CPU ceiling {ceiling['vs_infer']:.0%}" if ceiling else "")
+             + "), " + ", ".join(f"{m.name} {m.metric}={m.compute()[m.metric]:.4f}" for m in metrics))
+    for block in perf:
+        if block.get("gflops") is not None:
+            block["peak_fraction"] = block["gflops"] / peak.info["gflops"] if peak.info else None
+    if not metrics_by_bs:
+        raise ZooError(f"{cfg.model}/{cfg.runtime}: every batch size failed; first error: {perf[0].get('error')}")
+    return perf, metrics_by_bs, peak

@@ -1,0 +1,80 @@
+"""Stage 8, record: one JSON result per run (schema/result.schema.json), validated before it is
+written, written once under a new name (`<model>-<runtime>-<time>-<6 hex>.json`, never over
+another run's), with the run's kept predictions (if any) in `<run_id>.predictions/` beside it."""
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+
+from zoo import RESULT_SCHEMA_VERSION, schema
+from zoo.envinfo import cpu_device, environment
+from zoo.fileutil import create_new_bytes, create_unique_json
+
+
+def utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def device(rt, peak: dict | None) -> dict:
+    """The device the runtime ran on (the accelerator, with the host CPU in details, or the CPU)
+    and the fp32 peak measured on the host's threads."""
+    host = cpu_device(rt.threads)
+    dev = rt.device_info() or host
+    if dev is not host:
+        dev = {**dev, "details": {**dev.get("details", {}), "host": host}}
+    return {**dev, **({"fp32_peak": peak} if peak else {})}
+
+
+def reserve_predictions(out_dir: Path, stem: str, attempts: int = 20) -> tuple[str, Path]:
+    """A run id `<stem>-<6 hex>` free for both its record and its predictions folder (the
+    folder is then created exclusively by zoo.predictions.PredictionWriter)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(attempts):
+        run_id = f"{stem}-{secrets.token_hex(3)}"
+        if (out_dir / f"{run_id}.json").exists() or (out_dir / f"{run_id}.predictions").exists():
+            continue
+        return run_id, out_dir / f"{run_id}.predictions"
+    raise FileExistsError(f"{out_dir}: no free name for {stem}-* after {attempts} attempts")
+
+
+def build(cfg, manifest, adapter, rt, peak, weights, source, export: dict, verify: dict, perf: list,
+          accuracy: list, t_start: float, t_end: float, argv: list[str], predictions: dict | None,
+          cache: Path) -> dict:
+    rec = {
+        "schema_version": RESULT_SCHEMA_VERSION, "kind": "zoo.result",
+        "run_id": f"{manifest.name}-{cfg.runtime}-{stamp(t_start)}", "status": "ok", "error": None,
+        "model": {"name": manifest.name, "title": manifest.title, "task": manifest.task, "variant": adapter.variant,
+                  "options": dict(adapter.options), "preprocess": manifest.preprocess, "upstream": manifest.upstream,
+                  "guide": manifest.guide},
+        "runtime": {"name": rt.name, "version": rt.version(),
+                    "settings": {**rt.settings(), "cache": str(cache), "pipeline_workers": cfg.workers,
+                                 "postprocess_workers": cfg.post_workers}},
+        "device": device(rt, peak), "precision": "fp32",
+        "environment": environment(argv),
+        "provenance": {"weights": weights.record(), "dataset": source.provenance()},
+        "export": export,
+        "verify": verify,
+        "timestamps": {"started": utc(t_start), "finished": utc(t_end), "duration_s": round(t_end - t_start, 3)},
+        "accuracy": accuracy,
+        "perf": perf,
+    }
+    if predictions is not None:
+        rec["predictions"] = predictions
+    return rec
+
+
+def write(record: dict, out_dir: Path, run_id: str | None = None) -> Path:
+    """The validated record as a new file; `run_id` fixed (reserved with its predictions) or chosen."""
+    if run_id is None:
+        return create_unique_json(out_dir, record, "run_id", schema.validate)
+    record["run_id"] = run_id
+    path = out_dir / f"{run_id}.json"
+    schema.validate(record, str(path))
+    create_new_bytes(path, (json.dumps(record, indent=1, allow_nan=False) + "\n").encode())
+    return path
