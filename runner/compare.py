@@ -6,7 +6,9 @@ BASELINE and NEW are result folders (or single result files). Records are matche
 (model, variant, runtime, device, precision); when a key has several records the newest
 (`timestamps.finished`) is used. For each match:
   - accuracy, per protocol: relative drop (baseline - new) / baseline of the headline value; a
-    drop above `max_accuracy_drop` (default 1%, the guides' criterion) is a regression;
+    drop above `max_accuracy_drop` (default 1%, the guides' criterion) is a regression, and so is
+    a new run whose verify stage failed (its runtime's outputs beyond the model's tolerance of
+    PyTorch's: schema 1.6);
   - throughput, per batch size and scope (infer_only, pipeline): ratio new / baseline; a drop
     above `max_throughput_drop` (default 10%) is a regression; a batch size that ran in the
     baseline but failed in the new run is a regression too.
@@ -112,6 +114,11 @@ def compare(baseline: list[dict], new: list[dict], max_accuracy_drop: float = 0.
                 note = f"different sample counts ({ba.get('num_samples')} vs {na.get('num_samples')})"
             status = "regression" if drop > max_accuracy_drop else ("improved" if drop < -max_accuracy_drop else "ok")
             result.rows.append(Row("accuracy", key, f"{proto} {na['metric']}", bv, nv, drop, status, note))
+        ver = n.get("verify")  # schema 1.6: the new run's runtime checked against PyTorch
+        if ver is not None and not ver["passed"]:
+            result.rows.append(Row("accuracy", key, "verify vs PyTorch", None, ver["max_rel_diff"], None, "failed",
+                                   f"{ver['candidate']}: {ver.get('decision_flips', 0)} decision flips, max_rel_diff "
+                                   f"{ver['max_rel_diff']:.2g}, beyond the model's tolerance"))
         if accuracy_only:
             continue
         bp, np_ = _perf(b), _perf(n)

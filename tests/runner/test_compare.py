@@ -159,3 +159,27 @@ def test_compare_json_is_strict_json():
     from zoo.schema import finite_or_none
     assert finite_or_none({"a": [1.0, float("nan"), {"b": float("-inf")}], "c": "x"}) == {"a": [1.0, None, {"b": None}], "c": "x"}
     json.dumps(finite_or_none([float("inf")]), allow_nan=False)
+
+
+def test_a_failed_verify_in_the_new_run_is_a_regression():
+    """Schema 1.6: the runtime under test beyond the model's tolerance of PyTorch fails the gate,
+    even with equal accuracy (and in accuracy-only mode); a passed verify adds no row."""
+    b = base()
+    comparison = {"reference": "torch (the loaded PyTorch module, fp32)", "candidate": "openvino 2025.1",
+                  "batch_size": 4, "precision": "fp32", "max_abs_diff": 0.5, "max_rel_diff": 0.02,
+                  "mean_abs_diff": 0.01, "rtol": 1e-4, "atol": 1e-5, "numerics_passed": False,
+                  "decisions": {"guide": {"flips": 300, "decisions": 36864, "fraction": 300 / 36864}},
+                  "decision_flips": 300, "max_flip_fraction": 1e-4, "passed": False}
+    bad = scaled(b)
+    bad["schema_version"] = "1.6"
+    bad["verify"] = comparison
+    for accuracy_only in (False, True):
+        (r,) = compare([b], [bad], accuracy_only=accuracy_only).regressions
+        assert r.item == "verify vs PyTorch" and r.status == "failed" and "300 decision flips" in r.note
+    good = copy.deepcopy(bad)
+    good["verify"].update(passed=True, numerics_passed=True, decision_flips=0, max_rel_diff=1e-6)
+    assert compare([b], [good]).regressions == []
+    assert ("accuracy", "verify vs PyTorch") not in by_item(compare([b], [good]))
+    # the records are schema-valid as constructed
+    from runner.validate import validate_record
+    validate_record(bad)
