@@ -203,7 +203,8 @@ def run(c, model=None, weights=None, data=None, out=str(RESULTS), docker_=False,
                   memory=container_memory)
         try:
             if dry_run:
-                print(docker.format_command(docker.plan_build(model)))
+                for argv in docker.plan_build(model):  # the shared images, the model's, the core
+                    print(docker.format_command(argv))
                 for step in docker.plan_prepare(model, **kw):  # the results folder, for the image's user
                     print(docker.format_command(step))
                 print(docker.format_command(docker.plan_run(model, **kw)))
@@ -277,13 +278,15 @@ def score(c, result, data=None):
 
 
 @task(auto_shortflags=False, help={"model": "model name", "tag": "image tag (default zoo/<model>:latest)", "dry-run": "print the command only",
-                                   "base-image": "base image (default: the Dockerfile's digest-pinned BASE_IMAGE)"})
+                                   "base-image": "python base image (default: the digest-pinned BASE_IMAGE of runner/dockerfiles/base.Dockerfile)"})
 def build(c, model=None, tag=None, dry_run=False, base_image=None):
-    """Build one model's Docker image (models/<model>/Dockerfile, context = repo root)."""
+    """Build one model's Docker image: the shared docker/ images it builds FROM, models/<model>/Dockerfile,
+    then runner/dockerfiles/core.Dockerfile on top (context = repo root)."""
     model = _need(model)
     try:
         if dry_run:
-            print(docker.format_command(docker.plan_build(model, tag, docker.current_git_commit(), base_image)))
+            for argv in docker.plan_build(model, tag, docker.current_git_commit(), base_image):
+                print(docker.format_command(argv))
             return
         print(docker.build(model, tag, docker.current_git_commit(), base_image=base_image))
     except docker.DockerError as exc:
@@ -336,8 +339,8 @@ def lock(c, model=None, upgrade=False):
 
 @task(auto_shortflags=False)
 def lint(c):
-    """hadolint every models/*/Dockerfile."""
-    files = sorted(str(p) for p in (ROOT / "models").glob("*/Dockerfile"))
+    """hadolint every models/*/Dockerfile and the shared runner/dockerfiles/*.Dockerfile."""
+    files = sorted(str(p) for p in (*(ROOT / "models").glob("*/Dockerfile"), *(ROOT / "runner" / "dockerfiles").glob("*.Dockerfile")))
     rc = subprocess.call(["hadolint", *files])
     if rc:
         raise Exit(code=rc)

@@ -1,7 +1,9 @@
 """Docker side of the meta-runner: build a model's image and run it like the local run.
 
 Generic over models: a model ``<name>`` has an image when ``models/<name>/Dockerfile``
-exists (build context = the repo root, default tag ``zoo/<name>:latest``). The image's
+exists (build context = the repo root, default tag ``zoo/<name>:latest``). That file is the
+model's own part: what every image shares is written once in ``runner/dockerfiles/`` and built around it
+(``prepare_build``). The image's
 entrypoint is the local one, ``python -m zoo``, so a container run is
 ``python -m zoo run --model <name> ...`` with host paths mounted at fixed places:
 
@@ -13,7 +15,7 @@ entrypoint is the local one, ``python -m zoo``, so a container run is
 Everything else is locked down, the same in the printed command (``plan_run``) and the SDK
 run (``run``), both rendered from one ``RunSpec``:
 
-- user: never root. The image's user ``1000:1000`` (models/*/Dockerfile ``USER``) when the
+- user: never root. The image's user ``1000:1000`` (runner/dockerfiles/core.Dockerfile ``USER``) when the
   caller is root (``run`` then creates ``<out>/<model>`` and chowns it to 1000:1000) or uid
   1000; another non-root caller runs as its own ``uid:gid`` so that it owns the results;
 - ``--read-only`` root filesystem; ``/tmp`` and the zoo's cache ``/cache`` (``ZOO_CACHE``) are
@@ -30,8 +32,14 @@ and checkpoint. The accelerators found on the host are passed (see ``discover_de
 
 API (for tasks.py)
 ------------------
-``plan_build(model, tag=None, git_commit=None, base_image=None) -> list[str]``
-    argv of ``docker build`` (for ``--dry-run``); ``base_image`` becomes ``--build-arg BASE_IMAGE``.
+``plan_build(model, tag=None, git_commit=None, base_image=None) -> list[list[str]]``
+    the ``docker build`` commands of the model's image, in order (for ``--dry-run``): the shared
+    images its Dockerfile builds FROM, the model's Dockerfile, then ``runner/dockerfiles/core.Dockerfile``
+    (see ``prepare_build``); ``base_image`` becomes ``--build-arg BASE_IMAGE`` of the builds that
+    start from the python base.
+``prepare_build(model, tag=None, git_commit=None, base_image=None) -> list[BuildStep]``
+    those builds (Dockerfile, tag, build args): shared images tagged ``<repository>:<hash of
+    their contents>``, the model's ``zoo/<model>-env:<hash>``, the final ``zoo/<model>:latest``.
 ``plan_run(model, *, out, data=None, weights=None, tag=None, device_type="auto", zoo_args=(),
 memory=None, pids_limit=DEFAULT_PIDS_LIMIT, cache_size=DEFAULT_CACHE_SIZE, tmp_size=DEFAULT_TMP_SIZE,
 dev_root="/dev", driver_dir=ASCEND_DRIVER_DIR, npu_smi=NPU_SMI) -> list[str]``
@@ -42,7 +50,8 @@ dev_root="/dev", driver_dir=ASCEND_DRIVER_DIR, npu_smi=NPU_SMI) -> list[str]``
 ``format_command(argv) -> str``
     one shell-quoted line (``shlex.join``).
 ``build(model, tag=None, git_commit=None, *, base_image=None, log=print_line) -> str``
-    builds with the Docker SDK, streaming the build log lines to ``log``; returns the image id.
+    runs those builds in order with the Docker SDK, streaming the build log lines to ``log``;
+    returns the final image's id.
 ``run(model, *, <the keywords of plan_run>, log=print_line) -> int``
     runs with the Docker SDK (same mounts, limits, devices, user), streaming the container's
     output lines to ``log``; returns the container's exit code.
@@ -60,6 +69,7 @@ follow the docker CLI's contexts.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -75,6 +85,7 @@ from runner import MODELS_DIR, ROOT
 
 __all__ = [
     "ASCEND_DRIVER_DIR",
+    "BuildStep",
     "DEVICE_TYPES",
     "NPU_SMI",
     "Devices",
@@ -93,6 +104,7 @@ __all__ = [
     "plan_build",
     "plan_prepare",
     "plan_run",
+    "prepare_build",
     "prepare_run",
     "print_line",
     "run",
@@ -114,7 +126,8 @@ TMP_DIR = "/tmp"
 # HOME on the one writable place of the root filesystem (a caller's uid has no passwd entry, and
 # zoo's home folder is read-only under --read-only).
 CONTAINER_ENV = (("HOME", TMP_DIR),)
-# The images' non-root user (models/*/Dockerfile: useradd --uid 1000, USER 1000:1000).
+# The images' non-root user (runner/dockerfiles/base.Dockerfile: useradd --uid 1000; runner/dockerfiles/core.Dockerfile:
+# USER 1000:1000).
 IMAGE_UID = IMAGE_GID = 1000
 # Defaults of the run's limits: pids (threads count: a 2-thread run uses ~100, a many-core host's
 # thread pools a few hundred), the cache tmpfs (exports + compiled models of one run: FCN's
@@ -124,6 +137,18 @@ DEFAULT_CACHE_SIZE = "4g"
 DEFAULT_TMP_SIZE = "1g"
 _TMPFS_FLAGS = "rw,nosuid,nodev,noexec"
 _SIZE = re.compile(r"[1-9][0-9]*[kmg]?", re.IGNORECASE)
+
+# The shared Dockerfiles (runner/dockerfiles/), built around a model's own models/<name>/Dockerfile:
+# the images a Dockerfile may build FROM, by the build arg that names them (declared before its
+# first FROM), with their repository: tagged <repository>:<hash of their contents>.
+SHARED_IMAGES = {
+    "ZOO_BASE": ("runner/dockerfiles/base.Dockerfile", "zoo/base"),  # python base, user, folders, entrypoint
+    "ZOO_MMCV": ("runner/dockerfiles/mmcv.Dockerfile", "zoo/mmcv"),  # + mmcv 2.1.0 with its ops (fcn8s, nasfpn)
+}
+BASE_DOCKERFILE = SHARED_IMAGES["ZOO_BASE"][0]  # writes the python base's digest pin (BASE_IMAGE)
+# The last layers of every image (the core, the model's folder, labels, USER), built FROM the
+# model's image (MODEL_IMAGE, tagged zoo/<model>-env:<hash>).
+CORE_DOCKERFILE = "runner/dockerfiles/core.Dockerfile"
 
 _DAVINCI = re.compile(r"davinci(\d+)")
 _NVIDIA = re.compile(r"nvidia(\d+)")
@@ -311,31 +336,153 @@ def format_command(argv: Sequence[str]) -> str:
     return shlex.join(list(argv))
 
 
-def _build_args(git_commit: str | None, base_image: str | None) -> dict[str, str]:
-    """The build args: GIT_COMMIT always, BASE_IMAGE only when given (else the Dockerfile's
-    digest-pinned default)."""
-    args = {"GIT_COMMIT": git_commit or current_git_commit() or ""}
-    if base_image is not None:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", base_image):
-            raise DockerError(f"base image {base_image!r} is not an image reference")
-        args["BASE_IMAGE"] = base_image
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs of a Dockerfile, continuation lines joined, comments and
+    parser directives dropped."""
+    out: list[tuple[str, str]] = []
+    current = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line.startswith("#"):
+            continue
+        if not current and not line:
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        keyword, _, rest = current.partition(" ")
+        out.append((keyword.upper(), rest.strip()))
+        current = ""
+    return out
+
+
+def _global_args(path: Path) -> dict[str, str | None]:
+    """The build args a Dockerfile declares before its first FROM (the ones FROM may use), with
+    their defaults (None: no default)."""
+    args: dict[str, str | None] = {}
+    for keyword, rest in dockerfile_instructions(path):
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, sep, default = rest.partition("=")
+            args[name.strip()] = default.strip() if sep else None
     return args
 
 
+def _copy_sources(path: Path) -> list[Path]:
+    """The files of the build context a Dockerfile copies (COPY/ADD sources, not ``--from``)."""
+    files: set[Path] = set()
+    for keyword, rest in dockerfile_instructions(path):
+        words = rest.split()
+        if keyword not in ("COPY", "ADD") or any(w.startswith("--from") for w in words):
+            continue
+        for source in [w for w in words if not w.startswith("--")][:-1]:
+            for match in (ROOT.glob(source.rstrip("/")) if any(c in source for c in "*?[")
+                          else [ROOT / source]):
+                found = [match] if match.is_file() else sorted(match.rglob("*"))
+                files.update(f for f in found if f.is_file() and "__pycache__" not in f.parts
+                             and f.suffix != ".pyc")
+    return sorted(files)
+
+
+def _content_tag(repository: str, path: Path, buildargs: dict[str, str]) -> str:
+    """``<repository>:<hash>``: the hash of the Dockerfile, the files it copies and its build
+    args (the tags of the images it builds FROM carry their own hashes), so that a build never
+    starts from an image built from other contents (a stale base)."""
+    digest = hashlib.sha256()
+    for file in (path, *_copy_sources(path)):
+        digest.update(file.relative_to(ROOT).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(file.read_bytes()).digest())
+    for key, value in sorted(buildargs.items()):
+        digest.update(f"{key}={value}\0".encode())
+    return f"{repository}:{digest.hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    """One ``docker build`` of a model's image (context = the repo root)."""
+
+    dockerfile: Path
+    tag: str
+    buildargs: tuple[tuple[str, str], ...]
+
+    def argv(self) -> list[str]:
+        """argv of this ``docker build`` (absolute paths)."""
+        argv = ["docker", "build", "-f", str(self.dockerfile), "-t", self.tag]
+        for key, value in self.buildargs:
+            argv += ["--build-arg", f"{key}={value}"]
+        return argv + [str(ROOT)]
+
+
+def _base_image(base_image: str | None) -> str:
+    """``base_image`` (checked), else the digest pin written in runner/dockerfiles/base.Dockerfile."""
+    if base_image is None:
+        pin = _global_args(ROOT / BASE_DOCKERFILE).get("BASE_IMAGE")
+        if not pin:
+            raise DockerError(f"{BASE_DOCKERFILE}: no default for ARG BASE_IMAGE")
+        return pin
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", base_image):
+        raise DockerError(f"base image {base_image!r} is not an image reference")
+    return base_image
+
+
+def prepare_build(model: str, tag: str | None = None, git_commit: str | None = None,
+                  base_image: str | None = None) -> list[BuildStep]:
+    """The builds of ``model``'s image, in order (pure: builds nothing).
+
+    1. the shared images (``SHARED_IMAGES``) that ``models/<model>/Dockerfile`` builds FROM,
+       each after the ones it builds FROM itself (zoo/mmcv after zoo/base), tagged
+       ``<repository>:<hash of its contents>``; ``BASE_IMAGE`` (``base_image``, default the
+       digest pin of runner/dockerfiles/base.Dockerfile) goes to those that declare it;
+    2. the model's own Dockerfile (its environment, its CMD), tagged ``zoo/<model>-env:<hash>``;
+    3. ``runner/dockerfiles/core.Dockerfile`` on top (``MODEL_IMAGE``, ``MODEL``, ``GIT_COMMIT``), tagged
+       ``image_tag(model, tag)``: the core is copied last, so a code change rebuilds only it.
+
+    A build arg a Dockerfile declares before its FROM without a default, and that is none of
+    these, is an error (the build could only fail)."""
+    model_file = dockerfile_path(model)
+    values = {"BASE_IMAGE": _base_image(base_image)}
+    steps: list[BuildStep] = []
+
+    def args_of(path: Path, chain: tuple[str, ...]) -> dict[str, str]:
+        args: dict[str, str] = {}
+        for name, default in _global_args(path).items():
+            if name in SHARED_IMAGES and name not in values:
+                if name in chain:
+                    raise DockerError(f"shared images build FROM each other in a cycle: {name}")
+                shared, repository = SHARED_IMAGES[name]
+                shared_args = args_of(ROOT / shared, (*chain, name))
+                values[name] = _content_tag(repository, ROOT / shared, shared_args)
+                steps.append(BuildStep(ROOT / shared, values[name], tuple(shared_args.items())))
+            if name in values:
+                args[name] = values[name]
+            elif default is None:
+                raise DockerError(
+                    f"{path.relative_to(ROOT).as_posix()}: build arg {name} has no default "
+                    f"and is none of the shared images ({', '.join(SHARED_IMAGES)})")
+        return args
+
+    model_args = args_of(model_file, ())
+    env_tag = _content_tag(f"zoo/{model.lower()}-env", model_file, model_args)
+    steps.append(BuildStep(model_file, env_tag, tuple(model_args.items())))
+    core_args = (("MODEL_IMAGE", env_tag), ("MODEL", model),
+                 ("GIT_COMMIT", git_commit or current_git_commit() or ""))
+    steps.append(BuildStep(ROOT / CORE_DOCKERFILE, image_tag(model, tag), core_args))
+    return steps
+
+
 def plan_build(model: str, tag: str | None = None, git_commit: str | None = None,
-               base_image: str | None = None) -> list[str]:
-    """argv of ``docker build`` for ``model`` (context = repo root, absolute paths).
+               base_image: str | None = None) -> list[list[str]]:
+    """The ``docker build`` commands of ``model``'s image, in order (``prepare_build``; context
+    = repo root, absolute paths).
 
     ``git_commit`` defaults to the checked-out commit; it becomes ``ZOO_GIT_COMMIT`` in the
     image (a container has no .git). Unknown, it is passed empty (recorded as null).
-    ``base_image`` (e.g. ``python:3.11-slim-bookworm@sha256:...``) overrides the Dockerfile's
-    pinned ``BASE_IMAGE``.
+    ``base_image`` (e.g. ``python:3.11-slim-bookworm@sha256:...``) replaces the pinned python
+    base (``BASE_IMAGE`` of runner/dockerfiles/base.Dockerfile, and of the mmcv build stage).
     """
-    dockerfile = dockerfile_path(model)
-    argv = ["docker", "build", "-f", str(dockerfile), "-t", image_tag(model, tag)]
-    for key, value in _build_args(git_commit, base_image).items():
-        argv += ["--build-arg", f"{key}={value}"]
-    return argv + [str(ROOT)]
+    return [step.argv() for step in prepare_build(model, tag, git_commit, base_image)]
 
 
 @dataclass(frozen=True)
@@ -676,27 +823,32 @@ def build(
     base_image: str | None = None,
     log: Callable[[str], None] = print_line,
 ) -> str:
-    """Build ``model``'s image with the Docker SDK (what ``plan_build`` prints, the same build
-    args); return its id.
+    """Build ``model``'s image with the Docker SDK: the builds ``plan_build`` prints, in order
+    (the shared images first, then the model's Dockerfile, then the core on top); return the
+    final image's id.
 
-    The build log is streamed line by line to ``log`` while the build runs (through the
-    SDK's low-level ``api.build``: ``client.images.build`` only returns the log at the end).
-    The context honours ``.dockerignore``.
+    Each build's log is streamed line by line to ``log`` while it runs (through the SDK's
+    low-level ``api.build``: ``client.images.build`` only returns the log at the end), after a
+    line naming the build. The context honours ``.dockerignore``.
     """
-    dockerfile = dockerfile_path(model)
-    tag = image_tag(model, tag)
-    buildargs = _build_args(git_commit, base_image)
+    steps = prepare_build(model, tag, git_commit, base_image)
     client = _connect()
+    for step in steps:
+        dockerfile = step.dockerfile.relative_to(ROOT).as_posix()
+        log(f"==> {step.tag} ({dockerfile})")
+        try:
+            chunks = client.api.build(
+                path=str(ROOT), dockerfile=dockerfile, tag=step.tag,
+                buildargs=dict(step.buildargs), rm=True, forcerm=True, decode=True)
+            _build_log(chunks, step.tag, log)
+        except DockerError:
+            raise
+        except Exception as exc:
+            raise _sdk_error(f"docker build of {step.tag}", exc) from exc
     try:
-        chunks = client.api.build(
-            path=str(ROOT), dockerfile=dockerfile.relative_to(ROOT).as_posix(), tag=tag,
-            buildargs=buildargs, rm=True, forcerm=True, decode=True)
-        _build_log(chunks, tag, log)
-        return client.images.get(tag).id
-    except DockerError:
-        raise
+        return client.images.get(steps[-1].tag).id
     except Exception as exc:
-        raise _sdk_error(f"docker build of {tag}", exc) from exc
+        raise _sdk_error(f"docker build of {steps[-1].tag}", exc) from exc
 
 
 def run(model: str, *, log: Callable[[str], None] = print_line, **run_options: Any) -> int:

