@@ -40,7 +40,9 @@ class ModelAdapter(ABC):
 
     @property
     def variant(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in self.options.items())
+        """The options that change numerics (the run-only ones, such as output files, left out):
+        with the model, runtime, device and precision it keys a run in compare and report."""
+        return ",".join(f"{k}={v}" for k, v in self.export_options().items())
 
     def export_options(self) -> dict:
         """The options that shape the exported graph (part of the export cache key)."""
