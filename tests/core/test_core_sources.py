@@ -162,3 +162,20 @@ def test_subset_keeps_the_given_order_and_refuses_unknown_ids(builtin):
         builtin.subset([IDS[0], "deadbeef"])
     with pytest.raises(ZooError, match="ids not in this source"):
         builtin.shard(0, 2).subset([IDS[-1]])                           # in the source, not in the shard
+
+
+def test_an_ids_file_that_is_another_declared_splits_own_selects_that_split(declared, cache):
+    """As Fast-SCNN's guide_order.txt: --ids-file naming a declared split's file opens that split,
+    complete with its own expected size (the guide's reference is then compared); the split is
+    recorded by name, and re-opening from the record (score) finds the same split."""
+    (declared.dir / "calib_ids.txt").write_text("\n".join(IDS[3:7]) + "\n")
+    data = {**declared.data, "splits": {**declared.data["splits"],
+                                        "calibration": {"ids_file": "calib_ids.txt", "expected_samples": 4}}}
+    m = dataclasses.replace(declared, data=data)
+    src = open_source(m, BUILTIN, declared.dir / "calib_ids.txt", None, cache)
+    assert src.ids == IDS[3:7] and src.expected == 4 and src.complete
+    assert src.provenance()["split"] == "calibration" and src.provenance()["expected_samples"] == 4
+    again = open_source(m, BUILTIN, Path(src.provenance()["ids_file"]), None, cache)
+    assert again.ids == src.ids and again.opened.split == "calibration"
+    # asked for by name, without --ids-file, it is the same split
+    assert open_source(m, BUILTIN, None, None, cache, split="calibration").ids == IDS[3:7]
