@@ -49,6 +49,28 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# The instruction-set extensions that decide what reduced precision a CPU runs fast (Linux flags).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+             "amx_int8")
+
+
+def cpu_isa() -> list[str]:
+    """The ISA_FLAGS this CPU has (from /proc/cpuinfo; empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in ISA_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def cpu_flags_summary() -> str:
+    isa = cpu_isa()
+    return ", ".join(isa) if isa else "no AVX2/AVX-512/AMX flags found"
+
+
 def in_container() -> bool:
     return os.environ.get("ZOO_IN_CONTAINER") == "1" or Path("/.dockerenv").exists()
 
@@ -62,4 +84,4 @@ def environment(argv: list[str]) -> dict:
 
 def cpu_device(threads: int) -> dict:
     return {"type": "cpu", "name": cpu_name(), "count": 1, "cores": os.cpu_count() or 1,
-            "details": {"threads_used": threads, "machine": platform.machine()}}
+            "details": {"threads_used": threads, "machine": platform.machine(), "isa": cpu_isa()}}

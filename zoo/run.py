@@ -69,7 +69,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     try:
         _log(f"[5/7] verify {cfg.runtime} against PyTorch on {vbs} real samples")
         inp, outp = manifest.input["name"], manifest.output["name"]
-        verified = verify_runtime(rt, reference, batch, adapter, metas, manifest, inp, outp)
+        verified = verify_runtime(rt, reference, batch, adapter, metas, manifest, inp, outp, cfg.precision)
         _log(f"      max_rel_diff={verified['max_rel_diff']:.2e}, decision flips {verified['decision_flips']}, "
              f"passed={verified['passed']}")
         run_id = None

@@ -87,3 +87,12 @@ def test_adapter_options_are_read_only(tmp_path):
     with pytest.raises(TypeError):
         adapter.options["width"] = 5
     assert json.dumps(dict(adapter.options)) == '{"width": 4}'
+
+
+def test_a_precision_without_a_declared_tolerance_is_refused(tmp_path):
+    """tinyseg declares a verify tolerance for fp32 only: bf16 on a runtime that runs it is still
+    refused, before any work (a verify without a tolerance would prove nothing)."""
+    out = tmp_path / "out"
+    assert_clean_failure(zoo("run", "--model", "tinyseg", "--runtime", "torch", "--precision", "bf16", "--out", str(out),
+                             tmp_path=tmp_path),
+                         out, "--precision bf16: tinyseg declares no verify tolerance for it")

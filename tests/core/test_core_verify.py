@@ -162,7 +162,7 @@ def test_compare_shape_mismatch():
 
 def test_tolerance_by_precision():
     assert tolerance(UNETPP, "fp32") == UNETPP.verify["tolerance"]["fp32"]
-    with pytest.raises(ZooError, match=r"unetpp: no verify tolerance declared for precision 'int8' \(declared: fp32\)"):
+    with pytest.raises(ZooError, match=r"unetpp: no verify tolerance declared for precision 'int8' \(declared: bf16, fp32\)"):
         tolerance(UNETPP, "int8")
 
 

@@ -55,8 +55,8 @@ class AscendRuntime(Runtime):
     name = "ascend"
     device_type = "npu"
 
-    def __init__(self, threads: int | None = None):
-        super().__init__(threads)
+    def __init__(self, threads: int | None = None, precision: str = "fp32"):
+        super().__init__(threads, precision)
         self.device_id = int(os.environ.get("ZOO_ASCEND_DEVICE", "0"))
         self.soc = os.environ.get("ZOO_ASCEND_SOC") or None
         self.sessions: dict[int, object] = {}

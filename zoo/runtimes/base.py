@@ -46,9 +46,25 @@ class Runtime(ABC):
     # it); False for a runtime that runs the PyTorch module itself.
     runs_onnx_graph: ClassVar[bool] = True
 
-    def __init__(self, threads: int | None = None):
+    # The precisions this runtime can run (--precision); another is a one-line error before any
+    # work, never a silent fallback.
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+
+    def __init__(self, threads: int | None = None, precision: str = "fp32"):
         self.threads = threads or default_threads()
+        self.precision = precision
         self.compiled: Compiled | None = None
+
+    @classmethod
+    def precision_problem(cls, precision: str) -> str | None:
+        """None when this runtime runs `precision`, else why not (one line)."""
+        if precision in cls.precisions:
+            return None
+        return f"runtime {cls.name} does not run {precision} (it runs: {', '.join(cls.precisions)})"
+
+    def executed_precision(self) -> str:
+        """The precision the compiled model actually executes (read back where the runtime says)."""
+        return self.precision
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

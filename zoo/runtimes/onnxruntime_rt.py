@@ -141,8 +141,8 @@ class _OnnxRuntimeGpu(OnnxRuntime):
     ort_device = "cuda"
     required_provider = ""
 
-    def __init__(self, threads: int | None = None):
-        super().__init__(threads)
+    def __init__(self, threads: int | None = None, precision: str = "fp32"):
+        super().__init__(threads, precision)
         import os
         self.device_id = int(os.environ.get("ZOO_CUDA_DEVICE", "0"))
         self.last_timing: dict | None = None

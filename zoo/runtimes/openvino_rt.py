@@ -6,9 +6,13 @@ that decide its speed made explicit and recorded:
 - PERFORMANCE_HINT = LATENCY and NUM_STREAMS = 1 by default: one request at a time, all threads
   on it -- the way the zoo times every runtime (THROUGHPUT would split the cores into streams that
   only pay off with several requests in flight);
-- INFERENCE_PRECISION_HINT = f32: on CPUs with AMX/AVX512-BF16 the CPU plugin would otherwise run
-  bf16 by default, which is another precision, not a faster fp32.
-Override with ZOO_OPENVINO_HINT (LATENCY/THROUGHPUT), ZOO_OPENVINO_STREAMS, ZOO_OPENVINO_PRECISION."""
+- INFERENCE_PRECISION_HINT from --precision (fp32 -> f32, bf16, fp16 -> f16), always explicit: on
+  CPUs with AMX/AVX512-BF16 the CPU plugin would otherwise run bf16 by default, which is another
+  precision, not a faster fp32. The precision each compiled model executes is read back from it
+  (its INFERENCE_PRECISION_HINT property) and must be the one asked for: a CPU without bf16
+  support executes f32 instead, and the run stops with a one-line error rather than recording an
+  fp32 speed as bf16 (or a bf16 one as fp32).
+Override with ZOO_OPENVINO_HINT (LATENCY/THROUGHPUT), ZOO_OPENVINO_STREAMS."""
 from __future__ import annotations
 
 import os
@@ -17,22 +21,29 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.envinfo import cpu_flags_summary
 from zoo.errors import ZooError, one_line
 from zoo.profile import OPENVINO_TO_ONNX
 from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
 
 
+# --precision -> the CPU plugin's element type, and back
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
 class OpenVinoRuntime(Runtime):
     name = "openvino"
+    precisions = tuple(OV_PRECISION)
 
-    def __init__(self, threads: int | None = None):
-        super().__init__(threads)
+    def __init__(self, threads: int | None = None, precision: str = "fp32"):
+        super().__init__(threads, precision)
         self.config = {
             "INFERENCE_NUM_THREADS": self.threads,
             "PERFORMANCE_HINT": os.environ.get("ZOO_OPENVINO_HINT", "LATENCY"),
             "NUM_STREAMS": int(os.environ.get("ZOO_OPENVINO_STREAMS", "1")),
-            "INFERENCE_PRECISION_HINT": os.environ.get("ZOO_OPENVINO_PRECISION", "f32"),
+            "INFERENCE_PRECISION_HINT": OV_PRECISION[self.precision],
         }
+        self.executed: dict[int, str] = {}  # batch size -> the element type its compiled model runs
         self.requests: dict[int, object] = {}
         self.compile_seconds: dict[int, float] = {}
 
@@ -74,6 +85,7 @@ class OpenVinoRuntime(Runtime):
             t0 = time.perf_counter()
             compiled = self._compile(shape, self.config)
             self.compile_seconds[bs] = round(time.perf_counter() - t0, 3)
+            self.executed[bs] = self._check_precision(compiled, shape)
             self.compiled.seconds += self.compile_seconds[bs]
             self.requests[bs] = (compiled, compiled.create_infer_request())
         return self.requests[bs]
@@ -86,6 +98,21 @@ class OpenVinoRuntime(Runtime):
             return self.core.compile_model(model, "CPU", config)
         except Exception as exc:
             raise ZooError(f"OpenVINO cannot compile the model for {list(shape)} ({one_line(exc)[:300]})") from None
+
+    def _check_precision(self, compiled, shape) -> str:
+        """The element type the compiled model executes, which must be the one asked for."""
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # an openvino.Type
+        got = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+        want = OV_PRECISION[self.precision]
+        if got != want:
+            raise ZooError(f"openvino: asked for {self.precision} ({want}) but the CPU plugin compiled the "
+                           f"{list(shape)} model to run {got} (this CPU: {cpu_flags_summary()}); no result written")
+        return got
+
+    def executed_precision(self) -> str:
+        inverse = {v: k for k, v in OV_PRECISION.items()}
+        kinds = {inverse.get(v, v) for v in self.executed.values()}
+        return kinds.pop() if len(kinds) == 1 else self.precision
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = feeds[self.inputs[0]]
@@ -118,4 +145,5 @@ class OpenVinoRuntime(Runtime):
         return out
 
     def settings(self) -> dict:
-        return {**super().settings(), "device": "CPU", **{k.lower(): v for k, v in self.config.items()}}
+        return {**super().settings(), "device": "CPU", **{k.lower(): v for k, v in self.config.items()},
+                "executed_precision_per_batch": {str(k): v for k, v in self.executed.items()}}

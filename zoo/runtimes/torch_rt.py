@@ -12,6 +12,9 @@ from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
 class TorchRuntime(Runtime):
     name = "torch"
     runs_onnx_graph = False  # eager PyTorch: the module, not the exported graph
+    # bf16: CPU autocast (matmuls and convolutions in bfloat16, the rest fp32): the reference for
+    # bf16 numerics; outputs returned as float32
+    precisions = ("fp32", "bf16")
 
     @classmethod
     def unavailable_reason(cls):
@@ -31,7 +34,8 @@ class TorchRuntime(Runtime):
             raise ZooError("torch: no PyTorch module to run")
         self.module = artifacts.torch_module.eval()
         self.inputs, self.outputs = artifacts.input_names, artifacts.output_names
-        self.compiled = Compiled(None, False, 0.0, {"mode": "eager", "grad": "inference_mode"})
+        self.compiled = Compiled(None, False, 0.0, {"mode": "eager", "grad": "inference_mode",
+                                                    "autocast": "cpu bfloat16" if self.precision == "bf16" else None})
         return self.compiled
 
     def load(self) -> None:
@@ -40,7 +44,7 @@ class TorchRuntime(Runtime):
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             out = self.module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.inputs])
         outs = out if isinstance(out, (list, tuple)) else [out]
-        return {n: o.numpy() for n, o in zip(self.outputs, outs)}
+        return {n: (o.float() if o.is_floating_point() else o).numpy() for n, o in zip(self.outputs, outs)}

@@ -147,6 +147,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("runtime", ("--runtime", "--backend"), default="onnxruntime", commands=("run",),
            help="onnxruntime (default), openvino, torch, onnxruntime-cuda, onnxruntime-trt, ascend "
                 "(--backend: the old name of this option)"),
+    Option("precision", ("--precision",), default="fp32", choices=("fp32", "bf16", "fp16", "int8"),
+           help="the precision the runtime runs (fp32 default; bf16: OpenVINO, PyTorch autocast): one "
+                "the runtime cannot run is an error, never a fallback; the executed one is read back and recorded"),
     Option("weights", ("--weights",), task="own",
            help="checkpoint: a manifest checkpoint name, a file, or an http(s) URL (default: the manifest's)"),
     Option("sha256", ("--sha256",), help="expected sha256 of --weights (verified; required with a URL unless --md5)"),
@@ -304,6 +307,12 @@ def check_config(cfg: RunConfig):
         raise ZooError(f"batch sizes must be positive, got {cfg.batch_sizes}")
     manifest = load_manifest(cfg.model)
     runtime_cls = get_runtime(cfg.runtime)
+    problem = runtime_cls.precision_problem(cfg.precision)
+    if problem:
+        raise ZooError(f"--precision {cfg.precision}: {problem}")
+    if cfg.precision not in manifest.verify["tolerance"]:
+        raise ZooError(f"--precision {cfg.precision}: {manifest.name} declares no verify tolerance for it "
+                       f"(models/{manifest.name}/model.yaml verify.tolerance: {', '.join(manifest.verify['tolerance'])})")
     adapter = manifest.adapter(**cfg.options)  # the options, against the manifest's declaration
     plan(cfg.weights, manifest, cfg.sha256, cfg.md5)  # checksum values and where the file comes from; reads nothing
     if cfg.ids_file is not None and not Path(cfg.ids_file).is_file():

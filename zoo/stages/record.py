@@ -55,7 +55,7 @@ def build(cfg, manifest, adapter, rt, peak, weights, source, export: dict, verif
         "runtime": {"name": rt.name, "version": rt.version(),
                     "settings": {**rt.settings(), "cache": str(cache), "pipeline_workers": cfg.workers,
                                  "postprocess_workers": cfg.post_workers}},
-        "device": device(rt, peak), "precision": "fp32",
+        "device": device(rt, peak), "precision": rt.executed_precision(),
         "environment": environment(argv),
         "provenance": {"weights": weights.record(), "dataset": source.provenance()},
         "export": export,
