@@ -229,15 +229,16 @@ def run(c, model=None, weights=None, data=None, out=str(RESULTS), docker_=False,
 
 
 @_zoo_task("bench", help={"runtimes": "comma-separated runtimes (default torch,onnxruntime)",
-                          "backends": "the old name of --runtimes", "out": "results folder (default: results/bench)"})
+                          "backends": "the old name of --runtimes", "out": "results folder (default: results/bench)",
+                          "precisions": "comma-separated precisions side by side, e.g. fp32,bf16 (default: --precision)"})
 def bench(c, model=None, weights=None, data=None, out=str(RESULTS / "bench"), runtimes=None, backends=None,
-          **options):
-    """PyTorch eager vs the compiled runtimes (e.g. --runtimes torch,onnxruntime,openvino): throughput per
-    batch size and the ratios."""
+          precisions=None, **options):
+    """PyTorch eager vs the compiled runtimes (e.g. --runtimes torch,onnxruntime,openvino), and precisions
+    (e.g. --precisions fp32,bf16) side by side: throughput per batch size and the ratios."""
     model = _need(model)
     names = _one_name(runtimes, backends, "--runtimes", "--backends") or "torch,onnxruntime"
     argv = ["-m", "zoo", "bench", "--model", model, "--runtimes", names, "--out", str(Path(out).resolve()),
-            *_zoo_args(options, "bench")]
+            *(["--precisions", precisions] if precisions else []), *_zoo_args(options, "bench")]
     argv += _paths(weights, data)
     proc = _in_env(model, argv)
     print(proc.stdout, end="")

@@ -35,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     b.add_argument("--runtimes", "--backends", dest="runtimes", default="torch,onnxruntime",
                    help="comma-separated runtimes, side by side (--backends: the old name)")
+    b.add_argument("--precisions", help="comma-separated precisions, side by side on every runtime that runs "
+                                        "them (default: --precision)")
     pr = sub.add_parser("prep", help="write the preprocessed inputs as <id>.bin (float32 CHW), as the guides' "
                         "preprocessing scripts do, for tools that read .bin files (ais_bench, benchmark)")
     config.add_arguments(pr, "prep")
@@ -48,9 +50,39 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def bench_configs(args) -> list:
+    """One run per runtime x precision, in that order; a precision a runtime does not run is left
+    out with a line saying so (a precision no runtime runs is an error)."""
+    from zoo.runtimes import get_runtime
+    from zoo.stages.config import from_namespace
+    runtimes = [b.strip() for b in args.runtimes.split(",") if b.strip()]
+    precisions = [p.strip() for p in (args.precisions or args.precision).split(",") if p.strip()]
+    if not runtimes:
+        raise ZooError(f"--runtimes names no runtime, got {args.runtimes!r}")
+    configs = []
+    for precision in precisions:
+        ran = False
+        for name in runtimes:
+            problem = get_runtime(name).precision_problem(precision)
+            if problem:
+                print(f"bench: left out: {problem}", file=sys.stderr)
+                continue
+            configs.append(from_namespace(args, runtime=name, precision=precision))
+            ran = True
+        if not ran:
+            raise ZooError(f"--precisions {precision}: none of the runtimes {', '.join(runtimes)} runs it")
+    return configs
+
+
+def _bench_label(rec: dict, several_precisions: bool) -> str:
+    return f"{rec['runtime']['name']}:{rec['precision']}" if several_precisions else rec["runtime"]["name"]
+
+
 def bench_table(records: list[dict]) -> str:
-    """Infer-only and pipeline throughput per batch size for each runtime, and ratios vs the first."""
-    by = {r["runtime"]["name"]: {(p["batch_size"], p["scope"]): p for p in r["perf"]} for r in records}
+    """Infer-only and pipeline throughput per batch size for each runtime (and precision, when
+    several ran), and ratios vs the first."""
+    several = len({r["precision"] for r in records}) > 1
+    by = {_bench_label(r, several): {(p["batch_size"], p["scope"]): p for p in r["perf"]} for r in records}
     names = list(by)
     base = names[0]
     sizes = sorted({bs for d in by.values() for bs, _ in d})
@@ -78,7 +110,7 @@ def bench_table(records: list[dict]) -> str:
         peak = rec["device"].get("fp32_peak", {}).get("gflops")
         cost = f", {best['gflops']:.0f} GFLOP/s" if best.get("gflops") else ""
         frac = f" = {best['peak_fraction']:.0%} of the {peak:.0f} GFLOP/s fp32 GEMM peak" if best.get("peak_fraction") else ""
-        out.append(f"best {rec['runtime']['name']}: bs{best['batch_size']} {best['throughput']:.2f}/s{cost}{frac}")
+        out.append(f"best {_bench_label(rec, several)}: bs{best['batch_size']} {best['throughput']:.2f}/s{cost}{frac}")
     return "\n".join(out)
 
 
@@ -144,9 +176,7 @@ def _dispatch(args, argv: list[str]) -> int:
         print(path)
         return 0
     import json
-    configs = [from_namespace(args, runtime=b.strip()) for b in args.runtimes.split(",") if b.strip()]
-    if not configs:
-        raise ZooError(f"--runtimes names no runtime, got {args.runtimes!r}")
+    configs = bench_configs(args)
     for cfg in configs:  # every runtime's settings checked before the first one runs
         check_config(cfg)
     paths = [run(cfg, argv) for cfg in configs]

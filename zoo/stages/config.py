@@ -241,8 +241,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def from_namespace(args: argparse.Namespace, **fixed) -> RunConfig:
-    """The RunConfig of parsed `python -m zoo run|bench` arguments (`fixed`: bench's runtime)."""
-    return RunConfig(**{o.field: getattr(args, o.field) for o in OPTIONS if hasattr(args, o.field)}, **fixed)
+    """The RunConfig of parsed `python -m zoo run|bench` arguments (`fixed` wins: bench's runtime
+    and precision of each side-by-side run)."""
+    return RunConfig(**{**{o.field: getattr(args, o.field) for o in OPTIONS if hasattr(args, o.field)}, **fixed})
 
 
 def to_argv(values, command: str = "run") -> list[str]:

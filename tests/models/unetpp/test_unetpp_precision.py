@@ -93,3 +93,24 @@ def test_torch_bf16_is_autocast(tmp_path):
     assert rec["precision"] == "bf16" and rec["runtime"]["settings"]["autocast"] == "cpu bfloat16"
     assert rec["verify"]["max_rel_diff"] > 1e-4 and rec["verify"]["precision"] == "bf16"
     assert json.dumps(rec)  # a valid, strict record (validated when written)
+
+
+def test_bench_puts_precisions_side_by_side(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ZOO_CACHE": str(tmp_path / "cache")}
+    common = ["--model", "unetpp", "--batch-sizes", "2", "--no-peak", "--iters", "2", "--warmup", "1",
+              "--time-budget", "1", "--limit", "4"]
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "zoo", "bench", *common, "--runtimes", "onnxruntime,torch",
+                           "--precisions", "fp32,bf16", "--out", str(out)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "bench: left out: runtime onnxruntime does not run bf16" in proc.stderr
+    recs = [json.loads(Path(p).read_text()) for p in proc.stdout.split() if p.endswith(".json")]
+    assert [(r["runtime"]["name"], r["precision"]) for r in recs] == [("onnxruntime", "fp32"), ("torch", "fp32"),
+                                                                       ("torch", "bf16")]
+    head = proc.stdout.splitlines()[0]
+    assert "torch:bf16 infer/s" in head and "torch:bf16/onnxruntime:fp32" in head
+    none = subprocess.run([sys.executable, "-m", "zoo", "bench", *common, "--runtimes", "onnxruntime",
+                           "--precisions", "bf16", "--out", str(tmp_path / "none")],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    assert_clean_failure(none, tmp_path / "none", "--precisions bf16: none of the runtimes onnxruntime runs it")
