@@ -129,3 +129,26 @@ def test_bn_weight_clamp_reaches_every_runtime_that_runs_the_graph(run_zoo, chec
     assert ov["export"]["edit"]["name"] == ort["export"]["edit"]["name"] == "bnclamp0.01"
     assert ov["export"]["edit"]["onnx_sha256"] == ort["export"]["edit"]["onnx_sha256"]
     assert ov["accuracy"][0]["value"] == pytest.approx(ort["accuracy"][0]["value"], abs=1e-3)
+
+
+def test_saved_predictions_rescore_to_the_recorded_figures(run_zoo, checkpoint, train_ids_tree, tmp_path):
+    """--save-predictions keeps each image's 512x1024 label map (uint8 PNG); `python -m zoo score`
+    reads the labels again from the tree and the maps from the files: the same figures, no
+    inference; a changed map is a different figure (exit 1)."""
+    import cv2
+    from pathlib import Path
+    proc = run_zoo("run", "--model", "erfnet", "--weights", checkpoint, "--data", train_ids_tree, "--save-predictions",
+                   "--batch-sizes", "1", *COMMON, "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    rec = last_result(proc)
+    assert rec["predictions"]["maps"] == ["labels"] and rec["predictions"]["num_samples"] == 3
+    assert rec["verify"]["passed"] and rec["verify"]["decisions"]["labels"]["decisions"] == 512 * 1024
+    maps = sorted((path.parent / rec["predictions"]["path"] / "labels").glob("*.png"))
+    assert len(maps) == 3 and cv2.imread(str(maps[0]), cv2.IMREAD_UNCHANGED).shape == (512, 1024)
+    score = run_zoo("score", path)
+    assert score.returncode == 0 and "every figure equals the record's" in score.stdout, score.stderr[-2000:]
+    m = cv2.imread(str(maps[0]), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(maps[0]), (m + 1) % 20)  # every pixel of one image another class
+    bad = run_zoo("score", path)
+    assert bad.returncode == 1 and "DIFFERS guide.miou" in bad.stderr, bad.stderr[-2000:]

@@ -102,3 +102,19 @@ def test_builtin_demo_torch_backend_guide_opset(run_zoo, checkpoint, tmp_path):
     acc = {a["name"]: a for a in rec["accuracy"]}
     assert acc["guide"]["value"] == pytest.approx(acc["upstream"]["value"])   # one image: running = final
     assert all(a["passed"] is None for a in acc.values())
+
+
+def test_saved_predictions_rescore_to_the_recorded_figures(run_zoo, checkpoint, tmp_path):
+    """Both maps SegmenTron's metric needs are kept (the argmax and the argmax of the truncated
+    logits, for its pixAcc); `python -m zoo score` gives every recorded figure of both protocols
+    again, running averages included."""
+    from pathlib import Path
+    proc = run_zoo("run", "--model", "fastscnn", "--weights", checkpoint, "--save-predictions",
+                   "--batch-sizes", "1", "--iters", "1", "--warmup", "0", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = last_json(proc)
+    assert rec["predictions"]["maps"] == ["labels", "labels_trunc"] and rec["verify"]["passed"]
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    score = run_zoo("score", path)
+    assert score.returncode == 0 and "every figure equals the record's" in score.stdout, score.stderr[-2000:]
+    assert "running_avg_miou=" in score.stdout
