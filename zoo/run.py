@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from zoo.errors import ZooError
 from zoo.manifest import load_manifest
 from zoo.paths import cache_dir
 from zoo.pipeline import check_finite
-from zoo.stages import record
+from zoo.stages import log, record
 from zoo.stages.compile import compile_runtime
 from zoo.stages.config import RunConfig, check_config, sweep_sizes
 from zoo.stages.export import check_edit_allowed, export_model, torch_outputs
@@ -30,10 +29,6 @@ from zoo.stages.verify import verify_runtime
 from zoo.stages.weights import load_model
 
 __all__ = ["RunConfig", "check_config", "run", "write_bins"]
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
@@ -46,10 +41,10 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     cache = cache_dir()
     check_edit_allowed(adapter, runtime_cls, cfg, manifest)
 
-    _log(f"[1/7] weights ({cfg.weights or manifest.weights.get('default')})")
+    log(f"[1/7] weights ({cfg.weights or manifest.weights.get('default')})")
     weights, module = load_model(cfg, manifest, adapter)
 
-    _log("[2/7] dataset")
+    log("[2/7] dataset")
     source = open_source(manifest, cfg.data, cfg.ids_file, cfg.limit, cache)
     adapter.check_source(source)
     vbs = manifest.verify["batch_size"]
@@ -60,17 +55,17 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     reference = torch_outputs(module, batch)
     check_finite(reference, f"{weights.path}: the PyTorch model's outputs on the first batch", cycled(head_ids, vbs))
 
-    _log("[3/7] export ONNX")
+    log("[3/7] export ONNX")
     export = export_model(cfg, manifest, adapter, module, weights, batch, metas, reference, cache)
 
-    _log(f"[4/7] compile for {cfg.runtime}")
+    log(f"[4/7] compile for {cfg.runtime}")
     rt = compile_runtime(cfg, runtime_cls, manifest, export, module, cache)
     writer = None
     try:
-        _log(f"[5/7] verify {cfg.runtime} against PyTorch on {vbs} real samples")
+        log(f"[5/7] verify {cfg.runtime} against PyTorch on {vbs} real samples")
         inp, outp = manifest.input["name"], manifest.output["name"]
         verified = verify_runtime(rt, reference, batch, adapter, metas, manifest, inp, outp, cfg.precision)
-        _log(f"      max_rel_diff={verified['max_rel_diff']:.2e}, decision flips {verified['decision_flips']}, "
+        log(f"      max_rel_diff={verified['max_rel_diff']:.2e}, decision flips {verified['decision_flips']}, "
              f"passed={verified['passed']}")
         run_id = None
         out_dir = Path(cfg.out) / manifest.name
@@ -79,10 +74,10 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
             run_id, folder = record.reserve_predictions(out_dir, f"{manifest.name}-{cfg.runtime}-{record.stamp(t_start)}")
             writer = PredictionWriter(folder)
 
-        _log(f"[6/7] inference, batch sizes {batch_sizes}, {len(source)} samples")
+        log(f"[6/7] inference, batch sizes {batch_sizes}, {len(source)} samples")
         perf, metrics_by_bs, peak = sweep(cfg, rt, manifest, adapter, source, head, batch_sizes, export, writer)
 
-        _log("[7/7] score and record")
+        log("[7/7] score and record")
         kept = None
         if writer is not None:
             kept = writer.close()

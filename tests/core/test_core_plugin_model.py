@@ -95,4 +95,4 @@ def test_a_precision_without_a_declared_tolerance_is_refused(tmp_path):
     out = tmp_path / "out"
     assert_clean_failure(zoo("run", "--model", "tinyseg", "--runtime", "torch", "--precision", "bf16", "--out", str(out),
                              tmp_path=tmp_path),
-                         out, "--precision bf16: tinyseg declares no verify tolerance for it")
+                         out, "--precision bf16: tinyseg: no verify tolerance declared for precision 'bf16' (declared: fp32)")

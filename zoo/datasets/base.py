@@ -42,6 +42,10 @@ class Opened:
     expected: int | None            # the full split's size (None: not the manifest's full split)
     name: str | None = None         # the dataset's own name of the split (val, val2017, ...)
 
+    def limited(self, ids: list) -> list:
+        """The first `limit` of `ids` (all without a limit): cut before any file of theirs is checked."""
+        return ids[:self.limit] if self.limit is not None else ids
+
 
 class Source(ABC):
     """A dataset split in a fixed id order. `read` raises ZooError for a missing or unreadable

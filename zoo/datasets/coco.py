@@ -196,8 +196,7 @@ class CocoDetection(Source):
             image_ids = [i for _, i in lines]
         else:
             image_ids = coco.getImgIds()  # the annotation file's order
-        if opened.limit is not None:
-            image_ids = image_ids[:opened.limit]
+        image_ids = opened.limited(image_ids)
         source = cls(opened, [str(int(i)) for i in image_ids], coco, ann_file, opened.root / name)
         for i in image_ids:
             p = source.image_path(int(i))

@@ -79,9 +79,7 @@ class DSB2018(Source):
                            f"{opened.root / 'stage1_train'}/<id>/images/<id>.png)")
         if opened.ids_file is None:
             raise ZooError(f"{opened.root}: DSB2018 has no split files of its own: give --ids-file")
-        ids = read_ids(opened.ids_file)
-        if opened.limit is not None:
-            ids = ids[:opened.limit]
+        ids = opened.limited(read_ids(opened.ids_file))
         return cls(opened, ids, int(settings["img_size"]), cache)
 
     def _fingerprint(self) -> str:

@@ -74,9 +74,7 @@ class VOCSegmentation(Source):
                 raise ZooError(f"{shown(root)}: the split has no name, so no ImageSets/Segmentation file to read "
                                f"(declare one, or give an ids file)")
             listing = voc / "ImageSets" / "Segmentation" / f"{split_spec['name']}.txt"
-        ids = read_ids(listing)  # plain names (no separators, NUL or absolute path), UTF-8
-        if opened.limit is not None:
-            ids = ids[:opened.limit]
+        ids = opened.limited(read_ids(listing))  # plain names (no separators, NUL or absolute path), UTF-8
         source = cls(opened, ids, voc, listing)
         for sid in ids:  # fail before any work when a listed file is missing
             for p in (source.image_path(sid), source.label_path(sid)):

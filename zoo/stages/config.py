@@ -278,9 +278,7 @@ def from_json(text: str) -> RunConfig:
 def sweep_sizes(cfg: RunConfig, manifest, adapter) -> list[int]:
     """The batch sizes to run: --batch-sizes, or the manifest's sweep cut to what the model's
     variant can stack."""
-    batch_sizes = cfg.batch_sizes or manifest.benchmark["batch_sizes"]
-    if any(b < 1 for b in batch_sizes):
-        raise ZooError(f"batch sizes must be positive, got {batch_sizes}")
+    batch_sizes = cfg.batch_sizes or manifest.benchmark["batch_sizes"]  # both positive: check_config, the schema
     limit_bs = adapter.max_batch_size()
     if limit_bs is not None and not cfg.batch_sizes:  # the manifest's sweep, cut to what is possible
         batch_sizes = [b for b in batch_sizes if b <= limit_bs] or [limit_bs]
@@ -311,9 +309,11 @@ def check_config(cfg: RunConfig):
     problem = runtime_cls.precision_problem(cfg.precision)
     if problem:
         raise ZooError(f"--precision {cfg.precision}: {problem}")
-    if cfg.precision not in manifest.verify["tolerance"]:
-        raise ZooError(f"--precision {cfg.precision}: {manifest.name} declares no verify tolerance for it "
-                       f"(models/{manifest.name}/model.yaml verify.tolerance: {', '.join(manifest.verify['tolerance'])})")
+    from zoo.stages.verify import tolerance
+    try:
+        tolerance(manifest, cfg.precision)  # the verify stage's own lookup, before any work
+    except ZooError as exc:
+        raise ZooError(f"--precision {cfg.precision}: {exc}") from None
     adapter = manifest.adapter(**cfg.options)  # the options, against the manifest's declaration
     plan(cfg.weights, manifest, cfg.sha256, cfg.md5)  # checksum values and where the file comes from; reads nothing
     if cfg.ids_file is not None and not Path(cfg.ids_file).is_file():

@@ -5,7 +5,6 @@ options ask for one (a guide's weight patch), with its effect on the outputs; th
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,8 @@ import numpy as np
 from zoo.errors import ZooError, one_line
 from zoo.export import apply_edit, check_onnx, ensure_onnx, export_key, onnx_io
 from zoo.fileutil import file_digest
+from zoo.stages import log
 from zoo.stages.verify import compare, tolerance
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def first_output(out):
@@ -76,7 +72,7 @@ def export_model(cfg, manifest, adapter, module, weights, batch: np.ndarray, met
     export["parity"] = {"reference": f"torch {torch.__version__}", "candidate": f"onnxruntime {ort.__version__}",
                         "batch_size": int(batch.shape[0]),
                         **compare(reference, ort_out(export["path"]), adapter, metas, tol)}
-    _log(f"      parity max_rel_diff={export['parity']['max_rel_diff']:.2e} passed={export['parity']['passed']}")
+    log(f"      parity max_rel_diff={export['parity']['max_rel_diff']:.2e} passed={export['parity']['passed']}")
     edit_key = adapter.export_edit_key()
     if edit_key:
         # A guide's edit of the exported graph (changes numerics): the runtimes use the edited
@@ -89,12 +85,12 @@ def export_model(cfg, manifest, adapter, module, weights, batch: np.ndarray, met
                                               "batch_size": int(batch.shape[0]),
                                               **compare(reference, ort_out(edited), adapter, metas, tol)}}
         export["path"] = str(edited)
-        _log(f"      edit {edit_key}: {info} -> max_rel_diff vs torch {export['edit']['effect_vs_torch']['max_rel_diff']:.2e}")
+        log(f"      edit {edit_key}: {info} -> max_rel_diff vs torch {export['edit']['effect_vs_torch']['max_rel_diff']:.2e}")
     try:  # the model's cost, from the graph the runtimes run
         from zoo.cost import onnx_cost
         export["cost"] = {**onnx_cost(Path(export["path"]), list(batch.shape[1:])), "input_shape": list(batch.shape[1:])}
     except ZooError as exc:
-        _log(f"      cost not counted: {exc}")
+        log(f"      cost not counted: {exc}")
     return export
 
 

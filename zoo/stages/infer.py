@@ -4,17 +4,13 @@ infer_only, optionally a per-operator profile) and the whole streaming pipeline 
 GFLOP/s against this machine's fp32 GEMM peak measured before each batch size."""
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 
 from zoo.errors import ZooError, one_line
 from zoo.pipeline import cpu_ceiling, infer_only, run_pipeline
 from zoo.runtimes.base import default_threads
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+from zoo.stages import log
 
 
 def cycled(samples: list, n: int) -> list:
@@ -42,14 +38,14 @@ def op_profile(rt, feeds, bs: int, calls: int, cost: dict) -> dict:
     try:
         times = rt.op_times(feeds, warmup=1, calls=calls)
     except Exception as exc:  # a profile is extra information: the timed figures stand without it
-        _log(f"      bs{bs}: operator profile FAILED: {one_line(exc)[:200]}")
+        log(f"      bs{bs}: operator profile FAILED: {one_line(exc)[:200]}")
         return {"unavailable": f"profiling failed: {one_line(exc)[:300]}"}
     if times is None:
         return {"unavailable": f"{rt.name}: no per-operator profiler in the zoo for this runtime"}
     prof = summarize_ops(times, calls, bs, cost.get("by_op"), rt.profile_op_names)
     top = ", ".join(f"{r['op_type']} {r['share']:.0%}" + (f" ({r['gflops']:.0f} GFLOP/s)" if "gflops" in r else "")
                     for r in prof["ops"][:4])
-    _log(f"      bs{bs}: operator profile over {calls} calls: {top}")
+    log(f"      bs{bs}: operator profile over {calls} calls: {top}")
     return prof
 
 
@@ -65,7 +61,7 @@ class Peak:
             self.info["measurements"] = [self.info["gflops"]]
             self.info["method"] += "; measured again (best of 10) before each batch size, gflops = the highest"
             self.info["memory"] = copy_bandwidth()
-            _log(f"      fp32 GEMM peak on {threads} threads: {self.info['gflops']:.0f} GFLOP/s; memory copy "
+            log(f"      fp32 GEMM peak on {threads} threads: {self.info['gflops']:.0f} GFLOP/s; memory copy "
                  f"{self.info['memory']['gbytes_per_s']:.1f} GB/s")
 
     def again(self) -> float | None:
@@ -109,7 +105,7 @@ def sweep(cfg, rt, manifest, adapter, source, head: list[np.ndarray], batch_size
             raise
         except Exception as exc:  # a batch size the runtime cannot run (memory, shape)
             perf.append({"batch_size": bs, "scope": "infer_only", "status": "failed", "error": one_line(exc)[:500]})
-            _log(f"      bs{bs}: infer_only FAILED: {one_line(exc)[:200]}")
+            log(f"      bs{bs}: infer_only FAILED: {one_line(exc)[:200]}")
             continue
         if cfg.profile:
             block["op_profile"] = op_profile(rt, {inp: feed}, bs, cfg.profile, cost)
@@ -132,7 +128,7 @@ def sweep(cfg, rt, manifest, adapter, source, head: list[np.ndarray], batch_size
         perf.append(_with_cost(pipe, cost, block_peak, peak))
         metrics_by_bs[bs] = metrics
         ceiling = pipe["cpu"]["ceiling"]
-        _log(f"      bs{bs}: infer {block['throughput']:.1f}/s, pipeline {pipe['throughput']:.1f}/s "
+        log(f"      bs{bs}: infer {block['throughput']:.1f}/s, pipeline {pipe['throughput']:.1f}/s "
              f"({pipe['pipeline_vs_infer']:.0%}" + (f", CPU ceiling {ceiling['vs_infer']:.0%}" if ceiling else "")
              + "), " + ", ".join(f"{m.name} {m.metric}={m.compute()[m.metric]:.4f}" for m in metrics))
     for block in perf:
