@@ -108,9 +108,9 @@ def test_limit_is_applied_before_the_files_are_checked(declared, cache, tmp_path
 
 def test_unknown_split_and_missing_folder(cache, tmp_path):
     with pytest.raises(ZooError) as exc:
-        open_source(M, None, None, None, cache, split="calibration")
+        open_source(M, None, None, None, cache, split="guide_order")
     msg = str(exc.value)
-    assert msg == "unetpp: no 'calibration' split declared in its manifest (declared: evaluation)"
+    assert msg == "unetpp: no 'guide_order' split declared in its manifest (declared: calibration, evaluation)"
     with pytest.raises(ZooError, match=f"{tmp_path / 'nowhere'}: data folder not found"):
         open_source(M, tmp_path / "nowhere", None, None, cache)
     with pytest.raises(ZooError, match="not a DSB2018 folder"):

@@ -66,9 +66,12 @@ def open_source(manifest, data: Path | None, ids_file: Path | None, limit: int |
     if data is None:
         builtin = spec["builtin"]
         root = (manifest.dir / builtin["path"]).resolve()
-        ids = Path(ids_file) if ids_file else (manifest.dir / builtin["ids_file"] if builtin.get("ids_file") else None)
-        opened = Opened(root=root, split="builtin", ids_file=ids, builtin=True, limit=limit, expected=None,
-                        name=split_spec.get("name"))
+        own_key = "ids_file" if split == "evaluation" else f"{split}_ids_file"  # calibration_ids_file
+        if ids_file is None and split != "evaluation" and not builtin.get(own_key):
+            raise ZooError(f"{manifest.name}: its built-in sample has no {split} split (data.builtin.{own_key})")
+        ids = Path(ids_file) if ids_file else (manifest.dir / builtin[own_key] if builtin.get(own_key) else None)
+        opened = Opened(root=root, split="builtin" if split == "evaluation" else f"builtin {split}", ids_file=ids,
+                        builtin=True, limit=limit, expected=None, name=split_spec.get("name"))
     else:
         root = Path(data)
         own = ids_file is None or (declared is not None and Path(ids_file).resolve() == declared.resolve())

@@ -21,6 +21,10 @@ class ModelArtifacts:
     output_names: list[str]
     torch_module: Any = None
     key: str = ""                     # hash identifying weights + options + export settings
+    # int8 (and other calibrated precisions): zoo.quant.calibration.Calibration, and the ONNX node
+    # names to leave in higher precision (--keep-fp32)
+    calibration: Any = None
+    keep_fp32: tuple[str, ...] = ()
 
 
 @dataclass
@@ -54,6 +58,13 @@ class Runtime(ABC):
         self.threads = threads or default_threads()
         self.precision = precision
         self.compiled: Compiled | None = None
+
+    # The precisions whose compilation needs calibration samples (ModelArtifacts.calibration).
+    calibrated_precisions: ClassVar[tuple[str, ...]] = ("int8",)
+
+    @classmethod
+    def needs_calibration(cls, precision: str) -> bool:
+        return precision in cls.calibrated_precisions
 
     @classmethod
     def precision_problem(cls, precision: str) -> str | None:

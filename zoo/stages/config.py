@@ -148,8 +148,20 @@ OPTIONS: tuple[Option, ...] = (
            help="onnxruntime (default), openvino, torch, onnxruntime-cuda, onnxruntime-trt, ascend "
                 "(--backend: the old name of this option)"),
     Option("precision", ("--precision",), default="fp32", choices=("fp32", "bf16", "fp16", "int8"),
-           help="the precision the runtime runs (fp32 default; bf16: OpenVINO, PyTorch autocast): one "
+           help="the precision the runtime runs (fp32 default; bf16: OpenVINO, PyTorch autocast; int8: ONNX Runtime "
+                "QDQ, OpenVINO NNCF, calibrated on the calibration split): one "
                 "the runtime cannot run is an error, never a fallback; the executed one is read back and recorded"),
+    Option("calib_ids", ("--calib-ids",), "path", task="path",
+           help="int8: ids of the calibration samples (default: the manifest's calibration split)"),
+    Option("calib_size", ("--calib-size",), "int", default=32, bounds=((">=", 1),),
+           help="int8: calibration samples, a seeded subset of the calibration split kept in its order (default: 32)"),
+    Option("calib_method", ("--calib-method",), default="minmax", choices=("minmax", "entropy", "percentile"),
+           help="int8: activation-range method of the calibration (ONNX Runtime; default: minmax)"),
+    Option("calib_seed", ("--calib-seed",), "int", default=0, help="int8: seed of the calibration subset (default: 0)"),
+    Option("calib_from_eval", ("--calib-from-eval",), "switch", default=False,
+           help="int8: calibrate on the evaluation split (when no calibration split exists; the record marks it)"),
+    Option("keep_fp32", ("--keep-fp32",), metavar="LAYERS",
+           help="int8: comma-separated ONNX node names left in higher precision (from `invoke diagnose`)"),
     Option("weights", ("--weights",), task="own",
            help="checkpoint: a manifest checkpoint name, a file, or an http(s) URL (default: the manifest's)"),
     Option("sha256", ("--sha256",), help="expected sha256 of --weights (verified; required with a URL unless --md5)"),
