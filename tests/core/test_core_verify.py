@@ -162,8 +162,8 @@ def test_compare_shape_mismatch():
 
 def test_tolerance_by_precision():
     assert tolerance(UNETPP, "fp32") == UNETPP.verify["tolerance"]["fp32"]
-    with pytest.raises(ZooError, match=r"unetpp: no verify tolerance declared for precision 'int8' \(declared: bf16, fp32\)"):
-        tolerance(UNETPP, "int8")
+    with pytest.raises(ZooError, match=r"unetpp: no verify tolerance declared for precision 'fp16' \(declared: bf16, fp32, int8\)"):
+        tolerance(UNETPP, "fp16")
 
 
 def test_verify_runtime_on_a_real_runtime(tiny_model, tiny_onnx, make_batch, tmp_path):

@@ -35,8 +35,8 @@ def evaluate(coco, results: list[dict], image_ids: list[int]) -> dict:
     """COCOeval(iouType='bbox') over image_ids with the 80 categories and maxDets 100/300/1000;
     returns the 12 stats by name (NaN-free: pycocotools' -1 'no data' stays -1)."""
     from pycocotools.cocoeval import COCOeval
-    if not results:
-        return {name: 0.0 for name in STAT_NAMES}
+    if not results:  # no detection at all: every figure 0, no class has an AP
+        return {**{name: 0.0 for name in STAT_NAMES}, "summary": "no detections", "per_class": []}
     with contextlib.redirect_stdout(io.StringIO()) as log:
         dt = coco.loadRes([dict(r) for r in results])  # copies: loadRes adds area/id/segmentation in place
         ev = COCOeval(coco, dt, "bbox")

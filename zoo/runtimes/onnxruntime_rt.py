@@ -1,4 +1,10 @@
-"""ONNX Runtime (CPU execution provider): full graph optimisation, optimised model cached."""
+"""ONNX Runtime (CPU execution provider): full graph optimisation, optimised model cached.
+
+int8 (CPU): the exported graph is first quantized to QDQ with onnxruntime.quantization
+(zoo.quant.ort, calibrated on the run's calibration set), then optimised like fp32: the CPU EP
+fuses DequantizeLinear -> op -> QuantizeLinear into integer kernels (QLinearConv, ...). What the
+saved graph holds is counted, and an int8 run whose graph holds no integer operator is an error,
+never a silent fp32 run."""
 from __future__ import annotations
 
 import hashlib
@@ -17,6 +23,8 @@ from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
     providers = ["CPUExecutionProvider"]
+    precisions = ("fp32", "int8")
+    quantization: dict | None = None  # int8: zoo.quant.ort's info and the optimised graph's op counts
 
     @classmethod
     def unavailable_reason(cls):
@@ -50,7 +58,10 @@ class OnnxRuntime(Runtime):
         import onnxruntime as ort
         if artifacts.onnx_path is None:
             raise ZooError("onnxruntime: no ONNX model to compile")
-        onnx_hash = hashlib.sha256(Path(artifacts.onnx_path).read_bytes()).hexdigest()
+        source = Path(artifacts.onnx_path)
+        if self.precision == "int8":
+            source = self._quantize(artifacts, cache)
+        onnx_hash = hashlib.sha256(source.read_bytes()).hexdigest()
         key = hashlib.sha256("|".join([onnx_hash, ort.__version__, ",".join(self.providers),
                                        cpu_name(), "ORT_ENABLE_ALL"]).encode()).hexdigest()[:20]
         entry = cache / "compiled" / "onnxruntime" / key
@@ -65,16 +76,43 @@ class OnnxRuntime(Runtime):
             so.log_severity_level = 3  # the "hardware specific optimizations" notice: the key includes the CPU
             t0 = time.perf_counter()
             try:
-                ort.InferenceSession(str(artifacts.onnx_path), so, providers=self.providers)
+                ort.InferenceSession(str(source), so, providers=self.providers)
             except Exception as exc:
-                raise ZooError(f"{artifacts.onnx_path}: ONNX Runtime cannot load the model ({one_line(exc)[:300]})") from None
+                raise ZooError(f"{source}: ONNX Runtime cannot load the model ({one_line(exc)[:300]})") from None
             if not (tmp / out.name).is_file():
-                raise ZooError(f"{artifacts.onnx_path}: ONNX Runtime did not save the optimised model")
+                raise ZooError(f"{source}: ONNX Runtime did not save the optimised model")
             seconds = time.perf_counter() - t0
 
         cached = ensure_entry(entry, build)
-        self.compiled = Compiled(out, cached, seconds, {"optimization": "ORT_ENABLE_ALL (saved)"})
+        extra = {"optimization": "ORT_ENABLE_ALL (saved)"}
+        if self.quantization is not None:
+            from zoo.quant.ort import quantized_op_counts
+            self.quantization["optimised_graph_ops"] = quantized_op_counts(out)
+            if not self.quantization["optimised_graph_ops"]["integer_compute"]:
+                raise ZooError(f"{out}: the optimised int8 graph holds no integer operator "
+                               f"({self.quantization['optimised_graph_ops']}): it would run in fp32")
+            extra["quantization"] = self.quantization
+        self.compiled = Compiled(out, cached, seconds, extra)
         return self.compiled
+
+    def _quantize(self, artifacts: ModelArtifacts, cache: Path) -> Path:
+        """The QDQ model of the exported graph (zoo.quant.ort, cached); its info is kept for the record."""
+        from zoo.quant.ort import quantize_qdq
+        if artifacts.calibration is None:
+            raise ZooError(f"{self.name}: int8 needs calibration samples (none were given to compile)")
+        path, info, cached = quantize_qdq(Path(artifacts.onnx_path), artifacts.calibration, cache,
+                                          keep_fp32=artifacts.keep_fp32)
+        self.quantization = {**info, "cached": cached}
+        return path
+
+    def executed_precision(self) -> str:
+        """int8 only when the optimised graph holds integer operators (counted at compile)."""
+        if self.precision != "int8":
+            return self.precision
+        ops = (self.quantization or {}).get("optimised_graph_ops") or {}
+        if not ops.get("integer_compute"):
+            raise ZooError(f"{self.name}: int8 was asked but the compiled graph holds no integer operator")
+        return "int8"
 
     def load(self) -> None:
         # The saved graph is already optimised: loading it with optimisation off avoids redoing it.
@@ -140,6 +178,7 @@ class _OnnxRuntimeGpu(OnnxRuntime):
     device_type = "cuda"
     ort_device = "cuda"
     required_provider = ""
+    precisions = ("fp32",)  # not the CPU class's: each GPU runtime lists its own
 
     def __init__(self, threads: int | None = None, precision: str = "fp32"):
         super().__init__(threads, precision)
@@ -159,16 +198,33 @@ class _OnnxRuntimeGpu(OnnxRuntime):
                     f"and an NVIDIA driver); available: {', '.join(ort.get_available_providers())}")
         return None
 
-    def provider_options(self, cache: Path) -> list[dict]:
+    def provider_options(self, cache: Path, graph_sha: str = "", table: Path | None = None) -> list[dict]:
+        """The providers' options for this precision; graph_sha (the exported graph's sha256) and
+        table (a TensorRT int8 calibration table) key what the provider caches."""
         raise NotImplementedError
 
+    def prepare(self, artifacts: ModelArtifacts, cache: Path) -> tuple[Path, dict]:
+        """The graph the session runs at this precision and what the record keeps about its
+        preparation (a converted graph, a calibration table): the exported graph by default."""
+        return Path(artifacts.onnx_path), {}
+
+    def executed_precision(self) -> str:
+        # What the GPU executes is decided on the device (TensorRT picks each layer's kernels):
+        # only a runtime that can read it back from its graph overrides this.
+        return self.precision
+
     def compile(self, artifacts: ModelArtifacts, cache: Path) -> Compiled:
+        """Prepare the graph (prepare()), then the provider options; the session is built at load."""
+        from zoo.fileutil import file_digest
         if artifacts.onnx_path is None:
             raise ZooError(f"{self.name}: no ONNX model to compile")
         self.inputs, self.outputs = artifacts.input_names, artifacts.output_names
-        self.options = self.provider_options(Path(cache))
-        self.compiled = Compiled(Path(artifacts.onnx_path), False, 0.0,
-                                 {"optimization": "ORT_ENABLE_ALL (at load)", "provider_options": self.options})
+        t0 = time.perf_counter()
+        graph, extra = self.prepare(artifacts, Path(cache))
+        table = Path(extra["calibration_table"]) if "calibration_table" in extra else None
+        self.options = self.provider_options(Path(cache), file_digest(Path(artifacts.onnx_path)), table)
+        self.compiled = Compiled(graph, False, time.perf_counter() - t0,
+                                 {"optimization": "ORT_ENABLE_ALL (at load)", "provider_options": self.options, **extra})
         return self.compiled
 
     def load(self) -> None:
@@ -177,7 +233,7 @@ class _OnnxRuntimeGpu(OnnxRuntime):
             self.session = self._session(self._options(optimize=True))
         except Exception as exc:
             raise ZooError(f"{self.compiled.path}: {self.name} cannot load the model ({one_line(exc)[:300]})") from None
-        self.compiled.seconds = time.perf_counter() - t0
+        self.compiled.seconds += time.perf_counter() - t0  # + the preparation in compile()
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.infer_bound(feeds, self.ort_device, self.device_id)
@@ -223,22 +279,76 @@ class _OnnxRuntimeGpu(OnnxRuntime):
 
 
 class OnnxRuntimeCuda(_OnnxRuntimeGpu):
+    """fp16 runs a float16 copy of the graph (zoo.quant.fp16: float32 inputs and outputs kept),
+    converted once on the host; the CUDA provider runs the graph's types."""
     name = "onnxruntime-cuda"
     required_provider = "CUDAExecutionProvider"
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    precisions = ("fp32", "fp16")
 
-    def provider_options(self, cache: Path) -> list[dict]:
+    def provider_options(self, cache: Path, graph_sha: str = "", table: Path | None = None) -> list[dict]:
         return [{"device_id": str(self.device_id), "cudnn_conv_algo_search": "EXHAUSTIVE",
                  "do_copy_in_default_stream": "1"}, {}]
 
+    def prepare(self, artifacts: ModelArtifacts, cache: Path) -> tuple[Path, dict]:
+        if self.precision != "fp16":
+            return super().prepare(artifacts, cache)
+        from zoo.quant.fp16 import fp16_graph
+        graph = fp16_graph(Path(artifacts.onnx_path), cache, artifacts.keep_fp32)
+        return graph, {"graph_conversion": "float16 (onnxruntime.transformers.float16, float32 I/O kept)",
+                       "keep_fp32": list(artifacts.keep_fp32)}
+
+    def executed_precision(self) -> str:
+        """Read back from the graph the session runs: fp16 when it holds float16 initializers."""
+        if self.compiled is None:
+            return self.precision
+        import onnx
+        graph = onnx.load(str(self.compiled.path), load_external_data=False).graph
+        return "fp16" if any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer) else "fp32"
+
+
+def trt_engine_dir(cache: Path, graph_sha: str, precision: str, table: Path | None = None) -> Path:
+    """TensorRT's engine cache folder for this graph and precision (and int8 calibration table):
+    the EP names its engines after the model's file name and its nodes, not its weights nor
+    (in older releases) its precision, so an engine built for one of these must never be found
+    by another."""
+    name = f"{precision}-{graph_sha[:16] or 'graph'}" + (f"-{Path(table).parent.name}" if table else "")
+    return Path(cache).resolve() / "compiled" / "tensorrt" / name
+
 
 class OnnxRuntimeTensorRT(_OnnxRuntimeGpu):
+    """fp16: TensorRT may pick fp16 kernels (trt_fp16_enable). int8: TensorRT may pick int8
+    kernels (trt_int8_enable) with the activation ranges of a calibration table made from the
+    run's calibration samples (zoo.quant.trt_table, ORT's table format rather than TensorRT's
+    native one); layers without an int8 kernel stay fp32."""
     name = "onnxruntime-trt"
     required_provider = "TensorrtExecutionProvider"
     providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    precisions = ("fp32", "fp16", "int8")
 
-    def provider_options(self, cache: Path) -> list[dict]:
-        engines = cache / "compiled" / "tensorrt"
-        return [{"device_id": str(self.device_id), "trt_fp16_enable": "False", "trt_engine_cache_enable": "True",
-                 "trt_engine_cache_path": str(engines), "trt_max_workspace_size": str(2 << 30)},
-                {"device_id": str(self.device_id)}, {}]
+    def prepare(self, artifacts: ModelArtifacts, cache: Path) -> tuple[Path, dict]:
+        if artifacts.keep_fp32 and self.precision != "fp32":
+            raise ZooError(f"{self.name}: --keep-fp32 is not supported (TensorRT chooses each layer's precision)")
+        if self.precision != "int8":
+            return super().prepare(artifacts, cache)
+        if artifacts.calibration is None:
+            raise ZooError(f"{self.name}: int8 needs the run's calibration samples")
+        from zoo.quant.trt_table import calibration_table
+        table = calibration_table(Path(artifacts.onnx_path), artifacts.calibration, cache)
+        return Path(artifacts.onnx_path), {"calibration_table": str(table)}
+
+    def provider_options(self, cache: Path, graph_sha: str = "", table: Path | None = None) -> list[dict]:
+        import os
+        engines = trt_engine_dir(cache, graph_sha, self.precision, table)
+        engines.mkdir(parents=True, exist_ok=True)
+        trt = {"device_id": str(self.device_id), "trt_fp16_enable": str(self.precision == "fp16"),
+               "trt_int8_enable": str(self.precision == "int8"), "trt_engine_cache_enable": "True",
+               "trt_engine_cache_path": str(engines), "trt_max_workspace_size": str(2 << 30)}
+        if self.precision == "int8":
+            if table is None:
+                raise ZooError(f"{self.name}: int8 needs a calibration table")
+            # The EP opens trt_engine_cache_path joined with this name: a path relative to the
+            # engine folder reaches the table's cache entry whatever the join does with absolute names.
+            trt.update(trt_int8_use_native_calibration_table="False",
+                       trt_int8_calibration_table_name=os.path.relpath(Path(table).resolve(), engines))
+        return [trt, {"device_id": str(self.device_id)}, {}]

@@ -161,3 +161,14 @@ def test_annotation_file_checks(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ZooError, match=r"bad\.json: not a COCO instances file"):
         load_coco(tmp_path / "bad.json")
+
+
+def test_no_detections_at_all_scores_zero_with_no_class_ap(source, coco):
+    """A model that detects nothing (e.g. a broken int8 graph) is a score of 0, not a crash."""
+    metric = CocoBoxAP("box", "COCO box AP", coco)
+    for sid in source.ids:
+        image_id = source.read_label(sid).info["image_id"]
+        metric.update(Detections(image_id, []), image_id)
+    figures = metric.compute()
+    assert figures["map"] == 0.0 and figures["num_detections"] == 0 and figures["num_samples"] == len(source.ids)
+    assert metric.per_class() == []
