@@ -11,7 +11,14 @@ that decide its speed made explicit and recorded:
   precision, not a faster fp32. The precision each compiled model executes is read back from it
   (its INFERENCE_PRECISION_HINT property) and must be the one asked for: a CPU without bf16
   support executes f32 instead, and the run stops with a one-line error rather than recording an
-  fp32 speed as bf16 (or a bf16 one as fp32).
+  fp32 speed as bf16 (or a bf16 one as fp32). Each compiled model's runtime graph is read too:
+  the precision each convolution/matmul kernel runs in (its `runtimePrecision`) is counted per
+  batch size and recorded, and an fp32 or int8 run with a layer in bf16/f16 is refused as well;
+- int8 (--precision int8): the ONNX model quantized with NNCF on the run's calibration samples
+  (zoo.quant.ov, cached), compiled with INFERENCE_PRECISION_HINT f32 so that the layers left
+  unquantized run fp32 (never silently bf16 on an AMX CPU). The int8 convolutions are the CPU
+  plugin's fusion of FakeQuantize and convolution (u8 activations x i8 weights); a compiled model
+  with no convolution running in u8/i8 is an error, never an fp32 speed recorded as int8.
 Override with ZOO_OPENVINO_HINT (LATENCY/THROUGHPUT), ZOO_OPENVINO_STREAMS."""
 from __future__ import annotations
 
@@ -29,11 +36,32 @@ from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
 
 # --precision -> the CPU plugin's element type, and back
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# INFERENCE_PRECISION_HINT per --precision: int8 is in the model (FakeQuantize), the rest fp32
+HINT = {**OV_PRECISION, "int8": "f32"}
+EXECUTED = {**{v: k for k, v in OV_PRECISION.items()}, "i8": "int8"}
+# The runtime graph's layer types that do the arithmetic, whose kernels' precision is counted
+COMPUTE_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
+INT8_TYPES = ("u8", "i8")
+
+
+def executed_layers(compiled) -> dict[str, dict[str, int]]:
+    """{layer type: {runtime precision: count}} of the compute layers of a compiled model, read
+    from its runtime graph (each operation's rt_info `layerType` and `runtimePrecision`)."""
+    counts: dict[str, dict[str, int]] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        rt = op.get_rt_info()
+        kind = rt["layerType"].astype(str) if "layerType" in rt.keys() else ""
+        if kind in COMPUTE_LAYERS:
+            prec = rt["runtimePrecision"].astype(str) if "runtimePrecision" in rt.keys() else "?"
+            counts.setdefault(kind, {})
+            counts[kind][prec] = counts[kind].get(prec, 0) + 1
+    return counts
 
 
 class OpenVinoRuntime(Runtime):
     name = "openvino"
-    precisions = tuple(OV_PRECISION)
+    precisions = (*OV_PRECISION, "int8")
+    quantization: dict | None = None  # int8: zoo.quant.ov's info
 
     def __init__(self, threads: int | None = None, precision: str = "fp32"):
         super().__init__(threads, precision)
@@ -41,9 +69,10 @@ class OpenVinoRuntime(Runtime):
             "INFERENCE_NUM_THREADS": self.threads,
             "PERFORMANCE_HINT": os.environ.get("ZOO_OPENVINO_HINT", "LATENCY"),
             "NUM_STREAMS": int(os.environ.get("ZOO_OPENVINO_STREAMS", "1")),
-            "INFERENCE_PRECISION_HINT": OV_PRECISION[self.precision],
+            "INFERENCE_PRECISION_HINT": HINT[self.precision],
         }
         self.executed: dict[int, str] = {}  # batch size -> the element type its compiled model runs
+        self.layers: dict[int, dict] = {}   # batch size -> executed_layers() of its compiled model
         self.requests: dict[int, object] = {}
         self.compile_seconds: dict[int, float] = {}
 
@@ -73,8 +102,23 @@ class OpenVinoRuntime(Runtime):
         except Exception as exc:
             raise ZooError(f"{artifacts.onnx_path}: OpenVINO cannot read the model ({one_line(exc)[:300]})") from None
         self.inputs, self.outputs = artifacts.input_names, artifacts.output_names
-        self.compiled = Compiled(self.cache_dir, False, 0.0, {"config": self.config, "compile_seconds_per_batch": self.compile_seconds})
+        extra = {"config": self.config, "compile_seconds_per_batch": self.compile_seconds}
+        if self.precision == "int8":
+            self.model = self._quantize(artifacts, cache)
+            extra["quantization"] = self.quantization
+        self.compiled = Compiled(self.cache_dir, False, 0.0, extra)
         return self.compiled
+
+    def _quantize(self, artifacts: ModelArtifacts, cache: Path):
+        """The NNCF int8 model of the ONNX model read (zoo.quant.ov, cached)."""
+        from zoo.fileutil import file_digest
+        from zoo.quant.ov import quantize_ov
+        if artifacts.calibration is None:
+            raise ZooError(f"{self.name}: int8 needs calibration samples (none were given to compile)")
+        path, info, cached = quantize_ov(self.core, self.model, artifacts.calibration, cache,
+                                         file_digest(Path(artifacts.onnx_path)), artifacts.keep_fp32)
+        self.quantization = {**info, "cached": cached}
+        return self.core.read_model(str(path))
 
     def load(self) -> None:
         pass  # one compiled model per batch size, on first use
@@ -86,6 +130,9 @@ class OpenVinoRuntime(Runtime):
             compiled = self._compile(shape, self.config)
             self.compile_seconds[bs] = round(time.perf_counter() - t0, 3)
             self.executed[bs] = self._check_precision(compiled, shape)
+            self.layers[bs] = executed_layers(compiled)
+            if self._check_layers(self.layers[bs], shape):
+                self.executed[bs] = "i8"
             self.compiled.seconds += self.compile_seconds[bs]
             self.requests[bs] = (compiled, compiled.create_infer_request())
         return self.requests[bs]
@@ -103,15 +150,33 @@ class OpenVinoRuntime(Runtime):
         """The element type the compiled model executes, which must be the one asked for."""
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # an openvino.Type
         got = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
-        want = OV_PRECISION[self.precision]
+        want = HINT[self.precision]
         if got != want:
             raise ZooError(f"openvino: asked for {self.precision} ({want}) but the CPU plugin compiled the "
                            f"{list(shape)} model to run {got} (this CPU: {cpu_flags_summary()}); no result written")
         return got
 
+    def _check_layers(self, layers: dict[str, dict[str, int]], shape) -> bool:
+        """The compute layers' kernels agree with the precision asked for: no bf16/f16 kernel in an
+        fp32 or int8 run, and in an int8 run at least one convolution (or matmul) in u8/i8.
+        True when the model runs int8."""
+        where = f"the CPU plugin compiled the {list(shape)} model"
+        if self.precision in ("fp32", "int8"):
+            lower = {k: n for k, by in layers.items() for p, n in by.items() if p in ("bf16", "f16")}
+            if lower:
+                raise ZooError(f"openvino: asked for {self.precision} but {where} with layers in bf16/f16 ({lower}; "
+                               f"this CPU: {cpu_flags_summary()}); no result written")
+        if self.precision != "int8":
+            return False
+        if not any(p in INT8_TYPES for by in layers.values() for p in by):
+            raise ZooError(f"openvino: asked for int8 but {where} with no convolution or matmul in int8 "
+                           f"(kernels: {layers or 'none'}; this CPU: {cpu_flags_summary()}); no result written")
+        return True
+
     def executed_precision(self) -> str:
-        inverse = {v: k for k, v in OV_PRECISION.items()}
-        kinds = {inverse.get(v, v) for v in self.executed.values()}
+        kinds = {EXECUTED.get(v, v) for v in self.executed.values()}
+        if self.precision == "int8" and kinds != {"int8"}:
+            raise ZooError("openvino: int8 was asked but no compiled model was read back as running int8")
         return kinds.pop() if len(kinds) == 1 else self.precision
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -146,4 +211,5 @@ class OpenVinoRuntime(Runtime):
 
     def settings(self) -> dict:
         return {**super().settings(), "device": "CPU", **{k.lower(): v for k, v in self.config.items()},
-                "executed_precision_per_batch": {str(k): v for k, v in self.executed.items()}}
+                "executed_precision_per_batch": {str(k): v for k, v in self.executed.items()},
+                "executed_layers_per_batch": {str(k): v for k, v in self.layers.items()}}
