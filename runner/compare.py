@@ -13,6 +13,11 @@ BASELINE and NEW are result folders (or single result files). Records are matche
     above `max_throughput_drop` (default 10%) is a regression; a batch size that ran in the
     baseline but failed in the new run is a regression too.
 A key present in the baseline but absent from NEW is a regression unless `allow_missing`.
+Reduced-precision runs (precision != fp32) are also checked within NEW alone (schema 1.7): a
+record whose `reduced_precision.passed` is false (its accuracy delta to the fp32 baseline it ran,
+or for untrained weights its fidelity to fp32, beyond the guides' 1%) is a regression, and so is
+a protocol whose value is more than `max_accuracy_drop` (relative) below the fp32 run of the same
+model / variant / runtime / device in NEW.
 With `accuracy_only` (results from another machine: throughput is not comparable, accuracy is)
 the device name leaves the key (its type stays: cpu, cuda, npu) and throughput is not compared.
 Exit codes (the CLI): 0 no regression, 1 regression, 2 bad input (missing folder, invalid record).
@@ -142,7 +147,53 @@ def compare(baseline: list[dict], new: list[dict], max_accuracy_drop: float = 0.
             status = ("regression" if ratio < 1 - max_throughput_drop
                       else "improved" if ratio > 1 + max_throughput_drop else "ok")
             result.rows.append(Row("throughput", key, item, pb["throughput"], pn["throughput"], ratio, status))
+    result.rows += _reduced_precision_rows(cand, max_accuracy_drop)
     return result
+
+
+def _fp32_key(key: str) -> str:
+    """The key of the fp32 run of the same model / variant / runtime / device."""
+    return key.rsplit(" / ", 1)[0] + " / fp32"
+
+
+def _own_baseline_row(key: str, rp: dict) -> Row:
+    """The run's `reduced_precision` verdict, with the figure its criterion judged worst: the
+    largest relative drop against fp32 (accuracy_delta), or 1 - the lowest fidelity."""
+    if rp["criterion"] == "accuracy_delta":
+        judged = [(d["name"], d["fp32"], d["value"], d["relative_drop"]) for d in rp["delta"]]
+    else:
+        judged = [(f["metric"], None, f["value"], 1 - f["value"]) for f in rp["fidelity"]]
+    name, fp32, value, drop = max(judged, key=lambda j: float("inf") if j[3] is None else j[3],
+                                  default=("-", None, None, None))
+    note = "" if rp["passed"] else \
+        f"{name} beyond the tolerance {rp.get('tolerance', '?')} of the run's own fp32 baseline"
+    return Row("accuracy", key, f"{rp['requested']} vs its fp32 baseline ({rp['criterion']})", fp32, value, drop,
+               "ok" if rp["passed"] else "regression", note)
+
+
+def _reduced_precision_rows(cand: dict[str, dict], max_accuracy_drop: float) -> list[Row]:
+    """Within one result set: each reduced-precision run against its own recorded fp32 baseline
+    (reduced_precision.passed) and against the set's fp32 run of the same key, per protocol."""
+    rows = []
+    for key in sorted(cand):
+        rec = cand[key]
+        if rec.get("precision", "fp32") == "fp32":
+            continue
+        if rec.get("reduced_precision") is not None:
+            rows.append(_own_baseline_row(key, rec["reduced_precision"]))
+        fp32 = cand.get(_fp32_key(key))
+        ref = {a["name"]: a for a in fp32.get("accuracy", [])} if fp32 is not None else {}
+        for a in rec.get("accuracy", []):
+            r = ref.get(a["name"])
+            if r is None:
+                continue
+            fv, v = float(r["value"]), float(a["value"])
+            drop = (fv - v) / abs(fv) if fv else (0.0 if v == fv else float("inf"))
+            note = "" if r.get("num_samples") == a.get("num_samples") else \
+                f"different sample counts ({r.get('num_samples')} vs {a.get('num_samples')})"
+            rows.append(Row("accuracy", key, f"{a['name']} {a['metric']} vs the fp32 run", fv, v, drop,
+                            "regression" if drop > max_accuracy_drop else "ok", note))
+    return rows
 
 
 def _fmt(v, digits=4) -> str:

@@ -5,7 +5,11 @@ The report follows the Ascend ModelZoo inference guides: per model an accuracy t
 protocol, e.g. a guide's running average next to the final value), per-class IoU tables (one
 per protocol that has per-class figures: classes as rows, runs as columns), throughput tables
 with batch sizes as rows and runs as columns (plus ratio columns and a "best batch" row), latency
-and pipeline-stage tables per run, a throughput-vs-batch-size plot, and the export facts.
+and pipeline-stage tables per run, a throughput-vs-batch-size plot, and the export facts. When a
+model's runs include a reduced precision (bf16, fp16, int8), a precision table (runtime x
+precision x batch size: throughput, speed-up over the same runtime's fp32, accuracy delta and
+fidelity to fp32, fraction of that precision's own GEMM peak, pass) and an accuracy-vs-throughput
+plot (one point per runtime:precision) follow.
 
 The content is built once as a list of blocks (headings, paragraphs, tables, images) and
 rendered twice: to Markdown and to a single self-contained HTML page (plots embedded as
@@ -72,8 +76,10 @@ def _compact(value) -> str:
 # ---------------------------------------------------------------- content
 
 def _labels(runs: list[dict]) -> list[str]:
-    """`<runtime> <device type>`, with the run_id added when two runs would share a label."""
-    base = [f"{r['runtime']['name']} {r['device']['type']}" for r in runs]
+    """`<runtime> <device type>` (`... <precision>` when the runs differ in precision), with the
+    run_id added when two runs would share a label."""
+    several = len({r["precision"] for r in runs}) > 1
+    base = [f"{r['runtime']['name']} {r['device']['type']}" + (f" {r['precision']}" if several else "") for r in runs]
     return [f"{b} ({r['run_id']})" if base.count(b) > 1 else b for b, r in zip(base, runs)]
 
 
@@ -298,6 +304,11 @@ def _cost_table(run, label) -> Table | None:
                      f"measured {min(seen):.0f}-{max(seen):.0f} in this run: the highest is the peak)"
                      + (f"; memory copy {peak['memory']['gbytes_per_s']:.1f} GB/s ({peak['memory'].get('method', '')})"
                         if peak.get("memory") else ""))
+    own = run["device"].get("precision_peak")
+    if own:  # schema 1.7: a reduced-precision run's fractions are of its own precision's peak
+        notes.append(f"{own['precision']} peak {own['gflops']:.0f} {_unit(own['precision'])} ({own.get('kernel', '')}): "
+                     f"'GEMM just before' and 'of peak' are of this precision's peak" if own.get("gflops") else
+                     f"{own['precision']} peak unavailable ({own.get('unavailable', 'no reason given')}): no fraction")
     return Table(f"Cost and stability, {label}", ["batch size", "samples/s", "GFLOP/s", "GEMM just before", "of peak",
                                                    "activations GB/s", "of bandwidth", "stopped by", "window spread"],
                  rows, notes)
@@ -333,6 +344,213 @@ def _latency_plot(runs, labels, title: str) -> bytes | None:
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize="small")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- precision (schema 1.7)
+
+PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8", "mixed")
+
+
+def _unit(precision: str) -> str:
+    return "GOP/s" if precision == "int8" else "GFLOP/s"
+
+
+def _ok_block(run: dict, scope: str, bs: int) -> dict | None:
+    return next((p for p in run["perf"] if p["scope"] == scope and p["batch_size"] == bs and p["status"] == "ok"), None)
+
+
+def _tput(run: dict | None, scope: str, bs: int) -> float | None:
+    p = _ok_block(run, scope, bs) if run else None
+    return p.get("throughput") if p else None
+
+
+def _failed(run: dict, scope: str, bs: int) -> bool:
+    return any(p["scope"] == scope and p["batch_size"] == bs and p["status"] != "ok" for p in run["perf"])
+
+
+def _fp32_runs(runs: list[dict]) -> dict[tuple, dict]:
+    """(runtime, device type) -> that runtime's fp32 run in the result set (the latest started)."""
+    out: dict[tuple, dict] = {}
+    for r in sorted((r for r in runs if r["precision"] == "fp32" and r["status"] == "ok"),
+                    key=lambda r: r["timestamps"]["started"]):
+        out[(r["runtime"]["name"], r["device"]["type"])] = r
+    return out
+
+
+def _comparable(run: dict, fp32: dict | None) -> bool:
+    """The same weights over the same samples: accuracies that may be subtracted."""
+    if fp32 is None:
+        return False
+    a, b = run["provenance"], fp32["provenance"]
+    return (a["weights"]["sha256"] == b["weights"]["sha256"]
+            and a["dataset"]["name"] == b["dataset"]["name"]
+            and a["dataset"]["num_samples"] == b["dataset"]["num_samples"])
+
+
+def _precision_delta(run: dict, fp32: dict | None) -> tuple[list[dict], str | None]:
+    """(per protocol {name, metric, value, fp32, delta, relative_drop, passed}, where from): the
+    run's own reduced_precision.delta (its fp32 pass over the same samples), else computed from
+    the same runtime's fp32 record when it used the same weights and samples."""
+    rp = run.get("reduced_precision")
+    if rp and rp.get("delta"):
+        return rp["delta"], "run"
+    if not _comparable(run, fp32):
+        return [], None
+    by_name = {a["name"]: a for a in fp32["accuracy"]}
+    out = []
+    for a in run["accuracy"]:
+        ref = by_name.get(a["name"])
+        if ref is None:
+            continue
+        drop = (ref["value"] - a["value"]) / abs(ref["value"]) if ref["value"] else None
+        tol = (a.get("reference") or {}).get("tolerance")
+        out.append({"name": a["name"], "metric": a["metric"], "value": a["value"], "fp32": ref["value"],
+                    "delta": a["value"] - ref["value"], "relative_drop": drop,
+                    "passed": None if tol is None or drop is None else drop <= tol})
+    return out, "result set"
+
+
+def _delta_cell(delta: list[dict]) -> str:
+    return "; ".join(f"{d['name']} {d['delta']:+.4f}" + (f" ({100 * d['relative_drop']:.2f}% drop)"
+                                                          if d.get("relative_drop") is not None else "")
+                     for d in delta) or DASH
+
+
+def _precision_verdict(run: dict, delta: list[dict]) -> str:
+    rp = run.get("reduced_precision")
+    if rp:
+        return f"{_verdict(rp['passed'])} ({rp['criterion']})"
+    verdicts = [d["passed"] for d in delta if d.get("passed") is not None]
+    return f"{_verdict(all(verdicts))} (accuracy delta, result set)" if verdicts else DASH
+
+
+def _precision_rows(run: dict, label: str, fp32: dict | None) -> list[list[str]]:
+    """One row per batch size of `run`: throughputs, speed-ups over fp32 (result set, same run),
+    and, on the row of the batch size its accuracy was measured at, delta, fidelity and verdict."""
+    reduced = run["precision"] != "fp32"
+    rp = run.get("reduced_precision") or {}
+    base = rp.get("fp32_baseline") or {}
+    delta, _ = _precision_delta(run, fp32) if reduced else ([], None)
+    acc_bs = base.get("batch_size") or next((a["batch_size"] for a in run["accuracy"]), None)
+    rows = []
+    for bs in sorted({p["batch_size"] for p in run["perf"]}):
+        infer, pipe = _tput(run, "infer_only", bs), _tput(run, "pipeline", bs)
+        shown = [_f(v, 1) if v is not None or not _failed(run, scope, bs) else "failed"
+                 for v, scope in ((infer, "infer_only"), (pipe, "pipeline"))]
+        ratio = lambda a, b: _f(a / b, 2) if a is not None and b else DASH  # noqa: E731
+        in_run = DASH
+        if reduced and base.get("batch_size") == bs and infer and base.get("throughput_samples_per_s"):
+            in_run = f"{infer / base['throughput_samples_per_s']:.2f} (in run)"
+        p = _ok_block(run, "infer_only", bs) or {}
+        frac = _pct(p.get("peak_fraction")) + f" of {run['precision']}" if p.get("peak_fraction") is not None else DASH
+        first = bs == acc_bs
+        fid = "; ".join(f"{f['metric']} {f['value']:.4f}" for f in rp.get("fidelity") or []) or DASH
+        rows.append([label, run["precision"], str(bs), *shown,
+                     ratio(infer, _tput(fp32, "infer_only", bs)) if reduced else "base" if infer else DASH,
+                     ratio(pipe, _tput(fp32, "pipeline", bs)) if reduced else "base" if pipe else DASH, in_run,
+                     _delta_cell(delta) if reduced and first else DASH,
+                     fid if reduced and first else DASH, frac,
+                     _precision_verdict(run, delta) if reduced and first else DASH])
+    return rows
+
+
+def _precision_table(runs, labels) -> Table | None:
+    """Runtime x precision x batch size (only when some run is not fp32): throughput, speed-up
+    over the same runtime's fp32 (its fp32 run in this result set; and, in the run's own
+    reduced_precision block, the fp32 pass timed in the same process), the accuracy delta to fp32,
+    the fidelity to fp32's predictions, the fraction of the precision's own GEMM peak, pass/fail."""
+    if all(r["precision"] == "fp32" for r in runs):
+        return None
+    fp32 = _fp32_runs(runs)
+    order = sorted(range(len(runs)), key=lambda i: (runs[i]["runtime"]["name"], runs[i]["device"]["type"],
+                                                   PRECISION_ORDER.index(runs[i]["precision"])
+                                                   if runs[i]["precision"] in PRECISION_ORDER else 99))
+    names = [f"{r['runtime']['name']} {r['device']['type']}" for r in runs]
+    keys = [(n, r["precision"]) for n, r in zip(names, runs)]
+    names = [f"{n} ({r['run_id']})" if keys.count(k) > 1 else n for n, k, r in zip(names, keys, runs)]
+    rows, notes = [], []
+    for i in order:
+        run = runs[i]
+        ref = fp32.get((run["runtime"]["name"], run["device"]["type"]))
+        rows += _precision_rows(run, names[i], ref)
+        if run["precision"] != "fp32":
+            if ref is None:
+                notes.append(f"{labels[i]}: no {run['runtime']['name']} fp32 run in this result set")
+            elif not run.get("reduced_precision") and not _comparable(run, ref):
+                notes.append(f"{labels[i]}: the fp32 run used other weights or samples: no accuracy delta")
+            own = run["device"].get("precision_peak") or {}
+            if own.get("gflops"):
+                notes.append(f"{labels[i]}: {own['precision']} peak {own['gflops']:.0f} {_unit(own['precision'])} "
+                             f"({own.get('kernel', '')})")
+    notes += ["x fp32: this run's throughput over the same runtime's fp32 run in this result set at the same "
+              "batch size (infer only / pipeline); in run: over the fp32 pass the run timed itself, in the same "
+              "process (reduced_precision.fp32_baseline)",
+              "accuracy delta (vs fp32), fidelity (the fp32 predictions as ground truth) and pass: on the row of "
+              "the batch size the accuracy was measured at; delta from the run's own fp32 pass, else from the "
+              "fp32 run in this result set (same weights and samples)",
+              "of peak: infer-only GFLOP/s (int8: GOP/s) over the GEMM peak of the run's own precision, "
+              "measured in the run (device.precision_peak; fp32: device.fp32_peak)"]
+    header = ["runtime", "precision", "batch size", "infer/s", "pipeline/s", "x fp32 infer", "x fp32 pipeline",
+              "x fp32 in run", "accuracy delta vs fp32", "fidelity", "of peak", "pass"]
+    return Table("Precision: throughput, speed-up over fp32, accuracy", header, rows, notes)
+
+
+def _best_infer(run: dict) -> tuple[float, int] | None:
+    ok = [(p["throughput"], -p["batch_size"]) for p in run["perf"]
+          if p["scope"] == "infer_only" and p["status"] == "ok" and "throughput" in p]
+    if not ok:
+        return None
+    t, bs = max(ok)
+    return t, -bs
+
+
+def _quality(run: dict, fidelity: bool) -> float | None:
+    """The plot's y: the first protocol's accuracy, or the fidelity to fp32 (fp32 runs: 1)."""
+    if not fidelity:
+        return run["accuracy"][0]["value"] if run["accuracy"] else None
+    if run["precision"] == "fp32":
+        return 1.0
+    fid = (run.get("reduced_precision") or {}).get("fidelity") or []
+    return fid[0]["value"] if fid else None
+
+
+def _precision_plot(runs, title: str) -> bytes | None:
+    """Accuracy (or, when a run judged itself by fidelity -- no trained weights -- the fidelity to
+    fp32) against the infer-only throughput at the best batch size: one labelled point per
+    runtime:precision. None when every run is fp32."""
+    if all(r["precision"] == "fp32" for r in runs):
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fidelity = any((r.get("reduced_precision") or {}).get("criterion") == "fidelity_to_fp32" for r in runs)
+    fig = Figure(figsize=(7, 4), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    runtimes = sorted({r["runtime"]["name"] for r in runs})
+    drawn = 0
+    for run in runs:
+        best, y = _best_infer(run), _quality(run, fidelity)
+        if best is None or y is None:
+            continue
+        color = f"C{runtimes.index(run['runtime']['name']) % 10}"
+        marker = {"fp32": "o", "bf16": "s", "fp16": "D", "int8": "^"}.get(run["precision"], "x")
+        ax.plot([best[0]], [y], marker=marker, color=color, linestyle="none")
+        ax.annotate(f"{run['runtime']['name']}:{run['precision']} (bs {best[1]})", (best[0], y),
+                    textcoords="offset points", xytext=(5, 5), fontsize="x-small")
+        drawn += 1
+    if not drawn:
+        return None
+    metric = runs[0]["accuracy"][0] if runs[0]["accuracy"] else {}
+    ax.set_xlabel("throughput at the best batch size, infer only [samples/s]")
+    ax.set_ylabel("fidelity to fp32 predictions" if fidelity else f"{metric.get('name', '')} {metric.get('metric', 'accuracy')}")
+    ax.set_xlim(left=0)
+    ax.margins(x=0.2, y=0.2)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     return buf.getvalue()
@@ -443,6 +661,12 @@ def _model_section(name: str, runs: list[dict]) -> list[Block]:
     for run, label in zip(runs, labels):
         blocks += [("table", t) for t in (_latency_table(run, label), _cost_table(run, label),
                                           _stage_table(run, label), _op_table(run, label)) if t]
+    table = _precision_table(runs, labels)
+    if table:
+        blocks += [("h3", "Precision"), ("table", table)]
+        png = _precision_plot(runs, f"{name}: accuracy vs throughput per runtime:precision")
+        if png:
+            blocks.append(("img", f"{name} accuracy vs throughput", f"{name}_precision.png", png))
     blocks += [("h3", "Export and runtime settings")] + [("p", _run_facts(r, l)) for r, l in zip(runs, labels)]
     return blocks
 

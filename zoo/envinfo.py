@@ -84,4 +84,5 @@ def environment(argv: list[str]) -> dict:
 
 def cpu_device(threads: int) -> dict:
     return {"type": "cpu", "name": cpu_name(), "count": 1, "cores": os.cpu_count() or 1,
-            "details": {"threads_used": threads, "machine": platform.machine(), "isa": cpu_isa()}}
+            "details": {"threads_used": threads, "machine": platform.machine(), "isa": cpu_isa(),
+                        "isa_checked": list(ISA_FLAGS)}}  # a checked flag missing from isa: the CPU lacks it

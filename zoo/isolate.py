@@ -163,9 +163,15 @@ def _merge(records: list[dict], perf: list[dict], cfg, t_start: float, argv: lis
     if peaks:  # every child measured the GEMM peak: keep every measurement, the highest is the peak
         seen = [g for pk in peaks for g in pk.get("measurements", [pk["gflops"]])]
         rec["device"]["fp32_peak"].update(measurements=seen, gflops=max(seen))
+        own = [r["device"]["precision_peak"] for r in records if (r["device"].get("precision_peak") or {}).get("gflops")]
+        if own:  # a reduced-precision run: its fractions are of its own precision's peak (zoo.peaks)
+            seen = [g for pk in own for g in pk.get("measurements", [pk["gflops"]])]
+            rec["device"]["precision_peak"].update(measurements=seen, gflops=max(seen))
+        elif rec["device"].get("precision_peak"):
+            seen = []  # unavailable: no fraction
         for block in perf:
             if block.get("gflops") is not None:
-                block["peak_fraction"] = block["gflops"] / max(seen)
+                block["peak_fraction"] = block["gflops"] / max(seen) if seen else None
     rec["runtime"]["settings"]["isolation"] = {"process_per_batch_size": True, "memory_limit_mb": cfg.memory_limit_mb}
     return rec
 

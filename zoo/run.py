@@ -1,6 +1,7 @@
 """One run of one model on one runtime, as the sequence of its stages (zoo/stages/):
 
-  config -> weights -> dataset -> export (+ parity) -> compile -> verify -> inference -> score -> record
+  config -> weights -> dataset -> export (+ parity) -> compile -> verify -> inference
+  (-> the fp32 baseline of a reduced precision: zoo/stages/fidelity.py) -> score -> record
 
 checkpoint -> ONNX -> compiled model -> the runtime checked against PyTorch on a real batch ->
 batched inference with statistics over the dataset -> accuracy -> one validated result JSON."""
@@ -20,9 +21,10 @@ from zoo.manifest import load_manifest
 from zoo.paths import cache_dir
 from zoo.pipeline import check_finite
 from zoo.stages import log, record
-from zoo.stages.compile import compile_runtime
+from zoo.stages.compile import calibration_for, compile_runtime
 from zoo.stages.config import RunConfig, check_config, sweep_sizes
 from zoo.stages.export import check_edit_allowed, export_model, torch_outputs
+from zoo.stages.fidelity import TemporaryPredictions, fp32_baseline
 from zoo.stages.infer import cycled, sweep
 from zoo.stages.score import accuracy_blocks
 from zoo.stages.verify import verify_runtime
@@ -58,9 +60,12 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
     log("[3/7] export ONNX")
     export = export_model(cfg, manifest, adapter, module, weights, batch, metas, reference, cache)
 
-    log(f"[4/7] compile for {cfg.runtime}")
-    rt = compile_runtime(cfg, runtime_cls, manifest, export, module, cache)
-    writer = None
+    calibration = calibration_for(cfg, runtime_cls, manifest, adapter, cache)
+    if calibration is not None:
+        log(f"      calibration: {len(calibration)} samples of {calibration.describe()['split']}, {cfg.calib_method}")
+    log(f"[4/7] compile for {cfg.runtime}" + (f" ({cfg.precision})" if cfg.precision != "fp32" else ""))
+    rt = compile_runtime(cfg, runtime_cls, manifest, export, module, cache, calibration)
+    writer = keeper = None
     try:
         log(f"[5/7] verify {cfg.runtime} against PyTorch on {vbs} real samples")
         inp, outp = manifest.input["name"], manifest.output["name"]
@@ -74,17 +79,27 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
             run_id, folder = record.reserve_predictions(out_dir, f"{manifest.name}-{cfg.runtime}-{record.stamp(t_start)}")
             writer = PredictionWriter(folder)
 
+        if cfg.precision != "fp32" and writer is None:
+            keeper = TemporaryPredictions()  # for the fp32 baseline's comparison; removed in `finally`
+
         log(f"[6/7] inference, batch sizes {batch_sizes}, {len(source)} samples")
-        perf, metrics_by_bs, peak = sweep(cfg, rt, manifest, adapter, source, head, batch_sizes, export, writer)
+        perf, metrics_by_bs, peak = sweep(cfg, rt, manifest, adapter, source, head, batch_sizes, export,
+                                          keeper or writer)
+        closed = (keeper or writer).close() if (keeper or writer) is not None else None
+        accuracy = accuracy_blocks(metrics_by_bs, manifest, source)
+        reduced = None
+        if cfg.precision != "fp32":
+            log(f"      fp32 baseline: {cfg.runtime} at fp32 over the same samples (accuracy, fidelity, speed)")
+            reduced = fp32_baseline(cfg, runtime_cls, manifest, adapter, source, head, export, module, cache, weights,
+                                    calibration, rt, perf, accuracy, Path(closed["path"]))
 
         log("[7/7] score and record")
         kept = None
         if writer is not None:
-            kept = writer.close()
+            kept = closed
             kept["path"] = Path(kept["path"]).name  # beside the record
-        rec = record.build(cfg, manifest, adapter, rt, peak.info, weights, source, export, verified, perf,
-                           accuracy_blocks(metrics_by_bs, manifest, source), t_start, time.time(), argv or [],
-                           kept, cache)
+        rec = record.build(cfg, manifest, adapter, rt, peak.device_fields(), weights, source, export, verified, perf,
+                           accuracy, t_start, time.time(), argv or [], kept, cache, reduced)
         path = record.write(rec, out_dir, run_id)
         writer = None  # kept: the record names it
         return path
@@ -92,6 +107,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         rt.close()
         if writer is not None:
             writer.discard()  # no record, no predictions
+        if keeper is not None:
+            keeper.discard()
 
 
 def write_bins(model: str, data: Path | None, ids_file: Path | None, limit: int | None, options: dict,

@@ -183,3 +183,77 @@ def test_a_failed_verify_in_the_new_run_is_a_regression():
     # the records are schema-valid as constructed
     from runner.validate import validate_record
     validate_record(bad)
+
+
+def reduced(rec: dict, values: dict, fp32: dict, criterion: str = "accuracy_delta", fidelity: float = 0.998,
+            tolerance: float = 0.01) -> dict:
+    """A bf16 record of the fixture's key with a schema-1.7 `reduced_precision` block: its
+    accuracy `values`, the fp32 baseline it ran `fp32`, and `passed` by the criterion's rule."""
+    rec = scaled(rec, values)
+    rec["schema_version"], rec["precision"] = "1.7", "bf16"
+    delta = []
+    for a in rec["accuracy"]:
+        ref = fp32[a["name"]]
+        drop = (ref - a["value"]) / ref
+        delta.append({"name": a["name"], "metric": a["metric"], "value": a["value"], "fp32": ref,
+                      "delta": a["value"] - ref, "relative_drop": drop, "passed": drop <= tolerance})
+    fid = {"metric": "fidelity_iou", "value": fidelity, "description": "d", "num_samples": 134,
+           "per_key": [{"key": "guide", "metric": "fidelity_iou", "value": fidelity}]}
+    passed = all(d["passed"] for d in delta) if criterion == "accuracy_delta" else fidelity >= 1 - tolerance
+    rec["reduced_precision"] = {
+        "requested": "bf16", "executed": "bf16", "calibration": None,
+        "fp32_baseline": {"runtime": "openvino 2026.4.1 (fp32)", "batch_size": 1, "throughput_samples_per_s": 12.0,
+                          "accuracy": [{"name": k, "metric": "iou", "value": v} for k, v in fp32.items()]},
+        "delta": delta, "fidelity": [fid], "tolerance": tolerance, "criterion": criterion,
+        "trained_weights": criterion == "accuracy_delta", "passed": passed}
+    return rec
+
+
+def test_a_reduced_precision_run_that_failed_its_own_fp32_baseline_is_a_regression():
+    """Schema 1.7: judged in the new set alone (no bf16 baseline record needed): the accuracy delta
+    to its own fp32 pass for a trained checkpoint, the fidelity to fp32 for other weights."""
+    from runner.validate import validate_record
+    b = base()
+    fp32 = {"guide": 0.8369, "upstream": 0.84}
+    good = reduced(b, {"guide": 0.8349, "upstream": 0.8390}, fp32)
+    validate_record(good)
+    c = compare([b], [b, good])
+    assert c.regressions == []
+    row = by_item(c)[("accuracy", "bf16 vs its fp32 baseline (accuracy_delta)")]
+    assert row.status == "ok" and row.change == pytest.approx((0.8369 - 0.8349) / 0.8369)
+    bad = reduced(b, {"guide": 0.8200, "upstream": 0.8390}, fp32)
+    assert bad["reduced_precision"]["passed"] is False
+    validate_record(bad)
+    for accuracy_only in (False, True):
+        regs = compare([b], [bad], accuracy_only=accuracy_only).regressions
+        (r,) = [r for r in regs if r.item.startswith("bf16 vs")]
+        assert r.status == "regression" and r.new == 0.82 and r.baseline == 0.8369 and "guide beyond" in r.note
+    # untrained weights: the fidelity decides, whatever the (meaningless) accuracy deltas
+    fid_bad = reduced(b, {"guide": 0.8369, "upstream": 0.84}, fp32, criterion="fidelity_to_fp32", fidelity=0.97)
+    validate_record(fid_bad)
+    (r,) = compare([b], [b, fid_bad]).regressions
+    assert r.item == "bf16 vs its fp32 baseline (fidelity_to_fp32)" and r.change == pytest.approx(0.03)
+    fid_ok = reduced(b, {"guide": 0.5, "upstream": 0.84}, {"guide": 0.5, "upstream": 0.84},
+                     criterion="fidelity_to_fp32", fidelity=0.995)
+    assert [r for r in compare([fid_ok], [fid_ok]).regressions] == []
+
+
+def test_a_reduced_precision_run_far_below_the_sets_fp32_run_is_a_regression():
+    """Within one result set: the bf16 run of a model / variant / runtime / device against the fp32
+    run of the same key, per protocol, with the accuracy threshold (also without a
+    reduced_precision block, as records before 1.7)."""
+    b = base()
+    bf16 = scaled(b, {"guide": 0.8369 * 0.995})
+    bf16["precision"] = "bf16"
+    c = compare([b, bf16], [b, bf16])
+    row = by_item(c)[("accuracy", "guide iou vs the fp32 run")]
+    assert row.status == "ok" and row.change == pytest.approx(0.005) and c.regressions == []
+    worse = scaled(b, {"guide": 0.8369 * 0.98})
+    worse["precision"] = "bf16"
+    (r,) = compare([b], [b, worse]).regressions  # no bf16 run in the baseline set: only the set's own fp32 run
+    assert r.item == "guide iou vs the fp32 run" and r.change == pytest.approx(0.02) and r.baseline == 0.8369
+    loose = by_item(compare([b], [b, worse], max_accuracy_drop=0.03))
+    assert loose[("accuracy", "guide iou vs the fp32 run")].status == "ok"
+    other_runtime = copy.deepcopy(worse)
+    other_runtime["runtime"]["name"] = "torch"  # no fp32 torch run in the set: nothing to compare with
+    assert not [r for r in compare([b], [b, other_runtime]).rows if "vs the fp32 run" in r.item]

@@ -365,3 +365,108 @@ def test_provenance_says_how_the_weights_were_checked(tmp_path: Path):
     none["provenance"]["weights"].update(expected_sha256=None, checks=[], verified=False)
     md, _ = _rendered_table(tmp_path / "n", none, "Accuracy vs reference")
     assert "weights sha256 db72943a49e5 (not verified: no expected checksum); dataset" in md
+
+
+# ---------------------------------------------------------------- precision (schema 1.7)
+
+def _precision_run(precision: str, scale: float, in_run: bool, fidelity: float = 0.998) -> dict:
+    """The onnxruntime fixture at `precision`: every throughput x `scale`, accuracy 0.002 lower,
+    the own precision's GEMM peak, and (in_run) the reduced_precision block of zoo/stages/fidelity.py
+    with an fp32 pass timed at 20/s (bs 1) in the same run."""
+    rec = _fixture()
+    rec.update(schema_version="1.7", precision=precision, run_id=f"unetpp-onnxruntime-{precision}")
+    rec["device"]["precision_peak"] = {"precision": precision, "gflops": 800.0, "threads": 2, "n": 2048,
+                                       "kernel": f"a {precision} kernel", "method": "m",
+                                       "measurements": [790.0, 800.0]}
+    for p in rec["perf"]:
+        if p["status"] == "ok":
+            p["throughput"] *= scale
+            if p["scope"] == "infer_only":
+                p["gflops"] = 10.0 * p["throughput"]
+                p["peak_fraction"] = p["gflops"] / 800.0
+    for acc in rec["accuracy"]:
+        acc["value"] = round(acc["value"] - 0.002, 6)
+    if in_run:
+        delta = [{"name": a["name"], "metric": a["metric"], "value": a["value"], "fp32": a["value"] + 0.001,
+                  "delta": -0.001, "relative_drop": 0.001 / (a["value"] + 0.001), "passed": True}
+                 for a in rec["accuracy"]]
+        rec["reduced_precision"] = {
+            "requested": precision, "executed": precision, "calibration": None,
+            "fp32_baseline": {"runtime": "onnxruntime 1.31.1 (fp32)", "batch_size": 1, "throughput_samples_per_s": 20.0,
+                              "accuracy": [{"name": d["name"], "metric": d["metric"], "value": d["fp32"]} for d in delta]},
+            "delta": delta, "tolerance": 0.01,
+            "fidelity": [{"metric": "fidelity_iou", "value": fidelity, "description": "IoU vs fp32 masks",
+                          "num_samples": 134, "per_key": [{"key": "mask", "metric": "fidelity_iou", "value": fidelity}]}],
+            "criterion": "accuracy_delta", "trained_weights": True, "passed": True}
+    return rec
+
+
+@pytest.fixture
+def precision_results(tmp_path: Path) -> Path:
+    folder = tmp_path / "precision"
+    folder.mkdir()
+    _write(folder, "a_fp32.json", _fixture())                       # infer 25.0 / 26.67 / 28.07
+    _write(folder, "b_int8.json", _precision_run("int8", 2.0, in_run=True))
+    _write(folder, "c_bf16.json", _precision_run("bf16", 1.5, in_run=False))
+    return folder
+
+
+def test_precision_table_rows_speedup_delta_and_peak(precision_results: Path, tmp_path: Path):
+    written = write_report(precision_results, tmp_path / "out")
+    md = written["markdown"].read_text()
+    rows = _table(md, "Precision: throughput, speed-up over fp32, accuracy")
+    assert rows[0][:8] == ["runtime", "precision", "batch size", "infer/s", "pipeline/s", "x fp32 infer",
+                           "x fp32 pipeline", "x fp32 in run"]
+    data = rows[2:]
+    # runtime x precision (fp32, bf16, int8) x batch size (1, 4, 16, 64)
+    assert [(r[0], r[1], r[2]) for r in data] == [("onnxruntime cpu", p, bs) for p in ("fp32", "bf16", "int8")
+                                                   for bs in ("1", "4", "16", "64")]
+    by = {(r[1], r[2]): r for r in data}
+    assert by[("fp32", "1")][5:8] == ["base", "base", "—"]
+    # speed-up over the fp32 run of the result set, per batch size; in-run: 50/s over the run's own 20/s
+    assert by[("int8", "1")][3:8] == ["50.0", "47.6", "2.00", "2.00", "2.50 (in run)"]
+    assert by[("int8", "4")][5:8] == ["2.00", "2.00", "—"]
+    assert by[("bf16", "16")][3] == "42.1" and by[("bf16", "16")][5] == "1.50"
+    assert by[("int8", "64")][3:6] == ["failed", "—", "—"] and by[("fp32", "64")][3:6] == ["failed", "—", "—"]
+    # delta: the run's own fp32 pass (-0.001) for int8; computed from the fp32 record (-0.002) for bf16
+    assert by[("int8", "1")][8] == "guide -0.0010 (0.12% drop); upstream -0.0010 (0.12% drop)"
+    assert by[("bf16", "1")][8] == "guide -0.0020 (0.24% drop); upstream -0.0020 (0.24% drop)"
+    assert by[("int8", "1")][9] == "fidelity_iou 0.9980" and by[("bf16", "1")][9] == "—"
+    assert by[("int8", "1")][11] == "pass (accuracy_delta)" and by[("bf16", "1")][11] == "pass (accuracy delta, result set)"
+    assert by[("int8", "4")][8] == "—"  # accuracy: on the row of its batch size only
+    # of the precision's own peak: 10 GFLOP x 50/s over 800
+    assert by[("int8", "1")][10] == "62.5% of int8"
+    assert "int8 peak 800 GOP/s (a int8 kernel)" in md and "bf16 peak 800 GFLOP/s (a bf16 kernel)" in md
+    # the plot is written and embedded
+    plot = tmp_path / "out" / "unetpp_precision.png"
+    assert plot in written["plots"] and plot.read_bytes().startswith(PNG_SIGNATURE)
+    assert "![unetpp accuracy vs throughput](unetpp_precision.png)" in md
+    html = written["html"].read_text()
+    assert html.count("data:image/png;base64,") == 3  # throughput, latency, precision
+
+
+def test_precision_delta_fails_beyond_the_tolerance_and_needs_the_same_samples(tmp_path: Path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    _write(folder, "a.json", _fixture())
+    bf16 = _precision_run("bf16", 1.5, in_run=False)
+    bf16["accuracy"][0]["value"] = 0.80  # guide 0.8369 -> 0.80: 4.4% drop > 1%
+    _write(folder, "b.json", bf16)
+    md = write_report(folder, tmp_path / "o1")["markdown"].read_text()
+    by = {(r[1], r[2]): r for r in _table(md, "Precision: throughput, speed-up over fp32, accuracy")[2:]}
+    assert by[("bf16", "1")][8].startswith("guide -0.0369 (4.41% drop)")
+    assert by[("bf16", "1")][11] == "FAIL (accuracy delta, result set)"
+
+    bf16["provenance"]["dataset"]["num_samples"] = 12  # another sample set: no subtraction
+    bf16["provenance"]["dataset"]["limit"] = 12
+    _write(folder, "b.json", bf16)
+    md = write_report(folder, tmp_path / "o2")["markdown"].read_text()
+    by = {(r[1], r[2]): r for r in _table(md, "Precision: throughput, speed-up over fp32, accuracy")[2:]}
+    assert by[("bf16", "1")][8] == "—" and by[("bf16", "1")][5] == "1.50"
+    assert "the fp32 run used other weights or samples: no accuracy delta" in md
+
+
+def test_no_precision_section_for_fp32_only(results: Path, tmp_path: Path):
+    written = write_report(results, tmp_path / "out")
+    md = written["markdown"].read_text()
+    assert "### Precision" not in md and not (tmp_path / "out" / "unetpp_precision.png").exists()

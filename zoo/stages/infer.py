@@ -1,7 +1,8 @@
 """Stage 6, inference: per batch size, the infer-only timing (a resident batch, zoo.pipeline.
 infer_only, optionally a per-operator profile) and the whole streaming pipeline over the source
 (read -> preprocess -> infer -> postprocess -> metrics), with the model's cost read as achieved
-GFLOP/s against this machine's fp32 GEMM peak measured before each batch size."""
+GFLOP/s against this machine's GEMM peak at the run's precision (fp32, or the reduced precision's
+own, zoo.peaks) measured before each batch size."""
 from __future__ import annotations
 
 
@@ -51,27 +52,69 @@ def op_profile(rt, feeds, bs: int, calls: int, cost: dict) -> dict:
 
 class Peak:
     """This machine's fp32 GEMM rate on the runtime's threads: measured before the sweep and again
-    before each batch size (a shared machine drifts within a run); fractions use the highest."""
+    before each batch size (a shared machine drifts within a run); fractions use the highest.
+    A reduced-precision run (bf16, fp16, int8) also measures its own precision's GEMM peak through
+    its runtime's kernels (zoo.peaks): that one is measured again before each batch size instead,
+    and its perf blocks' peak_fraction is against it (the fp32 peak stays in the record, once)."""
 
-    def __init__(self, threads: int, enabled: bool):
+    def __init__(self, threads: int, enabled: bool, precision: str = "fp32", runtime: str | None = None):
         from zoo.cost import copy_bandwidth, gemm_peak
-        self.threads, self.info = threads, None
+        self.threads, self.info, self.own = threads, None, None
+        self.precision, self.runtime = precision, runtime
         if enabled:
             self.info = gemm_peak(threads)
             self.info["measurements"] = [self.info["gflops"]]
-            self.info["method"] += "; measured again (best of 10) before each batch size, gflops = the highest"
+            self.info["method"] += ("; measured again (best of 10) before each batch size, gflops = the highest"
+                                    if precision == "fp32" else f"; measured once (a {precision} run measures "
+                                    "its own precision's peak again before each batch size: precision_peak)")
             self.info["memory"] = copy_bandwidth()
             log(f"      fp32 GEMM peak on {threads} threads: {self.info['gflops']:.0f} GFLOP/s; memory copy "
                  f"{self.info['memory']['gbytes_per_s']:.1f} GB/s")
+            if precision != "fp32":
+                self.own = self._own(repeats=25)
+                if "gflops" in self.own:
+                    self.own["measurements"] = [self.own["gflops"]]
+                    self.own["method"] += "; measured again (best of 10) before each batch size, gflops = the highest"
+                    log(f"      {precision} GEMM peak on {threads} threads: {self.own['gflops']:.0f} "
+                         f"{'GOP' if precision == 'int8' else 'GFLOP'}/s ({self.own['kernel']})")
+                else:
+                    log(f"      {precision} GEMM peak unavailable: {self.own['unavailable']}")
+
+    def _own(self, repeats: int) -> dict:
+        """The run's precision's peak (zoo.peaks.precision_peak), or {'precision', 'unavailable': why}."""
+        from zoo.peaks import precision_peak
+        try:
+            return precision_peak(self.precision, self.threads, self.runtime, repeats=repeats)
+        except ZooError as exc:
+            return {"precision": self.precision, "unavailable": str(exc)[:300]}
 
     def again(self) -> float | None:
+        """The run's precision's peak measured now (and kept), None when not measured."""
         if not self.info:
             return None
+        if self.own is not None:
+            if "gflops" not in self.own:
+                return None
+            g = self._own(repeats=10).get("gflops")
+            if g is not None:
+                self.own["measurements"].append(g)
+                self.own["gflops"] = max(self.own["measurements"])
+            return g
         from zoo.cost import gemm_peak
         g = gemm_peak(self.threads, repeats=10)["gflops"]
         self.info["measurements"].append(g)
         self.info["gflops"] = max(self.info["measurements"])
         return g
+
+    def gflops(self) -> float | None:
+        """The peak the run's perf blocks are a fraction of: its own precision's (the highest)."""
+        peak = self.own if self.own is not None else self.info
+        return peak.get("gflops") if peak else None
+
+    def device_fields(self) -> dict:
+        """The record's device entries: fp32_peak, and precision_peak for a reduced precision."""
+        return {**({"fp32_peak": self.info} if self.info else {}),
+                **({"precision_peak": self.own} if self.own is not None else {})}
 
 
 def _with_cost(block: dict, cost: dict, block_peak: float | None, peak: Peak) -> dict:
@@ -94,7 +137,7 @@ def sweep(cfg, rt, manifest, adapter, source, head: list[np.ndarray], batch_size
     the record reports)."""
     inp, outp = manifest.input["name"], manifest.output["name"]
     cost = export.get("cost", {})
-    peak = Peak(rt.threads, cfg.measure_peak)
+    peak = Peak(rt.threads, cfg.measure_peak, cfg.precision, rt.name)
     perf, metrics_by_bs = [], {}
     for bs in batch_sizes:
         try:
@@ -133,7 +176,7 @@ def sweep(cfg, rt, manifest, adapter, source, head: list[np.ndarray], batch_size
              + "), " + ", ".join(f"{m.name} {m.metric}={m.compute()[m.metric]:.4f}" for m in metrics))
     for block in perf:
         if block.get("gflops") is not None:
-            block["peak_fraction"] = block["gflops"] / peak.info["gflops"] if peak.info else None
+            block["peak_fraction"] = block["gflops"] / peak.gflops() if peak.gflops() else None
     if not metrics_by_bs:
         raise ZooError(f"{cfg.model}/{cfg.runtime}: every batch size failed; first error: {perf[0].get('error')}")
     return perf, metrics_by_bs, peak

@@ -21,14 +21,15 @@ def stamp(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def device(rt, peak: dict | None) -> dict:
+def device(rt, peaks: dict | None) -> dict:
     """The device the runtime ran on (the accelerator, with the host CPU in details, or the CPU)
-    and the fp32 peak measured on the host's threads."""
+    and the peaks measured on the host's threads (zoo.stages.infer.Peak.device_fields: fp32_peak,
+    and precision_peak for a reduced precision)."""
     host = cpu_device(rt.threads)
     dev = rt.device_info() or host
     if dev is not host:
         dev = {**dev, "details": {**dev.get("details", {}), "host": host}}
-    return {**dev, **({"fp32_peak": peak} if peak else {})}
+    return {**dev, **(peaks or {})}
 
 
 def reserve_predictions(out_dir: Path, stem: str, attempts: int = 20) -> tuple[str, Path]:
@@ -43,9 +44,10 @@ def reserve_predictions(out_dir: Path, stem: str, attempts: int = 20) -> tuple[s
     raise FileExistsError(f"{out_dir}: no free name for {stem}-* after {attempts} attempts")
 
 
-def build(cfg, manifest, adapter, rt, peak, weights, source, export: dict, verify: dict, perf: list,
+def build(cfg, manifest, adapter, rt, peaks, weights, source, export: dict, verify: dict, perf: list,
           accuracy: list, t_start: float, t_end: float, argv: list[str], predictions: dict | None,
-          cache: Path) -> dict:
+          cache: Path, reduced_precision: dict | None = None) -> dict:
+    """The record; `reduced_precision` (schema 1.7) is zoo.stages.fidelity.fp32_baseline's block."""
     rec = {
         "schema_version": RESULT_SCHEMA_VERSION, "kind": "zoo.result",
         "run_id": f"{manifest.name}-{cfg.runtime}-{stamp(t_start)}", "status": "ok", "error": None,
@@ -55,7 +57,7 @@ def build(cfg, manifest, adapter, rt, peak, weights, source, export: dict, verif
         "runtime": {"name": rt.name, "version": rt.version(),
                     "settings": {**rt.settings(), "cache": str(cache), "pipeline_workers": cfg.workers,
                                  "postprocess_workers": cfg.post_workers}},
-        "device": device(rt, peak), "precision": rt.executed_precision(),
+        "device": device(rt, peaks), "precision": rt.executed_precision(),
         "environment": environment(argv),
         "provenance": {"weights": weights.record(), "dataset": source.provenance()},
         "export": export,
@@ -66,6 +68,8 @@ def build(cfg, manifest, adapter, rt, peak, weights, source, export: dict, verif
     }
     if predictions is not None:
         rec["predictions"] = predictions
+    if reduced_precision is not None:
+        rec["reduced_precision"] = reduced_precision
     return rec
 
 
