@@ -5,6 +5,7 @@
   invoke bench  --model unetpp          PyTorch eager vs the compiled runtime, side by side
   invoke score  RESULT [--data D]      the accuracy again from a run's saved predictions (no inference)
   invoke prep   --model unetpp --bin-dir D   write preprocessed <id>.bin inputs (guide/ais_bench style)
+  invoke diagnose --model unetpp --precision int8 [--auto]   where int8 loses accuracy (per layer)
   invoke build  --model unetpp          build the model's Docker image alone
   invoke lock   [--model unetpp]        regenerate the hash lock(s) from requirements.txt (pip-compile)
   invoke report [--results results]     Markdown + HTML report of every result JSON
@@ -273,6 +274,30 @@ def score(c, result, data=None):
         _fail(str(exc))
     model = _models(name)[0]  # a recorded name is checked like a given one before it becomes a path
     proc = _in_env(model, ["-m", "zoo", "score", str(path), *(["--data", str(Path(data).resolve())] if data else [])])
+    print(proc.stdout, end="")
+    if proc.returncode != 0:
+        raise Exit(code=proc.returncode)
+
+
+@_zoo_task("diagnose", help={
+    "samples": "evaluation samples compared (the split's first N; default 8)",
+    "auto": "keep the most sensitive layers in fp32 until within 1% of fp32; print the --keep-fp32 list",
+    "auto-by": "--auto's criterion: metric or fidelity (default: metric; fidelity with a random checkpoint)",
+    "top": "sensitivity units printed (default 10)",
+    "out": "the JSON report's path (default: results/<model>/diagnose-<runtime>-<precision>-<time>.json)"})
+def diagnose(c, model=None, weights=None, data=None, out=None, samples=None, auto=False, auto_by=None, top=None,
+             **options):
+    """Where a reduced-precision model loses accuracy: every shared intermediate tensor compared with
+    fp32 on real samples, the first layer where the error jumps, the per-layer sensitivity ranking;
+    --auto keeps the most sensitive layers in fp32 until within 1%."""
+    model = _need(model)
+    argv = ["-m", "zoo", "diagnose", "--model", model, *_zoo_args(options, "diagnose"), *_paths(weights, data)]
+    argv += ["--samples", str(samples)] if samples else []
+    argv += ["--top", str(top)] if top else []
+    argv += ["--auto"] if auto else []
+    argv += ["--auto-by", auto_by] if auto_by else []
+    argv += ["--out", str(Path(out).resolve())] if out else []
+    proc = _in_env(model, argv)
     print(proc.stdout, end="")
     if proc.returncode != 0:
         raise Exit(code=proc.returncode)

@@ -3,6 +3,7 @@
   python -m zoo run   --model unetpp [--weights W] [--data D] [--runtime onnxruntime|openvino|torch|...] ...
   python -m zoo bench --model unetpp [--batch-sizes ...]     (PyTorch eager vs compiled runtime)
   python -m zoo score RESULT_JSON [--data D]   (the accuracy again from a run's --save-predictions)
+  python -m zoo diagnose --model unetpp --precision int8 [--samples N] [--auto]   (where int8 loses accuracy)
   python -m zoo models
 
 Exit codes: 0 ok, 1 (score) a figure differs from the record, 2 a clear error (one line on stderr;
@@ -46,6 +47,19 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("result", type=Path, metavar="RESULT_JSON", help="the run's result JSON")
     sc.add_argument("--data", type=Path, help="dataset root the labels are read from (default: the path the run recorded)")
     sc.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
+    dg = sub.add_parser("diagnose", help="where a reduced-precision model loses accuracy: per-layer comparison with fp32, "
+                        "first jump, per-layer sensitivity; --auto keeps the most sensitive layers in fp32")
+    config.add_arguments(dg, "diagnose")
+    dg.add_argument("--samples", type=int, default=8, help="evaluation samples compared (the split's first N; default 8)")
+    dg.add_argument("--auto", action="store_true", help="keep the most sensitive layers in fp32 until within the "
+                    "manifest's tolerance (1%%) of fp32, and print the --keep-fp32 list")
+    dg.add_argument("--auto-by", choices=("metric", "fidelity"), help="--auto's criterion: the model's metrics, or the "
+                    "fraction of decisions flipped vs fp32 (default: metric, fidelity with a random checkpoint)")
+    dg.add_argument("--top", type=int, default=10, help="sensitivity units printed (default 10)")
+    dg.add_argument("--out", type=Path, help="the JSON report's path (default: results/<model>/diagnose-<runtime>-"
+                    "<precision>-<time>.json)")
+    dg.set_defaults(precision="int8")
+    dg.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     sub.add_parser("models", help="list the models")
     return ap
 
@@ -80,14 +94,18 @@ def _bench_label(rec: dict, several_precisions: bool) -> str:
 
 def bench_table(records: list[dict]) -> str:
     """Infer-only and pipeline throughput per batch size for each runtime (and precision, when
-    several ran), and ratios vs the first."""
+    several ran), ratios vs the first, and each reduced precision's speed-up over the same
+    runtime's fp32 when fp32 ran too."""
     several = len({r["precision"] for r in records}) > 1
     by = {_bench_label(r, several): {(p["batch_size"], p["scope"]): p for p in r["perf"]} for r in records}
     names = list(by)
     base = names[0]
     sizes = sorted({bs for d in by.values() for bs, _ in d})
+    # speed-up over the same runtime's fp32 (when fp32 ran too and is not already the base)
+    fp32_of = {n: f"{n.split(':')[0]}:fp32" for n in names if several and not n.endswith(":fp32")}
+    speedups = [(n, b) for n, b in fp32_of.items() if b in by and b != base]
     head = ["bs"] + [f"{n} infer/s" for n in names] + [f"{n}/{base}" for n in names[1:]] + \
-        [f"{n} pipeline/s" for n in names] + [f"{n} pipe/infer" for n in names]
+        [f"{n}/{b}" for n, b in speedups] + [f"{n} pipeline/s" for n in names] + [f"{n} pipe/infer" for n in names]
     rows = []
     for bs in sizes:
         def tp(n, scope):
@@ -96,6 +114,7 @@ def bench_table(records: list[dict]) -> str:
         f = lambda v, d=1: "failed" if v is None else f"{v:.{d}f}"  # noqa: E731
         row = [str(bs)] + [f(tp(n, "infer_only")) for n in names]
         row += [f(tp(n, "infer_only") / tp(base, "infer_only"), 2) if tp(n, "infer_only") and tp(base, "infer_only") else "-" for n in names[1:]]
+        row += [f(tp(n, "infer_only") / tp(b, "infer_only"), 2) if tp(n, "infer_only") and tp(b, "infer_only") else "-" for n, b in speedups]
         row += [f(tp(n, "pipeline")) for n in names]
         row += [f"{tp(n, 'pipeline') / tp(n, 'infer_only'):.0%}" if tp(n, "pipeline") and tp(n, "infer_only") else "-" for n in names]
         rows.append(row)
@@ -107,9 +126,10 @@ def bench_table(records: list[dict]) -> str:
         if not ok:
             continue
         best = max(ok, key=lambda p: p["throughput"])
-        peak = rec["device"].get("fp32_peak", {}).get("gflops")
+        own = rec["device"].get("precision_peak") or rec["device"].get("fp32_peak") or {}  # the run's precision's
+        peak, kind = own.get("gflops"), own.get("precision", "fp32")
         cost = f", {best['gflops']:.0f} GFLOP/s" if best.get("gflops") else ""
-        frac = f" = {best['peak_fraction']:.0%} of the {peak:.0f} GFLOP/s fp32 GEMM peak" if best.get("peak_fraction") else ""
+        frac = f" = {best['peak_fraction']:.0%} of the {peak:.0f} GFLOP/s {kind} GEMM peak" if best.get("peak_fraction") and peak else ""
         out.append(f"best {_bench_label(rec, several)}: bs{best['batch_size']} {best['throughput']:.2f}/s{cost}{frac}")
     return "\n".join(out)
 
@@ -166,6 +186,11 @@ def _dispatch(args, argv: list[str]) -> int:
     if args.cmd == "score":
         from zoo.stages.score import rescore_main
         return rescore_main(args.result, args.data)
+    if args.cmd == "diagnose":
+        from zoo.diagnose import main as diagnose_main
+        from zoo.stages.config import from_namespace
+        cfg = from_namespace(args, out=Path("results"))
+        return diagnose_main(cfg, args.samples, args.auto, args.top, args.out, args.auto_by)
     from zoo.run import run
     from zoo.stages.config import check_config, from_json, from_namespace
     if args.cmd == "_child":

@@ -48,7 +48,7 @@ def _everything_set(**fields):
     return RunConfig(**{**{o.field: _other_value(o) for o in config.OPTIONS}, **fields})
 
 
-@pytest.mark.parametrize("command", ["run", "bench", "prep"])
+@pytest.mark.parametrize("command", ["run", "bench", "prep", "diagnose"])
 def test_every_declared_option_is_in_the_zoo_help_and_the_invoke_help(command):
     zoo_help, task_help = _help("zoo", command, "--help"), _help("invoke", "--help", command)
     for o in config.options(command):

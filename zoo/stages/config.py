@@ -211,8 +211,15 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
+# `python -m zoo diagnose` (zoo/diagnose.py): the run options that decide the compared models
+DIAGNOSE = ("model", "runtime", "precision", "calib_ids", "calib_size", "calib_method", "calib_seed", "calib_from_eval",
+            "keep_fp32", "weights", "sha256", "md5", "data", "ids_file", "opset", "onnx", "options", "threads")
+
+
 def options(command: str = "run") -> list[Option]:
     """The declared options the zoo command `command` takes, in declaration order."""
+    if command == "diagnose":
+        return [o for o in OPTIONS if o.field in DIAGNOSE]
     return [o for o in OPTIONS if command in o.commands]
 
 
