@@ -74,10 +74,12 @@ def test_run_peak_fp32_unchanged_and_reduced_precision_uses_its_own(monkeypatch)
 
     fp32 = iter([100.0])
     own = iter([400.0, 450.0])
-    monkeypatch.setattr(zoo.peaks, "precision_peak", lambda precision, threads, runtime, repeats: {
-        "precision": precision, "gflops": next(own), "threads": threads, "kernel": runtime, "n": 8, "method": "m"})
+    monkeypatch.setattr(zoo.peaks, "precision_peak", lambda precision, threads, runtime, repeats, family=None: {
+        "precision": precision, "gflops": next(own) if precision != "fp32" else 50.0, "threads": threads,
+        "kernel": f"{runtime} {precision}", "n": 8, "method": "m"})
     q = Peak(2, True, "int8", "onnxruntime")
     assert q.again() == 450.0 and q.gflops() == 450.0 and q.info["gflops"] == 100.0  # fp32 measured once
+    assert q.info["candidates"] == {"torch x torch.mm fp32": 100.0, "onnxruntime fp32": 50.0}  # torch.mm the faster here
     fields = q.device_fields()
     assert fields["precision_peak"]["measurements"] == [400.0, 450.0] and fields["fp32_peak"]["measurements"] == [100.0]
 
@@ -111,3 +113,16 @@ def test_isolated_children_merge_their_own_precision_peaks():
     assert merged["device"]["precision_peak"]["measurements"] == [400.0, 500.0]
     assert merged["device"]["precision_peak"]["gflops"] == 500.0 and perf[0]["peak_fraction"] == 0.2
     assert merged["device"]["fp32_peak"]["gflops"] == 100.0
+
+
+def test_fp32_peak_is_the_best_of_torch_and_the_runtimes_own_kernel():
+    """A peak bounds what the run can reach: torch.mm's BLAS may not use a CPU's widest units, so
+    a run on onnxruntime/openvino takes the best of torch.mm and its own fp32 MatMul."""
+    from zoo.peaks import fp32_peak
+    for runtime in ("onnxruntime", "openvino"):
+        p = fp32_peak(2, runtime, repeats=2)
+        assert len(p["candidates"]) == 2, p["candidates"]
+        assert p["gflops"] == max(p["candidates"].values()) and p["candidates"][p["kernel"]] == p["gflops"]
+        assert any(k.startswith(runtime) for k in p["candidates"])
+    torch_only = fp32_peak(2, "torch", repeats=2)
+    assert list(torch_only["candidates"]) == [torch_only["kernel"]] and "torch.mm" in torch_only["kernel"]

@@ -51,25 +51,27 @@ def op_profile(rt, feeds, bs: int, calls: int, cost: dict) -> dict:
 
 
 class Peak:
-    """This machine's fp32 GEMM rate on the runtime's threads: measured before the sweep and again
+    """This machine's fp32 GEMM rate on the runtime's threads (the best of torch.mm and the
+    runtime's own fp32 MatMul, zoo.peaks.fp32_peak): measured before the sweep and again
     before each batch size (a shared machine drifts within a run); fractions use the highest.
     A reduced-precision run (bf16, fp16, int8) also measures its own precision's GEMM peak through
     its runtime's kernels (zoo.peaks): that one is measured again before each batch size instead,
     and its perf blocks' peak_fraction is against it (the fp32 peak stays in the record, once)."""
 
     def __init__(self, threads: int, enabled: bool, precision: str = "fp32", runtime: str | None = None):
-        from zoo.cost import copy_bandwidth, gemm_peak
+        from zoo.cost import copy_bandwidth
+        from zoo.peaks import fp32_peak
         self.threads, self.info, self.own = threads, None, None
         self.precision, self.runtime = precision, runtime
         if enabled:
-            self.info = gemm_peak(threads)
+            self.info = fp32_peak(threads, runtime)
             self.info["measurements"] = [self.info["gflops"]]
             self.info["method"] += ("; measured again (best of 10) before each batch size, gflops = the highest"
                                     if precision == "fp32" else f"; measured once (a {precision} run measures "
                                     "its own precision's peak again before each batch size: precision_peak)")
             self.info["memory"] = copy_bandwidth()
-            log(f"      fp32 GEMM peak on {threads} threads: {self.info['gflops']:.0f} GFLOP/s; memory copy "
-                 f"{self.info['memory']['gbytes_per_s']:.1f} GB/s")
+            log(f"      fp32 GEMM peak on {threads} threads: {self.info['gflops']:.0f} GFLOP/s ({self.info['kernel']}); "
+                 f"memory copy {self.info['memory']['gbytes_per_s']:.1f} GB/s")
             if precision != "fp32":
                 self.own = self._own(repeats=25)
                 if "gflops" in self.own:
@@ -100,8 +102,8 @@ class Peak:
                 self.own["measurements"].append(g)
                 self.own["gflops"] = max(self.own["measurements"])
             return g
-        from zoo.cost import gemm_peak
-        g = gemm_peak(self.threads, repeats=10)["gflops"]
+        from zoo.peaks import fp32_peak
+        g = fp32_peak(self.threads, self.runtime, repeats=10)["gflops"]
         self.info["measurements"].append(g)
         self.info["gflops"] = max(self.info["measurements"])
         return g
