@@ -94,11 +94,14 @@ def watch(cmd: list[str], memory_limit_mb: float | None = None, env: dict | None
     return ChildOutcome(proc.returncode, peak, killed, "".join(out), list(tail))
 
 
-def _config_json(cfg, bs: int, out: Path) -> str:
+def _config_json(cfg, bs: int, out: Path, first: bool = True) -> str:
     """The child's config (zoo.stages.config.to_json): one batch size, run in the child itself,
-    written into `out`."""
+    written into `out`. In a reduced-precision sweep only `first` children -- those started
+    before any child succeeded -- run the fp32 baseline: the merged record keeps the first
+    successful child's accuracy, and its baseline with it."""
     from zoo.stages.config import to_json
-    return to_json(dataclasses.replace(cfg, batch_sizes=[bs], out=out, isolate=False, memory_limit_mb=None))
+    return to_json(dataclasses.replace(cfg, batch_sizes=[bs], out=out, isolate=False, memory_limit_mb=None,
+                                       fp32_baseline=cfg.fp32_baseline and first))
 
 
 def _merge_accuracy(records: list[dict]) -> list[dict]:
@@ -128,7 +131,7 @@ def run_isolated(cfg, argv: list[str]) -> Path:
             print(f"[isolate] batch size {bs} in a child process"
                   + (f" (memory limit {cfg.memory_limit_mb:.0f} MB)" if cfg.memory_limit_mb else ""),
                   file=sys.stderr, flush=True)
-            res = watch([sys.executable, "-m", "zoo", "_child", "--config", _config_json(cfg, bs, out)],
+            res = watch([sys.executable, "-m", "zoo", "_child", "--config", _config_json(cfg, bs, out, not records)],
                         cfg.memory_limit_mb, env)
             if res.returncode == 130:  # the child was interrupted (Ctrl-C reaches the whole group)
                 raise KeyboardInterrupt

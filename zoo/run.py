@@ -79,7 +79,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
             run_id, folder = record.reserve_predictions(out_dir, f"{manifest.name}-{cfg.runtime}-{record.stamp(t_start)}")
             writer = PredictionWriter(folder)
 
-        if cfg.precision != "fp32" and writer is None:
+        baseline = cfg.precision != "fp32" and cfg.fp32_baseline
+        if baseline and writer is None:
             keeper = TemporaryPredictions()  # for the fp32 baseline's comparison; removed in `finally`
 
         log(f"[6/7] inference, batch sizes {batch_sizes}, {len(source)} samples")
@@ -88,7 +89,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         closed = (keeper or writer).close() if (keeper or writer) is not None else None
         accuracy = accuracy_blocks(metrics_by_bs, manifest, source)
         reduced = None
-        if cfg.precision != "fp32":
+        if baseline:
             log(f"      fp32 baseline: {cfg.runtime} at fp32 over the same samples (accuracy, fidelity, speed)")
             reduced = fp32_baseline(cfg, runtime_cls, manifest, adapter, source, head, export, module, cache, weights,
                                     calibration, rt, perf, accuracy, Path(closed["path"]))

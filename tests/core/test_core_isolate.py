@@ -65,6 +65,16 @@ def test_config_round_trips_through_json(tmp_path):
     assert nostab.stability is None
 
 
+def test_only_children_before_a_success_run_the_fp32_baseline(tmp_path):
+    """A reduced-precision --isolate sweep: the merged record keeps the first successful child's
+    baseline, so the later children skip theirs (one fp32 pass, not one per batch size)."""
+    cfg = RunConfig(model="unetpp", precision="int8")
+    assert from_json(_config_json(cfg, 1, tmp_path, first=True)).fp32_baseline is True
+    assert from_json(_config_json(cfg, 4, tmp_path, first=False)).fp32_baseline is False
+    off = RunConfig(model="unetpp", precision="int8", fp32_baseline=False)
+    assert from_json(_config_json(off, 1, tmp_path, first=True)).fp32_baseline is False
+
+
 def test_memory_limit_without_isolate_is_a_clear_error():
     with pytest.raises(ZooError, match="--memory-limit needs --isolate"):
         check_config(RunConfig(model="unetpp", memory_limit_mb=100))

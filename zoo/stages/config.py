@@ -162,6 +162,9 @@ OPTIONS: tuple[Option, ...] = (
            help="int8: calibrate on the evaluation split (when no calibration split exists; the record marks it)"),
     Option("keep_fp32", ("--keep-fp32",), metavar="LAYERS",
            help="int8: comma-separated ONNX node names left in higher precision (from `invoke diagnose`)"),
+    Option("fp32_baseline", ("--no-fp32-baseline",), "switch", default=True,
+           help="a reduced-precision run skips its fp32 pass over the same samples (then no accuracy delta, "
+                "fidelity or in-run speed-up is recorded)"),
     Option("weights", ("--weights",), task="own",
            help="checkpoint: a manifest checkpoint name, a file, or an http(s) URL (default: the manifest's)"),
     Option("sha256", ("--sha256",), help="expected sha256 of --weights (verified; required with a URL unless --md5)"),

@@ -83,3 +83,14 @@ def test_torch_bf16_with_another_weights_file_is_judged_by_fidelity(tmp_path):
     assert rp["passed"] == (rp["fidelity"][0]["value"] >= 1 - rp["tolerance"])
     assert rec["predictions"]["num_samples"] == 8
     assert not list((tmp_path / "tmp").glob("zoo-fp32-baseline-*"))
+
+
+def test_no_fp32_baseline_records_no_block_and_runs_no_fp32_pass(tmp_path):
+    """--no-fp32-baseline: the reduced-precision run alone (int8 on ONNX Runtime, which runs on
+    every x86 CPU): no reduced_precision block, and the log shows no fp32 pass."""
+    proc = zoo_run(tmp_path, "--runtime", "onnxruntime", "--precision", "int8", "--no-fp32-baseline")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rec = last_json(proc)
+    validate(rec, "record")
+    assert rec["precision"] == "int8" and "reduced_precision" not in rec
+    assert "fp32 baseline" not in proc.stderr + proc.stdout
