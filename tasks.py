@@ -7,6 +7,7 @@
   invoke prep   --model unetpp --bin-dir D   write preprocessed <id>.bin inputs (guide/ais_bench style)
   invoke diagnose --model unetpp --precision int8 [--auto]   where int8 loses accuracy (per layer)
   invoke build  --model unetpp          build the model's Docker image alone
+  invoke base-image                     a local python base image from Debian packages (build --base-image local)
   invoke lock   [--model unetpp]        regenerate the hash lock(s) from requirements.txt (pip-compile)
   invoke report [--results results]     Markdown + HTML report of every result JSON
   invoke compare BASELINE NEW           accuracy deltas and throughput ratios; exit 1 on a regression
@@ -210,9 +211,13 @@ def run(c, model=None, weights=None, data=None, out=str(RESULTS), docker_=False,
                     print(docker.format_command(step))
                 print(docker.format_command(docker.plan_run(model, **kw)))
                 return
-            rc = docker.run(model, **kw)
+            rc = docker.run(model, **kw)  # forwards Ctrl-C/SIGTERM to the container: the zoo's line, 130/143
+        except docker.Interrupted as exc:
+            _fail(str(exc), exc.code)
         except docker.DockerError as exc:
             _fail(str(exc))
+        except KeyboardInterrupt:  # before the container started, or while it was removed
+            _fail("interrupted; no result written", 130)
         if rc != 0:
             raise Exit(code=rc)
         new = sorted((out / model).glob("*.json"), key=lambda p: p.stat().st_mtime)
@@ -304,19 +309,67 @@ def diagnose(c, model=None, weights=None, data=None, out=None, samples=None, aut
 
 
 @task(auto_shortflags=False, help={"model": "model name", "tag": "image tag (default zoo/<model>:latest)", "dry-run": "print the command only",
-                                   "base-image": "python base image (default: the digest-pinned BASE_IMAGE of runner/dockerfiles/base.Dockerfile)"})
-def build(c, model=None, tag=None, dry_run=False, base_image=None):
-    """Build one model's Docker image: the shared docker/ images it builds FROM, models/<model>/Dockerfile,
-    then runner/dockerfiles/core.Dockerfile on top (context = repo root)."""
+                                   "base-image": "python base image (default: the digest-pinned BASE_IMAGE of runner/dockerfiles/base.Dockerfile; "
+                                                 "'local': zoo/python-local:3.11-bookworm, made first by runner/base_image.sh if missing)",
+                                   "pip-config": "a pip.conf for the build stages' pip (PIP_CONFIG_FILE; it alone decides the indexes)",
+                                   "ca-bundle": "a CA bundle (PEM) for the build stages' pip (PIP_CERT: a TLS-re-signing network)",
+                                   "wheels": "a folder of wheels for the build stages' pip (PIP_FIND_LINKS)",
+                                   "compile-mmcv": "OpenMMLab images: compile mmcv in the build stage even if work/cache/wheels has it"})
+def build(c, model=None, tag=None, dry_run=False, base_image=None, pip_config=None, ca_bundle=None, wheels=None,
+          compile_mmcv=False):
+    """Build one model's Docker image: the shared runner/dockerfiles/ images it builds FROM, models/<model>/Dockerfile,
+    then runner/dockerfiles/core.Dockerfile on top (context = repo root). The pip config, CA bundle and wheels reach
+    only build stages (runner/dockerfiles/build-inputs/README.md): no layer of the image holds them."""
     model = _need(model)
+    commit = docker.current_git_commit()
     try:
+        inputs = docker.build_inputs(pip_config, ca_bundle, wheels)
         if dry_run:
-            for argv in docker.plan_build(model, tag, docker.current_git_commit(), base_image):
-                print(docker.format_command(argv))
+            if base_image == "local":
+                print(f"bash {docker.BASE_IMAGE_SCRIPT}")
+            for step in docker.prepare_build(model, tag, commit, base_image, inputs, not compile_mmcv):
+                for name, source in _input_lines(step.inputs):  # what `build` adds to that build's context
+                    print(f"# context + {name} = {source}")
+                print(docker.format_command(step.argv()))
             return
-        print(docker.build(model, tag, docker.current_git_commit(), base_image=base_image))
+        if base_image == "local":
+            _local_base_image()
+        print(docker.build(model, tag, commit, base_image=base_image, inputs=inputs, host_mmcv=not compile_mmcv))
     except docker.DockerError as exc:
         _fail(str(exc))
+
+
+def _input_lines(inputs) -> list[tuple[str, str]]:
+    """A build's inputs for --dry-run, the wheels folder as one line."""
+    lines, folders = [], {}
+    for name, source in inputs:
+        if f"{docker.BUILD_INPUTS_DIR}/wheels/" in name:
+            folders.setdefault(str(source.parent), []).append(name)
+        else:
+            lines.append((name, str(source)))
+    for folder, names in folders.items():
+        lines.append((f"{docker.BUILD_INPUTS_DIR}/wheels/", f"{folder}/ ({len(names)} files)"))
+    return lines
+
+
+def _local_base_image() -> None:
+    """runner/base_image.sh: make zoo/python-local:3.11-bookworm unless it exists (its one-line error: exit 2)."""
+    proc = subprocess.run(["bash", str(ROOT / docker.BASE_IMAGE_SCRIPT)], stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        _fail((proc.stderr.strip().splitlines() or [f"{docker.BASE_IMAGE_SCRIPT} failed"])[-1])
+
+
+@task(auto_shortflags=False, help={"ca-bundle": "CA bundle for an https Debian mirror (not put in the image)",
+                                   "mirror": "Debian mirror (default http://deb.debian.org/debian)"})
+def base_image(c, ca_bundle=None, mirror=None):
+    """Make the local python base image zoo/python-local:3.11-bookworm from Debian packages (debootstrap; as root;
+    nothing to do when it exists): for `invoke build --base-image local` where the official image cannot be pulled."""
+    argv = ["bash", str(ROOT / docker.BASE_IMAGE_SCRIPT)]
+    argv += ["--ca-bundle", ca_bundle] if ca_bundle else []
+    argv += ["--mirror", mirror] if mirror else []
+    proc = subprocess.run(argv)
+    if proc.returncode != 0:
+        raise Exit(code=proc.returncode)
 
 
 @task(auto_shortflags=False, help={"results": "folder of result JSONs (default: results)", "out": "output folder (default: the results folder)"})
@@ -389,3 +442,200 @@ def test(c, model=None, k=None):
             failed.append(m)
     if failed:
         raise Exit(f"error: tests failed in: {', '.join(failed)}", code=1)
+
+
+# --------------------------------------------------------------------------- engine-check (issue 14, item 2)
+
+ENGINE_WORK = ROOT / "work" / "engine-check"
+ENGINE_UNAVAILABLE = 3  # engine-check's exit code when no engine can be reached, installed or started
+ENGINE_PACKAGES = (("dockerd", "docker.io"), ("debootstrap", "debootstrap"))  # (command, Debian package)
+
+
+class _Steps:
+    """Named steps, each timed; a failed step is recorded with its one-line reason and the
+    check goes on with the steps that do not depend on it; ``summary`` prints the table."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, float, str]] = []
+
+    def run(self, name: str, fn, *args) -> bool:
+        import time
+        print(f"== {name}", flush=True)
+        started = time.monotonic()
+        try:
+            outcome = fn(*args)
+            status = "ok" if outcome is None or outcome is True else f"FAILED: {outcome}"
+        except (Exit, OSError, subprocess.SubprocessError, docker.DockerError, ResultError) as exc:
+            status = f"FAILED: {getattr(exc, 'message', None) or exc}"
+        self.rows.append((name, time.monotonic() - started, " ".join(str(status).split())[:200]))
+        print(f"   {name}: {self.rows[-1][2]} ({self.rows[-1][1]:.0f} s)", flush=True)
+        return status == "ok"
+
+    def skip(self, name: str, reason: str) -> None:
+        self.rows.append((name, 0.0, f"skipped: {reason}"))
+
+    def summary(self) -> bool:
+        width = max(len(name) for name, _, _ in self.rows)
+        print("\nengine-check summary")
+        for name, seconds, status in self.rows:
+            print(f"  {name:<{width}}  {seconds:7.1f} s  {status}")
+        print(f"  {'total':<{width}}  {sum(s for _, s, _ in self.rows):7.1f} s")
+        return all(not status.startswith("FAILED") for _, _, status in self.rows)
+
+
+def _call(argv: list[str], **kw) -> str | None:
+    """Run a command (output through); None if it succeeded, else a one-line reason."""
+    rc = subprocess.call(argv, cwd=ROOT, **kw)
+    return None if rc == 0 else f"{' '.join(argv[:4])} ... exited {rc}"
+
+
+def _engine_weights(model: str, steps: "_Steps") -> list[str] | None:
+    """The --weights words of a model's check run: none when its default checkpoint ships with
+    the repository (UNet++'s trained file), else a random-weight checkpoint made once in the
+    model's own environment (benchmarks/random_weights.py; the official files cannot be fetched
+    here): the check proves the image end to end, not its accuracy. None when it cannot be made."""
+    from zoo.manifest import load_manifest
+    manifest = load_manifest(model)
+    default = manifest.weights["checkpoints"][manifest.weights["default"]]
+    if default.get("path") and (manifest.dir / default["path"]).is_file():
+        return []
+    path = ENGINE_WORK / "weights" / f"{model}_random.pth"
+    def make() -> str | None:
+        try:
+            python = envs.ensure(model)
+        except envs.EnvError as exc:
+            return str(exc)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _call([str(python), str(ROOT / "benchmarks" / "random_weights.py"), model, str(path)])
+
+    if not path.is_file() and not steps.run(f"random-weight checkpoint for {model}", make):
+        return None
+    return ["--weights", str(path)]
+
+
+def _engine_reachable() -> bool:
+    try:
+        docker._connect()
+        return True
+    except docker.DockerError:
+        return False
+
+
+def _install_engine() -> str | None:
+    """apt-get install the missing ENGINE_PACKAGES; a policy-rc.d (only if there is none, removed
+    after) keeps their postinst from starting a service: this check starts the daemon itself."""
+    import shutil
+    missing = [pkg for command, pkg in ENGINE_PACKAGES if shutil.which(command) is None]
+    if not missing:
+        return None
+    policy = Path("/usr/sbin/policy-rc.d")
+    made = not policy.exists()
+    if made:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        return (_call(["apt-get", "update", "-q"], env=env)
+                or _call(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env))
+    finally:
+        if made:
+            policy.unlink()
+
+
+def _start_engine(started: list) -> str | None:
+    """Start dockerd (its log: work/engine-check/dockerd.log) and wait for it to answer (60 s);
+    the process is appended to ``started`` so that the check stops it, and only it."""
+    import time
+    ENGINE_WORK.mkdir(parents=True, exist_ok=True)
+    log = open(ENGINE_WORK / "dockerd.log", "ab")
+    proc = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    started.append(proc)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (ENGINE_WORK / "dockerd.log").read_text(errors="replace").strip().splitlines()[-1:]
+            return f"dockerd exited {proc.returncode}: {tail[0] if tail else 'no output'}"
+        if _engine_reachable():
+            return None
+        time.sleep(1)
+    return "dockerd did not answer within 60 s (work/engine-check/dockerd.log)"
+
+
+def _stop_engine(proc: subprocess.Popen) -> str | None:
+    """SIGTERM the dockerd this check started (its containers stop with it), then wait."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return "dockerd did not stop within 60 s: killed"
+    return None
+
+
+def _check_results(folder: Path) -> str | None:
+    """The run's record on the host: valid against the schema, written in a container, every
+    batch size measured."""
+    records = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
+    if not records:
+        return f"no result JSON in {folder}"
+    rec = load_result(records[-1])
+    if not rec["environment"]["in_container"]:
+        return f"{records[-1]}: not recorded as run in a container"
+    failed = [p["batch_size"] for p in rec["perf"] if p["status"] != "ok"]
+    return f"{records[-1]}: batch size(s) {failed} failed" if failed else None
+
+
+@task(auto_shortflags=False, help={
+    "models": "comma-separated models to build and run (default unetpp,fcn8s: one plain, one OpenMMLab image)",
+    "base-image": "python base image of the builds (default local: runner/base_image.sh makes it)",
+    "pip-config": "passed to `invoke build`", "ca-bundle": "passed to `invoke build` and the base image script",
+    "wheels": "passed to `invoke build`", "mirror": "Debian mirror of the local base image",
+    "no-tests": "skip the engine tests (tests/runner -m engine)"})
+def engine_check(c, models="unetpp,fcn8s", base_image="local", pip_config=None, ca_bundle=None, wheels=None,
+                 mirror=None, no_tests=False):
+    """The images end to end on a real Docker engine (issue 14, item 2): install docker.io where
+    it is missing and start dockerd (as root; stopped at the end: only a daemon this check
+    started), make the local base image, build each model's image, run its main job with
+    --docker, validate the record on the host, run the engine tests; every step timed."""
+    names = [_models(m)[0] for m in models.split(",") if m]
+    steps, started = _Steps(), []
+    if not _engine_reachable():  # no engine to check: exit 3 (CI tells it apart from a failed check)
+        if os.geteuid() != 0:
+            _fail("no Docker daemon reachable, and installing/starting one needs root", ENGINE_UNAVAILABLE)
+        if not (steps.run("install docker.io (if missing)", _install_engine)
+                and steps.run("start dockerd", _start_engine, started)):
+            steps.summary()
+            raise Exit(code=ENGINE_UNAVAILABLE)
+    else:
+        print("== a Docker daemon is already running: used, and left running", flush=True)
+    try:
+        if base_image == "local":
+            steps.run("local base image (runner/base_image.sh)", _call, [
+                sys.executable, "-m", "invoke", "base-image", *(["--ca-bundle", ca_bundle] if ca_bundle else []),
+                *(["--mirror", mirror] if mirror else [])])
+        out = ENGINE_WORK / "results"
+        build_opts = [*(["--pip-config", pip_config] if pip_config else []),
+                      *(["--ca-bundle", ca_bundle] if ca_bundle else []), *(["--wheels", wheels] if wheels else [])]
+        for m in names:
+            if not steps.run(f"build {m}", _call, [sys.executable, "-m", "invoke", "build", "--model", m,
+                                                   "--base-image", base_image, *build_opts]):
+                steps.skip(f"run {m} --docker", "its build failed")
+                continue
+            weights = _engine_weights(m, steps)
+            if weights is None:
+                steps.skip(f"run {m} --docker", "no checkpoint to run it with")
+                continue
+            if steps.run(f"run {m} --docker", _call, [sys.executable, "-m", "invoke", "run", "--model", m,
+                                                      "--docker", "--out", str(out), *weights]):
+                steps.run(f"validate {m}'s record on the host", _check_results, out / m)
+        if no_tests:
+            steps.skip("engine tests", "--no-tests")
+        else:
+            steps.run("engine tests (pytest -m engine tests/runner)", _call,
+                      [sys.executable, "-m", "pytest", "-q", "-m", "engine", "tests/runner"])
+    finally:
+        for proc in started:
+            steps.run("stop the dockerd this check started", _stop_engine, proc)
+    if not steps.summary():
+        raise Exit(code=1)

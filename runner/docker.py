@@ -25,10 +25,16 @@ run (``run``), both rendered from one ``RunSpec``:
   ``--memory`` = ``--memory-swap`` when ``memory`` is given (default: no memory limit);
 - ``--network none``: nothing is downloaded at run time. A ``weights`` URL, or a checkpoint
   (named, or the manifest's default) that is only a URL, is refused with a one-line error
-  asking to download it first and pass the file.
+  asking to download it first and pass the file;
+- ``--init``: the engine's init is PID 1 and hands signals on to ``python -m zoo``, so that
+  ``docker stop`` (SIGTERM) ends a run promptly with 143 instead of killing it after the timeout.
 
 Without ``data``/``weights`` nothing is mounted for them: the image has its built-in data
-and checkpoint. The accelerators found on the host are passed (see ``discover_devices``).
+and checkpoint. The accelerators found on the host are passed (see ``discover_devices``); NVIDIA
+GPUs only to an image whose ``io.zoo.devices`` label lists ``nvidia`` (or on an explicit
+``--device-type nvidia``): the zoo's images are CPU-only, and ``--gpus all`` fails on a host
+without the NVIDIA container toolkit. ``run`` removes its container in every case (one that
+could not start included) and forwards Ctrl-C/SIGTERM to it (exit 130/143, one line).
 
 API (for tasks.py)
 ------------------
@@ -42,8 +48,9 @@ API (for tasks.py)
     their contents>``, the model's ``zoo/<model>-env:<hash>``, the final ``zoo/<model>:latest``.
 ``plan_run(model, *, out, data=None, weights=None, tag=None, device_type="auto", zoo_args=(),
 memory=None, pids_limit=DEFAULT_PIDS_LIMIT, cache_size=DEFAULT_CACHE_SIZE, tmp_size=DEFAULT_TMP_SIZE,
-dev_root="/dev", driver_dir=ASCEND_DRIVER_DIR, npu_smi=NPU_SMI) -> list[str]``
-    argv of ``docker run --rm ...`` (for ``--dry-run``).
+dev_root="/dev", driver_dir=ASCEND_DRIVER_DIR, npu_smi=NPU_SMI, image_devices=None) -> list[str]``
+    argv of ``docker run --rm ...`` (for ``--dry-run``; the image's device kinds as its
+    Dockerfiles declare them, ``declared_devices``).
 ``plan_prepare(model, *, out) -> list[list[str]]``
     the host commands ``run`` performs before the container (create, and as root chown, the
     results subfolder), for ``--dry-run`` to print before the ``docker run`` line.
@@ -54,15 +61,16 @@ dev_root="/dev", driver_dir=ASCEND_DRIVER_DIR, npu_smi=NPU_SMI) -> list[str]``
     returns the final image's id.
 ``run(model, *, <the keywords of plan_run>, log=print_line) -> int``
     runs with the Docker SDK (same mounts, limits, devices, user), streaming the container's
-    output lines to ``log``; returns the container's exit code.
+    output lines to ``log``; returns the container's exit code (130/143 when Ctrl-C/SIGTERM
+    stopped it; ``Interrupted`` when it had to be removed first).
 ``discover_devices(device_type="auto", *, dev_root="/dev", driver_dir=ASCEND_DRIVER_DIR,
-npu_smi=NPU_SMI) -> Devices``
+npu_smi=NPU_SMI, image_devices=("cpu",)) -> Devices``
     the accelerators to pass to the container; ``DEVICE_TYPES`` lists the choices.
 
 Errors are ``DockerError`` subclasses with one-line messages, fit for ``sys.exit(str(err))``:
 ``UnknownModel`` (no ``models/<name>/Dockerfile``), ``DeviceNotFound`` (explicit
 ``ascend``/``nvidia`` without such a device), ``DockerUnavailable`` (no daemon reachable, or
-the SDK missing). ``plan_*`` need neither the SDK nor a daemon.
+the SDK missing), ``Interrupted`` (``.code`` 130/143). ``plan_*`` need neither the SDK nor a daemon.
 
 The SDK talks to ``DOCKER_HOST`` (default ``unix:///var/run/docker.sock``); it does not
 follow the docker CLI's contexts.
@@ -74,8 +82,10 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,16 +101,21 @@ __all__ = [
     "Devices",
     "DeviceNotFound",
     "DockerError",
+    "DEVICES_LABEL",
     "DockerUnavailable",
+    "Interrupted",
     "Mount",
     "RunSpec",
     "UnknownModel",
     "build",
     "current_git_commit",
+    "declared_devices",
     "discover_devices",
     "dockerfile_path",
     "format_command",
+    "image_labels",
     "image_tag",
+    "label_devices",
     "plan_build",
     "plan_prepare",
     "plan_run",
@@ -149,6 +164,10 @@ BASE_DOCKERFILE = SHARED_IMAGES["ZOO_BASE"][0]  # writes the python base's diges
 # The last layers of every image (the core, the model's folder, labels, USER), built FROM the
 # model's image (MODEL_IMAGE, tagged zoo/<model>-env:<hash>).
 CORE_DOCKERFILE = "runner/dockerfiles/core.Dockerfile"
+
+# The label an image declares its device kinds in (comma-separated: ``cpu``, ``cpu,nvidia``);
+# absent: CPU-only. Device auto-detection passes NVIDIA GPUs only to an image that declares them.
+DEVICES_LABEL = "io.zoo.devices"
 
 _DAVINCI = re.compile(r"davinci(\d+)")
 _NVIDIA = re.compile(r"nvidia(\d+)")
@@ -293,18 +312,44 @@ def _nvidia_present(dev_root: Path) -> bool:
     return shutil.which("nvidia-smi") is not None
 
 
+def label_devices(labels: dict[str, str] | None) -> tuple[str, ...]:
+    """The device kinds an image declares in its ``DEVICES_LABEL`` (comma-separated, e.g.
+    ``cpu,nvidia``); an image without the label is CPU-only (``("cpu",)``)."""
+    text = (labels or {}).get(DEVICES_LABEL, "")
+    kinds = tuple(k.strip().lower() for k in text.split(",") if k.strip())
+    return kinds or ("cpu",)
+
+
+def declared_devices(model: str) -> tuple[str, ...]:
+    """The device kinds ``model``'s image will declare, read from the ``LABEL`` instructions of
+    its Dockerfile and the shared core (the last one wins, as in the image): what a dry run
+    assumes of an image it cannot inspect."""
+    labels: dict[str, str] = {}
+    for path in (dockerfile_path(model), ROOT / CORE_DOCKERFILE):
+        for keyword, rest in dockerfile_instructions(path):
+            if keyword == "LABEL":
+                for word in shlex.split(rest):
+                    key, _, value = word.partition("=")
+                    labels[key] = value
+    return label_devices(labels)
+
+
 def discover_devices(
     device_type: str = "auto",
     *,
     dev_root: PathLike = "/dev",
     driver_dir: PathLike = ASCEND_DRIVER_DIR,
     npu_smi: PathLike = NPU_SMI,
+    image_devices: Sequence[str] = ("cpu",),
 ) -> Devices:
     """The accelerators for ``device_type`` (one of ``DEVICE_TYPES``).
 
-    ``auto`` takes Ascend if any ``davinci<N>`` exists, else NVIDIA if present, else CPU;
-    ``cpu`` passes no device; ``ascend``/``nvidia`` raise DeviceNotFound when absent.
-    ``dev_root``, ``driver_dir`` and ``npu_smi`` point elsewhere than the real host for tests.
+    ``auto`` takes Ascend if any ``davinci<N>`` exists, else NVIDIA if present AND the image
+    declares it (``"nvidia" in image_devices``: ``--gpus all`` fails on a host without the
+    NVIDIA container toolkit, and a CPU-only image has no use for it), else CPU; ``cpu`` passes
+    no device; ``ascend``/``nvidia`` ask for them whatever the image says, and raise
+    DeviceNotFound when absent. ``dev_root``, ``driver_dir`` and ``npu_smi`` point elsewhere
+    than the real host for tests.
     """
     if device_type not in DEVICE_TYPES:
         raise DockerError(
@@ -319,7 +364,8 @@ def discover_devices(
         if device_type == "ascend":
             raise DeviceNotFound(
                 f"--device-type ascend: no Ascend NPU found (no {root}/davinci<N> device)")
-    if _nvidia_present(root):
+    wants_nvidia = device_type == "nvidia" or "nvidia" in image_devices
+    if wants_nvidia and _nvidia_present(root):
         return Devices("nvidia", gpus=True)
     if device_type == "nvidia":
         raise DeviceNotFound(
@@ -401,11 +447,16 @@ def _content_tag(repository: str, path: Path, buildargs: dict[str, str]) -> str:
 
 @dataclass(frozen=True)
 class BuildStep:
-    """One ``docker build`` of a model's image (context = the repo root)."""
+    """One ``docker build`` of a model's image (context = the repo root).
+
+    ``inputs``: (path in the context, host file) pairs added under ``BUILD_INPUTS_DIR`` to the
+    context of this build only (``BuildInputs.files``): the build inputs, for the Dockerfiles
+    whose build stages copy that folder."""
 
     dockerfile: Path
     tag: str
     buildargs: tuple[tuple[str, str], ...]
+    inputs: tuple[tuple[str, Path], ...] = ()
 
     def argv(self) -> list[str]:
         """argv of this ``docker build`` (absolute paths)."""
@@ -416,7 +467,10 @@ class BuildStep:
 
 
 def _base_image(base_image: str | None) -> str:
-    """``base_image`` (checked), else the digest pin written in runner/dockerfiles/base.Dockerfile."""
+    """``base_image`` (checked; ``local`` is ``LOCAL_BASE_IMAGE``), else the digest pin written in
+    runner/dockerfiles/base.Dockerfile."""
+    if base_image == "local":
+        return LOCAL_BASE_IMAGE
     if base_image is None:
         pin = _global_args(ROOT / BASE_DOCKERFILE).get("BASE_IMAGE")
         if not pin:
@@ -427,8 +481,138 @@ def _base_image(base_image: str | None) -> str:
     return base_image
 
 
+# --------------------------------------------------------------------------- build inputs
+
+# The folder of the build context that build stages copy to /tmp/build-inputs/ (empty in the repo
+# but for its README): runner/dockerfiles/install-lock.sh maps its files to pip's environment.
+BUILD_INPUTS_DIR = "runner/dockerfiles/build-inputs"
+# The python base `runner/base_image.sh` makes from Debian packages (`--base-image local`).
+LOCAL_BASE_IMAGE = "zoo/python-local:3.11-bookworm"
+BASE_IMAGE_SCRIPT = "runner/base_image.sh"
+# mmcv's wheel as runner/mmcv_wheel.sh keeps it: <wheels>/torch-<torch>/mmcv-2.1.0-<py>-<py>-<platform>.whl,
+# for the images' python (3.11: the pinned base and the local one).
+MMCV_WHEEL_GLOB = "mmcv-2.1.0-{py}-{py}-linux_{machine}.whl"
+IMAGE_PYTHON_TAG = "cp311"
+MMCV_BUILD_LOCK = "runner/mmcv-build/requirements.lock"
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """What ``invoke build --pip-config/--ca-bundle/--wheels`` gives the build stages (checked,
+    absolute), and the host's mmcv wheel for the images with the mmcv stage."""
+
+    pip_config: Path | None = None
+    ca_bundle: Path | None = None
+    wheels: Path | None = None
+    mmcv_wheel: Path | None = None
+
+    def files(self, with_mmcv: bool = False) -> tuple[tuple[str, Path], ...]:
+        """(path in the context, host file) pairs under ``BUILD_INPUTS_DIR``: ``pip.conf``,
+        ``ca.pem``, ``wheels/<name>`` (the folder's ``*.whl``, ``*.tar.gz`` and ``*.zip``); with
+        ``with_mmcv`` (the mmcv image) and a host wheel, only ``mmcv/<wheel>`` (nothing to
+        install from an index then)."""
+        out: list[tuple[str, Path]] = []
+        if self.pip_config is not None:
+            out.append((f"{BUILD_INPUTS_DIR}/pip.conf", self.pip_config))
+        if self.ca_bundle is not None:
+            out.append((f"{BUILD_INPUTS_DIR}/ca.pem", self.ca_bundle))
+        if self.wheels is not None:
+            out += [(f"{BUILD_INPUTS_DIR}/wheels/{f.name}", f) for f in _wheel_files(self.wheels)]
+        if with_mmcv and self.mmcv_wheel is not None:  # reused: the stage needs no pip input
+            return ((f"{BUILD_INPUTS_DIR}/mmcv/{self.mmcv_wheel.name}", self.mmcv_wheel),)
+        return tuple(out)
+
+
+def _wheel_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.is_file()
+                  and f.name.endswith((".whl", ".tar.gz", ".zip")))
+
+
+def build_inputs(pip_config: PathLike | None = None, ca_bundle: PathLike | None = None,
+                 wheels: PathLike | None = None) -> BuildInputs:
+    """The checked build inputs: ``pip_config`` a file, ``ca_bundle`` a file with a PEM
+    certificate, ``wheels`` a folder with at least one wheel; else a one-line DockerError."""
+    def existing(value: PathLike | None, option: str, folder: bool = False) -> Path | None:
+        if value is None:
+            return None
+        path = Path(value).expanduser().resolve()
+        if not (path.is_dir() if folder else path.is_file()):
+            raise DockerError(f"{option} {value}: no such {'folder' if folder else 'file'}")
+        return path
+
+    pip = existing(pip_config, "--pip-config")
+    ca = existing(ca_bundle, "--ca-bundle")
+    folder = existing(wheels, "--wheels", folder=True)
+    if ca is not None and b"-----BEGIN CERTIFICATE-----" not in ca.read_bytes():
+        raise DockerError(f"--ca-bundle {ca_bundle}: no PEM certificate in it")
+    if folder is not None and not _wheel_files(folder):
+        raise DockerError(f"--wheels {wheels}: no *.whl (or sdist) in it")
+    return BuildInputs(pip, ca, folder)
+
+
+def locked_torch(lock: Path) -> str | None:
+    """The ``torch==`` version a hash lock pins (None: none)."""
+    match = re.search(r"^torch==(\S+)", lock.read_text(), re.MULTILINE) if lock.is_file() else None
+    return match.group(1) if match else None
+
+
+def wheel_cache_dir() -> Path:
+    """Where runner/mmcv_wheel.sh keeps its wheels: ``$ZOO_CACHE/wheels``, else ``work/cache/wheels``."""
+    return Path(os.environ.get("ZOO_CACHE") or ROOT / "work" / "cache") / "wheels"
+
+
+def host_mmcv_wheel(model: str, wheels: PathLike | None = None,
+                    machine: str | None = None) -> tuple[Path | None, str]:
+    """The host's mmcv wheel ``model``'s image may reuse, with the reason (for the build log).
+
+    Reused only when it is built for the torch the image gets: the folder
+    ``torch-<version>`` of runner/mmcv_wheel.sh must be the torch that both
+    ``runner/mmcv-build/requirements.lock`` (what the build stage would compile against) and the
+    model's own lock pin, its python tag the images' (``IMAGE_PYTHON_TAG``) and its platform this
+    machine's. ``wheels`` defaults to ``wheel_cache_dir()``."""
+    torch = locked_torch(ROOT / MMCV_BUILD_LOCK)
+    model_torch = locked_torch(MODELS_DIR / model / "requirements.lock")
+    if torch is None or torch != model_torch:
+        return None, (f"not reusing a host mmcv wheel: {MMCV_BUILD_LOCK} pins torch {torch}, "
+                      f"models/{model}/requirements.lock torch {model_torch}")
+    folder = Path(wheels or wheel_cache_dir()) / f"torch-{torch}"
+    name = MMCV_WHEEL_GLOB.format(py=IMAGE_PYTHON_TAG, machine=machine or os.uname().machine)
+    found = folder / name
+    if not found.is_file():
+        return None, f"no host mmcv wheel {found} (torch {torch}): compiling it in the build stage"
+    return found, f"reusing the host's mmcv wheel {found} (torch {torch})"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_inputs(files: Iterable[tuple[str, Path]]) -> str:
+    """``pip.conf sha256:<hex> <size>; ca.pem ...; wheels <n>``: the image's label
+    io.zoo.build-inputs (names and hashes, never contents)."""
+    parts, wheels = [], 0
+    for name, source in files:
+        rel = name.removeprefix(BUILD_INPUTS_DIR + "/")
+        if rel.startswith("wheels/"):
+            wheels += 1
+        else:
+            parts.append(f"{rel} sha256:{_sha256(source)} {source.stat().st_size}")
+    return "; ".join(parts + ([f"wheels {wheels}"] if wheels else []))
+
+
+def _copies_build_inputs(path: Path) -> bool:
+    """True when a Dockerfile copies ``BUILD_INPUTS_DIR`` (its build stages take the inputs)."""
+    return any(keyword == "COPY" and rest.split()[0].rstrip("/") == BUILD_INPUTS_DIR
+               for keyword, rest in dockerfile_instructions(path) if rest)
+
+
 def prepare_build(model: str, tag: str | None = None, git_commit: str | None = None,
-                  base_image: str | None = None) -> list[BuildStep]:
+                  base_image: str | None = None, inputs: BuildInputs | None = None,
+                  host_mmcv: bool = True) -> list[BuildStep]:
     """The builds of ``model``'s image, in order (pure: builds nothing).
 
     1. the shared images (``SHARED_IMAGES``) that ``models/<model>/Dockerfile`` builds FROM,
@@ -440,10 +624,24 @@ def prepare_build(model: str, tag: str | None = None, git_commit: str | None = N
        ``image_tag(model, tag)``: the core is copied last, so a code change rebuilds only it.
 
     A build arg a Dockerfile declares before its FROM without a default, and that is none of
-    these, is an error (the build could only fail)."""
+    these, is an error (the build could only fail).
+
+    ``inputs`` (``build_inputs``) go to the builds whose Dockerfile copies ``BUILD_INPUTS_DIR``
+    (``BuildStep.inputs``; they decide no tag: the locks decide what is installed). With
+    ``host_mmcv`` the mmcv image is offered the host's wheel (``host_mmcv_wheel``): it gets it as
+    an input and its sha256 as ``MMCV_WHEEL_SHA256`` (so a reused wheel is another zoo/mmcv tag)."""
     model_file = dockerfile_path(model)
     values = {"BASE_IMAGE": _base_image(base_image)}
     steps: list[BuildStep] = []
+    inputs = inputs or BuildInputs()
+    if host_mmcv and inputs.mmcv_wheel is None:
+        wheel, _ = host_mmcv_wheel(model)
+        inputs = BuildInputs(inputs.pip_config, inputs.ca_bundle, inputs.wheels, wheel)
+
+    def step(path: Path, step_tag: str, args: dict[str, str]) -> BuildStep:
+        files = inputs.files(with_mmcv=path == ROOT / SHARED_IMAGES["ZOO_MMCV"][0])
+        return BuildStep(path, step_tag, tuple(args.items()),
+                         files if _copies_build_inputs(path) else ())
 
     def args_of(path: Path, chain: tuple[str, ...]) -> dict[str, str]:
         args: dict[str, str] = {}
@@ -453,8 +651,10 @@ def prepare_build(model: str, tag: str | None = None, git_commit: str | None = N
                     raise DockerError(f"shared images build FROM each other in a cycle: {name}")
                 shared, repository = SHARED_IMAGES[name]
                 shared_args = args_of(ROOT / shared, (*chain, name))
+                if name == "ZOO_MMCV" and inputs.mmcv_wheel is not None:
+                    shared_args["MMCV_WHEEL_SHA256"] = _sha256(inputs.mmcv_wheel)
                 values[name] = _content_tag(repository, ROOT / shared, shared_args)
-                steps.append(BuildStep(ROOT / shared, values[name], tuple(shared_args.items())))
+                steps.append(step(ROOT / shared, values[name], shared_args))
             if name in values:
                 args[name] = values[name]
             elif default is None:
@@ -465,24 +665,30 @@ def prepare_build(model: str, tag: str | None = None, git_commit: str | None = N
 
     model_args = args_of(model_file, ())
     env_tag = _content_tag(f"zoo/{model.lower()}-env", model_file, model_args)
-    steps.append(BuildStep(model_file, env_tag, tuple(model_args.items())))
+    steps.append(step(model_file, env_tag, model_args))
     core_args = (("MODEL_IMAGE", env_tag), ("MODEL", model),
                  ("GIT_COMMIT", git_commit or current_git_commit() or ""))
+    if steps[-1].inputs:  # what the environment was installed with, by hash (core.Dockerfile)
+        core_args += (("BUILD_INPUTS", describe_inputs(steps[-1].inputs)),)
     steps.append(BuildStep(ROOT / CORE_DOCKERFILE, image_tag(model, tag), core_args))
     return steps
 
 
 def plan_build(model: str, tag: str | None = None, git_commit: str | None = None,
-               base_image: str | None = None) -> list[list[str]]:
+               base_image: str | None = None, inputs: BuildInputs | None = None,
+               host_mmcv: bool = True) -> list[list[str]]:
     """The ``docker build`` commands of ``model``'s image, in order (``prepare_build``; context
     = repo root, absolute paths).
 
     ``git_commit`` defaults to the checked-out commit; it becomes ``ZOO_GIT_COMMIT`` in the
     image (a container has no .git). Unknown, it is passed empty (recorded as null).
     ``base_image`` (e.g. ``python:3.11-slim-bookworm@sha256:...``) replaces the pinned python
-    base (``BASE_IMAGE`` of runner/dockerfiles/base.Dockerfile, and of the mmcv build stage).
+    base (``BASE_IMAGE`` of runner/dockerfiles/base.Dockerfile, and of the mmcv build stage);
+    ``local`` is ``LOCAL_BASE_IMAGE`` (made by runner/base_image.sh). ``inputs``/``host_mmcv``: as
+    for ``prepare_build`` (the files a build adds to its context: ``BuildStep.inputs``).
     """
-    return [step.argv() for step in prepare_build(model, tag, git_commit, base_image)]
+    return [step.argv() for step in prepare_build(model, tag, git_commit, base_image, inputs,
+                                                   host_mmcv)]
 
 
 @dataclass(frozen=True)
@@ -502,10 +708,14 @@ class RunSpec:
     weights: Path | None = None
     out: Path | None = None
     results: Path | None = None  # <out>/<model>: the one writable mount
+    # An init (the engine's docker-init, tini) as PID 1: it forwards signals to ``python -m zoo``
+    # (which handles SIGTERM: ``docker stop`` ends it promptly with 143, not 137 after the
+    # timeout) and reaps the processes an ``--isolate`` sweep leaves.
+    init: bool = True
 
     def argv(self) -> list[str]:
         """argv of ``docker run --rm ...``."""
-        args = ["docker", "run", "--rm", "--user", self.user,
+        args = ["docker", "run", "--rm", *(["--init"] if self.init else []), "--user", self.user,
                 "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
                 "--network", "none", "--pids-limit", str(self.pids_limit)]
         if self.memory is not None:
@@ -527,6 +737,7 @@ class RunSpec:
         mounts = [types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
                   for m in (*self.mounts, *self.devices.mounts)]
         kwargs: dict[str, Any] = {
+            "init": self.init,
             "user": self.user,
             "read_only": True,
             "cap_drop": ["ALL"],
@@ -632,12 +843,15 @@ def prepare_run(
     dev_root: PathLike = "/dev",
     driver_dir: PathLike = ASCEND_DRIVER_DIR,
     npu_smi: PathLike = NPU_SMI,
+    image_devices: Sequence[str] | None = None,
     euid: int | None = None,
     uid: int | None = None,
     gid: int | None = None,
 ) -> RunSpec:
-    """The RunSpec behind ``plan_run`` and ``run`` (pure: touches no file). ``euid``/``uid``/
-    ``gid`` stand for the caller's ids (default: this process's), for tests."""
+    """The RunSpec behind ``plan_run`` and ``run`` (pure: touches no file). ``image_devices``:
+    the device kinds the image declares (``label_devices`` of its labels; ``run`` reads them
+    from the built image), default what its Dockerfiles declare (``declared_devices``).
+    ``euid``/``uid``/``gid`` stand for the caller's ids (default: this process's), for tests."""
     dockerfile_path(model)
     zoo = _check_zoo_args(zoo_args)
     url = _download_url(model, weights)
@@ -667,8 +881,9 @@ def prepare_run(
     mounts.append(Mount(str(results), f"{RESULTS_DIR}/{model}", read_only=False))
     tmpfs = ((TMP_DIR, f"{_TMPFS_FLAGS},size={_size(tmp_size, 'tmp size')},mode=1777"),
              (CACHE_DIR, f"{_TMPFS_FLAGS},size={_size(cache_size, 'cache size')},mode=1777"))
-    devices = discover_devices(device_type, dev_root=dev_root, driver_dir=driver_dir,
-                               npu_smi=npu_smi)
+    devices = discover_devices(
+        device_type, dev_root=dev_root, driver_dir=driver_dir, npu_smi=npu_smi,
+        image_devices=declared_devices(model) if image_devices is None else tuple(image_devices))
     return RunSpec(
         image=image_tag(model, tag),
         command=tuple(command + zoo),
@@ -815,12 +1030,64 @@ def _build_log(chunks: Iterable[dict[str, Any]], tag: str, log: Callable[[str], 
     lines.close()
 
 
+def _dockerignore() -> list[str]:
+    """The patterns of the repo's ``.dockerignore`` (as the SDK reads them)."""
+    path = ROOT / ".dockerignore"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def _add_tree_entry(tar: Any, arcname: str) -> None:
+    import tarfile
+
+    info = tarfile.TarInfo(arcname)
+    info.type, info.mode = tarfile.DIRTYPE, 0o755
+    tar.addfile(info)
+
+
+def context_archive(step: BuildStep) -> Any:
+    """The build context of ``step`` as an uncompressed tar in a temporary file (positioned at
+    0; a context manager): the repo's files as ``docker build`` sends them (``.dockerignore``),
+    but of ``BUILD_INPUTS_DIR`` only what git tracks there (README.md, .gitignore: files staged
+    there by hand are not sent), plus ``step.inputs`` (owner root, mode 0644; the daemon's
+    COPY cache keys on contents, not times)."""
+    import tarfile
+    import tempfile
+
+    from docker.utils.build import exclude_paths
+
+    dockerfile = step.dockerfile.relative_to(ROOT).as_posix()
+    staged = {name for name, _ in step.inputs}
+    handle = tempfile.TemporaryFile()
+    with tarfile.open(fileobj=handle, mode="w") as tar:
+        for rel in sorted(exclude_paths(str(ROOT), _dockerignore(), dockerfile=dockerfile)):
+            rel = rel.replace(os.sep, "/")
+            if (rel.startswith(BUILD_INPUTS_DIR + "/")
+                    and rel.rsplit("/", 1)[-1] not in ("README.md", ".gitignore")):
+                continue
+            tar.add(str(ROOT / rel), arcname=rel, recursive=False)
+        folders = sorted({name.rsplit("/", 1)[0] for name in staged} - {BUILD_INPUTS_DIR})
+        for folder in folders:
+            _add_tree_entry(tar, folder)
+        for name, source in step.inputs:
+            info = tar.gettarinfo(str(source), arcname=name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mode = 0o644
+            with open(source, "rb") as fh:
+                tar.addfile(info, fh)
+    handle.seek(0)
+    return handle
+
+
 def build(
     model: str,
     tag: str | None = None,
     git_commit: str | None = None,
     *,
     base_image: str | None = None,
+    inputs: BuildInputs | None = None,
+    host_mmcv: bool = True,
     log: Callable[[str], None] = print_line,
 ) -> str:
     """Build ``model``'s image with the Docker SDK: the builds ``plan_build`` prints, in order
@@ -829,14 +1096,27 @@ def build(
 
     Each build's log is streamed line by line to ``log`` while it runs (through the SDK's
     low-level ``api.build``: ``client.images.build`` only returns the log at the end), after a
-    line naming the build. The context honours ``.dockerignore``.
+    line naming the build. The context honours ``.dockerignore``; a build with inputs
+    (``BuildStep.inputs``: ``inputs``, the host's mmcv wheel with ``host_mmcv``) is sent a
+    context made here (``context_archive``): the same files plus the inputs, which exist on
+    no disk of the repo.
     """
-    steps = prepare_build(model, tag, git_commit, base_image)
+    steps = prepare_build(model, tag, git_commit, base_image, inputs, host_mmcv)
+    if host_mmcv and any(s.dockerfile == ROOT / SHARED_IMAGES["ZOO_MMCV"][0] for s in steps):
+        log(host_mmcv_wheel(model)[1])
     client = _connect()
     for step in steps:
         dockerfile = step.dockerfile.relative_to(ROOT).as_posix()
         log(f"==> {step.tag} ({dockerfile})")
         try:
+            if step.inputs:
+                with context_archive(step) as context:
+                    chunks = client.api.build(
+                        fileobj=context, custom_context=True, dockerfile=dockerfile,
+                        tag=step.tag, buildargs=dict(step.buildargs), rm=True, forcerm=True,
+                        decode=True)
+                    _build_log(chunks, step.tag, log)
+                continue
             chunks = client.api.build(
                 path=str(ROOT), dockerfile=dockerfile, tag=step.tag,
                 buildargs=dict(step.buildargs), rm=True, forcerm=True, decode=True)
@@ -851,13 +1131,142 @@ def build(
         raise _sdk_error(f"docker build of {steps[-1].tag}", exc) from exc
 
 
+class Interrupted(DockerError):
+    """A run stopped by SIGINT (Ctrl-C) or SIGTERM whose container had to be removed before it
+    ended by itself (a second signal, or not stopped within ``STOP_GRACE`` seconds); ``code``
+    is the exit code the caller should use (130 or 143)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during ``run``, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+# Seconds a container has to end by itself after the first SIGINT/SIGTERM was forwarded to it.
+STOP_GRACE = 30.0
+
+
+def _start(client: Any, spec: RunSpec, command: Sequence[str] | None = None, **extra: Any) -> Any:
+    """Create and start ``spec``'s container (``command`` replaces the spec's; ``extra``: more
+    SDK arguments, e.g. an entrypoint for the engine tests); a container that cannot start is
+    removed, never left behind in "Created" state."""
+    try:
+        container = client.containers.create(
+            spec.image, list(spec.command if command is None else command), detach=True,
+            **spec.sdk_kwargs(), **extra)
+    except Exception as exc:
+        raise _sdk_error(f"creating a container of {spec.image}", exc) from exc
+    try:
+        container.start()
+    except BaseException as exc:
+        _remove(container)
+        if isinstance(exc, Exception):
+            raise _sdk_error(f"starting {spec.image}", exc) from exc
+        raise
+    return container
+
+
+def _remove(container: Any) -> None:
+    """Remove ``container`` (killing it if it still runs); a failure is a warning."""
+    try:
+        container.remove(force=True)
+    except Exception as exc:  # already gone, or the daemon went away: report, go on
+        print(f"warning: could not remove container {getattr(container, 'short_id', '?')}:"
+              f" {_root_reason(exc)}", file=sys.stderr)
+
+
+def _stream(container: Any, log: Callable[[str], None], failure: list[BaseException],
+            done: Any) -> None:
+    """Feed the container's output to ``log`` line by line until it ends (a log thread), then
+    set ``done`` (a threading.Event)."""
+    try:
+        lines = _Lines(log)
+        for chunk in container.logs(stream=True, follow=True):
+            lines.feed(chunk.decode("utf-8", errors="replace")
+                       if isinstance(chunk, bytes) else str(chunk))
+        lines.close()
+    except Exception as exc:  # the daemon went away: the main thread reports it
+        failure.append(exc)
+    finally:
+        done.set()
+
+
+def _follow(container: Any, log: Callable[[str], None], grace: float = STOP_GRACE) -> int:
+    """Stream the container's output until it ends and return its exit code.
+
+    SIGINT (Ctrl-C) and SIGTERM are forwarded to the container (its init hands them to
+    ``python -m zoo``, which stops with one line and 130/143, writing nothing); its exit code
+    is returned as usual. A second signal, or a container still running ``grace`` seconds
+    after the first, raises Interrupted (the caller removes the container). The output is
+    read in a thread so that the main thread, waiting on it, receives the signals (on an Event:
+    a Thread.join cut short by KeyboardInterrupt may report a live thread as ended)."""
+    import threading
+
+    failure: list[BaseException] = []
+    done = threading.Event()
+    reader = threading.Thread(target=_stream, args=(container, log, failure, done), daemon=True)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
+    sent: tuple[signal.Signals, float] | None = None
+    try:
+        reader.start()
+        while not done.is_set():
+            try:
+                done.wait(0.2)
+                if sent and time.monotonic() - sent[1] > grace:
+                    raise Interrupted(f"{_signal_words(sent[0])}: the container did not stop "
+                                      f"within {grace:g} s and was removed", 128 + sent[0])
+            except KeyboardInterrupt as exc:
+                sig = signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT
+                if sent:
+                    raise Interrupted(f"{_signal_words(sent[0])} twice: the container was "
+                                      "removed", 128 + sent[0]) from None
+                sent = (sig, time.monotonic())
+                try:
+                    container.kill(signal=sig.name)
+                except Exception:  # it has just ended by itself: its exit code tells
+                    pass
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    if failure:
+        raise failure[0]
+    return int(container.wait().get("StatusCode", 1))
+
+
+def _signal_words(sig: int) -> str:
+    return "terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted"
+
+
+def image_labels(client: Any, image: str) -> dict[str, str]:
+    """The labels of a built ``image``; DockerError when it is not there."""
+    import docker.errors
+
+    try:
+        return dict(client.images.get(image).labels or {})
+    except docker.errors.ImageNotFound:
+        raise DockerError(f"image {image} not found; build it first") from None
+    except Exception as exc:
+        raise _sdk_error(f"looking up image {image}", exc) from exc
+
+
 def run(model: str, *, log: Callable[[str], None] = print_line, **run_options: Any) -> int:
     """Run ``model``'s image with the Docker SDK (what ``plan_run`` prints; the keywords are
     those of ``prepare_run``).
 
     Checks the data folder and weights file exist, prepares ``<out>/<model>`` for the
-    container's user (``plan_prepare``), streams the container's output lines to ``log``,
-    removes the container, and returns its exit code. The image must have been built.
+    container's user (``plan_prepare``), takes the device kinds from the built image's label
+    (``DEVICES_LABEL``), streams the container's output lines to ``log``, removes the
+    container (also one that failed to start, or was interrupted), and returns its exit code:
+    130/143 when Ctrl-C/SIGTERM, forwarded to the container, stopped it (``_follow``). The
+    image must have been built.
     """
     spec = prepare_run(model, **run_options)
     if spec.data is not None and not spec.data.is_dir():
@@ -866,32 +1275,15 @@ def run(model: str, *, log: Callable[[str], None] = print_line, **run_options: A
         raise DockerError(f"weights file not found: {spec.weights}")
     client = _connect()
     _prepare_results(spec)
-    import docker.errors
-
+    kinds = label_devices(image_labels(client, spec.image))
+    if "image_devices" not in run_options:
+        spec = prepare_run(model, image_devices=kinds, **run_options)
+    container = _start(client, spec)
     try:
-        client.images.get(spec.image)
-    except docker.errors.ImageNotFound:
-        raise DockerError(f"image {spec.image} not found; build it first") from None
-    except Exception as exc:
-        raise _sdk_error(f"looking up image {spec.image}", exc) from exc
-    try:
-        container = client.containers.run(
-            spec.image, list(spec.command), detach=True, **spec.sdk_kwargs())
-    except Exception as exc:
-        raise _sdk_error(f"starting {spec.image}", exc) from exc
-    try:
-        lines = _Lines(log)
-        for chunk in container.logs(stream=True, follow=True):
-            lines.feed(chunk.decode("utf-8", errors="replace")
-                       if isinstance(chunk, bytes) else str(chunk))
-        lines.close()
-        status = container.wait()
-        return int(status.get("StatusCode", 1))
+        return _follow(container, log)
+    except DockerError:
+        raise
     except Exception as exc:
         raise _sdk_error(f"running {spec.image}", exc) from exc
     finally:
-        try:
-            container.remove(force=True)
-        except Exception as exc:  # already gone, or the daemon went away: report, go on
-            print(f"warning: could not remove container {getattr(container, 'short_id', '?')}:"
-                  f" {_root_reason(exc)}", file=sys.stderr)
+        _remove(container)

@@ -34,10 +34,17 @@ COPY runner/dockerfiles/install-lock.sh /usr/local/bin/zoo-install-lock
 # tmpfs the mode of the image's folder, owned by root, whatever its mode= option says; with 0755
 # neither uid 1000 nor a caller's uid could write its cache.
 RUN chmod 0755 /usr/local/bin/zoo-install-lock \
+    && python3 -m venv --without-pip /opt/venv \
     && useradd --uid 1000 --user-group --create-home --shell /usr/sbin/nologin zoo \
     && mkdir -p /cache /results \
     && chown zoo:zoo /cache /results \
     && chmod 1777 /cache
+
+# The image's environment: a venv, empty here (no pip: it holds exactly a model's lock). Each
+# model's Dockerfile installs its lock into it in a build stage (zoo-install-lock, with the build
+# inputs of `invoke build --pip-config/--ca-bundle/--wheels`) and copies only /opt/venv into its
+# final stage, so that no layer of an image holds those inputs.
+ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /opt/zoo
 

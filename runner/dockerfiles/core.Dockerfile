@@ -24,6 +24,12 @@ LABEL org.opencontainers.image.title="zoo-${MODEL}" \
       org.opencontainers.image.revision="${GIT_COMMIT}" \
       io.zoo.model="${MODEL}"
 
+# The build inputs the environment was installed with (`invoke build --pip-config/--ca-bundle/
+# --wheels`): names, sha256 and sizes only, so that a check can look for them in the image
+# (tests/runner/test_docker_build_options.py); empty without inputs.
+ARG BUILD_INPUTS=
+LABEL io.zoo.build-inputs="${BUILD_INPUTS}"
+
 ENV PYTHONPATH=/opt/zoo \
     ZOO_IN_CONTAINER=1 \
     ZOO_CACHE=/cache \

@@ -176,26 +176,42 @@ def test_explicit_cpu_ignores_devices(ascend_host, io_dirs):
 
 
 def test_nvidia_gives_gpus_all(tmp_path, io_dirs):
+    """--gpus all on an explicit --device-type nvidia, or auto for an image that declares
+    NVIDIA support (io.zoo.devices); never auto for a CPU-only image (issue 14, defect 4: the
+    run fails on a GPU host without the NVIDIA container toolkit)."""
     dev = tmp_path / "dev"
     dev.mkdir()
     for name in ("nvidia0", "nvidiactl", "nvidia-uvm"):
         (dev / name).touch()
     _, _, out, cache = io_dirs
-    for device_type in ("auto", "nvidia"):
-        argv = rd.plan_run(MODEL, out=out, device_type=device_type,
+    for device_type, image_devices, gpus in [("auto", ("cpu", "nvidia"), ["all"]),
+                                             ("nvidia", ("cpu",), ["all"]),
+                                             ("auto", ("cpu",), []), ("auto", None, [])]:
+        argv = rd.plan_run(MODEL, out=out, device_type=device_type, image_devices=image_devices,
                            dev_root=dev, driver_dir=tmp_path / "nodriver")
         before, _ = split_at_image(argv)
-        assert option_values(before, "--gpus") == ["all"]
+        assert option_values(before, "--gpus") == gpus, (device_type, image_devices)
         assert "--device" not in argv
     found = rd.discover_devices("nvidia", dev_root=dev)
     assert found.kind == "nvidia" and found.gpus
+    assert rd.discover_devices("auto", dev_root=dev).kind == "cpu"
 
 
-def test_nvidia_smi_on_path_counts(tmp_path, monkeypatch):
+def test_nvidia_smi_on_path_counts_only_for_an_nvidia_image(tmp_path, monkeypatch):
     monkeypatch.setattr(rd.shutil, "which",
                         lambda name, *a, **k: "/usr/bin/nvidia-smi" if name == "nvidia-smi"
                         else None)
-    assert rd.discover_devices("auto", dev_root=tmp_path).gpus
+    assert rd.discover_devices("auto", dev_root=tmp_path, image_devices=("cpu", "nvidia")).gpus
+    assert not rd.discover_devices("auto", dev_root=tmp_path).gpus
+    assert rd.discover_devices("nvidia", dev_root=tmp_path).gpus
+
+
+def test_image_device_label():
+    assert rd.label_devices(None) == rd.label_devices({}) == ("cpu",)
+    assert rd.label_devices({rd.DEVICES_LABEL: " CPU, nvidia ,"}) == ("cpu", "nvidia")
+    # the zoo's images declare no NVIDIA support: a dry run on a GPU host adds no --gpus
+    for model in ALL_MODELS:
+        assert "nvidia" not in rd.declared_devices(model)
 
 
 @pytest.mark.parametrize("device_type", ["ascend", "nvidia"])
@@ -534,7 +550,8 @@ def test_dockerfile_builds_from_a_shared_image(model):
     first_from = [k for k, _ in instructions].index("FROM")
     args = [a for k, a in instructions[:first_from] if k == "ARG"]
     assert len(args) == 1 and args[0] in rd.SHARED_IMAGES  # no default: the runner names it
-    assert [a for k, a in instructions if k == "FROM"] == ["${%s}" % args[0]]
+    # a build stage installs the environment (with the build inputs), the final stage takes its venv
+    assert [a for k, a in instructions if k == "FROM"] == ["${%s} AS install" % args[0], "${%s}" % args[0]]
 
 
 def test_the_base_digest_is_pinned_once():
@@ -578,11 +595,12 @@ def test_install_lock_script():
     assert "chmod 0755 /usr/local/bin/zoo-install-lock" in " ".join(
         a for k, a in dockerfile_instructions(BASE_DOCKERFILE) if k == "RUN")
     (pip,) = [line for line in script.read_text().replace("\\\n", " ").splitlines()
-              if line.strip().startswith("pip install")]
+              if line.strip().startswith("venv_pip install") and "-r" in line]
     words = pip.split()
     for flag in ("--require-hashes", "--no-cache-dir", "--only-binary=:all:"):
         assert flag in words
-    assert words[words.index("--extra-index-url") + 1] == "https://download.pytorch.org/whl/cpu"
+    assert '${INDEX:+--extra-index-url "$INDEX"}' in pip  # the PyTorch CPU index unless a pip.conf decides
+    assert 'INDEX="https://download.pytorch.org/whl/cpu"' in script.read_text()
     assert words[-2:] == ["-r", '"$1"']
     assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
     proc = subprocess.run(["sh", str(script)], capture_output=True, text=True)
@@ -636,6 +654,10 @@ class FakeContainer:
 
     def __init__(self):
         self.removed = False
+        self.started = False
+
+    def start(self):
+        self.started = True
 
     def logs(self, stream, follow):
         assert stream and follow
@@ -649,17 +671,18 @@ class FakeContainer:
 
 
 class FakeClient:
-    def __init__(self):
+    def __init__(self, labels=None):
         self.container = FakeContainer()
         self.run_args = None
+        self.labels = labels or {}
         self.images = self
         self.containers = self
         self.api = self
 
     def get(self, name):  # images.get
-        return type("Image", (), {"id": "sha256:feed"})()
+        return type("Image", (), {"id": "sha256:feed", "labels": self.labels})()
 
-    def run(self, image, command, **kwargs):  # containers.run
+    def create(self, image, command, **kwargs):  # containers.create (then container.start)
         self.run_args = (image, command, kwargs)
         return self.container
 
@@ -683,7 +706,7 @@ def test_run_with_sdk(monkeypatch, ascend_host, io_dirs):
                   npu_smi=npu_smi, log=lines.append)
     assert code == 3
     assert lines == ["loading model", "batch 1/2", "done"]
-    assert client.container.removed
+    assert client.container.started and client.container.removed
     assert (out / MODEL).is_dir() and not cache.exists()
     if os.geteuid() == 0:  # as root: the results subfolder is handed to the image's user
         assert ((out / MODEL).stat().st_uid, (out / MODEL).stat().st_gid) == (1000, 1000)
@@ -693,6 +716,7 @@ def test_run_with_sdk(monkeypatch, ascend_host, io_dirs):
     assert command == ["run", "--model", MODEL, "--out", "/results", "--data", "/data",
                        "--weights", "/weights/best.pth", "--limit", "2"]
     assert kwargs["detach"] is True and kwargs["user"] == rd.container_user() != "0:0"
+    assert kwargs["init"] is True
     assert kwargs["read_only"] is True and kwargs["cap_drop"] == ["ALL"]
     assert kwargs["security_opt"] == ["no-new-privileges"] and kwargs["network_mode"] == "none"
     assert kwargs["pids_limit"] == 512
@@ -717,12 +741,15 @@ def test_run_with_sdk_nvidia_and_missing_inputs(monkeypatch, tmp_path, io_dirs):
     dev.mkdir()
     (dev / "nvidia0").touch()
     _, _, out, cache = io_dirs
-    client = FakeClient()
+    client = FakeClient(labels={rd.DEVICES_LABEL: "cpu,nvidia"})  # an image that declares GPUs
     monkeypatch.setattr(rd, "_connect", lambda: client)
     assert rd.run(MODEL, out=out, dev_root=dev, log=lambda _: None) == 3
     (request,) = client.run_args[2]["device_requests"]
     assert isinstance(request, types.DeviceRequest)
     assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
+    client.labels = {}  # a CPU-only image (the zoo's): no GPUs on auto, whatever the host has
+    assert rd.run(MODEL, out=out, dev_root=dev, log=lambda _: None) == 3
+    assert "device_requests" not in client.run_args[2]
 
     with pytest.raises(rd.DockerError, match="data folder not found"):
         rd.run(MODEL, out=out, data=tmp_path / "nodata", device_type="cpu")

@@ -32,16 +32,21 @@ def test_shared_mmcv_image_two_stages_wheel_only():
     split = [i for i, (k, _) in enumerate(ins) if k == "FROM"][1]
     build, final = ins[:split], ins[split:]
     build_runs = " ".join(a for k, a in build if k == "RUN")
-    assert "build-essential" in build_runs and "mmcv_wheel.sh" in build_runs and "MMCV_BUILD_ONLY=1" in build_runs
-    assert "https://download.pytorch.org/whl/cpu" in build_runs
-    # the build venv's torch comes from the build's hash lock, not by name
-    assert "--require-hashes" in build_runs and "-r /opt/zoo/runner/mmcv-build/requirements.lock" in build_runs
-    assert "torch==" not in build_runs
+    assert "sh /opt/zoo/runner/dockerfiles/mmcv-wheel-stage.sh \"$MMCV_WHEEL_SHA256\"" in build_runs
+    # the stage script: the host's wheel when offered and fitting, else the compile as before
+    stage = (ROOT / "runner" / "dockerfiles" / "mmcv-wheel-stage.sh").read_text()
+    assert "build-essential" in stage and "mmcv_wheel.sh" in stage and "MMCV_BUILD_ONLY=1" in stage
+    install_lock = (ROOT / "runner" / "dockerfiles" / "install-lock.sh").read_text()
+    assert "https://download.pytorch.org/whl/cpu" in install_lock  # PIP_TORCH_INDEX of --exec
+    # the build venv's torch comes from the build's hash lock (zoo-install-lock: --require-hashes)
+    assert 'cp "$LOCKS/requirements.lock" /tmp/torch.lock' in stage
+    assert "ZOO_VENV=/opt/torchenv zoo-install-lock /tmp/torch.lock" in stage
+    assert "torch==" not in build_runs and "pip install" not in stage
     assert ["runner/mmcv-build/", "/opt/zoo/runner/mmcv-build/"] in [a.split() for k, a in build if k == "COPY"]
     final_runs = " ".join(a for k, a in final if k == "RUN")
     assert "build-essential" not in final_runs and "gcc" not in final_runs
     assert ["--from=build", "/wheels/", "/tmp/wheels/"] in [a.split() for k, a in final if k == "COPY"]
-    assert re.search(r"pip install --no-cache-dir --no-deps /tmp/wheels/\*/mmcv-2\.1\.0-\*\.whl", final_runs)
+    assert re.search(r"zoo-install-lock --no-deps /tmp/wheels/\*/mmcv-2\.1\.0-\*\.whl", final_runs)
     assert "libgl1" in final_runs  # opencv-python (mmengine's requirement) needs libGL
     # a base: no USER (the models install as root), no CMD (each model sets its own)
     assert not any(k in ("USER", "CMD") for k, _ in final)
@@ -49,7 +54,8 @@ def test_shared_mmcv_image_two_stages_wheel_only():
 
 @pytest.mark.parametrize("model", MM_MODELS)
 def test_mm_model_builds_on_the_shared_mmcv_image(model):
-    steps = rd.plan_build(model, git_commit="c")
+    # the compile path (a host mmcv wheel adds MMCV_WHEEL_SHA256: test_docker_build_options.py)
+    steps = rd.plan_build(model, git_commit="c", host_mmcv=False)
     files = [Path(option_values(a, "-f")[0]).relative_to(ROOT).as_posix() for a in steps]
     assert files == ["runner/dockerfiles/base.Dockerfile", "runner/dockerfiles/mmcv.Dockerfile", f"models/{model}/Dockerfile",
                      "runner/dockerfiles/core.Dockerfile"]
@@ -58,13 +64,13 @@ def test_mm_model_builds_on_the_shared_mmcv_image(model):
     assert build_args(steps[1]) == {"BASE_IMAGE": pin, "ZOO_BASE": base}
     assert build_args(steps[2]) == {"ZOO_MMCV": mmcv}
     # both models build on one mmcv image (one compile), and another base gives another one
-    assert mmcv == option_values(rd.plan_build(MM_MODELS[0], git_commit="c")[1], "-t")[0]
-    other = rd.plan_build(model, git_commit="c", base_image="local/python:3.11")
+    assert mmcv == option_values(rd.plan_build(MM_MODELS[0], git_commit="c", host_mmcv=False)[1], "-t")[0]
+    other = rd.plan_build(model, git_commit="c", base_image="local/python:3.11", host_mmcv=False)
     assert build_args(other[1])["BASE_IMAGE"] == "local/python:3.11"
     assert option_values(other[1], "-t") != [mmcv]
 
     ins = dockerfile_instructions(MODELS_DIR / model / "Dockerfile")
-    assert [a for k, a in ins if k == "FROM"] == ["${ZOO_MMCV}"]
+    assert [a for k, a in ins if k == "FROM"] == ["${ZOO_MMCV} AS install", "${ZOO_MMCV}"]
     runs = " ".join(a for k, a in ins if k == "RUN")
     assert "build-essential" not in runs and "gcc" not in runs
     assert "python -c 'import mmcv.ops'" in runs  # the wheel works with the model's torch
