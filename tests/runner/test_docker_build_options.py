@@ -445,3 +445,20 @@ def test_real_local_base_image():
     out = client.containers.run(image.id, ["python", "-c", "import sys, pip; print(sys.version_info[:2], sys.prefix)"],
                                 remove=True, network_mode="none")
     assert out.decode().strip() == "(3, 11) /opt/python"
+
+
+def test_no_dependency_ships_a_top_level_tests_package_into_an_image():
+    """mmsegmentation's wheel installs its test suite as `tests`, shadowing the repository's
+    tests/ (issue 14, defect 8): the fcn8s image's install stage removes it."""
+    text = (ROOT / "models" / "fcn8s" / "Dockerfile").read_text()
+    assert "rm -r /opt/venv/lib/python3.11/site-packages/tests" in text
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("model", ["unetpp", "erfnet", "fastscnn", "fcn8s", "nasfpn"])
+def test_real_image_has_no_foreign_tests_package(model):
+    client = _client()
+    image = _image(client, rd.image_tag(model))
+    out = client.containers.run(image.id, entrypoint=["python", "-c"], remove=True, network_mode="none",
+                                command=["import importlib.util as u; print(u.find_spec('tests'))"])
+    assert out.decode().strip() == "None"
