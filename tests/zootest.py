@@ -79,3 +79,20 @@ def huge_png(path: Path, width: int = 40000, height: int = 40000) -> Path:
     Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
                            + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b""))
     return Path(path)
+
+
+def export_on_calibration(net, cal, path: Path, output_name: str) -> Path:
+    """`net` with the BatchNorm statistics of the calibration samples `cal` (one train-mode pass;
+    random BatchNorm statistics give flat activations that quantize to nothing), exported to ONNX
+    at `path` with a dynamic batch axis."""
+    import numpy as np
+    import torch
+
+    from zoo.export import export_onnx
+    x = torch.from_numpy(np.stack(list(cal.inputs())))
+    net.train()
+    with torch.no_grad():
+        net(x)
+    net.eval()
+    export_onnx(net, x[:2].numpy(), path, cal.input_name, output_name, opset=17, dynamic_batch=True)
+    return path

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.zootest import last_json
+from tests.zootest import export_on_calibration, last_json
 from zoo.errors import ZooError
 from zoo.manifest import load_manifest
 from zoo.quant import ort as q
@@ -55,18 +55,9 @@ def calibration(unetpp, tmp_path, method="minmax", seed=0, size=None):
 @pytest.fixture(scope="module")
 def small_onnx(unetpp, tmp_path_factory):
     """SmallNet with BatchNorm statistics of the calibration samples, exported (dynamic batch)."""
-    from zoo.export import export_onnx
     tmp = tmp_path_factory.mktemp("q")
-    cal = calibration(unetpp, tmp)
-    x = torch.from_numpy(np.stack(list(cal.inputs())))
     torch.manual_seed(0)
-    net = SmallNet().train()
-    with torch.no_grad():
-        net(x)
-    net.eval()
-    path = tmp / "small.onnx"
-    export_onnx(net, x[:2].numpy(), path, cal.input_name, OUT, opset=17, dynamic_batch=True)
-    return path
+    return export_on_calibration(SmallNet(), calibration(unetpp, tmp), tmp / "small.onnx", OUT)
 
 
 @pytest.fixture(scope="module")

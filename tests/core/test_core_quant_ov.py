@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.zootest import last_json
+from tests.zootest import export_on_calibration, last_json
 from zoo.envinfo import cpu_isa
 from zoo.errors import ZooError
 from zoo.manifest import load_manifest
@@ -65,18 +65,9 @@ def calibration(unetpp, tmp_path, method="minmax"):
 @pytest.fixture(scope="module")
 def tiny_onnx(unetpp, tmp_path_factory):
     """TinyUNet with BatchNorm statistics of the calibration samples, exported (dynamic batch)."""
-    from zoo.export import export_onnx
     tmp = tmp_path_factory.mktemp("qov")
-    cal = calibration(unetpp, tmp)
-    x = torch.from_numpy(np.stack(list(cal.inputs())))
     torch.manual_seed(0)
-    net = TinyUNet().train()
-    with torch.no_grad():
-        net(x)
-    net.eval()
-    path = tmp / "tiny.onnx"
-    export_onnx(net, x[:2].numpy(), path, cal.input_name, OUT, opset=17, dynamic_batch=True)
-    return path
+    return export_on_calibration(TinyUNet(), calibration(unetpp, tmp), tmp / "tiny.onnx", OUT)
 
 
 def runtime(path, tmp_path, precision, calibration=None, keep=()):
