@@ -50,7 +50,10 @@ ACTIVATION_TYPE = "QUInt8"
 WEIGHT_TYPE = "QInt8"
 CALIBRATION_BATCH = 1     # samples per calibration run
 CHUNK = 4                 # calibration runs whose outputs are held before they are reduced
-                          # (the histogram methods keep whole tensors until then)
+                          # (the histogram methods keep whole tensors until then; the
+                          # calibrator's own max_intermediate_outputs option is not used: in
+                          # onnxruntime 1.31 it discards collected outputs without folding
+                          # them into the ranges)
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
@@ -114,17 +117,20 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-def calibrate(model_path: Path, feeds_iterable: Iterable[dict], method: str):
+def calibrate(model_path: Path, feeds_iterable: Iterable[dict], method: str, op_types: list[str] | None = None,
+              extra_options: dict | None = None):
     """The activation ranges (onnxruntime.quantization TensorsData) of every tensor to quantize in
     the prepared model `model_path`, from the feeds, by `method` (minmax, entropy, percentile).
-    The calibrator's augmented model lives in a temporary folder."""
+    `op_types`: the operators whose tensors are measured (default: what QDQ quantization handles;
+    [] every tensor, as TensorRT's calibration table wants); `extra_options`: the calibrator's
+    (e.g. symmetric ranges). The calibrator's augmented model lives in a temporary folder."""
     from onnxruntime.quantization import create_calibrator
     cal_method = _method(method)
     with tempfile.TemporaryDirectory(prefix="zoo-calib-") as tmp:
         try:
-            calibrator = create_calibrator(Path(model_path), quantizable_op_types(),
+            calibrator = create_calibrator(Path(model_path), quantizable_op_types() if op_types is None else op_types,
                                            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                           calibrate_method=cal_method)
+                                           calibrate_method=cal_method, extra_options=extra_options or {})
         except Exception as exc:  # noqa: BLE001
             raise ZooError(f"{model_path}: ONNX Runtime cannot prepare calibration ({one_line(exc)[:300]})") from None
         runs = 0

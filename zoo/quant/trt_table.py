@@ -2,7 +2,7 @@
 Q/DQ nodes: each activation tensor's dynamic range, measured on the run's calibration samples
 (zoo.quant.calibration: the same samples every int8 runtime calibrates on).
 
-It is made here, on the CPU: onnxruntime.quantization's calibrator (create_calibrator) runs an
+It is made here, on the CPU: onnxruntime.quantization's calibrator (zoo.quant.ort.calibrate) runs an
 augmented copy of the graph with the CPU execution provider over the samples, and
 onnxruntime.quantization.write_calibration_table writes the table. That function writes three
 files: `calibration.flatbuffers` (what the TensorRT EP reads when
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from pathlib import Path
 
 from zoo.cache import ensure_entry
@@ -31,44 +30,14 @@ from zoo.errors import ZooError, one_line
 from zoo.fileutil import file_digest
 
 TABLE = "calibration.flatbuffers"
-# The calibrator keeps every sample's intermediate outputs until the end of a collect_data() call,
-# which then folds them into its ranges: feeding the samples in chunks bounds the memory on large
-# graphs. (Its own max_intermediate_outputs option is not used: in onnxruntime 1.31 it discards
-# the collected outputs without folding them in, so the ranges would miss samples.)
-CHUNK = 4
-
-
-def _method(name: str):
-    from onnxruntime.quantization import CalibrationMethod
-    try:
-        return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                "percentile": CalibrationMethod.Percentile}[name]
-    except KeyError:
-        raise ZooError(f"TensorRT calibration: unknown calibration method {name!r}") from None
-
-
-def _extra_options(method: str) -> dict:
-    return {"symmetric": True}
-
-
-class _Reader:
-    """onnxruntime.quantization's CalibrationDataReader over the next `limit` samples (one per
-    call) of the shared iterator `feeds`."""
-
-    def __init__(self, feeds, limit: int):
-        self.feeds, self.left = feeds, limit
-
-    def get_next(self):
-        if self.left == 0:
-            return None
-        self.left -= 1
-        return next(self.feeds, None)
+# write_calibration_table keeps max(highest, lowest): the ranges must be symmetric (-r, r)
+CALIBRATOR_OPTIONS = {"symmetric": True}
 
 
 def table_key(onnx_sha256: str, calibration) -> str:
     import onnxruntime as ort
     parts = {"onnx": onnx_sha256, "calibration": calibration.key(), "method": calibration.method,
-             "options": _extra_options(calibration.method), "onnxruntime": ort.__version__, "format": 1}
+             "options": CALIBRATOR_OPTIONS, "onnxruntime": ort.__version__, "format": 1}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -91,22 +60,13 @@ def _verify(entry: Path) -> None:
 
 
 def build_table(onnx_path: Path, calibration, out_dir: Path) -> None:
-    """Run the calibrator over the samples and write the table's three files into out_dir."""
-    from onnxruntime.quantization import create_calibrator, write_calibration_table
-    with tempfile.TemporaryDirectory(prefix="zoo-trtcalib-") as tmp:
-        try:
-            calibrator = create_calibrator(Path(onnx_path), [], augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                           calibrate_method=_method(calibration.method),
-                                           extra_options=_extra_options(calibration.method))
-            calibrator.set_execution_providers(["CPUExecutionProvider"])
-            feeds, n = calibration.feeds(1), len(calibration)
-            for _ in range(0, n, CHUNK):  # each call folds its chunk into the ranges
-                calibrator.collect_data(_Reader(feeds, CHUNK))
-            ranges = calibrator.compute_data()
-        except ZooError:
-            raise
-        except Exception as exc:
-            raise ZooError(f"{onnx_path}: TensorRT calibration failed ({one_line(exc)[:300]})") from None
+    """The ranges of every tensor of the graph (zoo.quant.ort.calibrate over the samples, all
+    operators, symmetric) written as the table's three files into out_dir."""
+    from onnxruntime.quantization import write_calibration_table
+
+    from zoo.quant.ort import calibrate
+    ranges = calibrate(Path(onnx_path), calibration.feeds(1), calibration.method, op_types=[],
+                       extra_options=CALIBRATOR_OPTIONS)
     if not len(ranges.data):
         raise ZooError(f"{onnx_path}: the calibrator measured no tensor")
     write_calibration_table(ranges, dir=str(out_dir))
