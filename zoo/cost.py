@@ -85,6 +85,18 @@ def onnx_cost(path: Path, input_shape: list[int]) -> dict:
             "counted": "Conv, ConvTranspose, Gemm, MatMul (2 FLOPs per multiply-accumulate)"}
 
 
+def best_seconds(call, repeats: int) -> float:
+    """Seconds of the fastest of `repeats` calls, after one untimed warm-up call (the GEMM peaks'
+    timing: zoo.cost.gemm_peak, zoo.peaks)."""
+    call()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def gemm_peak(threads: int, n: int = 2048, repeats: int = 25) -> dict:
     """Best fp32 GFLOP/s of torch.mm(n x n, n x n) on `threads` threads."""
     import torch
@@ -94,12 +106,7 @@ def gemm_peak(threads: int, n: int = 2048, repeats: int = 25) -> dict:
         g = torch.Generator().manual_seed(0)
         a = torch.randn(n, n, generator=g)
         b = torch.randn(n, n, generator=g)
-        torch.mm(a, b)  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            torch.mm(a, b)
-            best = min(best, time.perf_counter() - t0)
+        best = best_seconds(lambda: torch.mm(a, b), repeats)
     finally:
         torch.set_num_threads(old)
     return {"gflops": 2 * n ** 3 / best / 1e9, "method": f"torch.mm {n}x{n} fp32, best of {repeats}",

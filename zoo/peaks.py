@@ -29,11 +29,11 @@ makes the peak unavailable rather than wrong."""
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from zoo.cost import best_seconds
 from zoo.errors import ZooError, one_line
 
 # precision -> runtime -> the kernel family measuring its peak (None key: any other runtime)
@@ -43,17 +43,6 @@ KERNELS = {
     "int8": {"openvino": "openvino", None: "onnxruntime"},
 }
 OV_TYPES = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
-
-
-def _best(call, repeats: int) -> float:
-    """Seconds of the fastest of `repeats` calls (after one warm-up call)."""
-    call()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _operands(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +93,7 @@ def _torch(precision: str, threads: int, n: int, repeats: int) -> tuple[float, s
         dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
         a, b = torch.randn(n, n, generator=g).to(dtype), torch.randn(n, n, generator=g).to(dtype)
         with torch.inference_mode():
-            seconds = _best(lambda: torch.mm(a, b), repeats)
+            seconds = best_seconds(lambda: torch.mm(a, b), repeats)
     finally:
         torch.set_num_threads(old)
     return seconds, f"torch {torch.__version__} torch.mm {precision}"
@@ -133,7 +122,7 @@ def _onnxruntime(precision: str, threads: int, n: int, repeats: int) -> tuple[fl
     binding = session.io_binding()
     binding.bind_ortvalue_input("A", ort.OrtValue.ortvalue_from_numpy(a))
     binding.bind_ortvalue_output("C", ort.OrtValue.ortvalue_from_numpy(np.empty((n, n), np.float32)))
-    seconds = _best(lambda: session.run_with_iobinding(binding), repeats)
+    seconds = best_seconds(lambda: session.run_with_iobinding(binding), repeats)
     return seconds, f"onnxruntime {ort.__version__} {kernel} ({' -> '.join(ops)})"
 
 
@@ -154,7 +143,7 @@ def _openvino(precision: str, threads: int, n: int, repeats: int) -> tuple[float
                        f"{ran.get('precision')} on this CPU, not {precision}")
     request = compiled.create_infer_request()
     request.set_input_tensor(ov.Tensor(_operands(n)[0]))
-    seconds = _best(request.infer, repeats)
+    seconds = best_seconds(request.infer, repeats)
     return seconds, f"openvino {ov.__version__.split('-')[0]} CPU {ran['type']} {ran['precision']} ({ran['primitive']})"
 
 
