@@ -448,6 +448,7 @@ def test(c, model=None, k=None):
 
 ENGINE_WORK = ROOT / "work" / "engine-check"
 ENGINE_UNAVAILABLE = 3  # engine-check's exit code when no engine can be reached, installed or started
+ENGINE_BUILT_ENV = "ZOO_ENGINE_BUILT"  # engine-check tells its tests which model images it built just now
 ENGINE_PACKAGES = (("dockerd", "docker.io"), ("debootstrap", "debootstrap"))  # (command, Debian package)
 
 
@@ -617,11 +618,13 @@ def engine_check(c, models="unetpp,fcn8s", base_image="local", pip_config=None, 
         out = ENGINE_WORK / "results"
         build_opts = [*(["--pip-config", pip_config] if pip_config else []),
                       *(["--ca-bundle", ca_bundle] if ca_bundle else []), *(["--wheels", wheels] if wheels else [])]
+        built = []  # the images this check built from the current tree and inputs (the engine tests' subject)
         for m in names:
             if not steps.run(f"build {m}", _call, [sys.executable, "-m", "invoke", "build", "--model", m,
                                                    "--base-image", base_image, *build_opts]):
                 steps.skip(f"run {m} --docker", "its build failed")
                 continue
+            built.append(m)
             weights = _engine_weights(m, steps)
             if weights is None:
                 steps.skip(f"run {m} --docker", "no checkpoint to run it with")
@@ -633,7 +636,8 @@ def engine_check(c, models="unetpp,fcn8s", base_image="local", pip_config=None, 
             steps.skip("engine tests", "--no-tests")
         else:
             steps.run("engine tests (pytest -m engine tests/runner)", _call,
-                      [sys.executable, "-m", "pytest", "-q", "-m", "engine", "tests/runner"])
+                      [sys.executable, "-m", "pytest", "-q", "-m", "engine", "tests/runner"],
+                      env={**os.environ, ENGINE_BUILT_ENV: ",".join(built)})
     finally:
         for proc in started:
             steps.run("stop the dockerd this check started", _stop_engine, proc)
