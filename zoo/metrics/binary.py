@@ -29,11 +29,17 @@ class BinaryIoU(Metric):
         self.inter: list[int] = []
         self.union: list[int] = []
 
-    def update(self, prediction, target) -> None:
+    def contribution(self, prediction, target) -> tuple[int, int]:
+        """(|P & T|, |P | T|) of one sample. Batch groups are formed at `compute` from the
+        samples' positions, so they are the same whichever process counted each sample."""
         t = np.asarray(target, dtype=bool)
         p = np.asarray(prediction[self.key], dtype=bool).reshape(t.shape)
-        self.inter.append(int(np.count_nonzero(p & t)))
-        self.union.append(int(np.count_nonzero(p | t)))
+        return int(np.count_nonzero(p & t)), int(np.count_nonzero(p | t))
+
+    def add(self, contribution: tuple[int, int]) -> None:
+        inter, union = contribution
+        self.inter.append(inter)
+        self.union.append(union)
 
     def compute(self) -> dict:
         inter = np.asarray(self.inter, dtype=np.float64)

@@ -5,7 +5,8 @@ table. The figures are computed from exactly the rows fed, so a saved `detection
 to the same numbers.
 
 Optionally the metric also writes the rows it was fed as a COCO results JSON (at `compute`) and
-draws each image's detections (at `update`): the guide's `results_json` / `visualize` outputs."""
+draws each image's detections (at `contribution`, i.e. in the process that postprocessed the
+image): the guide's `results_json` / `visualize` outputs."""
 from __future__ import annotations
 
 import contextlib
@@ -93,7 +94,7 @@ class CocoBoxAP(Metric):
     the images fed. The target of a sample is its image id. `coco` is the source's pycocotools
     index (zoo.datasets.coco.CocoDetection.coco). Optional outputs: `results_json` (a file: the
     rows fed, written at compute) and `visualize` (a folder: one drawing per image, made at
-    update from the image `image_path(image_id)` names)."""
+    `contribution` from the image `image_path(image_id)` names)."""
 
     metric = "map"
 
@@ -107,15 +108,21 @@ class CocoBoxAP(Metric):
         self.image_ids: list[int] = []
         self._stats = None
 
-    def update(self, prediction: Detections, target: int) -> None:
+    def contribution(self, prediction: Detections, target: int) -> tuple[int, list[dict]]:
+        """(the image id, its results rows); the drawing (`visualize`) is made here, where the
+        image is (a shard's worker)."""
         if not isinstance(prediction, Detections):
             raise TypeError(f"metric {self.name}: expected Detections, got {type(prediction).__name__}")
         if prediction.image_id != target:
             raise ValueError(f"metric {self.name}: detections of image {prediction.image_id} given for image {target}")
-        self.results += prediction.rows
-        self.image_ids.append(int(target))
         if self.visualize:
             draw(self.image_path(target), Path(self.visualize) / f"{target:012d}.jpg", prediction.rows)
+        return int(target), prediction.rows
+
+    def add(self, contribution: tuple[int, list[dict]]) -> None:
+        image_id, rows = contribution
+        self.results += rows
+        self.image_ids.append(image_id)
         self._stats = None
 
     def stats(self) -> dict:

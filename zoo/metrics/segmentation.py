@@ -20,20 +20,23 @@ class ConfusionMatrix:
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
         """Add one image; returns that image's own matrix."""
+        m = self.count(pred, gt)
+        self.mat += m
+        return m
+
+    def count(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+        """One image's own (n_gt, n_pred) int64 matrix, not added (the state is not touched)."""
         if pred.shape != gt.shape:
             raise ValueError(f"prediction {pred.shape} and label {gt.shape} differ in shape")
         m = self._update_uint8(pred, gt)
         if m is not None:
-            self.mat += m
             return m
         valid = (gt >= 0) & (gt < self.n_gt)
         p = pred[valid].astype(np.int64)
         if p.size and (p.min() < 0 or p.max() >= self.n_pred):
             raise ValueError(f"prediction values must be in [0, {self.n_pred}), got {p.min()}..{p.max()}")
         idx = gt[valid].astype(np.int64) * self.n_pred + p
-        m = np.bincount(idx, minlength=self.n_gt * self.n_pred).reshape(self.n_gt, self.n_pred)
-        self.mat += m
-        return m
+        return np.bincount(idx, minlength=self.n_gt * self.n_pred).reshape(self.n_gt, self.n_pred)
 
     def _update_uint8(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray | None:
         """The same matrix for the common case (uint8 labels, integer predictions all in range,
@@ -124,8 +127,12 @@ class IouEvalMetric(Metric):
         self.cm = ConfusionMatrix(n_gt=ignore, n_pred=n_outputs)  # gt == ignore (or 255) excluded
         self.n = 0
 
-    def update(self, prediction, target) -> None:
-        self.cm.update(_labels(prediction, "labels"), np.asarray(target))
+    def contribution(self, prediction, target) -> np.ndarray:
+        """The image's confusion matrix (ignore x n_outputs, int64)."""
+        return self.cm.count(_labels(prediction, "labels"), np.asarray(target))
+
+    def add(self, contribution: np.ndarray) -> None:
+        self.cm.mat += contribution
         self.n += 1
 
     def _iou(self) -> np.ndarray:
@@ -174,14 +181,21 @@ class SegmentronMetric(Metric):
         union = m.sum(0) + m.sum(1) - inter
         return inter / (self.EPS + union)
 
-    def update(self, prediction, target) -> None:
+    def contribution(self, prediction, target) -> tuple[np.ndarray, int]:
+        """(the image's confusion matrix, its pixels where the truncating argmax is right). The
+        running averages are not the image's own: `add` recomputes them from the state."""
         gt = np.asarray(target)
         pred, pred_t = _labels(prediction, "labels"), _labels(prediction, "labels_trunc")
         if pred_t.shape != gt.shape:
             raise ValueError(f"prediction 'labels_trunc' {pred_t.shape} and label {gt.shape} differ in shape")
-        self.cm.update(pred, gt)
+        m = self.cm.count(pred, gt)
         labelled = (gt >= 0) & (gt < len(self.classes))
-        self.correct_trunc += int(((pred_t == gt) & labelled).sum())
+        return m, int(((pred_t == gt) & labelled).sum())
+
+    def add(self, contribution: tuple[np.ndarray, int]) -> None:
+        m, correct_trunc = contribution
+        self.cm.mat += m
+        self.correct_trunc += correct_trunc
         self.n += 1
         self.sum_running_miou += float(self._iou().mean())
         self.sum_running_pixacc += self._pixacc()
@@ -220,8 +234,8 @@ class RunningAverageMetric(SegmentronMetric):
         self.comparable, self.not_comparable_reason = comparable, not_comparable_reason
         self.sum_running_pixacc_true = 0.0
 
-    def update(self, prediction, target) -> None:
-        super().update(prediction, target)
+    def add(self, contribution: tuple[np.ndarray, int]) -> None:
+        super().add(contribution)
         mat = self.cm.mat
         self.sum_running_pixacc_true += float(np.trace(mat) / (self.EPS + mat.sum()))
 
@@ -248,8 +262,12 @@ class DatasetIoU(Metric):
         self.cm = ConfusionMatrix(len(self.classes))
         self.n = 0
 
-    def update(self, prediction, target) -> None:
-        self.cm.update(_labels(prediction, "labels"), np.asarray(target))
+    def contribution(self, prediction, target) -> np.ndarray:
+        """The image's confusion matrix (classes x classes, int64)."""
+        return self.cm.count(_labels(prediction, "labels"), np.asarray(target))
+
+    def add(self, contribution: np.ndarray) -> None:
+        self.cm.mat += contribution
         self.n += 1
 
     def areas(self) -> dict:
