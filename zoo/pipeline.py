@@ -78,12 +78,14 @@ class Stability:
 
 def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: int, iterations: int,
                time_budget_s: float | None, input_desc: str, stability: Stability | None = None,
-               clock=_now, cpu_clock=_cpu) -> dict:
+               clock=_now, cpu_clock=_cpu, keep_latencies: bool = False) -> dict:
     """Time runtime.infer on a resident batch: `warmup` untimed calls, then timed calls until the
     first of: `stability` reached (stopped_by "stable"), `iterations` calls, `time_budget_s` of
     timed calls (at least one call). `clock()` returns nanoseconds (injectable for tests).
     `cpu_s_per_sample` is the process CPU time of the timed calls per sample: the cores' worth of
-    work the runtime takes for one sample (idle pool threads that spin count as work)."""
+    work the runtime takes for one sample (idle pool threads that spin count as work).
+    `keep_latencies`: the block also holds every timed call's latency (`latencies_ms`, not a record
+    field: a sharded run pools its shards' calls into one distribution, zoo.shard)."""
     for _ in range(warmup):
         runtime.infer(feeds)
     lat: list[float] = []
@@ -115,6 +117,8 @@ def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: i
              "num_samples": len(lat) * batch_size, "wall_s": (clock() - t_start) / 1e9,
              "throughput": throughput(batch_size, stats["mean"]), "latency_ms": stats,
              "cpu_s_per_sample": cpu_ns / 1e9 / (len(lat) * batch_size)}
+    if keep_latencies:
+        block["latencies_ms"] = lat
     for k, vals in copies.items():  # h2d_ms / compute_ms / d2h_ms -> h2d_latency_ms, ...
         block[k.replace("_ms", "_latency_ms")] = summarize(vals)
     if stability is not None:
@@ -161,7 +165,8 @@ def check_finite(out: np.ndarray, what: str, sample_ids: list[str] | None = None
 
 
 def run_pipeline(runtime, source, adapter, batch_size: int, input_name: str, output_name: str, metrics: list,
-                 workers: int = 1, on_prediction=None, label: str = "", post_workers: int = 1) -> dict:
+                 workers: int = 1, on_prediction=None, label: str = "", post_workers: int = 1,
+                 progress=None, keep_latencies: bool = False) -> dict:
     """Stream the source through read (source.read) -> preprocess (adapter.preprocess and
     adapter.target, in `workers` threads, prefetching) -> batch -> infer -> postprocess (per sample:
     adapter.postprocess, then every metric's update and `on_prediction(id, prediction)`), in the
@@ -174,14 +179,16 @@ def run_pipeline(runtime, source, adapter, batch_size: int, input_name: str, out
     block of scope 'pipeline'. Stage times are each stage's own busy time; with overlap the wall
     time is less than their sum. `cpu` holds the CPU time of the process and of the read,
     preprocess and postprocess stages (their threads' own CPU time); the rest of the process's CPU
-    time is inference (the runtime's threads) and the harness."""
+    time is inference (the runtime's threads) and the harness. `progress`: an object with
+    `update(done)` (default: a Progress line on stderr; a Ray shard reports to the driver instead).
+    `keep_latencies`: the block also holds every batch's latency (`latencies_ms`, zoo.shard pools them)."""
     if post_workers not in (0, 1):
         raise ValueError(f"post_workers must be 0 or 1 (postprocessing is ordered), got {post_workers}")
     ids = source.ids
     n = len(ids)
     clock = StageClock()
     batch_lat = []
-    progress = Progress(f"{label} bs{batch_size}", n)
+    progress = progress or Progress(f"{label} bs{batch_size}", n)
     window = 2 * batch_size + max(workers, 1)
     done = 0
 
@@ -262,11 +269,14 @@ def run_pipeline(runtime, source, adapter, batch_size: int, input_name: str, out
         if clock.per_batch.get(name):
             st["latency_ms"] = summarize(clock.per_batch[name])
         stages[name] = st
-    return {"batch_size": batch_size, "scope": "pipeline", "status": "ok", "error": None,
-            "stopped_by": "dataset_end", "num_samples": n, "wall_s": wall,
-            "throughput": n / wall if wall else 0.0, "latency_ms": summarize(batch_lat),
-            "stages": stages, "workers": max(workers, 1), "postprocess_workers": post_workers,
-            "cpu": {"process_s": process_cpu, "stages_s": {k: v / 1e9 for k, v in clock.cpu_ns.items()}}}
+    block = {"batch_size": batch_size, "scope": "pipeline", "status": "ok", "error": None,
+             "stopped_by": "dataset_end", "num_samples": n, "wall_s": wall,
+             "throughput": n / wall if wall else 0.0, "latency_ms": summarize(batch_lat),
+             "stages": stages, "workers": max(workers, 1), "postprocess_workers": post_workers,
+             "cpu": {"process_s": process_cpu, "stages_s": {k: v / 1e9 for k, v in clock.cpu_ns.items()}}}
+    if keep_latencies:
+        block["latencies_ms"] = batch_lat
+    return block
 
 
 def cpu_ceiling(pipe: dict, infer_block: dict, cores: int) -> dict | None:

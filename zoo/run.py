@@ -83,9 +83,18 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         if baseline and writer is None:
             keeper = TemporaryPredictions()  # for the fp32 baseline's comparison; removed in `finally`
 
-        log(f"[6/7] inference, batch sizes {batch_sizes}, {len(source)} samples")
-        perf, metrics_by_bs, peak = sweep(cfg, rt, manifest, adapter, source, head, batch_sizes, export,
-                                          keeper or writer)
+        log(f"[6/7] inference, batch sizes {batch_sizes}, {len(source)} samples"
+            + (f", {cfg.shards} shards" if cfg.shards else ""))
+        sharding = None
+        if cfg.shards:  # Ray is imported by this path only
+            from zoo.shard import sharded_sweep
+            from zoo.stages.infer import Peak
+            perf, metrics_by_bs, sharding = sharded_sweep(cfg, runtime_cls, manifest, adapter, source, export,
+                                                          batch_sizes)
+            peak = Peak(rt.threads, False)
+        else:
+            perf, metrics_by_bs, peak = sweep(cfg, rt, manifest, adapter, source, head, batch_sizes, export,
+                                              keeper or writer)
         closed = (keeper or writer).close() if (keeper or writer) is not None else None
         accuracy = accuracy_blocks(metrics_by_bs, manifest, source)
         reduced = None
@@ -100,7 +109,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
             kept = closed
             kept["path"] = Path(kept["path"]).name  # beside the record
         rec = record.build(cfg, manifest, adapter, rt, peak.device_fields(), weights, source, export, verified, perf,
-                           accuracy, t_start, time.time(), argv or [], kept, cache, reduced)
+                           accuracy, t_start, time.time(), argv or [], kept, cache, reduced, sharding)
         path = record.write(rec, out_dir, run_id)
         writer = None  # kept: the record names it
         return path

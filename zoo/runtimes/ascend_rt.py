@@ -139,6 +139,7 @@ def amct_version() -> str:
 
 class AscendRuntime(Runtime):
     name = "ascend"
+    accelerator = "NPU"
     device_type = "npu"
     precisions = ("fp32", "fp16", "int8")
 

@@ -50,6 +50,10 @@ class Runtime(ABC):
     # it); False for a runtime that runs the PyTorch module itself.
     runs_onnx_graph: ClassVar[bool] = True
 
+    # The Ray resource a shard of this runtime takes one unit of (zoo.shard): "NPU", "GPU", or None
+    # for a CPU runtime (CPU slots only).
+    accelerator: ClassVar[str | None] = None
+
     # The precisions this runtime can run (--precision); another is a one-line error before any
     # work, never a silent fallback.
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)

@@ -176,6 +176,7 @@ class _OnnxRuntimeGpu(OnnxRuntime):
     provider-specific nodes); the session optimises at load."""
 
     device_type = "cuda"
+    accelerator = "GPU"
     ort_device = "cuda"
     required_provider = ""
     precisions = ("fp32",)  # not the CPU class's: each GPU runtime lists its own

@@ -208,6 +208,23 @@ OPTIONS: tuple[Option, ...] = (
     Option("profile", ("--profile",), "int", default=0, const=5, bounds=((">=", 0),), metavar="CALLS",
            help="per-operator profile of each batch size (ONNX Runtime's profiler, OpenVINO's counters) "
                 "over this many calls (5 when the flag is given alone), after and apart from the timed calls"),
+    Option("shards", ("--shards",), "int", bounds=((">=", 1),), commands=("run",),
+           help="split the dataset into N contiguous shards, each run by a Ray actor holding the compiled model "
+                "(one per device or CPU slot); the metrics merge exactly (zoo.shard)"),
+    Option("cluster", ("--cluster",), commands=("run",), metavar="local|auto|ADDRESS",
+           help="with --shards: the Ray cluster: local (default: started here, stopped at the end), auto "
+                "(RAY_ADDRESS or a running cluster), or an address (ray://HOST:10001, HOST:6379)"),
+    Option("devices", ("--devices",), commands=("run",), metavar="IDS",
+           help="with --shards: the device ids the shards use (e.g. 0,1,2,3): Ray's k-th device of the shard "
+                "resource on a node is device IDS[k]; made visible to that actor only"),
+    Option("shard_resource", ("--shard-resource",), commands=("run",), metavar="NAME",
+           help="with --shards: the Ray resource one shard takes a unit of (default: NPU for ascend, GPU for the "
+                "CUDA runtimes, none (CPU slots) otherwise); e.g. NPU to place CPU shards by fake devices"),
+    Option("shard_retries", ("--shard-retries",), "int", default=2, bounds=((">=", 0),), commands=("run",),
+           help="with --shards: times a shard whose worker died (killed, out of memory) is run again (default: 2)"),
+    Option("scaling_reference", ("--no-scaling-reference",), "switch", default=True, commands=("run",),
+           help="with --shards: skip the one-shard reference run (shard 0 on one actor with all the threads, or one "
+                "device) that the scaling efficiency is measured against"),
     Option("save_predictions", ("--save-predictions",), "switch", default=False,
            help="keep compact predictions with the result, for `invoke score` (the accuracy recomputed "
                 "without inference)"),
@@ -310,6 +327,28 @@ def sweep_sizes(cfg: RunConfig, manifest, adapter) -> list[int]:
     return batch_sizes
 
 
+def _check_sharding(cfg: RunConfig) -> None:
+    """The --shards options: the others need --shards, and what a sharded run does not do is refused."""
+    sharding = ("cluster", "devices", "shard_resource")
+    if not getattr(cfg, "shards", None):
+        given = [option(f).flag for f in sharding if getattr(cfg, f, None)]
+        if given:
+            raise ZooError(f"{', '.join(given)} needs --shards")
+        return
+    for field, why in (("isolate", "each shard already runs in its own worker process"),
+                       ("save_predictions", "predictions are kept by single-process runs only"),
+                       ("profile", "operator profiles are taken by single-process runs only")):
+        if getattr(cfg, field):
+            raise ZooError(f"--shards and {option(field).flag} cannot be combined ({why})")
+    if cfg.precision != "fp32" and cfg.fp32_baseline:
+        raise ZooError(f"--shards with --precision {cfg.precision} needs --no-fp32-baseline "
+                       f"(the fp32 baseline pass is single-process)")
+    if cfg.devices is not None:
+        ids = [d.strip() for d in cfg.devices.split(",")]
+        if not all(d.isdigit() for d in ids) or len(set(ids)) != len(ids):
+            raise ZooError(f"--devices must be distinct comma-separated device numbers, got {cfg.devices!r}")
+
+
 def check_config(cfg: RunConfig):
     """Every run option checked before any work (weights, data, export): one line per problem.
     Returns what the checks built and the run goes on with: (manifest, runtime class, adapter)."""
@@ -326,6 +365,7 @@ def check_config(cfg: RunConfig):
         raise ZooError("--memory-limit needs --isolate (the watched process must not be the sweep itself)")
     if cfg.batch_sizes and not all(b >= 1 for b in cfg.batch_sizes):
         raise ZooError(f"batch sizes must be positive, got {cfg.batch_sizes}")
+    _check_sharding(cfg)
     manifest = load_manifest(cfg.model)
     runtime_cls = get_runtime(cfg.runtime)
     problem = runtime_cls.precision_problem(cfg.precision)

@@ -46,8 +46,9 @@ def reserve_predictions(out_dir: Path, stem: str, attempts: int = 20) -> tuple[s
 
 def build(cfg, manifest, adapter, rt, peaks, weights, source, export: dict, verify: dict, perf: list,
           accuracy: list, t_start: float, t_end: float, argv: list[str], predictions: dict | None,
-          cache: Path, reduced_precision: dict | None = None) -> dict:
-    """The record; `reduced_precision` (schema 1.7) is zoo.stages.fidelity.fp32_baseline's block."""
+          cache: Path, reduced_precision: dict | None = None, sharding: dict | None = None) -> dict:
+    """The record; `reduced_precision` (schema 1.7) is zoo.stages.fidelity.fp32_baseline's block,
+    `sharding` (schema 1.8) zoo.shard.sharded_sweep's."""
     rec = {
         "schema_version": RESULT_SCHEMA_VERSION, "kind": "zoo.result",
         "run_id": f"{manifest.name}-{cfg.runtime}-{stamp(t_start)}", "status": "ok", "error": None,
@@ -70,6 +71,8 @@ def build(cfg, manifest, adapter, rt, peaks, weights, source, export: dict, veri
         rec["predictions"] = predictions
     if reduced_precision is not None:
         rec["reduced_precision"] = reduced_precision
+    if sharding is not None:
+        rec["sharding"] = sharding
     return rec
 
 
