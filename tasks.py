@@ -384,6 +384,72 @@ def report(c, results=str(RESULTS), out=None):
     print(paths["html"])
 
 
+@_zoo_task("run", help={
+    "models": "comma-separated models (default: every model)",
+    "runtimes": "comma-separated runtimes (default: those this machine's devices run: the CPU ones, GPU/NPU ones "
+                "where such a device is present)",
+    "precisions": "comma-separated precisions (default: each model's verify tolerances that the runtime runs)",
+    "batch_sizes": "every job's batch sizes (default: each manifest's benchmark batch sizes)",
+    "file": "a JSON matrix: a list of jobs {model, runtime, precision, batch_sizes, args, name} or an object of "
+            "filters {models, runtimes, precisions, batch_sizes}; the flags filter it further",
+    "cluster": "local (a Ray cluster on this machine; the default unless RAY_ADDRESS is set), auto (the running one), "
+               "or an address ray://HOST:10001 / HOST:6379",
+    "docker": "run each job in its model's image (invoke run --docker)",
+    "out": "the matrix's folder (default: results/matrix-<UTC time>): jobs/, matrix.json, matrix.md, report.md/html",
+    "cpus-per-job": "CPU slots (Ray num_cpus) and --threads of each job (default: half the cores, at least 1)",
+    "setup-envs": "create/update each model's environment before the jobs (default: use them as they are)",
+    "dry-run": "print the matrix and each job's command only",
+    "runtime": "a single run's: use --runtimes", "backend": "a single run's: use --runtimes",
+    "precision": "a single run's: use --precisions"})
+def matrix(c, models=None, runtimes=None, precisions=None, file=None, docker_=False, out=None, cpus_per_job=None,
+           setup_envs=False, dry_run=False, data=None, **options):
+    """Models x runtimes x precisions x batch sizes, from the manifests (or --file), each job a Ray task
+    in its model's environment (or image); the results validated, one report, matrix.json/.md.
+    Other run options (--limit, --iters, --no-peak, --option, ...) go to every job; --cluster is the matrix's."""
+    import time
+    from runner import matrix as mx
+    for name in ("runtime", "backend", "precision", "shards", "devices", "shard_resource", "shard_retries",
+                 "no_scaling_reference"):
+        if options.get(name) not in (None, False):
+            _fail(f"--{name.replace('_', '-')} is a single run's option, not a matrix's (a matrix takes --runtimes, "
+                  f"--precisions; its jobs are not sharded)")
+    sizes, cluster = options.pop("batch_sizes", None), options.pop("cluster", None)
+    try:
+        cpus = int(cpus_per_job) if cpus_per_job is not None else mx.default_cpus_per_job()
+        if cpus < 1:
+            raise ValueError
+    except ValueError:
+        _fail(f"--cpus-per-job must be a positive integer, got {cpus_per_job!r}")
+    common = _zoo_args(options, "run", docker_=docker_)
+    common += [] if options.get("threads") else ["--threads", str(cpus)]
+    common += _paths(None, data)
+    out = Path(out).resolve() if out else RESULTS / f"matrix-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    try:
+        mx.cluster_address(cluster)
+        jobs = mx.plan(models, runtimes, precisions, sizes, file)
+        print("\n".join(mx.describe(jobs)), flush=True)
+        if dry_run:
+            for job in jobs:
+                print(f"  {job.id}: {mx.command_line(mx.job_spec(job, out, common, docker_))}")
+            return
+        mx.check_out(out)
+        if docker_ and not _engine_reachable():
+            _fail("--docker: no Docker daemon reachable (invoke engine-check installs and starts one)")
+        for m in sorted({j.model for j in jobs}) if setup_envs else []:
+            _ensure(m)
+        summary = mx.run_matrix(jobs, out, common, cluster=cluster, cpus_per_job=cpus, docker=docker_,
+                                log=lambda line: print(line, flush=True))
+    except mx.Interrupted as exc:
+        _fail(str(exc), exc.code)
+    except mx.MatrixError as exc:
+        _fail(str(exc))
+    print(out / "matrix.md")
+    if summary["report"]:
+        print(out / summary["report"]["markdown"])
+    if summary["failed"]:
+        raise Exit(f"error: {summary['failed']} of {len(jobs)} job(s) failed (see {out / 'matrix.md'})", code=1)
+
+
 @task(auto_shortflags=False, help={
     "baseline": "baseline results (folder or file)", "new": "new results (folder or file)",
     "max-accuracy-drop": "relative accuracy drop that fails (default 0.01)",
