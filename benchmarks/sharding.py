@@ -6,11 +6,11 @@
    identical to the last digit, and the sharded aggregate throughput at least --target (0.85) of
    the single-process figure at the same batch size.
 2. two-node (`--two-node`): a Ray cluster of two nodes on this machine, started here (`ray start
-   --head` and a second `ray start --address`), each node with `--node-npus` fake NPUs (custom
-   resources; the CPU runtime ignores them) and --node-cpus CPUs; the run `--cluster HEAD
-   --shard-resource NPU --shards <all NPUs>` must place the shards on both nodes by NPU, one per
-   device, and give the identical accuracy. The cluster is stopped at the end (`ray stop`: every
-   Ray process of this machine, so do not run it beside other Ray work).
+   --head` and a second `ray start --address`, tests/raynodes.py RayNodes), each node with
+   `--node-npus` fake NPUs (custom resources; the CPU runtime ignores them) and --node-cpus CPUs;
+   the run `--cluster ray://HEAD --shard-resource NPU --shards <all NPUs>` must place the shards on
+   both nodes by NPU, one per device, and give the identical accuracy. The nodes are stopped at
+   the end (only the processes started here).
 
 Every run is the zoo's CLI in a subprocess (`python -m zoo run`), its record kept in --out. The
 table and a JSON summary are printed and written to --out; the CPU's ISA flags are printed too.
@@ -23,13 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
 def zoo_run(args: argparse.Namespace, out: Path, *extra: str) -> dict:
@@ -84,31 +84,19 @@ def local_rounds(args, out: Path) -> dict:
             "wall_s": {"single": best_single["_wall"], "sharded": best_sharded["_wall"]}}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def two_node(args, out: Path, reference: list) -> dict:
-    """Start a head and a second node (each --node-npus NPUs, --node-cpus CPUs), run, stop."""
+    """A two-node cluster on this machine (tests/raynodes.py RayNodes: each node --node-npus NPUs and
+    --node-cpus CPUs, stopped at the end), joined through Ray Client; one shard per NPU."""
+    from tests.raynodes import RayNodes
     ray_cli = str(Path(sys.executable).with_name("ray"))
-    port = _free_port()
-    resources = json.dumps({"NPU": args.node_npus})
-    head = [ray_cli, "start", "--head", f"--port={port}", f"--num-cpus={args.node_cpus}", f"--resources={resources}",
-            "--include-dashboard=false", "--disable-usage-stats"]
-    address = f"127.0.0.1:{port}"
-    worker = [ray_cli, "start", f"--address={address}", f"--num-cpus={args.node_cpus}", f"--resources={resources}",
-              "--disable-usage-stats"]
+    node = {"cpus": args.node_cpus, "resources": {"NPU": args.node_npus}}
     shards = 2 * args.node_npus
-    try:
-        for argv in (head, worker):
-            print("$ " + " ".join(argv[1:]), flush=True)
-            subprocess.run(argv, check=True, capture_output=True, text=True)
-        rec = zoo_run(args, out, "--shards", str(shards), "--cluster", address, "--shard-resource", "NPU",
-                      "--devices", ",".join(str(i) for i in range(args.node_npus)), "--threads", "1")
-    finally:
-        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, text=True)
+    with RayNodes(ray_cli, [node, node]) as cluster:
+        print(f"== two-node cluster {cluster.client}: --shards {shards} --shard-resource NPU", flush=True)
+        rec = zoo_run(args, out, "--shards", str(shards), "--cluster", cluster.client, "--shard-resource", "NPU",
+                      "--devices", ",".join(str(i) for i in range(args.node_npus)), "--threads", "1",
+                      "--no-scaling-reference")
+        address = cluster.client
     sh = rec["sharding"]
     nodes = {s["node_id"] for s in sh["shards"]}
     per_node = {n: sorted(s["environment"].get("ASCEND_RT_VISIBLE_DEVICES", "") for s in sh["shards"]

@@ -95,6 +95,7 @@ def checked_lock(model: str) -> Path:
         if "==" not in req:
             continue
         name, version = (s.strip() for s in req.split("==", 1))
+        name = name.split("[", 1)[0].strip()  # ray[client]: the lock pins the distribution, extras stripped
         if pins.get(canonical_name(name), (None,))[0] != version:
             raise EnvError(f"{lock}: stale, {name}=={version} of requirements.txt is not in it "
                            f"(regenerate it: python3 runner/lock.py {model})")

@@ -96,3 +96,4 @@ def export_on_calibration(net, cal, path: Path, output_name: str) -> Path:
     net.eval()
     export_onnx(net, x[:2].numpy(), path, cal.input_name, output_name, opset=17, dynamic_batch=True)
     return path
+

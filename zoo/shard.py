@@ -210,6 +210,8 @@ class Cluster:
 def connect(cluster: str | None, resource: str | None, devices: list[str] | None, cpus: int) -> Cluster:
     """Start a local cluster (--cluster local, the default; with --devices it has that many units
     of the shard resource) or join one (auto: RAY_ADDRESS or a running cluster; an address)."""
+    if (cluster or "local") != "local":
+        use_cluster_token()  # before Ray reads its configuration
     try:
         import ray
     except ImportError:
@@ -223,7 +225,8 @@ def connect(cluster: str | None, resource: str | None, devices: list[str] | None
     try:
         if mode == "local":
             resources = {resource: float(len(devices))} if resource and devices else None
-            ray.init(num_cpus=cpus, resources=resources, include_dashboard=False, runtime_env=runtime_env,
+            ray.init(address="local", num_cpus=cpus, resources=resources, include_dashboard=False,
+                     runtime_env=runtime_env,  # "local": a new cluster, never one left in /tmp/ray
                      logging_level="WARNING", log_to_driver=True, configure_logging=True)
             return Cluster("local", None, True)
         address = None if mode == "auto" else mode
@@ -232,7 +235,23 @@ def connect(cluster: str | None, resource: str | None, devices: list[str] | None
     except ZooError:
         raise
     except Exception as exc:  # no cluster at the address, a version mismatch, ...
-        raise ZooError(f"--cluster {mode}: cannot start or join the Ray cluster: {one_line(exc)[:300]}") from None
+        hint = ""
+        if mode.startswith("ray://") and "timeout" in str(exc):
+            hint = (" (is the head's Ray Client server up? `ray start --head --ray-client-server-port PORT "
+                    "--runtime-env-agent-port FIXED`: Ray 2.60's client proxy fails with the default agent port 0)")
+        raise ZooError(f"--cluster {mode}: cannot start or join the Ray cluster: {one_line(exc)[:300]}{hint}") from None
+
+
+def use_cluster_token() -> None:
+    """Ray 2.60 clusters started with `ray start` require a token (written to ~/.ray/auth_token), and
+    a driver sends it only in token mode (RAY_AUTH_MODE=token). Joining a cluster (auto, an address,
+    ray://) uses the token this user has, if any: the one `ray` commands on this machine use."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    have = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+        os.path.isfile(os.path.expanduser("~/.ray/auth_token"))
+    if have:
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _threads(cfg, resource: str | None, shards: int) -> int:
@@ -376,15 +395,14 @@ def sharded_sweep(cfg, runtime_cls, manifest, adapter, source, export: dict,
                   batch_sizes: list[int]) -> tuple[list[dict], dict, dict]:
     """Stage 6 over --shards workers: (perf blocks, {batch size: merged metrics}, the record's
     `sharding` block)."""
-    import ray
-
+    from zoo.runtimes.base import default_threads
     from zoo.stages.infer import Peak, _with_cost
     resource = shard_resource(cfg, runtime_cls)
     devices = device_list(cfg.devices)
     if cfg.shards > len(source):
         raise ZooError(f"--shards {cfg.shards}: only {len(source)} samples to split")
-    from zoo.runtimes.base import default_threads
-    cluster = connect(cfg.cluster, resource, devices, default_threads())
+    cluster = connect(cfg.cluster, resource, devices, default_threads())  # imports Ray first
+    import ray
     driver = None
     try:
         threads = _threads(cfg, resource, cfg.shards)
@@ -463,5 +481,5 @@ def _scaling(cfg, export: dict, resource: str | None, devices, threads: int, bs:
             "units": f"{units[0]} vs {units[1]} {'devices' if resource else 'threads'}"}
 
 
-__all__ = ["ShardWorker", "Tally", "aggregate_infer", "aggregate_pipeline", "connect", "merge_metrics",
+__all__ = ["use_cluster_token", "ShardWorker", "Tally", "aggregate_infer", "aggregate_pipeline", "connect", "merge_metrics",
            "sharded_sweep", "shard_resource", "visibility_env", "ids_digest"]

@@ -11,7 +11,7 @@ import pytest
 
 from runner import MODELS_DIR, ROOT, envs
 
-PIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*==[0-9][0-9A-Za-z.+!-]*")
+PIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[a-z0-9,-]+\])?==[0-9][0-9A-Za-z.+!-]*")  # name[extras]==version
 HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
 LOCKS = [MODELS_DIR / m / "requirements.lock" for m in envs.models()] + [
     ROOT / "runner" / "mmcv-build" / "requirements.lock",
@@ -64,6 +64,7 @@ def test_every_model_locks_its_requirements(model):
         if line:
             assert PIN.fullmatch(line), f"{d / 'requirements.txt'}: {line!r} is not pinned"
             name, version = line.split("==")
+            name = name.split("[")[0]  # the lock pins the distribution (pip-compile --strip-extras)
             assert lock.get(_norm(name)) == version, name  # the lock agrees with every direct pin
     assert lock["torch"] == "2.13.0+cpu"
     assert "setuptools" in lock  # torch needs it at run time; pip freeze used to drop it
@@ -214,3 +215,18 @@ def test_lock_script_unknown_target_is_a_one_line_error():
     assert proc.stderr.strip().splitlines() == [
         "error: unknown lock target 'nosuch' (models: " + ", ".join(envs.models())
         + "; or mmcv-build, locktools)"]
+
+
+@pytest.mark.parametrize("lock, stale", [
+    ("zoo-toy==1.0 --hash=sha256:" + "a" * 64 + "\n", False),   # the lock pins the distribution, extras stripped
+    ("zoo-toy==0.9 --hash=sha256:" + "a" * 64 + "\n", True),
+])
+def test_a_requirement_with_extras_is_matched_by_its_distribution(fake_model, lock, stale):
+    """requirements.txt `ray[client]==2.60.0` is the lock's `ray==2.60.0` (pip-compile --strip-extras)."""
+    (fake_model / "requirements.txt").write_text("zoo-toy[extra]==1.0\n")
+    (fake_model / "requirements.lock").write_text(lock)
+    if stale:
+        with pytest.raises(envs.EnvError, match=re.escape("stale, zoo-toy==1.0 of requirements.txt")):
+            envs.checked_lock("toy")
+    else:
+        assert envs.checked_lock("toy") == fake_model / "requirements.lock"

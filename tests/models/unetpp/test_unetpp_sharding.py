@@ -158,3 +158,20 @@ def test_single_process_run_never_imports_ray(tmp_path, cache):
     proc = subprocess.run([sys.executable, "-c", code, *FAST, "--batch-sizes", "1", "--limit", "2", "--out", str(tmp_path)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("no ray"), proc.stderr[-2000:]
+
+
+def test_two_node_cluster_places_shards_by_device_and_gives_the_same_figures(tmp_path, cache, single):
+    """A real two-node Ray cluster on this machine (`ray start --head`, `ray start --address`), each
+    node with 1 CPU and one fake NPU, joined through Ray Client (ray://): one shard per node, its
+    device made visible as that node's NPU 0, the figures those of the single-process run."""
+    from tests.raynodes import RayNodes
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    with RayNodes(ray_cli, [{"cpus": 1, "resources": {"NPU": 1}}, {"cpus": 1, "resources": {"NPU": 1}}]) as nodes:
+        rec = _record(_zoo(tmp_path, cache, "--batch-sizes", "4", "--shards", "2", "--cluster", nodes.client,
+                           "--shard-resource", "NPU", "--no-scaling-reference", *UNEVEN))
+    assert _figures(rec) == _figures(single)
+    sh = rec["sharding"]
+    assert sh["cluster"]["mode"] == "address" and sh["cluster"]["address"] == nodes.client
+    assert len(sh["cluster"]["nodes"]) == 2
+    assert len({s["node_id"] for s in sh["shards"]}) == 2  # placed on both nodes by the NPU resource
+    assert [s["environment"]["ASCEND_RT_VISIBLE_DEVICES"] for s in sh["shards"]] == ["0", "0"]

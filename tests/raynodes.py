@@ -1,0 +1,79 @@
+"""A Ray cluster of several nodes on this machine, for tests and benchmarks (host-safe: standard
+library only; the `ray` command of the given environment does the work)."""
+from __future__ import annotations
+
+
+class RayNodes:
+    """A Ray cluster of several nodes on this machine for tests and benchmarks: `ray start --head
+    --block` and `ray start --address --block` child processes (each node its --num-cpus and
+    custom resources), stopped by terminating them (never `ray stop`, which stops every Ray
+    process of the machine). `address` is the GCS address, `client` the Ray Client address."""
+
+    def __init__(self, ray_cli: str, nodes: list[dict], timeout: float = 120):
+        self.ray_cli, self.nodes, self.timeout = ray_cli, nodes, timeout
+        self.procs: list = []
+        port, client, agent = (_free_port() for _ in range(3))
+        self.address, self.client = f"127.0.0.1:{port}", f"ray://127.0.0.1:{client}"
+        self._head = [f"--port={port}", f"--ray-client-server-port={client}", f"--runtime-env-agent-port={agent}"]
+
+    def _start(self, extra: list[str], node: dict) -> None:
+        import json
+        import os
+        import subprocess
+        argv = [self.ray_cli, "start", "--block", "--disable-usage-stats", f"--num-cpus={node.get('cpus', 1)}",
+                f"--resources={json.dumps(node.get('resources', {}))}", *extra]
+        env = {**os.environ, "RAY_AUTH_MODE": "token"}  # the head makes a token; joining nodes must send it
+        self.procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                           start_new_session=True))
+
+    def __enter__(self) -> "RayNodes":
+        import time
+        try:
+            self._start(["--head", "--include-dashboard=false", *self._head], self.nodes[0])
+            self._wait(1)
+            for node in self.nodes[1:]:
+                self._start([f"--address={self.address}"], node)
+            self._wait(len(self.nodes))
+        except BaseException:
+            self.__exit__()
+            raise
+        time.sleep(1)
+        return self
+
+    def _wait(self, count: int) -> None:
+        """Until `ray status`-like polling of the GCS sees `count` alive nodes."""
+        import os
+        import subprocess
+        import sys
+        import time
+        code = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+                "print(sum(1 for n in ray.nodes() if n['Alive']))")
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.procs):
+                raise RuntimeError(f"a `ray start` exited early: {[p.args for p in self.procs if p.poll() is not None]}")
+            env = {**os.environ, "RAY_AUTH_MODE": "token"}
+            proc = subprocess.run([sys.executable, "-c", code, self.address], capture_output=True, text=True, env=env)
+            if proc.returncode == 0 and proc.stdout.strip().splitlines()[-1:] == [str(count)]:
+                return
+            time.sleep(2)
+        raise TimeoutError(f"Ray cluster at {self.address}: {count} node(s) not up after {self.timeout} s")
+
+    def __exit__(self, *exc) -> None:
+        import os
+        import signal
+        for p in reversed(self.procs):  # a --block `ray start` stops its node's processes on SIGTERM
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in reversed(self.procs):
+            try:
+                p.wait(timeout=60)
+            except Exception:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
