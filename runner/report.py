@@ -76,10 +76,11 @@ def _compact(value) -> str:
 # ---------------------------------------------------------------- content
 
 def _labels(runs: list[dict]) -> list[str]:
-    """`<runtime> <device type>` (`... <precision>` when the runs differ in precision), with the
-    run_id added when two runs would share a label."""
+    """`<runtime> <device type>` (`... <precision>` when the runs differ in precision, `... N shards`
+    for a sharded run), with the run_id added when two runs would share a label."""
     several = len({r["precision"] for r in runs}) > 1
-    base = [f"{r['runtime']['name']} {r['device']['type']}" + (f" {r['precision']}" if several else "") for r in runs]
+    base = [f"{r['runtime']['name']} {r['device']['type']}" + (f" {r['precision']}" if several else "")
+            + (f" {r['sharding']['count']} shards" if r.get("sharding") else "") for r in runs]
     return [f"{b} ({r['run_id']})" if base.count(b) > 1 else b for b, r in zip(base, runs)]
 
 

@@ -470,3 +470,24 @@ def test_no_precision_section_for_fp32_only(results: Path, tmp_path: Path):
     written = write_report(results, tmp_path / "out")
     md = written["markdown"].read_text()
     assert "### Precision" not in md and not (tmp_path / "out" / "unetpp_precision.png").exists()
+
+
+def test_a_sharded_run_is_labelled_with_its_shards(tmp_path: Path):
+    """A run with a (schema 1.8) sharding block is told apart from the same runtime's single run."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    _write(folder, "a_single.json", _fixture())
+    sharded = _fixture()
+    sharded["run_id"] = "unetpp-onnxruntime-sharded"
+    shard = {"index": 0, "num_samples": 8, "first_id": "a", "last_id": "b", "ids_sha256": "0" * 64, "node_id": "n1",
+             "node_address": "127.0.0.1", "pid": 1, "threads": 1, "ray_ids": [], "environment": {},
+             "precision": "fp32", "retried": False}
+    sharded["sharding"] = {"count": 2, "cluster": {"mode": "local", "address": None, "ray_version": "2.60.0",
+                                                   "nodes": [{"node_id": "n1", "address": "127.0.0.1",
+                                                              "resources": {"CPU": 2.0}}]},
+                           "resource": "CPU", "devices": None, "threads_per_shard": 1, "startup_s": 1.0,
+                           "shards": [shard, {**shard, "index": 1}], "retries": [], "scaling": None, "merge": "replay"}
+    _write(folder, "b_sharded.json", sharded)
+    md = write_report(folder, tmp_path / "out")["markdown"].read_text()
+    infer = _table(md, "Throughput, inference only (runtime call on a resident batch) [samples/s]")
+    assert infer[0][1:3] == ["onnxruntime cpu", "onnxruntime cpu 2 shards"]
