@@ -176,7 +176,15 @@ def _summarise(path: Path) -> None:
             print(f"  bs{p['batch_size']:>3} {p['scope']:<10} FAILED: {p['error']}")
         else:
             print(f"  bs{p['batch_size']:>3} {p['scope']:<10} {p['throughput']:8.1f} samples/s"
-                  f"  mean {p['latency_ms']['mean']:.1f} ms/batch")
+                  f"  mean {p['latency_ms']['mean']:.1f} ms/batch"
+                  + (f"  ({len(p['shards'])} shards: " + ", ".join(f"{s['throughput']:.1f}" for s in p["shards"])
+                     + ")" if p.get("shards") else ""))
+    sh = rec.get("sharding")
+    if sh:
+        scaling = sh["scaling"]
+        print(f"  sharding: {sh['count']} shards on {len(sh['cluster']['nodes'])} node(s) (Ray {sh['cluster']['ray_version']}, "
+              f"{sh['cluster']['mode']}), {sh['resource']}, {len(sh['retries'])} retried call(s)"
+              + (f"; scaling efficiency vs one shard {scaling['efficiency']:.2f}" if scaling else ""))
 
 
 @task(auto_shortflags=False, help={"model": "model name (default: every model)", "force": "recreate even if up to date"})

@@ -467,7 +467,8 @@ def _scaling(cfg, export: dict, resource: str | None, devices, threads: int, bs:
     log(f"      scaling reference: shard 0 of {cfg.shards} on one actor ({ref_threads} threads"
         + (f", one {resource}" if resource else "") + f"), bs{bs}")
     ref = _Driver(cfg, export, resource, devices, ref_threads, [(0, cfg.shards)])
-    try:
+    try:  # the same sequence as the shards': the infer-only timing (warm-up included), then the pipeline
+        infer = ref.call("infer_only", bs, label=f"reference bs{bs} infer_only")[0]
         block, _ = ref.call("pipeline", bs, label=f"reference bs{bs}")[0]
     finally:
         ref.close()
@@ -475,7 +476,8 @@ def _scaling(cfg, export: dict, resource: str | None, devices, threads: int, bs:
     units = (cfg.shards, 1) if resource else (cfg.shards * threads, ref_threads)
     ideal = block["throughput"] * units[0] / units[1]
     return {"batch_size": bs, "reference": {"shard": 0, "num_samples": block["num_samples"], "threads": ref_threads,
-                                            "devices": 1 if resource else 0, "throughput": block["throughput"]},
+                                            "devices": 1 if resource else 0, "throughput": block["throughput"],
+                                            "infer_throughput": infer["throughput"]},
             "aggregate_throughput": agg["throughput"], "ideal_throughput": ideal,
             "efficiency": agg["throughput"] / ideal if ideal else None,
             "units": f"{units[0]} vs {units[1]} {'devices' if resource else 'threads'}"}
