@@ -38,10 +38,12 @@ def find_results(folder: Path) -> list[Path]:
     out = []
     for p in sorted(folder.rglob("*.json")):
         try:
-            kind = json.loads(p.read_text()).get("kind")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            kind = "zoo.result"  # looks like one of ours but broken: let load_result say why
-        if kind == "zoo.result":
+            data = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = {"kind": "zoo.result"}  # looks like one of ours but broken: let load_result say why
+        # valid JSON that is not an object (the COCO detections a run keeps in <run_id>.predictions/)
+        # is not a record
+        if isinstance(data, dict) and data.get("kind") == "zoo.result":
             out.append(p)
     return out
 

@@ -256,6 +256,19 @@ def test_invalid_result_names_the_file(results: Path):
         write_report(results)
 
 
+def test_a_json_list_beside_the_results_is_not_a_record(results: Path, tmp_path: Path):
+    """Saved COCO detections (`<run_id>.predictions/detections.json`, a JSON list) are skipped; a
+    truncated file still counts as a broken result and is named."""
+    kept = results / "unetpp-onnxruntime-x.predictions"
+    kept.mkdir()
+    (kept / "detections.json").write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1],
+                                                       "score": 0.5}]))
+    assert write_report(results, tmp_path / "out")["markdown"].is_file()
+    (results / "y_truncated.json").write_text('{"kind": "zoo.result", "perf": [')
+    with pytest.raises(ResultError, match=r"y_truncated\.json: not valid JSON"):
+        write_report(results, tmp_path / "out2")
+
+
 def test_empty_folder_raises(tmp_path: Path, capsys):
     with pytest.raises(ResultError, match="no result files"):
         write_report(tmp_path)
