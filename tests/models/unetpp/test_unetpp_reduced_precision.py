@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.zootest import last_json
+from zoo import RESULT_SCHEMA_VERSION
 from zoo.envinfo import cpu_isa
 from zoo.schema import validate
 
@@ -33,7 +34,7 @@ def zoo_run(tmp_path, *args):
 
 def check_block(rec: dict) -> dict:
     validate(rec, "record")
-    assert rec["schema_version"] == "1.7"
+    assert rec["schema_version"] == RESULT_SCHEMA_VERSION  # the block exists since 1.7
     rp = rec["reduced_precision"]
     assert rp["requested"] == "bf16" and rp["executed"] == rec["precision"] and rp["calibration"] is None
     base = rp["fp32_baseline"]
