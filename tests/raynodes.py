@@ -9,7 +9,7 @@ class RayNodes:
     custom resources), stopped by terminating them (never `ray stop`, which stops every Ray
     process of the machine). `address` is the GCS address, `client` the Ray Client address."""
 
-    def __init__(self, ray_cli: str, nodes: list[dict], timeout: float = 120):
+    def __init__(self, ray_cli: str, nodes: list[dict], timeout: float = 180):
         self.ray_cli, self.nodes, self.timeout = ray_cli, nodes, timeout
         self.procs: list = []
         port, client, agent = (_free_port() for _ in range(3))
@@ -54,10 +54,20 @@ class RayNodes:
                 raise RuntimeError(f"a `ray start` exited early: {[p.args for p in self.procs if p.poll() is not None]}")
             env = {**os.environ, "RAY_AUTH_MODE": "token"}
             proc = subprocess.run([sys.executable, "-c", code, self.address], capture_output=True, text=True, env=env)
-            if proc.returncode == 0 and proc.stdout.strip().splitlines()[-1:] == [str(count)]:
+            if proc.returncode == 0 and proc.stdout.strip().splitlines()[-1:] == [str(count)] and self._client_up():
                 return
             time.sleep(2)
         raise TimeoutError(f"Ray cluster at {self.address}: {count} node(s) not up after {self.timeout} s")
+
+    def _client_up(self) -> bool:
+        """The head's Ray Client server accepts connections (it starts after the GCS)."""
+        import socket
+        port = int(self.client.rsplit(":", 1)[1])
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return True
+        except OSError:
+            return False
 
     def __exit__(self, *exc) -> None:
         import os
