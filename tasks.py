@@ -19,6 +19,7 @@ for these tasks, `python -m zoo` and the isolate config) and pass them on to `py
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import signal
@@ -709,9 +710,9 @@ def engine_check(c, models="unetpp,fcn8s", base_image="local", pip_config=None, 
         if no_tests:
             steps.skip("engine tests", "--no-tests")
         else:
-            steps.run("engine tests (pytest -m engine tests/runner)", _call,
-                      [sys.executable, "-m", "pytest", "-q", "-m", "engine", "tests/runner"],
-                      env={**os.environ, ENGINE_BUILT_ENV: ",".join(built)})
+            steps.run("engine tests (pytest -m engine tests/runner)", functools.partial(
+                _call, env={**os.environ, ENGINE_BUILT_ENV: ",".join(built)}),
+                [sys.executable, "-m", "pytest", "-q", "-m", "engine", "tests/runner"])
     finally:
         for proc in started:
             steps.run("stop the dockerd this check started", _stop_engine, proc)
