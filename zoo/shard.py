@@ -193,10 +193,9 @@ class Tally:
 
 @dataclass
 class Cluster:
-    """The Ray cluster a sharded run uses, and whether this run started it (then it stops it)."""
+    """The Ray cluster a sharded run uses: local (started by this run), auto or an address."""
     mode: str
     address: str | None
-    started: bool
 
     def describe(self) -> dict:
         import ray
@@ -228,10 +227,10 @@ def connect(cluster: str | None, resource: str | None, devices: list[str] | None
             ray.init(address="local", num_cpus=cpus, resources=resources, include_dashboard=False,
                      runtime_env=runtime_env,  # "local": a new cluster, never one left in /tmp/ray
                      logging_level="WARNING", log_to_driver=True, configure_logging=True)
-            return Cluster("local", None, True)
+            return Cluster("local", None)
         address = None if mode == "auto" else mode
         ray.init(address=address or "auto", runtime_env=runtime_env, logging_level="WARNING", log_to_driver=True)
-        return Cluster("auto" if address is None else "address", address or os.environ.get("RAY_ADDRESS"), False)
+        return Cluster("auto" if address is None else "address", address or os.environ.get("RAY_ADDRESS"))
     except ZooError:
         raise
     except Exception as exc:  # no cluster at the address, a version mismatch, ...
@@ -450,12 +449,8 @@ def sharded_sweep(cfg, runtime_cls, manifest, adapter, source, export: dict,
         raise
     finally:
         if driver is not None:
-            for a in driver.actors:
-                ray.kill(a)
-        if cluster.started:
-            ray.shutdown()
-        elif ray.is_initialized():
-            ray.shutdown()  # disconnect; the cluster stays up
+            driver.close()
+        ray.shutdown()  # stops a local cluster this run started; from a joined one it only disconnects
 
 
 def _scaling(cfg, export: dict, resource: str | None, devices, threads: int, bs: int, perf: list[dict]) -> dict:
