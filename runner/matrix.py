@@ -430,7 +430,11 @@ def _connect(ray, address: str) -> str:
     else:
         kw.update(address=address)
     try:
-        ray.init(**kw)
+        if address == "local":
+            ray.init(**kw)
+        else:
+            from zoo.shard import join  # again when Ray Client's per-driver server failed to start
+            join(ray, address, **kw)
     except Exception as exc:  # ConnectionError, ValueError, RuntimeError: Ray's own words, on one line
         raise MatrixError(f"--cluster {address}: cannot {'start' if address == 'local' else 'join'} "
                           f"the Ray cluster ({' '.join(str(exc).split())[:300]})") from None

@@ -7,10 +7,11 @@ class RayNodes:
     """A Ray cluster of several nodes on this machine for tests and benchmarks: `ray start --head
     --block` and `ray start --address --block` child processes (each node its --num-cpus and
     custom resources), stopped by terminating them (never `ray stop`, which stops every Ray
-    process of the machine). `address` is the GCS address, `client` the Ray Client address."""
+    process of the machine). `address` is the GCS address, `client` the Ray Client address. `env`:
+    variables set for the nodes' processes (over this process's environment)."""
 
-    def __init__(self, ray_cli: str, nodes: list[dict], timeout: float = 180):
-        self.ray_cli, self.nodes, self.timeout = ray_cli, nodes, timeout
+    def __init__(self, ray_cli: str, nodes: list[dict], timeout: float = 180, env: dict | None = None):
+        self.ray_cli, self.nodes, self.timeout, self.env = ray_cli, nodes, timeout, dict(env or {})
         self.procs: list = []
         port, client, agent = (_free_port() for _ in range(3))
         self.address, self.client = f"127.0.0.1:{port}", f"ray://127.0.0.1:{client}"
@@ -22,7 +23,7 @@ class RayNodes:
         import subprocess
         argv = [self.ray_cli, "start", "--block", "--disable-usage-stats", f"--num-cpus={node.get('cpus', 1)}",
                 f"--resources={json.dumps(node.get('resources', {}))}", *extra]
-        env = {**os.environ, "RAY_AUTH_MODE": "token"}  # the head makes a token; joining nodes must send it
+        env = {**os.environ, **self.env, "RAY_AUTH_MODE": "token"}  # the head makes a token; nodes must send it
         self.procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                                            start_new_session=True))
 

@@ -196,6 +196,7 @@ class Cluster:
     """The Ray cluster a sharded run uses: local (started by this run), auto or an address."""
     mode: str
     address: str | None
+    join_attempts: int = 1
 
     def describe(self) -> dict:
         import ray
@@ -203,7 +204,8 @@ class Cluster:
                   "resources": {k: v for k, v in n.get("Resources", {}).items() if not k.startswith("node:")
                                 and k not in ("memory", "object_store_memory")}}
                  for n in ray.nodes() if n.get("Alive")]
-        return {"mode": self.mode, "address": self.address, "ray_version": ray.__version__, "nodes": nodes}
+        return {"mode": self.mode, "address": self.address, "ray_version": ray.__version__, "nodes": nodes,
+                "join_attempts": self.join_attempts}
 
 
 def connect(cluster: str | None, resource: str | None, devices: list[str] | None, cpus: int) -> Cluster:
@@ -229,8 +231,10 @@ def connect(cluster: str | None, resource: str | None, devices: list[str] | None
                      logging_level="WARNING", log_to_driver=True, configure_logging=True)
             return Cluster("local", None)
         address = None if mode == "auto" else mode
-        ray.init(address=address or "auto", runtime_env=runtime_env, logging_level="WARNING", log_to_driver=True)
-        return Cluster("auto" if address is None else "address", address or os.environ.get("RAY_ADDRESS"))
+        attempts = join(ray, mode, address=address or "auto", runtime_env=runtime_env, logging_level="WARNING",
+                        log_to_driver=True)
+        return Cluster("auto" if address is None else "address", address or os.environ.get("RAY_ADDRESS"),
+                       join_attempts=attempts)
     except ZooError:
         raise
     except Exception as exc:  # no cluster at the address, a version mismatch, ...
@@ -239,6 +243,35 @@ def connect(cluster: str | None, resource: str | None, devices: list[str] | None
             hint = (" (is the head's Ray Client server up? `ray start --head --ray-client-server-port PORT "
                     "--runtime-env-agent-port FIXED`: Ray 2.60's client proxy fails with the default agent port 0)")
         raise ZooError(f"--cluster {mode}: cannot start or join the Ray cluster: {one_line(exc)[:300]}{hint}") from None
+
+
+# Ray Client (ray://) gives each driver its own server process on the head, started by the head's
+# client proxy. In Ray 2.60 that process occasionally dies at start-up with an empty log (about 1 join
+# in 25 on this machine); the next join starts a new one. Only that failure is retried.
+JOIN_ATTEMPTS = 3
+TRANSIENT_JOIN = "the head's Ray Client proxy could not start this driver's server"
+_TRANSIENT_MARKERS = ("Starting Ray client server failed", "Proxy failed to Connect to backend")
+
+
+def _transient_join_failure(exc: BaseException) -> bool:
+    return any(m in str(exc) for m in _TRANSIENT_MARKERS)
+
+
+def join(ray, label: str, **init_kw) -> int:
+    """ray.init(**init_kw) joining an existing cluster, again (up to JOIN_ATTEMPTS in all) when Ray
+    Client's per-driver server failed to start; any other failure is raised at once. Returns the
+    number of attempts it took (the record keeps it)."""
+    for attempt in range(1, JOIN_ATTEMPTS + 1):
+        try:
+            ray.init(**init_kw)
+            return attempt
+        except Exception as exc:
+            if attempt == JOIN_ATTEMPTS or not _transient_join_failure(exc):
+                raise
+            ray.shutdown()
+            log(f"      --cluster {label}: {TRANSIENT_JOIN} (attempt {attempt}/{JOIN_ATTEMPTS}); joining again")
+            time.sleep(attempt)
+    raise AssertionError("unreachable")
 
 
 def use_cluster_token() -> None:

@@ -121,6 +121,22 @@ def test_more_shards_than_devices_is_refused(tmp_path, cache):
     assert_clean_failure(proc, out, "--shards 3: the cluster has 2 NPU unit(s); each shard takes one")
 
 
+def test_no_cluster_at_the_address_is_one_line_and_not_joined_again(tmp_path, cache):
+    """Only Ray Client's per-driver server failing to start is joined again; nothing listening at
+    the address is Ray's own timeout, reported once with the hint."""
+    import socket
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "results"
+    out.mkdir()
+    proc = _zoo(out, cache, "--batch-sizes", "1", "--shards", "2", "--cluster", f"ray://127.0.0.1:{port}",
+                "--no-scaling-reference", "--limit", "2")
+    assert_clean_failure(proc, out, f"--cluster ray://127.0.0.1:{port}: cannot start or join the Ray cluster",
+                         "is the head's Ray Client server up?")
+    assert "joining again" not in proc.stderr
+
+
 def test_ctrl_c_stops_the_shards_and_the_local_cluster(tmp_path, cache):
     out = tmp_path / "results"
     out.mkdir()
@@ -160,18 +176,43 @@ def test_single_process_run_never_imports_ray(tmp_path, cache):
     assert proc.returncode == 0 and proc.stdout.strip().endswith("no ray"), proc.stderr[-2000:]
 
 
+# Loaded by every Python process of the test cluster's nodes (PYTHONPATH): the first Ray Client
+# server the head starts for a driver exits at once, as Ray 2.60's sometimes does by itself.
+_FAIL_FIRST_CLIENT_SERVER = """import os, sys
+if "--mode=specific-server" in sys.argv and "-m" in sys.argv:
+    try:
+        os.close(os.open(os.environ["ZOO_TEST_FAILED_ONCE"], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        pass
+    else:
+        os._exit(1)
+"""
+
+
 def test_two_node_cluster_places_shards_by_device_and_gives_the_same_figures(tmp_path, cache, single):
     """A real two-node Ray cluster on this machine (`ray start --head`, `ray start --address`), each
     node with 1 CPU and one fake NPU, joined through Ray Client (ray://): one shard per node, its
-    device made visible as that node's NPU 0, the figures those of the single-process run."""
+    device made visible as that node's NPU 0, the figures those of the single-process run. The head's
+    first client server for the driver dies at start-up (injected): the zoo joins again."""
     from tests.raynodes import RayNodes
     ray_cli = str(Path(sys.executable).with_name("ray"))
-    with RayNodes(ray_cli, [{"cpus": 1, "resources": {"NPU": 1}}, {"cpus": 1, "resources": {"NPU": 1}}]) as nodes:
-        rec = _record(_zoo(tmp_path, cache, "--batch-sizes", "4", "--shards", "2", "--cluster", nodes.client,
-                           "--shard-resource", "NPU", "--no-scaling-reference", *UNEVEN))
+    fault = tmp_path / "fault"
+    fault.mkdir()
+    (fault / "sitecustomize.py").write_text(_FAIL_FIRST_CLIENT_SERVER)
+    node_env = {"PYTHONPATH": os.pathsep.join([str(fault), os.environ.get("PYTHONPATH", "")]),
+                "ZOO_TEST_FAILED_ONCE": str(tmp_path / "failed-once"),
+                "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "15"}  # how long the proxy waits for a dead server
+    with RayNodes(ray_cli, [{"cpus": 1, "resources": {"NPU": 1}}, {"cpus": 1, "resources": {"NPU": 1}}],
+                  env=node_env) as nodes:
+        proc = _zoo(tmp_path / "out", cache, "--batch-sizes", "4", "--shards", "2", "--cluster", nodes.client,
+                    "--shard-resource", "NPU", "--no-scaling-reference", *UNEVEN)
+        rec = _record(proc)
+    assert (tmp_path / "failed-once").exists()  # the injected failure happened
+    assert "could not start this driver's server (attempt 1/3); joining again" in proc.stderr
     assert _figures(rec) == _figures(single)
     sh = rec["sharding"]
     assert sh["cluster"]["mode"] == "address" and sh["cluster"]["address"] == nodes.client
+    assert sh["cluster"]["join_attempts"] >= 2
     assert len(sh["cluster"]["nodes"]) == 2
     assert len({s["node_id"] for s in sh["shards"]}) == 2  # placed on both nodes by the NPU resource
     assert [s["environment"]["ASCEND_RT_VISIBLE_DEVICES"] for s in sh["shards"]] == ["0", "0"]
