@@ -40,7 +40,10 @@ VISIBILITY = {"NPU": ("ASCEND_RT_VISIBLE_DEVICES", "ZOO_ASCEND_DEVICE"),
               "GPU": ("CUDA_VISIBLE_DEVICES", "ZOO_CUDA_DEVICE")}
 # the driver's variables a worker needs (the job's runtime_env passes them on)
 PASSED_ENV = ("ZOO_CACHE", "ZOO_MODEL_DIRS", "ZOO_ASCEND_DEVICE", "ZOO_CUDA_DEVICE", "PIP_CONFIG_FILE")
-FAULT_ENV = "ZOO_SHARD_FAULT"  # fault injection for the tests: "kill:<shard>:<after samples>" (first attempt only)
+FAULT_ENV = "ZOO_SHARD_FAULT"  # fault injection for the tests (first attempt only): "kill:<shard>:<after samples>"
+# (the worker SIGKILLs itself) or "oom:<shard>:<after samples>:<MiB>" (it fills that much memory and
+# waits for Ray's memory monitor, set by the test below its usage, to kill it)
+OOM_WAIT_S = 120
 
 
 def shard_resource(cfg, runtime_cls) -> str | None:
@@ -87,13 +90,21 @@ class _ReportProgress:
     """run_pipeline's progress object in a worker: the shard's count of samples done goes to the
     driver's tally (at most once a second, and at the end); the fault hook of the tests lives here."""
 
-    def __init__(self, tally, index: int, total: int, kill_after: int | None):
-        self.tally, self.index, self.total, self.kill_after = tally, index, total, kill_after
+    def __init__(self, tally, index: int, total: int, kill_after: int | None, fill_mib: int = 0):
+        self.tally, self.index, self.total, self.kill_after, self.fill_mib = tally, index, total, kill_after, fill_mib
         self.last = 0.0
 
     def update(self, done: int, force: bool = False) -> None:
         if self.kill_after is not None and done >= self.kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)  # a worker killed mid-shard (the tests' fault)
+            if not self.fill_mib:
+                os.kill(os.getpid(), signal.SIGKILL)  # a worker killed mid-shard (the tests' fault)
+            import numpy as np
+            held = np.ones(self.fill_mib << 20, dtype=np.uint8)  # every page touched: resident
+            deadline = time.monotonic() + OOM_WAIT_S
+            while time.monotonic() < deadline:  # Ray's memory monitor kills this process
+                time.sleep(0.1)
+            raise RuntimeError(f"{FAULT_ENV}: holding {held.nbytes >> 20} MiB, this worker was not killed by Ray's "
+                               f"memory monitor within {OOM_WAIT_S} s (is RAY_memory_usage_threshold below it?)")
         now = time.monotonic()
         if self.tally is not None and (force or done >= self.total or now - self.last >= 1.0):
             self.last = now
@@ -132,11 +143,12 @@ class ShardWorker:
         self.rt = compile_runtime(cfg, runtime_cls, manifest, export, module, cache, calibration)
         self.tally = ray.get_actor(tally) if tally else None  # by name: no handle among the arguments
         self.ray_ids = ray_ids
-        self.kill_after = None
+        self.kill_after, self.fill_mib = None, 0
         if fault and not self.restarted:
-            kind, shard, after = fault.split(":")
-            if kind == "kill" and int(shard) == index:
+            kind, shard, after, *mib = fault.split(":")
+            if kind in ("kill", "oom") and int(shard) == index:
                 self.kill_after = int(after)
+                self.fill_mib = int(mib[0]) if kind == "oom" else 0
         self.node = {"node_id": ctx.get_node_id(), "address": ray.util.get_node_ip_address()}
 
     def placement(self) -> dict:
@@ -163,7 +175,7 @@ class ShardWorker:
         from zoo.pipeline import run_pipeline
         cfg, m = self.cfg, self.manifest
         collectors = [Collector(metric) for metric in self.adapter.metrics(self.source)]
-        progress = _ReportProgress(self.tally, self.index, len(self.source), self.kill_after)
+        progress = _ReportProgress(self.tally, self.index, len(self.source), self.kill_after, self.fill_mib)
         block = run_pipeline(self.rt, self.source, self.adapter, bs, m.input["name"], m.output["name"], collectors,
                              workers=cfg.workers, label=f"{cfg.runtime} shard {self.index}",
                              post_workers=cfg.post_workers, progress=progress, keep_latencies=True)
@@ -321,7 +333,8 @@ class _Driver:
         self.retries: list[dict] = []
         cfg_json = to_json(dataclasses.replace(cfg, threads=threads))
         tally = f"zoo-tally-{os.getpid()}-{time.time_ns()}"
-        self.tally = ray.remote(Tally).options(num_cpus=0, name=tally).remote()
+        # progress only: restarted (empty) when Ray kills it, e.g. its memory monitor; never fails the run
+        self.tally = ray.remote(Tally).options(num_cpus=0, name=tally, max_restarts=-1).remote()
         options = {"num_cpus": threads, "max_restarts": cfg.shard_retries, "max_task_retries": 0}
         if resource:
             options["resources"] = {resource: 1}
@@ -336,7 +349,9 @@ class _Driver:
         """`method(*args)` on every actor at once; the results in shard order. A died worker's
         call is made again (Ray restarts the actor) up to --shard-retries times."""
         import ray
-        from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+        from ray.exceptions import ActorUnavailableError, OutOfMemoryError, RayActorError, RayTaskError
+        died = (RayActorError, ActorUnavailableError, OutOfMemoryError)  # killed, crashed, or killed by
+        # Ray's memory monitor (OutOfMemoryError: the call fails while Ray restarts the actor)
         pending = {getattr(a, method).remote(*args): i for i, a in enumerate(self.actors)}
         attempts, results = [0] * self.count, [None] * self.count
         t0 = last = time.monotonic()
@@ -349,7 +364,7 @@ class _Driver:
                 except RayTaskError as exc:  # the run's own error in the worker: not retried
                     cause = getattr(exc, "cause", None) or exc
                     raise ZooError(f"shard {self.index[i]}: {one_line(cause)[:400]}") from None
-                except (RayActorError, ActorUnavailableError) as exc:
+                except died as exc:
                     attempts[i] += 1
                     reason = one_line(exc)[:400]
                     if attempts[i] > self.cfg.shard_retries:
@@ -363,7 +378,10 @@ class _Driver:
             now = time.monotonic()
             if total and now - last >= 2.0 and pending:
                 last = now
-                done = sum(ray.get(self.tally.snapshot.remote()).values())
+                try:
+                    done = sum(ray.get(self.tally.snapshot.remote(), timeout=10).values())
+                except Exception:  # the progress actor is being restarted: no line this time
+                    continue
                 log(f"      {label}: shards {self.count - len(pending)}/{self.count} done, {done}/{total} samples, "
                     f"{done / max(now - t0, 1e-9):.1f}/s")
         return results
