@@ -766,7 +766,7 @@ def write_report(results_dir: Path, out_dir: Path | None = None) -> dict:
     if not records:
         raise ResultError(f"{results_dir}: no result files (*.json with kind 'zoo.result') to report on")
     blocks = build_report(records, str(results_dir))
-    from zoo.fileutil import atomic_write_bytes  # each file whole or not at all (runs may overlap)
+    from zoo.fileutil import atomic_write_bytes, atomic_write_text  # each file whole or not at all
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = []
     for kind, *rest in blocks:
@@ -774,8 +774,8 @@ def write_report(results_dir: Path, out_dir: Path | None = None) -> dict:
             plots.append(out_dir / rest[1])
             atomic_write_bytes(plots[-1], rest[2])
     md, page = out_dir / "report.md", out_dir / "report.html"
-    atomic_write_bytes(md, to_markdown(blocks).encode("utf-8"))
-    atomic_write_bytes(page, to_html(blocks).encode("utf-8"))
+    atomic_write_text(md, to_markdown(blocks))
+    atomic_write_text(page, to_html(blocks))
     return {"markdown": md, "html": page, "plots": plots}
 
 
