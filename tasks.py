@@ -323,12 +323,14 @@ def diagnose(c, model=None, weights=None, data=None, out=None, samples=None, aut
                                    "pip-config": "a pip.conf for the build stages' pip (PIP_CONFIG_FILE; it alone decides the indexes)",
                                    "ca-bundle": "a CA bundle (PEM) for the build stages' pip (PIP_CERT: a TLS-re-signing network)",
                                    "wheels": "a folder of wheels for the build stages' pip (PIP_FIND_LINKS)",
-                                   "compile-mmcv": "OpenMMLab images: compile mmcv in the build stage even if work/cache/wheels has it"})
+                                   "compile-mmcv": "OpenMMLab images: compile mmcv in the build stage even if work/cache/wheels has it",
+                                   "rebuild": "build the shared and environment images again even if their tags are here"})
 def build(c, model=None, tag=None, dry_run=False, base_image=None, pip_config=None, ca_bundle=None, wheels=None,
-          compile_mmcv=False):
+          compile_mmcv=False, rebuild=False):
     """Build one model's Docker image: the shared runner/dockerfiles/ images it builds FROM, models/<model>/Dockerfile,
     then runner/dockerfiles/core.Dockerfile on top (context = repo root). The pip config, CA bundle and wheels reach
-    only build stages (runner/dockerfiles/build-inputs/README.md): no layer of the image holds them."""
+    only build stages (runner/dockerfiles/build-inputs/README.md): no layer of the image holds them. A shared or
+    environment image already here (same content tag, base and inputs) is reused; build stages are removed after."""
     model = _need(model)
     commit = docker.current_git_commit()
     try:
@@ -343,7 +345,8 @@ def build(c, model=None, tag=None, dry_run=False, base_image=None, pip_config=No
             return
         if base_image == "local":
             _local_base_image()
-        print(docker.build(model, tag, commit, base_image=base_image, inputs=inputs, host_mmcv=not compile_mmcv))
+        print(docker.build(model, tag, commit, base_image=base_image, inputs=inputs, host_mmcv=not compile_mmcv,
+                           rebuild=rebuild))
     except docker.DockerError as exc:
         _fail(str(exc))
 
@@ -379,6 +382,23 @@ def base_image(c, ca_bundle=None, mirror=None):
     proc = subprocess.run(argv)
     if proc.returncode != 0:
         raise Exit(code=proc.returncode)
+
+
+@task(auto_shortflags=False, help={"dry-run": "list them, remove nothing"})
+def prune_images(c, dry_run=False):
+    """Remove the zoo's images that no build of the current tree makes (runner/image_store.py): older content tags
+    of zoo/base, zoo/mmcv and zoo/<model>-env, older untagged final images, build stages left behind; a line each.
+    Other images, tagged final images (zoo/<model>:<tag>) and images a container uses are kept."""
+    from runner import image_store
+    try:
+        client = docker._connect()
+        before = image_store.free_bytes(client)
+        removed, gained = image_store.prune(client, dry_run=dry_run)
+    except docker.DockerError as exc:
+        _fail(str(exc))
+    if not dry_run:
+        free = "" if before is None else f", {gained / image_store.GB:.1f} GB freed"
+        print(f"{removed} image(s) removed{free}")
 
 
 @task(auto_shortflags=False, help={"results": "folder of result JSONs (default: results)", "out": "output folder (default: the results folder)"})
@@ -523,6 +543,12 @@ def test(c, model=None, k=None):
 
 ENGINE_WORK = ROOT / "work" / "engine-check"
 ENGINE_UNAVAILABLE = 3  # engine-check's exit code when no engine can be reached, installed or started
+ENGINE_NO_DISK = 4  # engine-check's exit code when nothing failed but a build was not tried for want of disk
+# Free space on the engine's data root below which engine-check does not start a model's build (it
+# would fail in the middle: "no space left on device"): the install stage and its copy into the
+# image are both on disk until the build ends (2 x the environment), with the context beside them:
+# fcn8s's cold build (zoo/mmcv included) took 7.4 GB at its peak here (2026-11-28).
+ENGINE_BUILD_NEED_GB = 8.0
 ENGINE_BUILT_ENV = "ZOO_ENGINE_BUILT"  # engine-check tells its tests which model images it built just now
 ENGINE_PACKAGES = (("dockerd", "docker.io"), ("debootstrap", "debootstrap"))  # (command, Debian package)
 
@@ -549,6 +575,7 @@ class _Steps:
 
     def skip(self, name: str, reason: str) -> None:
         self.rows.append((name, 0.0, f"skipped: {reason}"))
+        print(f"== {name}: skipped: {reason}", flush=True)
 
     def summary(self) -> bool:
         width = max(len(name) for name, _, _ in self.rows)
@@ -649,6 +676,41 @@ def _stop_engine(proc: subprocess.Popen) -> str | None:
     return None
 
 
+def _prune_images() -> str | None:
+    """runner/image_store.prune on the engine: the zoo's superseded images, a line each."""
+    from runner import image_store
+    removed, gained = image_store.prune(docker._connect(), log=lambda line: print(f"   {line}", flush=True))
+    print(f"   {removed} image(s) removed, {gained / image_store.GB:.1f} GB freed", flush=True)
+    return None
+
+
+def _rebuild_reuses(argv: list[str]) -> str | None:
+    """Run ``invoke build`` again (output through); a reason unless every build but the last (the
+    core) said it reused the image here."""
+    proc = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sys.stdout.write(proc.stdout)
+    if proc.returncode != 0:
+        return f"{' '.join(argv[:4])} ... exited {proc.returncode}"
+    starts = [line for line in proc.stdout.splitlines() if line.startswith("==> ")]
+    built = [line for line in starts[:-1] if not line.endswith("not built again")]
+    return f"built again though here: {'; '.join(built)}" if built or not starts else None
+
+
+def _disk_short(need_gb: float) -> str | None:
+    """Why a build should not start (the engine's data root has less than ``need_gb`` free), else
+    None (enough, or not known: a remote engine)."""
+    from runner import image_store
+    try:
+        client = docker._connect()
+    except docker.DockerError:
+        return None  # the build step says it
+    free = image_store.free_bytes(client)
+    if free is None or free >= need_gb * image_store.GB:
+        return None
+    return (f"only {free / image_store.GB:.1f} GB free in {image_store.data_root(client)} (the engine's data root), "
+            f"a build needs about {need_gb:.0f} GB: not built (free space, or `invoke prune-images`)")
+
+
 def _check_results(folder: Path) -> str | None:
     """The run's record on the host: valid against the schema, written in a container, every
     batch size measured."""
@@ -667,13 +729,16 @@ def _check_results(folder: Path) -> str | None:
     "base-image": "python base image of the builds (default local: runner/base_image.sh makes it)",
     "pip-config": "passed to `invoke build`", "ca-bundle": "passed to `invoke build` and the base image script",
     "wheels": "passed to `invoke build`", "mirror": "Debian mirror of the local base image",
-    "no-tests": "skip the engine tests (tests/runner -m engine)"})
+    "no-tests": "skip the engine tests (tests/runner -m engine)",
+    "keep-images": "do not remove the zoo's superseded images first (invoke prune-images)"})
 def engine_check(c, models="unetpp,fcn8s", base_image="local", pip_config=None, ca_bundle=None, wheels=None,
-                 mirror=None, no_tests=False):
+                 mirror=None, no_tests=False, keep_images=False):
     """The images end to end on a real Docker engine (issue 14, item 2): install docker.io where
     it is missing and start dockerd (as root; stopped at the end: only a daemon this check
-    started), make the local base image, build each model's image, run its main job with
-    --docker, validate the record on the host, run the engine tests; every step timed."""
+    started), remove the zoo's superseded images, make the local base image, build each model's
+    image (not started with less than ENGINE_BUILD_NEED_GB free: exit 4 if that is all that went
+    wrong), run its main job with --docker, validate the record on the host, run the engine
+    tests; every step timed."""
     names = [_models(m)[0] for m in models.split(",") if m]
     steps, started = _Steps(), []
     if not _engine_reachable():  # no engine to check: exit 3 (CI tells it apart from a failed check)
@@ -685,7 +750,12 @@ def engine_check(c, models="unetpp,fcn8s", base_image="local", pip_config=None, 
             raise Exit(code=ENGINE_UNAVAILABLE)
     else:
         print("== a Docker daemon is already running: used, and left running", flush=True)
+    no_disk = False
     try:
+        if keep_images:
+            steps.skip("remove the zoo's superseded images", "--keep-images")
+        else:
+            steps.run("remove the zoo's superseded images", _prune_images)
         if base_image == "local":
             steps.run("local base image (runner/base_image.sh)", _call, [
                 sys.executable, "-m", "invoke", "base-image", *(["--ca-bundle", ca_bundle] if ca_bundle else []),
@@ -695,6 +765,12 @@ def engine_check(c, models="unetpp,fcn8s", base_image="local", pip_config=None, 
                       *(["--ca-bundle", ca_bundle] if ca_bundle else []), *(["--wheels", wheels] if wheels else [])]
         built = []  # the images this check built from the current tree and inputs (the engine tests' subject)
         for m in names:
+            short = _disk_short(ENGINE_BUILD_NEED_GB)
+            if short:
+                no_disk = True
+                steps.skip(f"build {m}", short)
+                steps.skip(f"run {m} --docker", "not built")
+                continue
             if not steps.run(f"build {m}", _call, [sys.executable, "-m", "invoke", "build", "--model", m,
                                                    "--base-image", base_image, *build_opts]):
                 steps.skip(f"run {m} --docker", "its build failed")
@@ -707,14 +783,20 @@ def engine_check(c, models="unetpp,fcn8s", base_image="local", pip_config=None, 
             if steps.run(f"run {m} --docker", _call, [sys.executable, "-m", "invoke", "run", "--model", m,
                                                       "--docker", "--out", str(out), *weights]):
                 steps.run(f"validate {m}'s record on the host", _check_results, out / m)
+        if built:  # a build again from the same tree and inputs: only the core is built
+            steps.run(f"build {built[0]} again (only its core)", _rebuild_reuses, [
+                sys.executable, "-m", "invoke", "build", "--model", built[0], "--base-image", base_image, *build_opts])
         if no_tests:
             steps.skip("engine tests", "--no-tests")
         else:
             steps.run("engine tests (pytest -m engine tests/runner)", functools.partial(
-                _call, env={**os.environ, ENGINE_BUILT_ENV: ",".join(built)}),
+                _call, env={**os.environ, ENGINE_BUILT_ENV: ",".join(built), "ZOO_ENGINE_BASE": base_image}),
                 [sys.executable, "-m", "pytest", "-q", "-m", "engine", "tests/runner"])
     finally:
         for proc in started:
             steps.run("stop the dockerd this check started", _stop_engine, proc)
     if not steps.summary():
         raise Exit(code=1)
+    if no_disk:
+        print(f"engine-check: a build was not tried for want of disk (exit {ENGINE_NO_DISK})", file=sys.stderr)
+        raise Exit(code=ENGINE_NO_DISK)

@@ -91,7 +91,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from runner import MODELS_DIR, ROOT
+from runner import MODELS_DIR, ROOT, image_store
 
 __all__ = [
     "ASCEND_DRIVER_DIR",
@@ -466,6 +466,19 @@ class BuildStep:
         return argv + [str(ROOT)]
 
 
+def from_image(step: BuildStep) -> str | None:
+    """The image the last stage of ``step``'s Dockerfile builds FROM, its build args (``step``'s,
+    else the Dockerfile's defaults) filled in; None if there is no FROM."""
+    values = {k: v for k, v in _global_args(step.dockerfile).items() if v is not None}
+    values.update(step.buildargs)
+    froms = [[w for w in rest.split() if not w.startswith("--")]
+             for keyword, rest in dockerfile_instructions(step.dockerfile) if keyword == "FROM"]
+    if not froms or not froms[-1]:
+        return None
+    name = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values.get(m.group(1) or m.group(2), ""), froms[-1][0])
+    return name or None
+
+
 def _base_image(base_image: str | None) -> str:
     """``base_image`` (checked; ``local`` is ``LOCAL_BASE_IMAGE``), else the digest pin written in
     runner/dockerfiles/base.Dockerfile."""
@@ -486,6 +499,10 @@ def _base_image(base_image: str | None) -> str:
 # The folder of the build context that build stages copy to /tmp/build-inputs/ (empty in the repo
 # but for its README): runner/dockerfiles/install-lock.sh maps its files to pip's environment.
 BUILD_INPUTS_DIR = "runner/dockerfiles/build-inputs"
+# The label that records a build's inputs by name and hash (``describe_inputs``): given to the
+# builds with inputs (so an image is reused only for the same inputs) and, by core.Dockerfile, to
+# the final image.
+INPUTS_LABEL = "io.zoo.build-inputs"
 # The python base `runner/base_image.sh` makes from Debian packages (`--base-image local`).
 LOCAL_BASE_IMAGE = "zoo/python-local:3.11-bookworm"
 BASE_IMAGE_SCRIPT = "runner/base_image.sh"
@@ -1016,8 +1033,18 @@ def _sdk_error(action: str, exc: BaseException) -> DockerError:
     return DockerError(f"{action} failed: {explanation or _root_reason(exc)}")
 
 
-def _build_log(chunks: Iterable[dict[str, Any]], tag: str, log: Callable[[str], None]) -> None:
-    lines = _Lines(log)
+def _build_log(chunks: Iterable[dict[str, Any]], tag: str, log: Callable[[str], None]) -> list[str]:
+    """Stream a build's log to ``log``; return the ids of the images its earlier stages ended at
+    (``image_store.StageTracker``); a build error is one DockerError line."""
+    from runner.image_store import StageTracker
+
+    stages = StageTracker()
+
+    def line(text: str) -> None:
+        stages.feed(text)
+        log(text)
+
+    lines = _Lines(line)
     for chunk in chunks:
         if "error" in chunk:
             lines.close()
@@ -1028,6 +1055,7 @@ def _build_log(chunks: Iterable[dict[str, Any]], tag: str, log: Callable[[str], 
         elif "status" in chunk and "progressDetail" not in chunk:
             lines.feed(f"{chunk['status']}\n")
     lines.close()
+    return stages.ends
 
 
 def _dockerignore() -> list[str]:
@@ -1089,10 +1117,18 @@ def build(
     inputs: BuildInputs | None = None,
     host_mmcv: bool = True,
     log: Callable[[str], None] = print_line,
+    rebuild: bool = False,
 ) -> str:
     """Build ``model``'s image with the Docker SDK: the builds ``plan_build`` prints, in order
     (the shared images first, then the model's Dockerfile, then the core on top); return the
     final image's id.
+
+    A shared or environment image whose content tag is already here, built on the image its
+    last stage builds FROM as that image is now and with the same inputs (``INPUTS_LABEL``;
+    ``image_store.reusable``), is not built again (``rebuild``: build every step anyway); the
+    core is always built. After each build the
+    untagged images its earlier stages ended at (an install stage is a whole environment) are
+    removed (``image_store.drop_stages``): the tag, not the builder's cache, is what is reused.
 
     Each build's log is streamed line by line to ``log`` while it runs (through the SDK's
     low-level ``api.build``: ``client.images.build`` only returns the log at the end), after a
@@ -1105,22 +1141,29 @@ def build(
     if host_mmcv and any(s.dockerfile == ROOT / SHARED_IMAGES["ZOO_MMCV"][0] for s in steps):
         log(host_mmcv_wheel(model)[1])
     client = _connect()
-    for step in steps:
+    for index, step in enumerate(steps):
         dockerfile = step.dockerfile.relative_to(ROOT).as_posix()
-        log(f"==> {step.tag} ({dockerfile})")
         try:
+            labels = {INPUTS_LABEL: describe_inputs(step.inputs)} if step.inputs else {}
+            if (not rebuild and index < len(steps) - 1
+                    and image_store.reusable(client, step.tag, from_image(step), labels)):
+                log(f"==> {step.tag} ({dockerfile}): here already, on its current base"
+                    f"{' and inputs' if labels else ''}: not built again")
+                continue
+            log(f"==> {step.tag} ({dockerfile})")
             if step.inputs:
                 with context_archive(step) as context:
                     chunks = client.api.build(
                         fileobj=context, custom_context=True, dockerfile=dockerfile,
                         tag=step.tag, buildargs=dict(step.buildargs), rm=True, forcerm=True,
-                        decode=True)
-                    _build_log(chunks, step.tag, log)
-                continue
-            chunks = client.api.build(
-                path=str(ROOT), dockerfile=dockerfile, tag=step.tag,
-                buildargs=dict(step.buildargs), rm=True, forcerm=True, decode=True)
-            _build_log(chunks, step.tag, log)
+                        decode=True, labels=labels)
+                    stages = _build_log(chunks, step.tag, log)
+            else:
+                chunks = client.api.build(
+                    path=str(ROOT), dockerfile=dockerfile, tag=step.tag,
+                    buildargs=dict(step.buildargs), rm=True, forcerm=True, decode=True)
+                stages = _build_log(chunks, step.tag, log)
+            image_store.drop_stages(client, stages, log)
         except DockerError:
             raise
         except Exception as exc:

@@ -679,8 +679,11 @@ class FakeClient:
         self.containers = self
         self.api = self
 
-    def get(self, name):  # images.get
-        return type("Image", (), {"id": "sha256:feed", "labels": self.labels})()
+    def get(self, name):  # images.get: the run's image, and what was built
+        if name != IMAGE and name not in [b["tag"] for b in getattr(self, "builds", [])]:
+            import docker.errors
+            raise docker.errors.ImageNotFound(name)
+        return type("Image", (), {"id": "sha256:feed", "labels": self.labels, "tags": [name]})()
 
     def create(self, image, command, **kwargs):  # containers.create (then container.start)
         self.run_args = (image, command, kwargs)

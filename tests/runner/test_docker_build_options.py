@@ -133,7 +133,10 @@ class _BuildClient:
         return iter([{"stream": "ok\n"}])
 
     def get(self, tag):
-        return type("Image", (), {"id": "sha256:feed"})()
+        if tag not in [b["tag"] for b in self.builds]:  # nothing is here but what was built
+            import docker.errors
+            raise docker.errors.ImageNotFound(tag)
+        return type("Image", (), {"id": "sha256:feed", "tags": [tag]})()
 
 
 def test_build_sends_a_made_context_to_the_stages_with_inputs(monkeypatch, inputs):

@@ -1,0 +1,65 @@
+"""invoke engine-check on a machine short of disk (a CI run once failed with "no space left on
+device" in the middle of its second image build): it removes the zoo's superseded images first,
+does not start a build below ENGINE_BUILD_NEED_GB free on the engine's data root, says so with the
+figures, and exits 4 (told apart from a failed check by .ci/run) when nothing else went wrong."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from invoke import Context
+from invoke.exceptions import Exit
+
+from tests.runner.test_tasks_paths import ROOT, load_tasks
+
+
+class Engine:
+    def __init__(self, root, free):
+        self.root, self.free = root, free
+
+    def info(self):
+        return {"DockerRootDir": str(self.root)}
+
+
+def test_disk_short_names_the_data_root_and_the_figures(tmp_path, monkeypatch):
+    tasks = load_tasks()
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(tasks.docker, "_connect", lambda: Engine(tmp_path, 0))
+    stat = os.statvfs(tmp_path)
+    free_gb = stat.f_bavail * stat.f_frsize / 1e9
+    assert tasks._disk_short(free_gb / 2) is None
+    reason = tasks._disk_short(free_gb + 5)
+    assert reason.startswith(f"only {free_gb:.1f} GB free in {tmp_path} (the engine's data root)")
+    assert f"a build needs about {free_gb + 5:.0f} GB: not built" in reason and "\n" not in reason
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.1.2.3:2376")  # a remote engine: its disk is not known here
+    assert tasks._disk_short(free_gb + 5) is None
+
+
+def test_engine_check_skips_the_builds_it_has_no_disk_for_and_exits_4(monkeypatch, capsys):
+    tasks = load_tasks()
+    calls = []
+    monkeypatch.setattr(tasks, "_engine_reachable", lambda: True)
+    monkeypatch.setattr(tasks, "_prune_images", lambda: calls.append("prune"))
+    monkeypatch.setattr(tasks, "_call", lambda argv, **kw: calls.append(argv[3:5]) and None)
+    monkeypatch.setattr(tasks, "_disk_short", lambda need: f"only 1.0 GB free in /var/lib/docker, needs {need:.0f}")
+    with pytest.raises(Exit) as stop:
+        tasks.engine_check(Context(), models="unetpp,fcn8s", no_tests=True)
+    assert stop.value.code == tasks.ENGINE_NO_DISK == 4
+    assert calls == ["prune", ["base-image"]]  # nothing was built or run
+    out = capsys.readouterr().out
+    summary = out[out.index("engine-check summary"):]
+    need = f"{tasks.ENGINE_BUILD_NEED_GB:.0f}"
+    assert re.search(rf"\n  build unetpp +0\.0 s  skipped: only 1\.0 GB free in /var/lib/docker, needs {need}\n", summary)
+    assert re.search(r"\n  run fcn8s --docker +0\.0 s  skipped: not built\n", summary)
+
+    # a failure elsewhere is a failed check (exit 1), whatever the disk
+    monkeypatch.setattr(tasks, "_prune_images", lambda: "cannot list images")
+    with pytest.raises(Exit) as stop:
+        tasks.engine_check(Context(), models="unetpp", no_tests=True)
+    assert stop.value.code == 1
+
+
+def test_ci_tells_no_disk_apart_from_a_failed_check():
+    text = (ROOT / ".ci" / "run").read_text()
+    assert '[ "$rc" = 4 ]' in text and "engine-check --models unetpp,fcn8s" in text
