@@ -19,7 +19,9 @@ device" in the middle of the second image).
 
 Images that are not the zoo's are never touched. Pruning while a zoo build runs on the same
 engine may remove an intermediate image that build is about to use (it then fails and can be
-run again); the builds themselves only remove their own stages.
+run again); the builds themselves only remove their own stages, though two identical builds at
+the same moment share them through the builder's cache, and the first to end removes them under
+the other (which then fails with docker's error, and succeeds when run again).
 """
 from __future__ import annotations
 
