@@ -730,15 +730,16 @@ def _check_results(folder: Path) -> str | None:
     "pip-config": "passed to `invoke build`", "ca-bundle": "passed to `invoke build` and the base image script",
     "wheels": "passed to `invoke build`", "mirror": "Debian mirror of the local base image",
     "no-tests": "skip the engine tests (tests/runner -m engine)",
-    "keep-images": "do not remove the zoo's superseded images first (invoke prune-images)"})
+    "keep-images": "do not remove the zoo's superseded images (invoke prune-images) before and between the builds"})
 def engine_check(c, models="unetpp,fcn8s", base_image="local", pip_config=None, ca_bundle=None, wheels=None,
                  mirror=None, no_tests=False, keep_images=False):
     """The images end to end on a real Docker engine (issue 14, item 2): install docker.io where
     it is missing and start dockerd (as root; stopped at the end: only a daemon this check
     started), remove the zoo's superseded images, make the local base image, build each model's
-    image (not started with less than ENGINE_BUILD_NEED_GB free: exit 4 if that is all that went
-    wrong), run its main job with --docker, validate the record on the host, run the engine
-    tests; every step timed."""
+    image, every step (--rebuild; not started with less than ENGINE_BUILD_NEED_GB free: exit 4 if
+    that is all that went wrong), remove what it replaced, run its main job with --docker,
+    validate the record on the host, build the first model again (only its core may be built),
+    run the engine tests; every step timed."""
     names = [_models(m)[0] for m in models.split(",") if m]
     steps, started = _Steps(), []
     if not _engine_reachable():  # no engine to check: exit 3 (CI tells it apart from a failed check)
@@ -771,11 +772,15 @@ def engine_check(c, models="unetpp,fcn8s", base_image="local", pip_config=None, 
                 steps.skip(f"build {m}", short)
                 steps.skip(f"run {m} --docker", "not built")
                 continue
+            # --rebuild: the check builds every step from this tree (images already here from an
+            # earlier build would otherwise be reused, and their build not checked)
             if not steps.run(f"build {m}", _call, [sys.executable, "-m", "invoke", "build", "--model", m,
-                                                   "--base-image", base_image, *build_opts]):
+                                                   "--base-image", base_image, "--rebuild", *build_opts]):
                 steps.skip(f"run {m} --docker", "its build failed")
                 continue
             built.append(m)
+            if not keep_images:  # what this build replaced (the images of an earlier build)
+                steps.run(f"remove what the {m} build replaced", _prune_images)
             weights = _engine_weights(m, steps)
             if weights is None:
                 steps.skip(f"run {m} --docker", "no checkpoint to run it with")

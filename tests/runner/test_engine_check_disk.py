@@ -63,3 +63,25 @@ def test_engine_check_skips_the_builds_it_has_no_disk_for_and_exits_4(monkeypatc
 def test_ci_tells_no_disk_apart_from_a_failed_check():
     text = (ROOT / ".ci" / "run").read_text()
     assert '[ "$rc" = 4 ]' in text and "engine-check --models unetpp,fcn8s" in text
+
+
+def test_engine_check_builds_every_step_and_removes_what_it_replaced(monkeypatch):
+    """With disk enough: each build is a --rebuild (images already here from an earlier build are
+    not what the check is about), followed by a prune of what it replaced; then the first model
+    is built again without --rebuild, where only its core may be built."""
+    tasks = load_tasks()
+    calls = []
+    monkeypatch.setattr(tasks, "_engine_reachable", lambda: True)
+    monkeypatch.setattr(tasks, "_prune_images", lambda: calls.append("prune"))
+    monkeypatch.setattr(tasks, "_call", lambda argv, **kw: calls.append(" ".join(argv[3:]).split(" --pip")[0]) and None)
+    monkeypatch.setattr(tasks, "_disk_short", lambda need: None)
+    monkeypatch.setattr(tasks, "_engine_weights", lambda model, steps: [])
+    monkeypatch.setattr(tasks, "_check_results", lambda folder: None)
+    monkeypatch.setattr(tasks, "_rebuild_reuses", lambda argv: calls.append("again: " + " ".join(argv[3:])))
+    tasks.engine_check(Context(), models="unetpp,fcn8s", no_tests=True, pip_config="p.conf")
+    run_out = str(tasks.ENGINE_WORK / "results")
+    assert calls == [
+        "prune", "base-image",
+        "build --model unetpp --base-image local --rebuild", "prune", f"run --model unetpp --docker --out {run_out}",
+        "build --model fcn8s --base-image local --rebuild", "prune", f"run --model fcn8s --docker --out {run_out}",
+        "again: build --model unetpp --base-image local --pip-config p.conf"]
