@@ -389,16 +389,10 @@ def prune_images(c, dry_run=False):
     """Remove the zoo's images that no build of the current tree makes (runner/image_store.py): older content tags
     of zoo/base, zoo/mmcv and zoo/<model>-env, older untagged final images, build stages left behind; a line each.
     Other images, tagged final images (zoo/<model>:<tag>) and images a container uses are kept."""
-    from runner import image_store
     try:
-        client = docker._connect()
-        before = image_store.free_bytes(client)
-        removed, gained = image_store.prune(client, dry_run=dry_run)
+        _prune_images(dry_run=dry_run, indent="")
     except docker.DockerError as exc:
         _fail(str(exc))
-    if not dry_run:
-        free = "" if before is None else f", {gained / image_store.GB:.1f} GB freed"
-        print(f"{removed} image(s) removed{free}")
 
 
 @task(auto_shortflags=False, help={"results": "folder of result JSONs (default: results)", "out": "output folder (default: the results folder)"})
@@ -676,11 +670,16 @@ def _stop_engine(proc: subprocess.Popen) -> str | None:
     return None
 
 
-def _prune_images() -> str | None:
-    """runner/image_store.prune on the engine: the zoo's superseded images, a line each."""
+def _prune_images(dry_run: bool = False, indent: str = "   ") -> str | None:
+    """runner/image_store.prune on the engine: the zoo's superseded images, a line each, then
+    how many were removed and (a local engine) the space freed."""
     from runner import image_store
-    removed, gained = image_store.prune(docker._connect(), log=lambda line: print(f"   {line}", flush=True))
-    print(f"   {removed} image(s) removed, {gained / image_store.GB:.1f} GB freed", flush=True)
+    client = docker._connect(hint="images are pruned on a running engine (invoke engine-check installs and starts one)")
+    removed, gained = image_store.prune(client, dry_run=dry_run,
+                                        log=lambda line: print(f"{indent}{line}", flush=True))
+    if not dry_run:
+        freed = "" if gained is None else f", {gained / image_store.GB:.1f} GB freed"
+        print(f"{indent}{removed} image(s) removed{freed}", flush=True)
     return None
 
 

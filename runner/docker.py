@@ -1011,20 +1011,21 @@ def _docker_endpoint() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
-def _connect() -> Any:
-    """A Docker SDK client whose daemon answered a ping; else DockerUnavailable."""
+def _connect(hint: str = _NO_DAEMON_HINT) -> Any:
+    """A Docker SDK client whose daemon answered a ping; else DockerUnavailable (its message ends
+    with ``hint``: what the caller can do without a daemon)."""
     try:
         import docker
     except ImportError:
         raise DockerUnavailable(
-            f"the docker Python SDK is not installed; {_NO_DAEMON_HINT}") from None
+            f"the docker Python SDK is not installed; {hint}") from None
     try:
         client = docker.from_env()
         client.ping()
     except Exception as exc:  # DockerException, requests' ConnectionError, OSError, ...
         raise DockerUnavailable(
             f"no Docker daemon reachable at {_docker_endpoint()} ({_root_reason(exc)}); "
-            f"{_NO_DAEMON_HINT}") from exc
+            f"{hint}") from exc
     return client
 
 
@@ -1126,9 +1127,9 @@ def build(
     A shared or environment image whose content tag is already here, built on the image its
     last stage builds FROM as that image is now and with the same inputs (``INPUTS_LABEL``;
     ``image_store.reusable``), is not built again (``rebuild``: build every step anyway); the
-    core is always built. After each build the
-    untagged images its earlier stages ended at (an install stage is a whole environment) are
-    removed (``image_store.drop_stages``): the tag, not the builder's cache, is what is reused.
+    core is always built. After each build the untagged images its earlier stages ended at (an
+    install stage is a whole environment) are removed (``image_store.drop_stages``): the tag, not
+    the builder's cache, is what is reused.
 
     Each build's log is streamed line by line to ``log`` while it runs (through the SDK's
     low-level ``api.build``: ``client.images.build`` only returns the log at the end), after a

@@ -10,7 +10,7 @@ device" in the middle of the second image).
 
 - ``reusable``: a content-tagged image that is already here, on the image its last stage builds
   FROM as that image is now, is not built again (its tag is the hash of everything else).
-- ``stage_ends`` / ``drop_stages``: the images a build's earlier stages ended at (read off its
+- ``StageTracker`` / ``drop_stages``: the images a build's earlier stages ended at (read off its
   log), removed once the build succeeded: reuse by tag makes them no cache worth keeping.
 - ``superseded``: the zoo's images that no build of the current tree makes (older tags of
   ``zoo/base``, ``zoo/mmcv``, ``zoo/<model>-env``; untagged leftovers of zoo builds); ``prune``
@@ -115,8 +115,9 @@ def drop_stages(client: Any, ids: Iterable[str], log: Callable[[str], None]) -> 
 
 
 def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "explanation", None) or str(exc) or type(exc).__name__
-    return " ".join(str(text).split())[:200]
+    from runner.docker import _one_line  # (runner.docker imports this module)
+
+    return _one_line(getattr(exc, "explanation", None) or str(exc) or type(exc).__name__, 200)
 
 
 # --------------------------------------------------------------------------- superseded images
@@ -210,9 +211,10 @@ def _in_use(client: Any) -> set[str]:
 
 
 def prune(client: Any, *, dry_run: bool = False, models: Iterable[str] | None = None,
-          log: Callable[[str], None] = print) -> tuple[int, int]:
+          log: Callable[[str], None] = print) -> tuple[int, int | None]:
     """Remove ``superseded`` images (``dry_run``: list them only); one line each. Returns
-    (removed, free bytes gained on the engine's data root, 0 when unknown or dry run)."""
+    (removed, free bytes gained on the engine's data root: 0 for a dry run, None when the
+    engine is not local)."""
     stale = superseded(client, models)
     used = _in_use(client)
     before = free_bytes(client)
@@ -233,9 +235,10 @@ def prune(client: Any, *, dry_run: bool = False, models: Iterable[str] | None = 
             removed += 1  # gone with an image removed before it (an untagged parent)
         except Exception as exc:  # a child image still needs it, ...
             log(f"kept {item.name}: {_reason(exc)}")
+    if dry_run:
+        return removed, 0
     after = free_bytes(client)
-    gained = max(0, after - before) if (before is not None and after is not None and not dry_run) else 0
-    return removed, gained
+    return removed, (None if before is None or after is None else max(0, after - before))
 
 
 # --------------------------------------------------------------------------- disk
