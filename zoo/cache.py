@@ -17,10 +17,16 @@ dataset). `ensure_entry(entry, build)`:
 
 The lock file exists only while someone builds or waits: the holder unlinks it before releasing,
 and a waiter that then holds a lock on an unlinked file notices (the path no longer names the
-inode it locked) and locks again."""
+inode it locked) and locks again.
+
+`read_entry_file(entry, name)` reads a file of an entry and checks the bytes read against the
+sidecar, for a caller that loads from memory (OpenVINO's import_model). `sealed_folder(folder)` is
+for a folder a third-party tool writes and reads itself (TensorRT's engines, atc's .om files):
+checked against its seal under the lock before the tool uses it, sealed after (see below)."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import fcntl
 import json
 import os
@@ -138,6 +144,25 @@ def write_sidecar(folder: Path) -> dict:
     return desc
 
 
+def _file_problem(folder: Path, f: dict) -> str | None:
+    """None when the file a sidecar describes (`f`: path, size, sha256) matches, else what differs."""
+    try:
+        rel, size, digest = f["path"], f["size"], f["sha256"]
+        p = folder / rel
+        if not p.is_file():
+            return f"{rel} missing"
+        actual = p.stat().st_size
+        if actual != size:
+            return f"{rel} is {actual} bytes, expected {size}"
+        if file_digest(p) != digest:
+            return f"{rel} content differs from its sha256"
+    except (KeyError, TypeError, AttributeError) as exc:
+        return f"{SIDECAR} unreadable: {one_line(exc)[:120]}"
+    except OSError as exc:
+        return f"cannot read {f.get('path')}: {one_line(exc)[:120]}"
+    return None
+
+
 def damage(entry: Path, verify: Callable[[Path], None] | None = None) -> str | None:
     """None when `entry` matches its sidecar (and `verify(entry)` passes), else what is wrong:
     MISSING when there is no entry at all."""
@@ -157,20 +182,9 @@ def damage(entry: Path, verify: Callable[[Path], None] | None = None) -> str | N
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"{SIDECAR} unreadable: {one_line(exc)[:120]}"
     for f in files:
-        try:
-            rel, size, digest = f["path"], f["size"], f["sha256"]
-            p = entry / rel
-            if not p.is_file():
-                return f"{rel} missing"
-            actual = p.stat().st_size
-            if actual != size:
-                return f"{rel} is {actual} bytes, expected {size}"
-            if file_digest(p) != digest:
-                return f"{rel} content differs from its sha256"
-        except (KeyError, TypeError) as exc:
-            return f"{SIDECAR} unreadable: {one_line(exc)[:120]}"
-        except OSError as exc:
-            return f"cannot read {f.get('path')}: {one_line(exc)[:120]}"
+        problem = _file_problem(entry, f)
+        if problem:
+            return problem
     if verify is not None:
         try:
             verify(entry)
@@ -308,3 +322,89 @@ def ensure_entry(entry: Path, build: Callable[[Path], None],
             _log(f"warning: cache entry {entry} is damaged ({problem}); rebuilding")
         _build_and_publish(entry, build, verify)
     return False
+
+
+def read_entry_file(entry: Path, rel: str) -> bytes:
+    """The bytes of `entry/rel`, checked against the entry's sidecar after reading them: what a
+    caller loads from memory is exactly what the sidecar vouches for, even if the file changed
+    after ensure_entry checked it. A mismatch is a ZooError naming the file."""
+    entry = Path(entry)
+    try:
+        want = {f["path"]: f for f in json.loads((entry / SIDECAR).read_text())["files"]}[rel]
+        data = (entry / rel).read_bytes()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ZooError(f"{entry / rel}: cannot read it with its {SIDECAR} ({one_line(exc)[:160]})") from None
+    if len(data) != want.get("size") or hashlib.sha256(data).hexdigest() != want.get("sha256"):
+        raise ZooError(f"{entry / rel}: changed after it was checked (another process is writing the cache?)")
+    return data
+
+
+# --- sealed folders: written and read by a third-party tool ------------------------------------
+#
+# Some tools keep their own cache in a folder we name (TensorRT's engine cache, written by ONNX
+# Runtime's TensorRT execution provider; Ascend's .om files, written by atc) and read it back
+# themselves, so it cannot be built into a temporary folder and published. `sealed_folder(folder)`
+# holds the folder's lock around the tool's use: before it, every file must be the one its seal
+# (the same `.zoo-entry.json` sidecar) describes -- otherwise all the folder's files are removed
+# with a one-line warning and the tool rebuilds them --, and after it the seal describes the
+# folder's files again. A file the tool left half-written (killed, failed) is unsealed, so its
+# next use removes it rather than trusting it.
+
+def seal_problem(folder: Path) -> str | None:
+    """None when every file of `folder` matches its seal (an empty folder without a seal too),
+    else what differs (the first difference)."""
+    folder = Path(folder)
+    present = [p.relative_to(folder).as_posix() for p in _files(folder)] if folder.is_dir() else []
+    try:
+        desc = json.loads((folder / SIDECAR).read_text())
+        listed = desc["files"]
+        if desc.get("version") != SIDECAR_VERSION or not isinstance(listed, list):
+            return f"{SIDECAR} has an unknown layout"
+        known = {f["path"] for f in listed}
+    except FileNotFoundError:
+        return f"{present[0]} is not sealed" + (f" (and {len(present) - 1} more files)" if len(present) > 1 else "") \
+            if present else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"{SIDECAR} unreadable: {one_line(exc)[:120]}"
+    for f in listed:
+        problem = _file_problem(folder, f)
+        if problem:
+            return problem
+    extra = [rel for rel in present if rel not in known]
+    if extra:
+        return f"{extra[0]} is not sealed" + (f" (and {len(extra) - 1} more files)" if len(extra) > 1 else "")
+    return None
+
+
+def seal(folder: Path) -> dict:
+    """Describe every file of `folder` in its seal, replaced atomically."""
+    folder = Path(folder)
+    desc = {"version": SIDECAR_VERSION,
+            "files": [{"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size, "sha256": file_digest(p)}
+                      for p in _files(folder)]}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as f:
+            json.dump(desc, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+    publish_file(folder / SIDECAR, write)
+    return desc
+
+
+@contextmanager
+def sealed_folder(folder: Path) -> Iterator[Path]:
+    """Hold `folder`'s lock while a third-party tool reads and writes it: on entry a folder whose
+    files differ from its seal is emptied (one-line warning naming the folder and the difference),
+    on a normal exit the folder is sealed. An exception leaves it unsealed: what the tool wrote then
+    is removed on the next use. Not reentrant (the lock is per open file)."""
+    folder = Path(folder)
+    with entry_lock(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        problem = seal_problem(folder)
+        if problem:
+            _log(f"warning: {folder}: {problem}; removing its files so that they are rebuilt")
+            for p in list(folder.iterdir()):
+                _remove(p)
+        yield folder
+        seal(folder)

@@ -28,6 +28,10 @@ NPU_SMI_310P = """\
 """
 
 
+# a stand-in `atc` answers --version without logging it (the runtime keys its .om folder by it)
+ATC_VERSION = 'case "$1" in --version) echo "ATC version 8.0.test"; exit 0;; esac\n'
+
+
 def test_atc_command_is_the_guides_command_line():
     cmd = atc_command(Path("fcn.onnx"), Path("out/fcn_bs16"), "input", (16, 3, 500, 500), "Ascend310P3")
     assert cmd == ["atc", "--framework=5", "--model=fcn.onnx", "--output=out/fcn_bs16", "--input_format=NCHW",
@@ -49,7 +53,7 @@ def test_compile_per_batch_size_runs_atc_with_the_device_soc(tmp_path, monkeypat
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "atc.log"
-    (bin_dir / "atc").write_text(f"#!/bin/sh\necho \"$@\" >> {log}\nfor a in \"$@\"; do case $a in --output=*) "
+    (bin_dir / "atc").write_text(f"#!/bin/sh\n{ATC_VERSION}echo \"$@\" >> {log}\nfor a in \"$@\"; do case $a in --output=*) "
                                  f"touch \"${{a#--output=}}.om\";; esac; done\n")
     (bin_dir / "npu-smi").write_text("#!/bin/sh\ncat <<'EOF'\n" + NPU_SMI_310P + "EOF\n")
     for f in bin_dir.iterdir():
@@ -172,7 +176,7 @@ def _fake_toolkit(tmp_path, monkeypatch, amct=True):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "tools.log"
-    (bin_dir / "atc").write_text(f"#!/bin/sh\necho \"$@\" >> {log}\nfor a in \"$@\"; do case $a in --output=*) "
+    (bin_dir / "atc").write_text(f"#!/bin/sh\n{ATC_VERSION}echo \"$@\" >> {log}\nfor a in \"$@\"; do case $a in --output=*) "
                                  f"touch \"${{a#--output=}}.om\";; esac; done\n")
     if amct:
         (bin_dir / "amct_onnx").write_text(_deploy_model_writer(log))

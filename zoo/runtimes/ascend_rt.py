@@ -24,11 +24,14 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from zoo.errors import ZooError, one_line
+from zoo.fileutil import file_digest
 from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
 
 SET_ENV = "/usr/local/Ascend/ascend-toolkit/set_env.sh"
@@ -149,6 +152,7 @@ class AscendRuntime(Runtime):
         self.soc = os.environ.get("ZOO_ASCEND_SOC") or None
         self.sessions: dict[int, object] = {}
         self.om_paths: dict[int, str] = {}
+        self.om_cached: dict[int, bool] = {}  # batch size -> its .om was reused from the cache
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -177,8 +181,8 @@ class AscendRuntime(Runtime):
         return self.soc
 
     def compile(self, artifacts: ModelArtifacts, cache: Path) -> Compiled:
-        """Where the .om files go (one per batch size, compiled on first use), per soc and
-        precision; int8 first builds AMCT's deploy model (amct_deploy_model)."""
+        """Where the .om files go (one per batch size, compiled on first use), per graph, atc
+        version, soc and precision; int8 first builds AMCT's deploy model (amct_deploy_model)."""
         if artifacts.onnx_path is None:
             raise ZooError("ascend: needs an ONNX file")
         if artifacts.keep_fp32:
@@ -192,9 +196,14 @@ class AscendRuntime(Runtime):
             self.graph = self.amct_deploy_model(artifacts, Path(cache))
             folder = f"int8-{self.graph.parent.name}"
             extra["amct_deploy_model"] = str(self.graph)
-        self.dir = Path(cache) / "ascend" / (artifacts.key or "model")[:20] / self.soc_version() / folder
+        # the toolkit's version is part of the folder: an .om compiled by another atc is another model
+        toolkit = hashlib.sha256(self.version().encode()).hexdigest()[:8]
+        graph_key = artifacts.key or (file_digest(Path(artifacts.onnx_path)) if Path(artifacts.onnx_path).is_file()
+                                      else "model")
+        self.dir = Path(cache) / "ascend" / f"{graph_key[:20]}-atc{toolkit}" / self.soc_version() / folder
         self.compiled = Compiled(path=self.dir, cached=False, seconds=time.perf_counter() - t0,
-                                 extra={**extra, "soc_version": self.soc, "om_per_batch": self.om_paths})
+                                 extra={**extra, "soc_version": self.soc, "om_per_batch": self.om_paths,
+                                        "om_cached_per_batch": self.om_cached})
         return self.compiled
 
     def amct_deploy_model(self, artifacts: ModelArtifacts, cache: Path) -> Path:
@@ -202,7 +211,6 @@ class AscendRuntime(Runtime):
         each, batch 1), a zoo.cache entry `quantized/ascend/<key>/` keyed by the graph, the
         calibration's key and AMCT's version; the .bin files live only while AMCT runs."""
         from zoo.cache import ensure_entry
-        from zoo.fileutil import file_digest
         if artifacts.calibration is None:
             raise ZooError(f"{self.name}: int8 needs the run's calibration samples")
         if shutil.which("amct_onnx") is None:
@@ -237,23 +245,37 @@ class AscendRuntime(Runtime):
             raise ZooError(f"{self.graph}: AMCT's deploy model holds no AscendQuant operator: it would not run int8")
         return "int8"
 
-    def _om(self, shape: tuple[int, ...]) -> str:
-        """The .om for this static shape: compiled by atc once, cached by batch size."""
+    @contextmanager
+    def _om_held(self, shape: tuple[int, ...]) -> Iterator[str]:
+        """The .om for this static shape, compiled by atc when missing, while its folder's lock is
+        held: the folder is a zoo.cache sealed folder (atc writes the .om itself), so a damaged or
+        half-written .om is removed with a warning and compiled again instead of being loaded."""
+        from zoo.cache import sealed_folder
         bs = int(shape[0])
         stem = self.dir / f"bs{bs}"
         om = stem.with_suffix(".om")
-        if not om.is_file():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            cmd = atc_command(self.graph, stem, self.artifacts.input_names[0], shape, self.soc_version(),
-                              precision_mode=PRECISION_MODES[self.precision])
-            t0 = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0 or not om.is_file():
-                tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
-                raise ZooError(f"{self.artifacts.onnx_path}: atc failed for batch {bs} (exit {proc.returncode}): {tail[0][:300]}")
-            self.compiled.seconds += time.perf_counter() - t0
-        self.om_paths[bs] = str(om)
-        return str(om)
+        with sealed_folder(self.dir):
+            if not om.is_file():
+                cmd = atc_command(self.graph, stem, self.artifacts.input_names[0], shape, self.soc_version(),
+                                  precision_mode=PRECISION_MODES[self.precision])
+                t0 = time.perf_counter()
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0 or not om.is_file():
+                    tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
+                    raise ZooError(f"{self.artifacts.onnx_path}: atc failed for batch {bs} (exit {proc.returncode}): "
+                                   f"{tail[0][:300]}")
+                self.compiled.seconds += time.perf_counter() - t0
+                self.om_cached[bs] = False
+            else:
+                self.om_cached.setdefault(bs, True)
+            self.compiled.cached = all(self.om_cached.values())
+            self.om_paths[bs] = str(om)
+            yield str(om)
+
+    def _om(self, shape: tuple[int, ...]) -> str:
+        """The .om for this static shape (see _om_held), compiled once per batch size."""
+        with self._om_held(shape) as om:
+            return om
 
     def load(self) -> None:
         pass  # sessions are created per batch size on first use (one static .om each)
@@ -263,7 +285,8 @@ class AscendRuntime(Runtime):
         bs = int(x.shape[0])
         if bs not in self.sessions:
             from ais_bench.infer.interface import InferSession
-            self.sessions[bs] = InferSession(self.device_id, self._om(tuple(x.shape)))
+            with self._om_held(tuple(x.shape)) as om:  # loaded while no other run can rebuild it
+                self.sessions[bs] = InferSession(self.device_id, om)
         outs = self.sessions[bs].infer([x])
         return dict(zip(self.artifacts.output_names, outs))
 

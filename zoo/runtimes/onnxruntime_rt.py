@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.cache import ensure_entry
-from zoo.envinfo import cpu_name
+from zoo.cache import ensure_entry, sealed_folder
+from zoo.envinfo import cpu_isa, cpu_name
 from zoo.errors import ZooError, one_line
 from zoo.profile import ONNXRUNTIME_TO_ONNX
 from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
@@ -51,8 +51,9 @@ class OnnxRuntime(Runtime):
 
     def compile(self, artifacts: ModelArtifacts, cache: Path) -> Compiled:
         """Optimise the graph once (ORT_ENABLE_ALL) and save it; the entry is keyed by the ONNX
-        hash, the ORT version, the providers and the CPU (the optimised graph may contain
-        CPU-specific kernels), so an unchanged rerun loads it without re-optimising. The entry
+        hash, the ORT version, the providers and the CPU, its name and its ISA flags (the optimised
+        graph may contain CPU-specific kernels, and one CPU name covers machines with and without
+        AVX-512/AMX), so an unchanged rerun loads it without re-optimising. The entry
         `compiled/onnxruntime/<key>/` is a zoo.cache entry: concurrent runs build it once, and a
         damaged (e.g. truncated) one is rebuilt with a warning instead of being trusted."""
         import onnxruntime as ort
@@ -63,7 +64,7 @@ class OnnxRuntime(Runtime):
             source = self._quantize(artifacts, cache)
         onnx_hash = hashlib.sha256(source.read_bytes()).hexdigest()
         key = hashlib.sha256("|".join([onnx_hash, ort.__version__, ",".join(self.providers),
-                                       cpu_name(), "ORT_ENABLE_ALL"]).encode()).hexdigest()[:20]
+                                       cpu_name(), ",".join(cpu_isa()), "ORT_ENABLE_ALL"]).encode()).hexdigest()[:20]
         entry = cache / "compiled" / "onnxruntime" / key
         out = entry / "model.ort.onnx"
         self.inputs, self.outputs = artifacts.input_names, artifacts.output_names
@@ -321,11 +322,35 @@ class OnnxRuntimeTensorRT(_OnnxRuntimeGpu):
     """fp16: TensorRT may pick fp16 kernels (trt_fp16_enable). int8: TensorRT may pick int8
     kernels (trt_int8_enable) with the activation ranges of a calibration table made from the
     run's calibration samples (zoo.quant.trt_table, ORT's table format rather than TensorRT's
-    native one); layers without an int8 kernel stay fp32."""
+    native one); layers without an int8 kernel stay fp32. The EP writes and reads its engines in
+    trt_engine_dir itself: that folder is a zoo.cache sealed folder, checked under its lock before
+    the EP can read it (session creation, first run of each shape) and sealed after."""
     name = "onnxruntime-trt"
     required_provider = "TensorrtExecutionProvider"
     providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     precisions = ("fp32", "fp16", "int8")
+    engines: Path | None = None  # the engine folder (provider_options), a zoo.cache sealed folder
+
+    def __init__(self, threads: int | None = None, precision: str = "fp32"):
+        super().__init__(threads, precision)
+        self.sealed_shapes: set[tuple] = set()  # input shapes whose first run was under the seal
+
+    def _session(self, so):
+        """The EP reads (and may write) its engines while the session is created: checked against
+        their seal before (damaged -> removed, rebuilt), sealed after."""
+        with sealed_folder(self.engines):
+            return super()._session(so)
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The first run of each input shape may load or build an engine for it (a dynamic batch
+        dimension is resolved at run time): that run too is under the engine folder's seal."""
+        shapes = tuple(tuple(v.shape) for v in feeds.values())
+        if shapes in self.sealed_shapes:
+            return super().infer(feeds)
+        with sealed_folder(self.engines):
+            out = super().infer(feeds)
+        self.sealed_shapes.add(shapes)
+        return out
 
     def prepare(self, artifacts: ModelArtifacts, cache: Path) -> tuple[Path, dict]:
         if artifacts.keep_fp32 and self.precision != "fp32":
@@ -342,6 +367,7 @@ class OnnxRuntimeTensorRT(_OnnxRuntimeGpu):
         import os
         engines = trt_engine_dir(cache, graph_sha, self.precision, table)
         engines.mkdir(parents=True, exist_ok=True)
+        self.engines = engines
         trt = {"device_id": str(self.device_id), "trt_fp16_enable": str(self.precision == "fp16"),
                "trt_int8_enable": str(self.precision == "int8"), "trt_engine_cache_enable": "True",
                "trt_engine_cache_path": str(engines), "trt_max_workspace_size": str(2 << 30)}

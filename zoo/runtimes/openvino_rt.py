@@ -19,7 +19,15 @@ that decide its speed made explicit and recorded:
   unquantized run fp32 (never silently bf16 on an AMX CPU). The int8 convolutions are the CPU
   plugin's fusion of FakeQuantize and convolution (u8 activations x i8 weights); a compiled model
   with no convolution running in u8/i8 is an error, never an fp32 speed recorded as int8.
-Override with ZOO_OPENVINO_HINT (LATENCY/THROUGHPUT), ZOO_OPENVINO_STREAMS."""
+Override with ZOO_OPENVINO_HINT (LATENCY/THROUGHPUT), ZOO_OPENVINO_STREAMS.
+
+Each compiled model is a zoo.cache entry `compiled/openvino/<key>/model.blob` (compile_model, then
+export_model), keyed by the model file compiled, the static shape, the full config, OpenVINO's
+build and the CPU's name and ISA flags; a run imports the blob's verified bytes with the same
+config. OpenVINO's own CACHE_DIR is not used: it loads its blobs unchecked, and a blob with 4 KiB
+flipped ran silently (IoU 0.25 instead of 0.73). The CPU plugin picks its kernels again at import
+(the precision hint decides them), so the precision read-back above is done on the imported model,
+as on a fresh compile. compile_cached is True only when every batch size's blob was reused."""
 from __future__ import annotations
 
 import os
@@ -28,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.envinfo import cpu_flags_summary
+from zoo.cache import ensure_entry, read_entry_file
+from zoo.envinfo import cpu_flags_summary, cpu_isa, cpu_name
 from zoo.errors import ZooError, one_line
 from zoo.profile import OPENVINO_TO_ONNX
 from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
@@ -42,6 +51,9 @@ EXECUTED = {**{v: k for k, v in OV_PRECISION.items()}, "i8": "int8"}
 # The runtime graph's layer types that do the arithmetic, whose kernels' precision is counted
 COMPUTE_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
 INT8_TYPES = ("u8", "i8")
+# A compiled model's cache entry: the blob export_model wrote, and the key it was built for (to read)
+BLOB, KEY = "model.blob", "key.json"
+BLOB_FORMAT = 1  # bump when what is exported, or how, changes
 
 
 def executed_layers(compiled) -> dict[str, dict[str, int]]:
@@ -75,6 +87,8 @@ class OpenVinoRuntime(Runtime):
         self.layers: dict[int, dict] = {}   # batch size -> executed_layers() of its compiled model
         self.requests: dict[int, object] = {}
         self.compile_seconds: dict[int, float] = {}
+        self.cached: dict[int, bool] = {}   # batch size -> its compiled model came from the cache
+        self.entries: dict[int, str] = {}   # batch size -> its cache entry
 
     @classmethod
     def unavailable_reason(cls):
@@ -90,24 +104,37 @@ class OpenVinoRuntime(Runtime):
         return openvino.__version__.split("-")[0]
 
     def compile(self, artifacts: ModelArtifacts, cache: Path) -> Compiled:
+        """Read the model (int8: quantize it); the per-batch compiled models are cache entries
+        `compiled/openvino/<key>/model.blob` built on first use (_request). OpenVINO's own
+        CACHE_DIR is not used: its blobs are loaded unchecked."""
         import openvino as ov
+        from zoo.fileutil import file_digest
         if artifacts.onnx_path is None:
             raise ZooError("openvino: no ONNX model to compile")
         self.core = ov.Core()
         self.cache_dir = Path(cache) / "compiled" / "openvino"
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.core.set_property({"CACHE_DIR": str(self.cache_dir)})
         try:
             self.model = self.core.read_model(str(artifacts.onnx_path))
         except Exception as exc:
             raise ZooError(f"{artifacts.onnx_path}: OpenVINO cannot read the model ({one_line(exc)[:300]})") from None
         self.inputs, self.outputs = artifacts.input_names, artifacts.output_names
-        extra = {"config": self.config, "compile_seconds_per_batch": self.compile_seconds}
+        extra = {"config": self.config, "compile_seconds_per_batch": self.compile_seconds,
+                 "compile_cached_per_batch": self.cached, "entry_per_batch": self.entries}
+        self.model_digest = file_digest(Path(artifacts.onnx_path))
         if self.precision == "int8":
             self.model = self._quantize(artifacts, cache)
             extra["quantization"] = self.quantization
         self.compiled = Compiled(self.cache_dir, False, 0.0, extra)
         return self.compiled
+
+    def entry_key(self, shape: tuple[int, ...]) -> dict:
+        """Everything that decides a compiled blob: the model file compiled (the ONNX, or the int8
+        IR), the static shape, the full compile config, OpenVINO's build and the CPU (its name and
+        its ISA: machines of one name differ in AVX-512/AMX, and the plugin picks kernels by ISA)."""
+        import openvino as ov
+        return {"model": self.model_digest, "input": self.inputs[0], "shape": [int(d) for d in shape],
+                "config": {k: str(v) for k, v in self.config.items()}, "openvino": ov.__version__,
+                "cpu": cpu_name(), "isa": cpu_isa(), "format": BLOB_FORMAT}
 
     def _quantize(self, artifacts: ModelArtifacts, cache: Path):
         """The NNCF int8 model of the ONNX model read (zoo.quant.ov, cached)."""
@@ -116,9 +143,12 @@ class OpenVinoRuntime(Runtime):
         if artifacts.calibration is None:
             raise ZooError(f"{self.name}: int8 needs calibration samples (none were given to compile)")
         path, info, cached = quantize_ov(self.core, self.model, artifacts.calibration, cache,
-                                         file_digest(Path(artifacts.onnx_path)), artifacts.keep_fp32)
+                                         self.model_digest, artifacts.keep_fp32)
         self.quantization = {**info, "cached": cached}
-        return self.core.read_model(str(path))
+        model = self.core.read_model(str(path))
+        # the IR compiled is NNCF's (its .xml and .bin, checked by zoo.cache just now)
+        self.model_digest = "+".join(file_digest(Path(path).with_suffix(ext)) for ext in (".xml", ".bin"))
+        return model
 
     def load(self) -> None:
         pass  # one compiled model per batch size, on first use
@@ -127,15 +157,41 @@ class OpenVinoRuntime(Runtime):
         bs = int(shape[0])
         if bs not in self.requests:
             t0 = time.perf_counter()
-            compiled = self._compile(shape, self.config)
+            compiled = self._cached_compile(shape)
             self.compile_seconds[bs] = round(time.perf_counter() - t0, 3)
             self.executed[bs] = self._check_precision(compiled, shape)
             self.layers[bs] = executed_layers(compiled)
             if self._check_layers(self.layers[bs], shape):
                 self.executed[bs] = "i8"
             self.compiled.seconds += self.compile_seconds[bs]
+            self.compiled.cached = all(self.cached.values())
             self.requests[bs] = (compiled, compiled.create_infer_request())
         return self.requests[bs]
+
+    def _cached_compile(self, shape: tuple[int, ...]):
+        """The compiled model of this static shape, imported from its zoo.cache entry (built by
+        compile_model + export_model when missing or damaged). The bytes imported are the ones
+        the entry's sidecar vouches for; the import gets the same config, and the precision it
+        executes is read back from the imported model as from a fresh compile."""
+        import hashlib
+        import json
+        key = self.entry_key(shape)
+        entry = self.cache_dir / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+        def build(tmp: Path) -> None:
+            compiled = self._compile(shape, self.config)
+            (tmp / BLOB).write_bytes(compiled.export_model().getbuffer())  # export_model returns a BytesIO
+            (tmp / KEY).write_text(json.dumps(key, indent=1))
+
+        bs = int(shape[0])
+        self.cached[bs] = ensure_entry(entry, build)
+        self.entries[bs] = str(entry)
+        blob = read_entry_file(entry, BLOB)
+        try:
+            return self.core.import_model(blob, "CPU", self.config)
+        except Exception as exc:
+            raise ZooError(f"{entry / BLOB}: OpenVINO cannot import the compiled model ({one_line(exc)[:300]}); "
+                           f"remove the folder to rebuild it") from None
 
     def _compile(self, shape: tuple[int, ...], config: dict):
         """The model reshaped to the static `shape` and compiled for the CPU with `config`."""
