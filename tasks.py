@@ -70,7 +70,9 @@ def _one_name(new, old, flag: str, old_flag: str):
 def _zoo_args(given: dict, command: str = "run", docker_: bool = False) -> list[str]:
     """The `python -m zoo <command>` words of the declared run options given to a task (`given`:
     invoke's parameters, named after the flags). An old name (--backend) and the new one may both
-    be given if they agree; a path is made absolute (the model process runs in the repo root)."""
+    be given if they agree; a path is made absolute (the model process runs in the repo root).
+    Every value given is passed on, one equal to the run option's default too (`diagnose
+    --precision fp32` must reach diagnose, whose own default is int8)."""
     def given_value(name: str):
         value = given.get(name)
         return None if value is False or value == [] else value  # a switch or a repeatable flag not given
@@ -93,7 +95,7 @@ def _zoo_args(given: dict, command: str = "run", docker_: bool = False) -> list[
         elif o.task == "path":
             value = Path(value).resolve()
         values[o.field] = value
-    return run_config.to_argv(values, command)
+    return run_config.to_argv(values, command, given=True)
 
 
 def _zoo_task(command: str, **kw):
@@ -141,7 +143,8 @@ def _in_env(model: str, argv: list[str]) -> subprocess.CompletedProcess:
     this process are forwarded to the model process, which stops cleanly (one line, nothing
     written, 130/143) and is waited for; the model process also stops if this one dies
     (ZOO_PARENT_PID: the kernel's parent-death signal). It runs in its own process group, so a
-    terminal's Ctrl-C reaches it once, through the forwarding."""
+    terminal's Ctrl-C reaches it once, through the forwarding. A model process killed by a signal
+    (SIGKILL: the OOM killer) is one line and exit 128+n (subprocess's -n would be exit 256-n)."""
     py = _ensure(model)
     proc = subprocess.Popen([str(py), *argv], cwd=ROOT, env=envs.model_env({"ZOO_PARENT_PID": str(os.getpid())}),
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
@@ -161,12 +164,30 @@ def _in_env(model: str, argv: list[str]) -> subprocess.CompletedProcess:
         if proc.poll() is None:  # never leave the model process behind
             proc.kill()
             proc.wait()
+    if proc.returncode < 0:
+        _fail(_killed_line(-proc.returncode), 128 - proc.returncode)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
 
 
-def _summarise(path: Path) -> None:
+def _killed_line(signum: int) -> str:
+    """What a model process's death by signal `signum` means, in one line."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    why = " (out of memory?)" if signum == signal.SIGKILL else ""
+    return f"the model process was killed by {name}{why}"
+
+
+def _summarise(path: Path) -> str:
+    """The record's summary, its INVALID line first (status invalid: verify or the reduced
+    precision failed, the figures below are not a sound run's); returns zoo.checks.status_of."""
+    from zoo.checks import invalid_reason, status_of
     rec = load_result(path)
-    print(f"result: {path} (valid against schema {rec['schema_version']})")
+    status = status_of(rec)
+    if status != "ok":
+        print(f"{status.upper()}: {rec['error'] or invalid_reason(rec) or 'no reason given'}")
+    print(f"result: {path} (valid against schema {rec['schema_version']}; status {status})")
     for a in rec["accuracy"]:
         ref = a["reference"]
         verdict = {True: "PASS", False: "FAIL", None: "n/a (subset)"}[a["passed"]]
@@ -186,6 +207,7 @@ def _summarise(path: Path) -> None:
         print(f"  sharding: {sh['count']} shards on {len(sh['cluster']['nodes'])} node(s) (Ray {sh['cluster']['ray_version']}, "
               f"{sh['cluster']['mode']}), {sh['resource']}, {len(sh['retries'])} retried call(s)"
               + (f"; scaling efficiency vs one shard {scaling['efficiency']:.2f}" if scaling else ""))
+    return status
 
 
 @task(auto_shortflags=False, help={"model": "model name (default: every model)", "force": "recreate even if up to date"})
@@ -198,6 +220,15 @@ def setup(c, model=None, force=False):
             _fail(str(exc))
 
 
+def _check_docker_cluster(options: dict) -> None:
+    """--cluster other than local under --docker: the container runs with --network none, so a
+    cluster address (or auto's RAY_ADDRESS, which it does not see) can never be joined from it."""
+    cluster = options.get("cluster")
+    if cluster not in (None, "local"):
+        _fail(f"--cluster {cluster} cannot be used with --docker (the container runs without network: "
+              f"--shards under --docker use a local cluster inside it)")
+
+
 @_zoo_task("run", help={
     "docker": "run in the model's image instead of the local env", "dry-run": "print the docker commands only",
     "device-type": "auto|cpu|ascend|nvidia (docker)",
@@ -207,6 +238,8 @@ def run(c, model=None, weights=None, data=None, out=str(RESULTS), docker_=False,
         container_memory=None, **options):
     """Run a model's guide end to end; validate the result JSON."""
     model = _need(model)
+    if docker_ or dry_run:
+        _check_docker_cluster(options)
     zargs = _zoo_args(options, "run", docker_=docker_ or dry_run)
     out = Path(out).resolve()
     if docker_ or dry_run:
@@ -227,20 +260,31 @@ def run(c, model=None, weights=None, data=None, out=str(RESULTS), docker_=False,
             _fail(str(exc))
         except KeyboardInterrupt:  # before the container started, or while it was removed
             _fail("interrupted; no result written", 130)
-        if rc != 0:
-            raise Exit(code=rc)
         new = sorted((out / model).glob("*.json"), key=lambda p: p.stat().st_mtime)
+        if rc not in (0, 1) or (rc == 1 and not new):  # 1: the record is written but invalid
+            raise Exit(code=rc)
         if new:
-            _summarise(new[-1])
+            _summarised(new[-1])
         return
     argv = ["-m", "zoo", "run", "--model", model, "--out", str(out), *zargs, *_paths(weights, data)]
     proc = _in_env(model, argv)
-    if proc.returncode != 0:
+    if proc.returncode not in (0, 1) or (proc.returncode == 1 and not proc.stdout.strip()):
         raise Exit(code=proc.returncode)  # zoo printed its one-line error on stderr
+    lines = proc.stdout.strip().splitlines()
+    if not lines:
+        _fail("run finished but printed no result path")
+    _summarised(Path(lines[-1]))
+
+
+def _summarised(path: Path) -> None:
+    """invoke run's ending: the summary; exit 1 when the record is not ok (INVALID, as zoo run),
+    2 when it cannot be read as a valid record."""
     try:
-        _summarise(Path(proc.stdout.strip().splitlines()[-1]))
-    except (ResultError, IndexError) as exc:
+        status = _summarise(path)
+    except ResultError as exc:
         _fail(f"run finished but its result is not valid: {exc}")
+    if status != "ok":
+        raise Exit(code=1)
 
 
 @_zoo_task("bench", help={"runtimes": "comma-separated runtimes (default torch,onnxruntime)",
@@ -298,7 +342,7 @@ def score(c, result, data=None):
     "auto": "keep the most sensitive layers in fp32 until within 1% of fp32; print the --keep-fp32 list",
     "auto-by": "--auto's criterion: metric or fidelity (default: metric; fidelity with a random checkpoint)",
     "top": "sensitivity units printed (default 10)",
-    "out": "the JSON report's path (default: results/<model>/diagnose-<runtime>-<precision>-<time>.json)"})
+    "out": "the JSON report's path (default: results/<model>/diagnose-<runtime>-<precision>-<time>-<6 hex>.json; never over an existing file)"})
 def diagnose(c, model=None, weights=None, data=None, out=None, samples=None, auto=False, auto_by=None, top=None,
              **options):
     """Where a reduced-precision model loses accuracy: every shared intermediate tensor compared with
@@ -437,6 +481,13 @@ def matrix(c, models=None, runtimes=None, precisions=None, file=None, docker_=Fa
             _fail(f"--{name.replace('_', '-')} is a single run's option, not a matrix's (a matrix takes --runtimes, "
                   f"--precisions; its jobs are not sharded)")
     sizes, cluster = options.pop("batch_sizes", None), options.pop("cluster", None)
+    # calibration options go only to the jobs that calibrate (an fp32 job refuses them)
+    calibration = {}
+    for o in run_config.options("run"):
+        if o.field in run_config.CALIBRATION:
+            words = _zoo_args({n: options.pop(n, None) for n in o.names}, "run", docker_=docker_)
+            if words:
+                calibration[o.field] = words
     try:
         cpus = int(cpus_per_job) if cpus_per_job is not None else mx.default_cpus_per_job()
         if cpus < 1:
@@ -453,7 +504,7 @@ def matrix(c, models=None, runtimes=None, precisions=None, file=None, docker_=Fa
         print("\n".join(mx.describe(jobs)), flush=True)
         if dry_run:
             for job in jobs:
-                print(f"  {job.id}: {mx.command_line(mx.job_spec(job, out, common, docker_))}")
+                print(f"  {job.id}: {mx.command_line(mx.job_spec(job, out, common, docker_, calibration))}")
             return
         mx.check_out(out)
         if docker_ and not _engine_reachable():
@@ -461,6 +512,7 @@ def matrix(c, models=None, runtimes=None, precisions=None, file=None, docker_=Fa
         for m in sorted({j.model for j in jobs}) if setup_envs else []:
             _ensure(m)
         summary = mx.run_matrix(jobs, out, common, cluster=cluster, cpus_per_job=cpus, docker=docker_,
+                                calibration=calibration,
                                 log=lambda line: print(line, flush=True))
     except mx.Interrupted as exc:
         _fail(str(exc), exc.code)
@@ -473,20 +525,35 @@ def matrix(c, models=None, runtimes=None, precisions=None, file=None, docker_=Fa
         raise Exit(f"error: {summary['failed']} of {len(jobs)} job(s) failed (see {out / 'matrix.md'})", code=1)
 
 
+def _fraction(text, flag: str, default: float) -> float:
+    """A fraction option of a task, given as text: invoke would convert a typed default's value
+    itself and end in a traceback on `abc`, so the parameter defaults to None and is read here."""
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        _fail(f"{flag} must be a fraction in [0, 1), got {text!r}")
+    if not 0 <= value < 1:  # NaN too
+        _fail(f"{flag} must be a fraction in [0, 1), got {text!r}")
+    return value
+
+
 @task(auto_shortflags=False, help={
     "baseline": "baseline results (folder or file)", "new": "new results (folder or file)",
     "max-accuracy-drop": "relative accuracy drop that fails (default 0.01)",
     "max-throughput-drop": "relative throughput drop that fails (default 0.10)",
     "allow-missing": "runs/batch sizes only in the baseline do not fail", "out": "write compare.md + compare.json here",
     "accuracy-only": "compare accuracy only, matching runs on any device name (a baseline from another machine)"})
-def compare(c, baseline, new, max_accuracy_drop=0.01, max_throughput_drop=0.10, allow_missing=False, out=None,
+def compare(c, baseline, new, max_accuracy_drop=None, max_throughput_drop=None, allow_missing=False, out=None,
             accuracy_only=False):
     """Compare two result sets (the CI gate): exit 1 on an accuracy or throughput regression."""
     from runner.compare import run_compare
     try:
         comp, md = run_compare(Path(baseline), Path(new), Path(out) if out else None,
-                               max_accuracy_drop=float(max_accuracy_drop),
-                               max_throughput_drop=float(max_throughput_drop), allow_missing=allow_missing,
+                               max_accuracy_drop=_fraction(max_accuracy_drop, "--max-accuracy-drop", 0.01),
+                               max_throughput_drop=_fraction(max_throughput_drop, "--max-throughput-drop", 0.10),
+                               allow_missing=allow_missing,
                                accuracy_only=accuracy_only)
     except ResultError as exc:
         _fail(str(exc))
@@ -675,8 +742,9 @@ def _prune_images(dry_run: bool = False, indent: str = "   ") -> str | None:
     how many were removed and (a local engine) the space freed."""
     from runner import image_store
     client = docker._connect(hint="images are pruned on a running engine (invoke engine-check installs and starts one)")
-    removed, gained = image_store.prune(client, dry_run=dry_run,
-                                        log=lambda line: print(f"{indent}{line}", flush=True))
+    with docker.sdk_calls("pruning the zoo's images"):
+        removed, gained = image_store.prune(client, dry_run=dry_run,
+                                            log=lambda line: print(f"{indent}{line}", flush=True))
     if not dry_run:
         freed = "" if gained is None else f", {gained / image_store.GB:.1f} GB freed"
         print(f"{indent}{removed} image(s) removed{freed}", flush=True)
@@ -723,6 +791,15 @@ def _check_results(folder: Path) -> str | None:
     return f"{records[-1]}: batch size(s) {failed} failed" if failed else None
 
 
+def _engine_models(models: str) -> list[str]:
+    """engine-check's --models, checked before any step (`--models ,` would install and start an
+    engine, build the base image and check no model): known names, none empty."""
+    words = [m.strip() for m in str(models).split(",")]
+    if not all(words):
+        _fail(f"--models: an empty model name in {models!r} (comma-separated names, e.g. unetpp,fcn8s)")
+    return [_models(m)[0] for m in words]
+
+
 @task(auto_shortflags=False, help={
     "models": "comma-separated models to build and run (default unetpp,fcn8s: one plain, one OpenMMLab image)",
     "base-image": "python base image of the builds (default local: runner/base_image.sh makes it)",
@@ -739,7 +816,7 @@ def engine_check(c, models="unetpp,fcn8s", base_image="local", pip_config=None, 
     that is all that went wrong), remove what it replaced, run its main job with --docker,
     validate the record on the host, build the first model again (only its core may be built),
     run the engine tests; every step timed."""
-    names = [_models(m)[0] for m in models.split(",") if m]
+    names = _engine_models(models)
     steps, started = _Steps(), []
     if not _engine_reachable():  # no engine to check: exit 3 (CI tells it apart from a failed check)
         if os.geteuid() != 0:

@@ -8,7 +8,9 @@ BASELINE and NEW are result folders (or single result files). Records are matche
   - accuracy, per protocol: relative drop (baseline - new) / baseline of the headline value; a
     drop above `max_accuracy_drop` (default 1%, the guides' criterion) is a regression, and so is
     a new run whose verify stage failed (its runtime's outputs beyond the model's tolerance of
-    PyTorch's: schema 1.6);
+    PyTorch's: schema 1.6), and a new run whose status is not ok (schema 1.10 "invalid": verify or
+    its reduced precision failed; an older record that said ok over a failed verify counts as
+    invalid too, zoo.checks.status_of);
   - throughput, per batch size and scope (infer_only, pipeline): ratio new / baseline; a drop
     above `max_throughput_drop` (default 10%) is a regression; a batch size that ran in the
     baseline but failed in the new run is a regression too.
@@ -20,6 +22,8 @@ a protocol whose value is more than `max_accuracy_drop` (relative) below the fp3
 model / variant / runtime / device in NEW.
 With `accuracy_only` (results from another machine: throughput is not comparable, accuracy is)
 the device name leaves the key (its type stays: cpu, cuda, npu) and throughput is not compared.
+Records are read through runner.validate: the schema, then the record checker's rules (zoo.checks:
+a figure that is not what the record's other figures make); a record that breaks one is bad input.
 Exit codes (the CLI): 0 no regression, 1 regression, 2 bad input (missing folder, invalid record).
 """
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.validate import ResultError, load_result, load_results
+from zoo.checks import invalid_reason, status_of
 
 
 @dataclass
@@ -119,6 +124,10 @@ def compare(baseline: list[dict], new: list[dict], max_accuracy_drop: float = 0.
                 note = f"different sample counts ({ba.get('num_samples')} vs {na.get('num_samples')})"
             status = "regression" if drop > max_accuracy_drop else ("improved" if drop < -max_accuracy_drop else "ok")
             result.rows.append(Row("accuracy", key, f"{proto} {na['metric']}", bv, nv, drop, status, note))
+        status = status_of(n)  # schema 1.10: invalid = written, but its numerics failed a check
+        if status != "ok":
+            result.rows.append(Row("accuracy", key, "record status", None, None, None, "failed",
+                                   f"{status}: {n.get('error') or invalid_reason(n) or 'no reason given'}"[:300]))
         ver = n.get("verify")  # schema 1.6: the new run's runtime checked against PyTorch
         if ver is not None and not ver["passed"]:
             result.rows.append(Row("accuracy", key, "verify vs PyTorch", None, ver["max_rel_diff"], None, "failed",

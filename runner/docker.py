@@ -1034,6 +1034,27 @@ def _sdk_error(action: str, exc: BaseException) -> DockerError:
     return DockerError(f"{action} failed: {explanation or _root_reason(exc)}")
 
 
+class sdk_calls:
+    """``with sdk_calls("pruning images"):`` -- the Docker SDK's own errors inside (an engine that
+    answers ping but fails requests: docker.errors.APIError, a dropped connection) become one
+    DockerError line naming the action and the engine's reason, never a traceback."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, DockerError) or not isinstance(exc, Exception):
+            return False
+        import docker.errors
+        import requests.exceptions
+        if isinstance(exc, (docker.errors.DockerException, requests.exceptions.RequestException)):
+            raise _sdk_error(f"{self.action} on the engine at {_docker_endpoint()}", exc) from exc
+        return False
+
+
 def _build_log(chunks: Iterable[dict[str, Any]], tag: str, log: Callable[[str], None]) -> list[str]:
     """Stream a build's log to ``log``; return the ids of the images its earlier stages ended at
     (``image_store.StageTracker``); a build error is one DockerError line."""
@@ -1258,6 +1279,8 @@ def _follow(container: Any, log: Callable[[str], None], grace: float = STOP_GRAC
     reader = threading.Thread(target=_stream, args=(container, log, failure, done), daemon=True)
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
+    # Ctrl-C explicitly: a process started from a background job inherits SIGINT ignored
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler) if in_main else None
     sent: tuple[signal.Signals, float] | None = None
     try:
         reader.start()
@@ -1280,6 +1303,7 @@ def _follow(container: Any, log: Callable[[str], None], grace: float = STOP_GRAC
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            signal.signal(signal.SIGINT, previous_int if previous_int is not None else signal.SIG_DFL)
     if failure:
         raise failure[0]
     return int(container.wait().get("StatusCode", 1))

@@ -53,10 +53,9 @@ DEVICE_RESOURCES = {"cpu": {}, "cuda": {"GPU": 1}, "npu": {"NPU": 1}}
 DEVICE_FILES = {"cuda": "nvidia[0-9]*", "npu": "davinci[0-9]*"}  # /dev entries that show the device
 JOB_FIELDS = ("model", "runtime", "precision", "batch_sizes", "args", "name")
 FILTER_FIELDS = ("models", "runtimes", "precisions", "batch_sizes")
-# the words a job's own fields give; a job's args must not give them again
+# the words a job's own fields give; a job's args must not give them again, in full or abbreviated
 OWN_FLAGS = ("--model", "--runtime", "--backend", "--precision", "--batch-sizes", "--out")
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
-ADDRESS = re.compile(r"(ray://)?[A-Za-z0-9_.-]+:\d{1,5}")
 LOG = "job.log"
 SUMMARY_KIND = "zoo.matrix"
 
@@ -133,9 +132,11 @@ def _names(given, known, what: str, origin: str = "") -> list[str] | None:
     """A filter: comma-separated text or a list of names, each one of `known`; None when not given."""
     if given is None:
         return None
-    names = [n.strip() for n in given.split(",") if n.strip()] if isinstance(given, str) else given
+    names = [n.strip() for n in given.split(",")] if isinstance(given, str) else given
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
         raise MatrixError(f"{origin}{what}: expected a non-empty list of names, got {given!r}")
+    if not all(names):  # "--models ," or "unetpp,": a name left out by mistake, never ignored
+        raise MatrixError(f"{origin}{what}: an empty name in {given!r}")
     unknown = [n for n in names if n not in known]
     if unknown:
         raise MatrixError(f"{origin}unknown {what[:-1] if what.endswith('s') else what} {unknown[0]!r} "
@@ -190,6 +191,16 @@ def select(jobs: list[Job], models=None, runtimes=None, precisions=None, batch_s
             and (precisions is None or j.precision in precisions)]
 
 
+def _own_flag(word: str) -> str | None:
+    """The job's own flag `word` gives (OWN_FLAGS), also by a prefix: argparse takes `--runt` for
+    --runtime and `--ou DIR` for --out (a job run under another label, or written outside the
+    matrix folder); None for any other word."""
+    flag = word.split("=", 1)[0]
+    if not flag.startswith("--") or len(flag) < 3:
+        return None
+    return next((own for own in OWN_FLAGS if own.startswith(flag)), None)
+
+
 def _file_job(entry, index: int, origin: str) -> Job:
     """One job of a matrix file: {model, runtime, precision (fp32), batch_sizes (the manifest's),
     args ([]), name ("")}."""
@@ -212,9 +223,11 @@ def _file_job(entry, index: int, origin: str) -> Job:
     args = entry.get("args", [])
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise MatrixError(f"{where}args: expected a list of strings (zoo run arguments), got {args!r}")
-    own = [a for a in args if a.split("=", 1)[0] in OWN_FLAGS]
+    own = [(a, flag) for a in args for flag in [_own_flag(a)] if flag]
     if own:
-        raise MatrixError(f"{where}args: {own[0]} is given by the job's own fields, not by its args")
+        word, flag = own[0]
+        same = "" if word.split("=", 1)[0] == flag else f" (a prefix of {flag}, which argparse would take for it)"
+        raise MatrixError(f"{where}args: {word}{same} is given by the job's own fields, not by its args")
     name = entry.get("name", "")
     if not isinstance(name, str) or (name and not NAME.fullmatch(name)):
         raise MatrixError(f"{where}name: letters, digits, '_', '.' and '-' only, got {name!r}")
@@ -235,6 +248,8 @@ def load_file(path: Path, devices: set[str] | None = None) -> list[Job]:
         raise MatrixError(f"{path}: cannot read it ({exc})") from None
     except json.JSONDecodeError as exc:
         raise MatrixError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise MatrixError(f"{path}: nested too deeply to be a matrix file") from None
     if isinstance(data, dict):
         unknown = sorted(set(data) - set(FILTER_FIELDS))
         if unknown:
@@ -293,15 +308,21 @@ def env_has_ray(model: str) -> bool:
     return any(env_dir(model).glob(f"lib/python*/site-packages/ray-{version}.dist-info"))
 
 
-def job_spec(job: Job, out: Path, common: list[str], docker: bool = False) -> dict:
+def job_spec(job: Job, out: Path, common: list[str], docker: bool = False,
+             calibration: dict[str, list[str]] | None = None) -> dict:
     """What the job's task runs: `mode` (env: a worker on the model's python; host: a host worker
     that starts the model's python; docker: `invoke run --docker`), `python` (None: the worker's
     own), `argv`, its folder `dir`, and the Ray `runtime_env`. `common`: the run arguments every
-    job gets (--limit, --threads, --data, ...), then the job's own args."""
+    job gets (--limit, --threads, --data, ...), then the job's own args. `calibration`: the
+    calibration options' words by field (--calib-size ...), given only to the jobs that read them
+    (an int8 job; a run that does not calibrate refuses them)."""
     from runner.envs import env_python
+    from zoo.stages.config import reads_calibration
     folder = Path(out).resolve() / "jobs" / job.slug
+    calib = [w for field, ws in (calibration or {}).items() if reads_calibration(job.runtime, job.precision, field)
+             for w in ws]
     words = ["--model", job.model, "--runtime", job.runtime, "--precision", job.precision,
-             "--batch-sizes", ",".join(map(str, job.batch_sizes)), "--out", str(folder), *common, *job.args]
+             "--batch-sizes", ",".join(map(str, job.batch_sizes)), "--out", str(folder), *common, *calib, *job.args]
     env_vars = {"PYTHONPATH": str(ROOT)}
     if docker:
         return {"mode": "docker", "python": None, "argv": ["-m", "invoke", "run", "--docker", *words],
@@ -332,8 +353,17 @@ def _error_line(log: Path, code: int) -> str | None:
         lines = []
     errors = [ln for ln in lines if ln.startswith("error:")]
     reason = (errors or lines or [""])[-1].removeprefix("error:").strip()
-    how = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+    how = _killed(-code) if code < 0 else f"exit {code}"
     return (f"{how}: {reason}" if reason else how)[:300]
+
+
+def _killed(signum: int) -> str:
+    """`killed by SIGKILL (out of memory?)`: a job's death by a signal, named."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    return f"killed by {name}" + (" (out of memory?)" if signum == signal.SIGKILL else "")
 
 
 def _result_texts(folder: Path) -> dict[str, str]:
@@ -344,7 +374,7 @@ def _result_texts(folder: Path) -> dict[str, str]:
             text = p.read_text()
             if json.loads(text).get("kind") == "zoo.result":
                 out[str(p.relative_to(folder))] = text
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             continue
     return out
 
@@ -366,6 +396,8 @@ def run_job(spec: dict) -> dict:
     wait, and return the outcome with its result JSONs' text. A cancel (KeyboardInterrupt in the
     task) stops the command first; the command also stops if this worker dies (ZOO_PARENT_PID)."""
     import socket
+    if threading.current_thread() is threading.main_thread():  # a worker born with SIGINT ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # ray.cancel must still interrupt it
     folder = Path(spec["dir"])
     folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -414,11 +446,15 @@ def default_cpus_per_job() -> int:
 def cluster_address(cluster: str | None) -> str:
     """Ray's address: "local" (a cluster started here, stopped at the end), "auto" (the running
     one), ray://HOST:PORT or HOST:PORT; None: RAY_ADDRESS when set, else local."""
+    from zoo.shard import cluster_problem
+    what = "--cluster" if cluster is not None else "RAY_ADDRESS"
     if cluster is None:
         cluster = os.environ.get("RAY_ADDRESS") or "local"
-    if cluster in ("local", "auto") or ADDRESS.fullmatch(cluster):
-        return cluster
-    raise MatrixError(f"--cluster must be local, auto, ray://HOST:PORT or HOST:PORT, got {cluster!r}")
+    problem = cluster_problem(cluster, what) or (cluster_problem(os.environ.get("RAY_ADDRESS"), "RAY_ADDRESS")
+                                                 if cluster == "auto" else None)
+    if problem:  # before Ray is imported: it would import the module named before any other "scheme://"
+        raise MatrixError(problem)
+    return cluster
 
 
 def _connect(ray, address: str) -> str:
@@ -532,13 +568,27 @@ def run_jobs(jobs: list[Job], specs: dict[str, dict], out: Path, address: str, c
     as they finish, a progress line each. Ctrl-C or SIGTERM: the outstanding tasks cancelled (their
     commands stopped), Ray shut down, Interrupted (130/143)."""
     if address != "local":
-        from zoo.shard import use_cluster_token
+        from zoo.errors import ZooError
+        from zoo.shard import check_reachable, use_cluster_token
+        try:  # nothing listening: one line now, not Ray's retries for minutes; Ray's join bounded
+            check_reachable(address if address != "auto" else os.environ.get("RAY_ADDRESS", ""))
+        except ZooError as exc:
+            raise MatrixError(str(exc)) from None
         use_cluster_token()  # before Ray reads its configuration: the token `ray start` wrote
     import ray
     from ray.exceptions import RayError
-    where = _connect(ray, address)
-    log(f"matrix: {len(jobs)} job(s) on {where}, {cpus_per_job} CPU(s) per job")
     main = threading.current_thread() is threading.main_thread()
+    # Ctrl-C explicitly, before Ray starts its processes: invoke started from a background job
+    # inherits SIGINT ignored, and so would a local cluster's workers, where ray.cancel (which
+    # interrupts the task's main thread as SIGINT would) then does nothing
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler) if main else None
+    try:
+        where = _connect(ray, address)
+    except BaseException:
+        if main:
+            signal.signal(signal.SIGINT, previous_int if previous_int is not None else signal.SIG_DFL)
+        raise
+    log(f"matrix: {len(jobs)} job(s) on {where}, {cpus_per_job} CPU(s) per job")
     _signalled.clear()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
     rows, pending, by_id = {}, {}, {j.id: j for j in jobs}
@@ -586,6 +636,7 @@ def run_jobs(jobs: list[Job], specs: dict[str, dict], out: Path, address: str, c
         ray.shutdown()
         if main:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            signal.signal(signal.SIGINT, previous_int if previous_int is not None else signal.SIG_DFL)
     return [rows[j.id] for j in jobs], where
 
 
@@ -614,7 +665,8 @@ def check_out(out: Path) -> None:
 
 
 def run_matrix(jobs: list[Job], out: Path, common: list[str], cluster: str | None = None,
-               cpus_per_job: int | None = None, docker: bool = False, log=print) -> dict:
+               cpus_per_job: int | None = None, docker: bool = False, log=print,
+               calibration: dict[str, list[str]] | None = None) -> dict:
     """Run the matrix and write, into `out`: jobs/<job>/ (each job's results and job.log),
     matrix.json and matrix.md (the summary), report.md/report.html (runner/report.py, over every
     valid result). Returns the summary."""
@@ -625,12 +677,13 @@ def run_matrix(jobs: list[Job], out: Path, common: list[str], cluster: str | Non
     check_out(out)
     address = cluster_address(cluster)
     cpus = cpus_per_job or default_cpus_per_job()
-    specs = {job.id: job_spec(job, out, common, docker) for job in jobs}
+    specs = {job.id: job_spec(job, out, common, docker, calibration) for job in jobs}
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     started = time.monotonic()
     rows, where = run_jobs(jobs, specs, out, address, cpus, log)
     summary = {"kind": SUMMARY_KIND, "created": created, "cluster": where, "address": address,
                "cpus_per_job": cpus, "docker": docker, "common_args": common,
+               "calibration_args": [w for ws in (calibration or {}).values() for w in ws],
                "wall_s": round(time.monotonic() - started, 3),
                "ok": sum(r["status"] == "ok" for r in rows), "failed": sum(r["status"] != "ok" for r in rows),
                "jobs": rows, "report": None, "report_error": None}

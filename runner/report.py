@@ -15,6 +15,12 @@ The content is built once as a list of blocks (headings, paragraphs, tables, ima
 rendered twice: to Markdown and to a single self-contained HTML page (plots embedded as
 base64 PNGs; the PNG files are also written next to the page).
 
+Each run's status is a badge (OK, INVALID, FAILED: zoo.checks.status_of, so a record from before
+schema 1.10 that said ok over a failed verify is INVALID too); an invalid run's label carries
+[INVALID] in every table and plot, its accuracy cells say so and its reason is a warning: its
+figures are never shown as a sound run's. Records are read through runner.validate (schema and
+the record checker's rules: a record that breaks one stops the report, exit 2).
+
     python -m runner.report RESULTS_DIR [--out DIR]
 """
 from __future__ import annotations
@@ -30,12 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.validate import ResultError, load_results
+from zoo.checks import invalid_reason, status_of
 
 STAGE_ORDER = ("read", "preprocess", "infer", "postprocess")
 SCOPES = (("infer_only", "inference only (runtime call on a resident batch)"),
           ("pipeline", "pipeline (read + preprocess + infer + postprocess over the dataset)"))
 DASH = "—"
 NUMBER = re.compile(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?%?( \(.*\))?|—|failed \[\d+\]")  # right-aligned in HTML
+BADGES = {"ok": "OK", "invalid": "INVALID", "failed": "FAILED"}
+INVALID = " [INVALID]"
 
 
 @dataclass
@@ -65,6 +74,11 @@ def _verdict(passed) -> str:
     return {True: "pass", False: "FAIL"}.get(passed, "n/a")
 
 
+def _badge(run: dict) -> str:
+    status = status_of(run)
+    return BADGES.get(status, status.upper())
+
+
 def _compact(value) -> str:
     if isinstance(value, list):
         return ",".join(_compact(v) for v in value)
@@ -81,7 +95,8 @@ def _labels(runs: list[dict]) -> list[str]:
     several = len({r["precision"] for r in runs}) > 1
     base = [f"{r['runtime']['name']} {r['device']['type']}" + (f" {r['precision']}" if several else "")
             + (f" {r['sharding']['count']} shards" if r.get("sharding") else "") for r in runs]
-    return [f"{b} ({r['run_id']})" if base.count(b) > 1 else b for b, r in zip(base, runs)]
+    labels = [f"{b} ({r['run_id']})" if base.count(b) > 1 else b for b, r in zip(base, runs)]
+    return [label + (INVALID if status_of(r) == "invalid" else "") for label, r in zip(labels, runs)]
 
 
 def _subset(record: dict, n: int) -> str | None:
@@ -101,13 +116,14 @@ def _accuracy_table(runs, labels) -> Table:
             value, refv = acc["value"], ref.get("value")
             delta = ref.get("delta", None if refv is None else value - refv)
             drop = ref.get("relative_drop", None if not refv else (refv - value) / refv)
-            ours = _f(value, 4)
+            ours = _f(value, 4) + (" (INVALID)" if status_of(run) == "invalid" else "")
             subset = _subset(run, acc["num_samples"])
             if subset:
                 ours += " " + subset
             rows.append([label, acc["name"], acc["metric"], ours, _f(refv, 4), ref.get("source", DASH),
                          DASH if delta is None else f"{delta:+.4f}",
-                         DASH if drop is None else f"{100 * drop:.2f}%", _verdict(acc["passed"])])
+                         DASH if drop is None else f"{100 * drop:.2f}%",
+                         "INVALID" if status_of(run) == "invalid" else _verdict(acc["passed"])])
             if acc.get("description"):
                 notes.setdefault(acc["name"], f"{acc['name']}: {acc['description']}")
     tolerances = sorted({f"{100 * a['reference']['tolerance']:.2f}%" for r in runs for a in r["accuracy"]
@@ -375,7 +391,7 @@ def _failed(run: dict, scope: str, bs: int) -> bool:
 def _fp32_runs(runs: list[dict]) -> dict[tuple, dict]:
     """(runtime, device type) -> that runtime's fp32 run in the result set (the latest started)."""
     out: dict[tuple, dict] = {}
-    for r in sorted((r for r in runs if r["precision"] == "fp32" and r["status"] == "ok"),
+    for r in sorted((r for r in runs if r["precision"] == "fp32" and status_of(r) == "ok"),
                     key=lambda r: r["timestamps"]["started"]):
         out[(r["runtime"]["name"], r["device"]["type"])] = r
     return out
@@ -472,6 +488,7 @@ def _precision_table(runs, labels) -> Table | None:
     names = [f"{r['runtime']['name']} {r['device']['type']}" for r in runs]
     keys = [(n, r["precision"]) for n, r in zip(names, runs)]
     names = [f"{n} ({r['run_id']})" if keys.count(k) > 1 else n for n, k, r in zip(names, keys, runs)]
+    names = [n + (INVALID if status_of(r) == "invalid" else "") for n, r in zip(names, runs)]
     rows, notes = [], []
     for i in order:
         run = runs[i]
@@ -643,8 +660,9 @@ def _model_section(name: str, runs: list[dict]) -> list[Block]:
     variants = sorted({r["model"]["variant"] for r in runs})
     blocks: list[Block] = [("h2", f"{name}: {m['title']}"),
                            ("p", f"{len(runs)} run(s); variant {', '.join(variants) or DASH}")]
-    blocks += [("warn", f"{label}: run FAILED: {r['error'] or 'no reason given'}")
-               for r, label in zip(runs, labels) if r["status"] != "ok"]
+    blocks += [("warn", f"{label}: run {_badge(r)}: {r['error'] or invalid_reason(r) or 'no reason given'}"
+                        + ("; its figures are shown marked, not as a sound run's" if status_of(r) == "invalid" else ""))
+               for r, label in zip(runs, labels) if status_of(r) != "ok"]
     blocks += _provenance_lines(runs, labels)
     blocks += [("h3", "Accuracy"), ("table", _accuracy_table(runs, labels))]
     blocks += [("table", t) for t in _per_class_tables(runs, labels)]
@@ -678,7 +696,7 @@ def build_report(records: list[dict], source: str) -> list[Block]:
         by_model.setdefault(rec["model"]["name"], []).append(rec)
     overview = Table("Runs", ["model", "run_id", "runtime", "device", "precision", "status", "started"],
                      [[r["model"]["name"], r["run_id"], f"{r['runtime']['name']} {r['runtime']['version']}",
-                       f"{r['device']['type']} ({r['device']['name']})", r["precision"], r["status"],
+                       f"{r['device']['type']} ({r['device']['name']})", r["precision"], _badge(r),
                        r["timestamps"]["started"]] for r in records])
     blocks: list[Block] = [("h1", "Inference report"),
                            ("p", f"{len(records)} result file(s) from {source}; {len(by_model)} model(s). "
@@ -724,7 +742,16 @@ caption{text-align:left;font-weight:600;padding:.3em 0}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}td.n{text-align:right}
 th{background:#f0f0f0}
 .warn{background:#fff4d6;border-left:4px solid #e0a000;padding:.4em .8em}
-.notes{font-size:.85em;color:#555;margin-top:-1em}img{max-width:100%}"""
+.notes{font-size:.85em;color:#555;margin-top:-1em}img{max-width:100%}
+.badge{font-weight:700;padding:0 .4em;border-radius:3px;color:#fff;background:#2a7d2a}
+.badge.INVALID,.badge.FAILED{background:#c0392b}"""
+
+
+def _html_cell(c: str) -> str:
+    e = html.escape
+    if c in BADGES.values():
+        return f'<td><span class="badge {c}">{c}</span></td>'
+    return f'<td class="n">{e(c)}</td>' if NUMBER.fullmatch(c) else f"<td>{e(c)}</td>"
 
 
 def to_html(blocks: list[Block]) -> str:
@@ -741,8 +768,7 @@ def to_html(blocks: list[Block]) -> str:
         else:
             t: Table = rest[0]
             head = "".join(f"<th>{e(h)}</th>" for h in t.header)
-            rows = "".join("<tr>" + "".join(f'<td class="n">{e(c)}</td>' if NUMBER.fullmatch(c) else f"<td>{e(c)}</td>"
-                                            for c in row) + "</tr>" for row in t.rows)
+            rows = "".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in t.rows)
             body.append(f"<table><caption>{e(t.title)}</caption><thead><tr>{head}</tr></thead>"
                         f"<tbody>{rows}</tbody></table>")
             if t.notes:

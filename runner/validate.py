@@ -11,6 +11,10 @@ class ResultError(Exception):
     """A result file that is missing, unreadable or does not match the schema."""
 
 
+class _NotJSON(ResultError):
+    """A file that is not JSON (find_results lets load_result name it, if it is among results)."""
+
+
 def validate_record(record: dict, origin: str = "<record>") -> dict:
     """Raise ResultError naming the first violation (path and message); return the record."""
     try:
@@ -19,14 +23,28 @@ def validate_record(record: dict, origin: str = "<record>") -> dict:
         raise ResultError(str(exc)) from None
 
 
-def load_result(path: Path) -> dict:
+def read_json(path: Path):
+    """A result file's JSON value; anything that keeps it from being read is one ResultError line
+    naming the file: missing, a folder named *.json, unreadable, not JSON, nested too deeply for
+    the parser (RecursionError)."""
     path = Path(path)
     try:
-        record = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise ResultError(f"{path}: no such result file") from None
+    except IsADirectoryError:
+        raise ResultError(f"{path}: a folder named like a result file (results are *.json files)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ResultError(f"{path}: not valid JSON ({exc})") from None
+        raise _NotJSON(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ResultError(f"{path}: not a result (JSON nested too deeply to read)") from None
+    except OSError as exc:
+        raise ResultError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def load_result(path: Path) -> dict:
+    path = Path(path)
+    record = read_json(path)
     return validate_record(record, str(path))
 
 
@@ -38,8 +56,8 @@ def find_results(folder: Path) -> list[Path]:
     out = []
     for p in sorted(folder.rglob("*.json")):
         try:
-            data = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = read_json(p)  # a folder named *.json, unreadable, nested too deeply: one line
+        except _NotJSON:
             data = {"kind": "zoo.result"}  # looks like one of ours but broken: let load_result say why
         # valid JSON that is not an object (the COCO detections a run keeps in <run_id>.predictions/)
         # is not a record

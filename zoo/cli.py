@@ -6,9 +6,11 @@
   python -m zoo diagnose --model unetpp --precision int8 [--samples N] [--auto]   (where int8 loses accuracy)
   python -m zoo models
 
-Exit codes: 0 ok, 1 (score) a figure differs from the record, 2 a clear error (one line on stderr;
-`--debug` adds the traceback of an unexpected one), 130 interrupted (Ctrl-C), 143 terminated
-(SIGTERM, or the parent process died).
+Exit codes: 0 ok; 1 (run, bench) the record is written but INVALID -- verify against PyTorch or
+a reduced precision against its fp32 baseline failed: status "invalid", and an `INVALID: <reason>`
+line on stderr --, (score) a figure differs from the record or breaks a record rule; 2 a clear
+error (one line on stderr; `--debug` adds the traceback of an unexpected one), 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM, or the parent process died).
 No result file is written unless the whole run succeeded and the record validated."""
 from __future__ import annotations
 
@@ -23,16 +25,31 @@ from pathlib import Path
 from zoo.errors import ZooError, one_line
 
 
-def parser() -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are the zoo's: one line on stderr naming the option, exit 2 (no usage
+    block: `--help` shows it). No abbreviations (allow_abbrev off, subcommands too): `--runt X`
+    must not mean --runtime, nor `--ou DIR` --out (a matrix job's args, a typo)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        _say(f"error: {self.prog}: {message}")
+        raise SystemExit(2)
+
+
+def parser(typed_only: bool = False) -> argparse.ArgumentParser:
     """The run options of `run`, `bench` and `prep` come from their one declaration
-    (zoo.stages.config.OPTIONS); bench's --runtimes, prep's --bin-dir and score's are their own."""
+    (zoo.stages.config.OPTIONS); bench's --runtimes, prep's --bin-dir and score's are their own.
+    `typed_only`: the declared options without defaults (typed_fields)."""
     from zoo.stages import config
-    ap = argparse.ArgumentParser(prog="python -m zoo", description=__doc__.split("\n\n")[0])
+    ap = _Parser(prog="python -m zoo", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run one model's guide end to end on one runtime")
     b = sub.add_parser("bench", help="PyTorch eager vs the compiled runtime, side by side")
     for cmd, p in (("run", r), ("bench", b)):
-        config.add_arguments(p, cmd)
+        config.add_arguments(p, cmd, typed_only)
         p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     b.add_argument("--runtimes", "--backends", dest="runtimes", default="torch,onnxruntime",
                    help="comma-separated runtimes, side by side (--backends: the old name)")
@@ -40,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
                                         "them (default: --precision)")
     pr = sub.add_parser("prep", help="write the preprocessed inputs as <id>.bin (float32 CHW), as the guides' "
                         "preprocessing scripts do, for tools that read .bin files (ais_bench, benchmark)")
-    config.add_arguments(pr, "prep")
+    config.add_arguments(pr, "prep", typed_only)
     pr.add_argument("--bin-dir", type=Path, required=True, help="output folder (must not exist yet)")
     sc = sub.add_parser("score", help="recompute a run's accuracy from its saved predictions (--save-predictions), "
                         "without inference; exit 1 when it differs from the record")
@@ -49,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     dg = sub.add_parser("diagnose", help="where a reduced-precision model loses accuracy: per-layer comparison with fp32, "
                         "first jump, per-layer sensitivity; --auto keeps the most sensitive layers in fp32")
-    config.add_arguments(dg, "diagnose")
+    config.add_arguments(dg, "diagnose", typed_only)
     dg.add_argument("--samples", type=int, default=8, help="evaluation samples compared (the split's first N; default 8)")
     dg.add_argument("--auto", action="store_true", help="keep the most sensitive layers in fp32 until within the "
                     "manifest's tolerance (1%%) of fp32, and print the --keep-fp32 list")
@@ -57,18 +74,48 @@ def parser() -> argparse.ArgumentParser:
                     "fraction of decisions flipped vs fp32 (default: metric, fidelity with a random checkpoint)")
     dg.add_argument("--top", type=int, default=10, help="sensitivity units printed (default 10)")
     dg.add_argument("--out", type=Path, help="the JSON report's path (default: results/<model>/diagnose-<runtime>-"
-                    "<precision>-<time>.json)")
-    dg.set_defaults(precision="int8")
+                    "<precision>-<time>-<6 hex>.json; never over an existing file)")
+    if not typed_only:
+        dg.set_defaults(precision="int8")
     dg.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     sub.add_parser("models", help="list the models")
     return ap
 
 
+def typed_fields(argv: list[str]) -> set[str]:
+    """The declared options the command line gives, a default value typed explicitly included
+    (argparse's defaults hide it): argv parsed again by a parser without their defaults."""
+    return set(vars(parser(typed_only=True).parse_args(argv)))
+
+
+def refuse_unused(args, argv: list[str]) -> None:
+    """A calibration option typed for a run that would not read it (--calib-size 32 on an fp32
+    run): one line naming it, before any work. bench: unless one of its runtime x precision runs
+    reads it."""
+    from zoo.runtimes import get_runtime
+    from zoo.stages.config import CALIBRATION, unused_calibration_option
+    typed = [f for f in CALIBRATION if f in typed_fields(argv)]
+    if not typed:
+        return
+    if args.cmd == "bench":
+        runtimes = [get_runtime(n.strip()) for n in args.runtimes.split(",") if n.strip()]
+        precisions = [p.strip() for p in (args.precisions or args.precision).split(",") if p.strip()]
+    else:
+        runtimes, precisions = [get_runtime(args.runtime)], [args.precision]
+    for field in typed:
+        problems = [unused_calibration_option([field], rt, precisions) for rt in runtimes]
+        if problems and all(problems):
+            raise ZooError(problems[0])
+
+
 def bench_configs(args) -> list:
     """One run per runtime x precision, in that order; a precision a runtime does not run is left
-    out with a line saying so (a precision no runtime runs is an error)."""
+    out with a line saying so (a precision no runtime runs is an error). A run that does not read
+    a calibration option has it at its default (an fp32 run beside an int8 one)."""
+    import dataclasses
+
     from zoo.runtimes import get_runtime
-    from zoo.stages.config import from_namespace
+    from zoo.stages.config import CALIBRATION, from_namespace, option, unused_calibration_option
     runtimes = [b.strip() for b in args.runtimes.split(",") if b.strip()]
     precisions = [p.strip() for p in (args.precisions or args.precision).split(",") if p.strip()]
     if not runtimes:
@@ -81,7 +128,9 @@ def bench_configs(args) -> list:
             if problem:
                 print(f"bench: left out: {problem}", file=sys.stderr)
                 continue
-            configs.append(from_namespace(args, runtime=name, precision=precision))
+            unused = [f for f in CALIBRATION if unused_calibration_option([f], get_runtime(name), [precision])]
+            cfg = from_namespace(args, runtime=name, precision=precision)
+            configs.append(dataclasses.replace(cfg, **{f: option(f).default for f in unused}))
             ran = True
         if not ran:
             raise ZooError(f"--precisions {precision}: none of the runtimes {', '.join(runtimes)} runs it")
@@ -139,8 +188,29 @@ class Terminated(KeyboardInterrupt):
     path that handles KeyboardInterrupt runs, nothing is written), but exits 143."""
 
 
+_terminated: list[int] = []  # SIGTERM's mark: a library's wait (Ray's) may turn Terminated into KeyboardInterrupt
+
+
 def _on_sigterm(signum, frame):
+    _terminated.append(signum)
     raise Terminated()
+
+
+def _install_signals() -> dict | None:
+    """The zoo's SIGTERM handler, and SIGINT's KeyboardInterrupt set explicitly: a process started
+    from a background job of a non-interactive shell inherits SIGINT ignored, and a Ctrl-C that
+    invoke forwards (or a user's kill -INT) must still stop the run. The previous handlers, to
+    restore (None off the main thread, where Python cannot set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _terminated.clear()
+    return {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm),
+            signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
+
+
+def _restore_signals(previous: dict | None) -> None:
+    for sig, handler in (previous or {}).items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def _watch_parent() -> None:
@@ -181,6 +251,8 @@ def _dispatch(args, argv: list[str]) -> int:
         return 0
     if args.cmd == "prep":
         from zoo.run import write_bins
+        from zoo.stages.config import check_values
+        check_values(args, "prep")  # --limit 0 would write an empty folder
         print(write_bins(args.model, args.data, args.ids_file, args.limit, args.options, args.bin_dir))
         return 0
     if args.cmd == "score":
@@ -196,10 +268,12 @@ def _dispatch(args, argv: list[str]) -> int:
     if args.cmd == "_child":
         print(run(from_json(args.config), argv))
         return 0
+    if args.cmd in ("run", "bench"):
+        refuse_unused(args, argv)
     if args.cmd == "run":
         path = run(from_namespace(args), argv)
         print(path)
-        return 0
+        return _verdict([path])
     import json
     configs = bench_configs(args)
     for cfg in configs:  # every runtime's settings checked before the first one runs
@@ -208,7 +282,21 @@ def _dispatch(args, argv: list[str]) -> int:
     print(bench_table([json.loads(p.read_text()) for p in paths]))
     for p in paths:
         print(p)
-    return 0
+    return _verdict(paths)
+
+
+def _verdict(paths: list[Path]) -> int:
+    """1 with a loud `INVALID: <reason>` line per invalid record (status "invalid": written, but
+    its numerics failed a check), else 0. A `_child` (--isolate) returns 0: its parent judges."""
+    import json
+    from zoo.checks import status_of
+    code = 0
+    for path in paths:
+        rec = json.loads(Path(path).read_text())
+        if status_of(rec) == "invalid":
+            _say(f"INVALID: {rec.get('error') or 'a check failed'} ({path})")
+            code = 1
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,8 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(cmd="_child", config=argv[2])
     else:
         args = parser().parse_args(argv)
-    installed = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if installed else None
+    previous = _install_signals()
     parent_pid = os.environ.get("ZOO_PARENT_PID")  # restored below: main() may run in-process (tests)
     try:
         _watch_parent()
@@ -232,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         _say("error: terminated (SIGTERM); no result written")
         return 143
     except KeyboardInterrupt:
+        if _terminated:  # SIGTERM, seen by Ray's wait as a KeyboardInterrupt
+            _say("error: terminated (SIGTERM); no result written")
+            return 143
         _say("error: interrupted; no result written")
         return 130
     except MemoryError as exc:
@@ -252,8 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"error: {type(exc).__name__}: {one_line(exc)[:500]}" + ("" if debug else " (--debug shows the traceback)"))
         return 2
     finally:
-        if installed:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        _restore_signals(previous)
         if parent_pid is None:
             os.environ.pop("ZOO_PARENT_PID", None)
         else:

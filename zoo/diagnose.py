@@ -378,22 +378,40 @@ def _auto_by(weights, judge: Judge, asked: str | None) -> str:
     return "fidelity" if "random" in name or not judge.usable_metrics() else "metric"
 
 
-def check(cfg, samples: int):
-    """The diagnose options checked before any work: the run's checks (zoo.stages.config) plus
-    a runtime that quantizes a graph and a calibrated precision it runs."""
-    from zoo.stages.config import check_config
+def check(cfg, samples: int, out: Path | None = None):
+    """The diagnose options checked before any work: the run's checks (zoo.stages.config, on the
+    fp32 side: diagnose compares with fp32, and its results folder is made only when the report
+    goes there), a runtime that quantizes a graph and a calibrated precision it runs, the
+    calibration's (zoo.stages.config.check_calibration), and an --out that is a new file."""
+    from zoo.stages.config import check_calibration, check_config, without_calibration
     if cfg.runtime not in RUNTIMES:
         raise ZooError(f"diagnose: --runtime must be one of {', '.join(RUNTIMES)}, got {cfg.runtime!r}")
     if samples < 1:
         raise ZooError(f"diagnose: --samples must be >= 1, got {samples}")
-    manifest, runtime_cls, adapter = check_config(dataclasses.replace(cfg, precision="fp32"))
+    if out is not None:
+        _check_out(Path(out))
+    fp32 = without_calibration(dataclasses.replace(cfg, precision="fp32"))
+    manifest, runtime_cls, adapter = check_config(fp32, results_folder=out is None)
     if not runtime_cls.needs_calibration(cfg.precision):
         raise ZooError(f"diagnose: --precision must be a calibrated precision "
                        f"({', '.join(runtime_cls.calibrated_precisions)}), got {cfg.precision!r}")
     problem = runtime_cls.precision_problem(cfg.precision)
     if problem:
         raise ZooError(f"--precision {cfg.precision}: {problem}")
+    check_calibration(cfg, manifest, runtime_cls)
     return manifest, runtime_cls, adapter
+
+
+def _check_out(out: Path) -> None:
+    """--out names a new file in a writable folder: an existing file (a result record, an earlier
+    report) is never replaced."""
+    from zoo.fileutil import check_writable_dir
+    from zoo.ids import shown
+    if out.is_dir():
+        raise ZooError(f"--out {shown(out)}: is a folder (--out is the report's file path)")
+    if out.exists() or out.is_symlink():
+        raise ZooError(f"--out {shown(out)}: already exists (diagnose writes a new file, never over another)")
+    check_writable_dir(out.parent, "report folder")
 
 
 def _inputs(cfg, manifest, adapter, samples: int, cache: Path):
@@ -429,12 +447,7 @@ def diagnose(cfg, samples: int = DEFAULT_SAMPLES, auto: bool = False, out: Path 
 
     say = log or stage_log
     t0 = time.time()
-    manifest, runtime_cls, adapter = check(cfg, samples)
-    if out is not None:
-        from zoo.fileutil import check_writable_dir
-        if Path(out).is_dir():
-            raise ZooError(f"{out}: is a folder (--out is the report's file path)")
-        check_writable_dir(Path(out).parent, "report folder")
+    manifest, runtime_cls, adapter = check(cfg, samples, out)
     cache = cache_dir()
     inp, outp = manifest.input["name"], manifest.output["name"]
     say(f"[1/5] weights, {samples} evaluation samples, export")
@@ -548,13 +561,21 @@ def _jsonable(obj):
 
 
 def write_report(report: dict, cfg, out: Path | None) -> Path:
-    """The JSON report, atomically: --out, or results/<model>/diagnose-<runtime>-<precision>-<stamp>.json."""
-    from zoo.fileutil import atomic_write_text
+    """The JSON report, atomically and as a new file (never over another: a file that appeared
+    at --out meanwhile is a one-line error): --out, or
+    results/<model>/diagnose-<runtime>-<precision>-<stamp>-<6 hex>.json."""
+    from zoo.fileutil import create_new_bytes, create_unique_text
+    from zoo.ids import shown
     from zoo.stages.record import stamp
-    path = Path(out) if out else Path(cfg.out) / report["model"] / \
-        f"diagnose-{report['runtime']}-{report['precision']}-{stamp(time.time())}.json"
-    atomic_write_text(path, json.dumps(_jsonable(report), indent=1, allow_nan=False) + "\n")
-    return path
+    text = json.dumps(_jsonable(report), indent=1, allow_nan=False) + "\n"
+    if out is None:
+        stem = f"diagnose-{report['runtime']}-{report['precision']}-{stamp(time.time())}"
+        return create_unique_text(Path(cfg.out) / report["model"], stem, lambda name, path: text)
+    try:
+        create_new_bytes(Path(out), text.encode())
+    except FileExistsError:
+        raise ZooError(f"--out {shown(out)}: already exists (created while diagnose ran; not replaced)") from None
+    return Path(out)
 
 
 # --- the printed answer -----------------------------------------------------------------------

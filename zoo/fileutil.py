@@ -137,15 +137,20 @@ def create_unique_json(folder: Path, record: dict, key: str = "run_id", validate
 
 
 def read_json(path: Path, what: str, missing: str = "not found"):
-    """A JSON file's value; a missing or unreadable one is a one-line ZooError naming it."""
+    """A JSON file's value; a missing or unreadable one (a folder, not JSON, nested too deeply for
+    the parser) is a one-line ZooError naming it."""
     from zoo.errors import ZooError
     from zoo.ids import shown
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ZooError(f"{shown(path)}: {what} {missing}") from None
+    except IsADirectoryError:
+        raise ZooError(f"{shown(path)}: unreadable {what} (a folder, not a file)") from None
     except (OSError, ValueError) as exc:
-        raise ZooError(f"{shown(path)}: unreadable {what} ({exc})") from None
+        raise ZooError(f"{shown(path)}: unreadable {what} ({getattr(exc, 'strerror', None) or exc})") from None
+    except RecursionError:
+        raise ZooError(f"{shown(path)}: unreadable {what} (JSON nested too deeply)") from None
 
 
 def check_writable_dir(folder: Path, what: str) -> None:

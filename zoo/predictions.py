@@ -6,7 +6,8 @@ A prediction is either
     `<key>/<id>.png` (bool masks as 0/255, labels as uint8, or uint16 above 255 classes); or
   - `Detections` of one image: kept in one COCO results file, `detections.json`
     ([{image_id, category_id, bbox: [x, y, w, h], score}], the rows COCO AP is computed from).
-`index.json` lists the ids in scoring order and what was kept."""
+`index.json` lists the ids in scoring order and what was kept; `read_predictions` checks its shape
+first (an edited or foreign index is one line naming it, never a traceback in the middle of a score)."""
 from __future__ import annotations
 
 import json
@@ -109,6 +110,35 @@ class PredictionWriter:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def _checked_index(index, path: Path) -> dict:
+    """index.json as PredictionWriter.close wrote it, or a one-line ZooError naming what is not:
+    its format, the ids (distinct strings), the maps (name -> bool|int), the detections file (a
+    name inside the folder)."""
+    def bad(what: str):
+        raise ZooError(f"{shown(path)}: not a predictions index: {what}")
+    if not isinstance(index, dict):
+        bad(f"expected an object, got {type(index).__name__}")
+    if index.get("format_version") != FORMAT_VERSION:
+        raise ZooError(f"{shown(path)}: predictions format {index.get('format_version')!r}, "
+                       f"this zoo reads {FORMAT_VERSION}")
+    ids = index.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        bad("no 'ids' list of sample ids" if ids is None else "'ids' must be a list of sample id strings")
+    if len(set(ids)) != len(ids):
+        bad("'ids' lists a sample twice")
+    maps, det = index.get("maps", {}), index.get("detections")
+    if not isinstance(maps, dict) or not all(isinstance(k, str) and k and "/" not in k and k not in (".", "..")
+                                             and v in ("bool", "int") for k, v in maps.items()):
+        bad("'maps' must map prediction names to 'bool' or 'int'")
+    if det is not None and (not isinstance(det, str) or Path(det).name != det or det in (".", "..")):
+        bad("'detections' must be a file name in the predictions folder, or null")
+    if det is not None and not all(i.isascii() and i.isdigit() for i in ids):
+        bad("the ids of detections must be integer image ids")
+    if not maps and det is None and ids:
+        bad("neither 'maps' nor 'detections': nothing was kept")
+    return index
+
+
 def read_predictions(folder: Path):
     """(ids, iterator of (id, prediction)) of a folder PredictionWriter wrote."""
     import cv2
@@ -116,17 +146,18 @@ def read_predictions(folder: Path):
     index_path = folder / "index.json"
     if not index_path.is_file():
         raise ZooError(f"{shown(index_path)}: no saved predictions here (run with --save-predictions)")
-    index = read_json(index_path, "predictions index")
-    if index.get("format_version") != FORMAT_VERSION:
-        raise ZooError(f"{shown(index_path)}: predictions format {index.get('format_version')!r}, "
-                       f"this zoo reads {FORMAT_VERSION}")
+    index = _checked_index(read_json(index_path, "predictions index"), index_path)
     ids = list(index["ids"])
     by_image: dict[int, list[dict]] = {}
     if index.get("detections"):
         det_path = folder / index["detections"]
         rows = read_json(det_path, "detections")
-        for r in rows:
-            by_image.setdefault(int(r["image_id"]), []).append(r)
+        for r in rows if isinstance(rows, list) else [None]:
+            try:
+                by_image.setdefault(int(r["image_id"]), []).append(r)
+            except (TypeError, KeyError, ValueError):
+                raise ZooError(f"{shown(det_path)}: not a list of detections with integer image_id "
+                               f"(got {str(r)[:80]})") from None
 
     def items():
         for sid in ids:

@@ -1,4 +1,6 @@
-"""Validation of result records against schema/result.schema.json (JSON Schema 2020-12).
+"""Validation of result records against schema/result.schema.json (JSON Schema 2020-12), then
+against the record checker's consistency rules (zoo.checks: a figure that is not the number the
+record's other figures make).
 
 Used twice: by `zoo run` before it writes a record, and by the host runner on every record it
 collects. Depends only on jsonschema (no torch), so the host environment can import it."""
@@ -10,6 +12,7 @@ from functools import lru_cache
 
 import jsonschema
 
+from zoo import checks
 from zoo.paths import SCHEMA_DIR
 
 
@@ -54,9 +57,12 @@ def finite_or_none(obj):
     return obj
 
 
-def validate(record: dict, origin: str = "<record>", name: str = "result.schema.json") -> dict:
+def validate(record: dict, origin: str = "<record>", name: str = "result.schema.json",
+             rules=checks.GROUPS) -> dict:
     """Raise SchemaError naming the first violation (JSON path and message); return the record.
-    A non-finite number is a violation too (strict JSON)."""
+    A non-finite number is a violation too (strict JSON). A result record must then keep every
+    consistency rule of `rules` (zoo.checks groups; `zoo score` recomputes the accuracy instead
+    of trusting its rules)."""
     bad = first_nonfinite(record)
     if bad:
         raise SchemaError(f"{origin}: not strict JSON: a non-finite number (NaN/Infinity) at {bad}")
@@ -66,4 +72,16 @@ def validate(record: dict, origin: str = "<record>", name: str = "result.schema.
         where = "/".join(str(p) for p in e.absolute_path) or "(root)"
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         raise SchemaError(f"{origin}: does not match {name} at {where}: {' '.join(e.message.split())[:300]}{more}")
+    if name == "result.schema.json":
+        check(record, origin, rules)
+    return record
+
+
+def check(record: dict, origin: str = "<record>", rules=checks.GROUPS) -> dict:
+    """Raise SchemaError naming the first broken consistency rule (zoo.checks) of a schema-valid
+    record; return the record."""
+    broken = checks.broken(record, rules)
+    if broken:
+        more = f" (+{len(broken) - 1} more)" if len(broken) > 1 else ""
+        raise SchemaError(f"{origin}: breaks a record rule {broken[0]}{more}")
     return record

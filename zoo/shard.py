@@ -18,14 +18,25 @@ reason. A shard that keeps failing fails the run (one line, no result). An error
 (a corrupt image, NaN outputs) is not retried: it fails the run with the worker's message.
 
 Ray is imported here only, and this module only by a run with --shards: single-process runs never
-import Ray. Scheduling is Ray's: the zoo only says what one shard needs."""
+import Ray. Scheduling is Ray's: the zoo only says what one shard needs.
+
+Options are checked before any work (check_options, from check_config): --cluster is one of the
+forms the zoo supports (Ray would import the module named before any other `scheme://`), --devices
+are ASCII device numbers and only with a device resource (a CPU shard opens no device, and the
+record would claim them), --shards at most the samples. Joining a cluster is bounded
+(ZOO_CLUSTER_TIMEOUT seconds, default 30): the address must accept a TCP connection first, and
+Ray's own join is given one attempt of that length (Ray retries for about 14 minutes by default).
+Ray's SIGTERM handler (sys.exit) is replaced by the zoo's again after ray.init, so a terminated
+sharded run stops like a single-process one (one line, 143)."""
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import logging
 import os
+import re
 import signal
+import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -44,6 +55,81 @@ FAULT_ENV = "ZOO_SHARD_FAULT"  # fault injection for the tests (first attempt on
 # (the worker SIGKILLs itself) or "oom:<shard>:<after samples>:<MiB>" (it fills that much memory and
 # waits for Ray's memory monitor, set by the test below its usage, to kill it)
 OOM_WAIT_S = 120
+CLUSTER_FORMS = "local, auto, ray://HOST:PORT or HOST:PORT"
+ADDRESS = re.compile(r"(?P<scheme>ray://)?(?P<host>[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})")
+CLUSTER_TIMEOUT_ENV = "ZOO_CLUSTER_TIMEOUT"  # seconds a join may take (the TCP check, then Ray's one attempt)
+CLUSTER_TIMEOUT_S = 30.0
+
+
+def cluster_problem(text: str | None, what: str = "--cluster") -> str | None:
+    """Why `text` is not a cluster the zoo supports (None: it is one). Checked before Ray is
+    imported: Ray treats `scheme://...` as a module to import (`this://x` ran `import this`)."""
+    if text is None or text in ("local", "auto"):
+        return None
+    m = ADDRESS.fullmatch(text)
+    if m is None or not 1 <= int(m["port"]) <= 65535:
+        return f"{what} must be {CLUSTER_FORMS} (a port 1-65535), got {text!r}"
+    return None
+
+
+def cluster_timeout() -> float:
+    """ZOO_CLUSTER_TIMEOUT (seconds, > 0), else CLUSTER_TIMEOUT_S."""
+    text = os.environ.get(CLUSTER_TIMEOUT_ENV)
+    if text is None:
+        return CLUSTER_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ZooError(f"{CLUSTER_TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def check_reachable(address: str, what: str = "--cluster") -> None:
+    """A one-line ZooError unless HOST:PORT of `address` (ray:// or not) accepts a TCP connection
+    within cluster_timeout(): nothing listening fails here, at once, instead of in Ray's retries.
+    Bounds Ray's own join to one attempt of that length (Ray reads these settings when imported:
+    call this first; a value the user set is kept)."""
+    timeout = cluster_timeout()
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "1")  # the driver's GCS connect attempts
+    os.environ.setdefault("RAY_py_gcs_connect_timeout_s", str(max(1, round(timeout))))
+    m = ADDRESS.fullmatch(address)
+    if m is None:  # auto without RAY_ADDRESS: the cluster Ray finds here, joined within the bound
+        return
+    try:
+        socket.create_connection((m["host"], int(m["port"])), timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or one_line(exc))
+        hint = " (is the head's Ray Client server up?)" if m["scheme"] else ""
+        raise ZooError(f"{what} {address}: cannot start or join the Ray cluster: nothing answers at "
+                       f"{m['host']}:{m['port']} ({reason}; {CLUSTER_TIMEOUT_ENV}={timeout:g} s){hint}") from None
+
+
+def check_options(cfg, runtime_cls) -> None:
+    """The --shards options that need neither data nor Ray, before any work (check_config)."""
+    if not getattr(cfg, "shards", None):
+        return
+    problem = cluster_problem(cfg.cluster)
+    if problem:
+        raise ZooError(problem)
+    if cfg.cluster not in (None, "local"):
+        cluster_timeout()  # ZOO_CLUSTER_TIMEOUT, read now rather than at stage 6
+    if cfg.devices is not None:
+        ids = [d.strip() for d in cfg.devices.split(",")]
+        if not all(d.isascii() and d.isdigit() for d in ids):  # str.isdigit() accepts '٣', '²'
+            raise ZooError(f"--devices must be device numbers in ASCII digits (0-9), got {cfg.devices!r}")
+        if shard_resource(cfg, runtime_cls) is None:
+            raise ZooError(f"--devices {cfg.devices}: {cfg.runtime} shards run on CPU slots and open no device "
+                           f"(--devices needs a device runtime, or --shard-resource NAME to place shards by it)")
+    if cfg.limit is not None and cfg.shards > cfg.limit:
+        raise ZooError(f"--shards {cfg.shards}: more shards than the {cfg.limit} sample(s) of --limit {cfg.limit}")
+
+
+def check_count(cfg, source) -> None:
+    """--shards against the samples, as soon as the dataset is open (before weights, export, Ray)."""
+    if getattr(cfg, "shards", None) and cfg.shards > len(source):
+        raise ZooError(f"--shards {cfg.shards}: only {len(source)} sample(s) to split")
 
 
 def shard_resource(cfg, runtime_cls) -> str | None:
@@ -221,7 +307,12 @@ class Cluster:
 def connect(cluster: str | None, resource: str | None, devices: list[str] | None, cpus: int) -> Cluster:
     """Start a local cluster (--cluster local, the default; with --devices it has that many units
     of the shard resource) or join one (auto: RAY_ADDRESS or a running cluster; an address)."""
-    if (cluster or "local") != "local":
+    mode = cluster or "local"
+    if mode != "local":
+        problem = cluster_problem(os.environ.get("RAY_ADDRESS"), "RAY_ADDRESS") if mode == "auto" else None
+        if problem:
+            raise ZooError(f"--cluster auto: {problem}")
+        check_reachable(mode if mode != "auto" else os.environ.get("RAY_ADDRESS", ""))  # before Ray is imported
         use_cluster_token()  # before Ray reads its configuration
     try:
         import ray
@@ -230,9 +321,9 @@ def connect(cluster: str | None, resource: str | None, devices: list[str] | None
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
            **{k: os.environ[k] for k in PASSED_ENV if k in os.environ}}
     runtime_env = {"env_vars": env}
-    mode = cluster or "local"
     # Ray probes for Ascend NPUs by importing `acl` and logs a traceback where there is none
     logging.getLogger("ray._private.accelerators.npu").setLevel(logging.CRITICAL)
+    zoo_sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with sys.exit(15): Ray's crash dump, exit 1
     try:
         if mode == "local":
             resources = {resource: float(len(devices))} if resource and devices else None
@@ -253,6 +344,15 @@ def connect(cluster: str | None, resource: str | None, devices: list[str] | None
             hint = (" (is the head's Ray Client server up? `ray start --head --ray-client-server-port PORT "
                     "--runtime-env-agent-port FIXED`: Ray 2.60's client proxy fails with the default agent port 0)")
         raise ZooError(f"--cluster {mode}: cannot start or join the Ray cluster: {one_line(exc)[:300]}{hint}") from None
+    finally:
+        _restore_sigterm(zoo_sigterm)
+
+
+def _restore_sigterm(handler) -> None:
+    """The zoo's SIGTERM handler again (zoo.cli: one line, 143), where ray.init replaced it."""
+    import threading
+    if threading.current_thread() is threading.main_thread() and handler is not None:
+        signal.signal(signal.SIGTERM, handler)
 
 
 # Ray Client (ray://) gives each driver its own server process on the head, started by the head's
@@ -448,8 +548,7 @@ def sharded_sweep(cfg, runtime_cls, manifest, adapter, source, export: dict,
     from zoo.stages.infer import Peak, _with_cost
     resource = shard_resource(cfg, runtime_cls)
     devices = device_list(cfg.devices)
-    if cfg.shards > len(source):
-        raise ZooError(f"--shards {cfg.shards}: only {len(source)} samples to split")
+    check_count(cfg, source)  # zoo.run checked it already; sharded_sweep may be called on its own
     cluster = connect(cfg.cluster, resource, devices, default_threads())  # imports Ray first
     import ray
     driver = None

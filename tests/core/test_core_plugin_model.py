@@ -73,7 +73,7 @@ def test_runs_end_to_end_and_rescores(tmp_path):
     png = sorted((result.parent / kept["path"] / "mask").glob("*.png"))[0]
     cv2.imwrite(str(png), 255 - cv2.imread(str(png), cv2.IMREAD_UNCHANGED))
     bad = zoo("score", str(result), tmp_path=tmp_path)
-    assert bad.returncode == 1 and "DIFFERS tiny.iou" in bad.stderr, (bad.returncode, bad.stderr[-2000:])
+    assert bad.returncode == 1 and "DIFFERS tiny.metrics.iou" in bad.stderr, (bad.returncode, bad.stderr[-2000:])
 
 
 def test_adapter_options_are_read_only(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 
 from runner.compare import compare, run_compare
 from runner.validate import ResultError
+from tests.records import restated
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "result_example.json"
@@ -38,7 +39,7 @@ def scaled(rec: dict, acc: dict | None = None, thr: float = 1.0, bs_fail: int | 
         if bs_fail is not None and p["batch_size"] == bs_fail:
             p.update(status="failed", error="out of memory", throughput=None)
     rec["timestamps"]["finished"] = "2026-11-23T00:00:00Z"
-    return rec
+    return restated(rec)  # its derived figures too: the readers refuse a record that contradicts itself
 
 
 def by_item(c):
@@ -174,8 +175,11 @@ def test_a_failed_verify_in_the_new_run_is_a_regression():
     bad["schema_version"] = "1.6"
     bad["verify"] = comparison
     for accuracy_only in (False, True):
-        (r,) = compare([b], [bad], accuracy_only=accuracy_only).regressions
+        status, r = compare([b], [bad], accuracy_only=accuracy_only).regressions
         assert r.item == "verify vs PyTorch" and r.status == "failed" and "300 decision flips" in r.note
+        # a 1.6 record said ok over a failed verify: read as invalid (zoo.checks.status_of), a regression by status too
+        assert status.item == "record status" and status.status == "failed"
+        assert status.note.startswith("invalid: verify failed: openvino 2025.1 vs torch (fp32): max_rel_diff 0.02")
     good = copy.deepcopy(bad)
     good["verify"].update(passed=True, numerics_passed=True, decision_flips=0, max_rel_diff=1e-6)
     assert compare([b], [good]).regressions == []

@@ -202,12 +202,23 @@ def test_dry_run_prints_each_jobs_command_without_ray(tmp_path):
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
+def test_calibration_options_reach_only_the_jobs_that_calibrate(tmp_path):
+    """--calib-size/--calib-seed given to a matrix go to its int8 jobs only: an fp32 run refuses a
+    calibration option it would not read, so passing them to every job would fail the fp32 ones."""
+    proc = _invoke("--models", "unetpp", "--runtimes", "onnxruntime", "--precisions", "fp32,int8", "--batch-sizes", "1",
+                   "--calib-size", "8", "--calib-seed", "0", "--out", tmp_path / "m", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    cmds = {line.split(":")[0].strip(): line for line in proc.stdout.splitlines() if " -m zoo run " in line}
+    assert "--calib-size 8 --calib-seed 0" in cmds["unetpp/onnxruntime/int8"]
+    assert "--calib" not in cmds["unetpp/onnxruntime/fp32"]
+
+
 def test_error_line_of_a_job(tmp_path):
     log = tmp_path / "job.log"
     log.write_text("[1/7] config\nerror: unetpp: unknown model option(s) x\n")
     assert mx._error_line(log, 2) == "exit 2: unetpp: unknown model option(s) x"
     log.write_text("Segmentation fault\n")
-    assert mx._error_line(log, -11) == "killed by signal 11: Segmentation fault"
+    assert mx._error_line(log, -11) == "killed by SIGSEGV: Segmentation fault"
     assert mx._error_line(log, 0) is None
 
 
@@ -289,7 +300,10 @@ def test_interrupt_cancels_the_jobs_and_writes_no_report(tmp_path, how, code, li
         [sys.executable, "-m", "invoke", "matrix", "--models", "unetpp", "--runtimes", "onnxruntime,torch",
          "--precisions", "fp32", "--batch-sizes", "1", "--no-peak", "--iters", "100000", "--time-budget", "600",
          "--stable-tolerance", "0", "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True, env={**os.environ, "ZOO_CACHE": str(tmp_path / "cache")})
+        text=True, start_new_session=True, env={**os.environ, "ZOO_CACHE": str(tmp_path / "cache")},
+        # SIGINT ignored, as a background job of a non-interactive shell starts it: the matrix sets
+        # its own handler, whatever the caller's disposition
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:

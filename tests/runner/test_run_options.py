@@ -123,3 +123,64 @@ def test_a_new_declared_option_needs_no_other_edit(monkeypatch, tmp_path):
     helps = {arg.name: arg.help for arg in tasks.run.get_arguments()}
     assert helps["colour"] == "the colour of the test" and helps["color"] == "the old name of --colour"
     assert tasks._zoo_args({"color": "blue", "repeats": "3"}) == ["--colour", "blue", "--repeats", "3"]
+
+
+# --- issue 21: options that must be refused or mean what they say (host side) -------------------
+
+def test_invoke_passes_on_every_value_given_a_default_one_too():
+    # diagnose's own --precision default is int8: the run option's default (fp32) given to
+    # `invoke diagnose` must reach it, and so must any value equal to a default
+    tasks = load_tasks()
+    assert tasks._zoo_args({"precision": "fp32"}, "diagnose") == ["--precision", "fp32"]
+    assert tasks._zoo_args({"calib_size": "32", "calib_seed": "0"}) == ["--calib-size", "32", "--calib-seed", "0"]
+    assert tasks._zoo_args({"calib_from_eval": True}) == ["--calib-from-eval"]
+    assert tasks._zoo_args({"precision": None, "calib_from_eval": False}) == []
+    # a config's own command line (bench, isolate) still leaves its defaults out
+    assert to_argv(RunConfig(model="unetpp")) == ["--model", "unetpp"]
+
+
+def test_the_command_line_tells_a_typed_default_from_an_untyped_one():
+    assert "calib_size" in cli.typed_fields(["run", "--model", "m", "--calib-size", "32"])
+    assert "calib_size" not in cli.typed_fields(["run", "--model", "m"])
+    assert {"calib_from_eval", "options"} <= cli.typed_fields(["bench", "--model", "m", "--calib-from-eval",
+                                                              "--option", "a=1", "--option", "b=2"])
+    args = cli.parser().parse_args(["run", "--model", "m", "--option", "a=1", "--option", "b=2"])
+    assert args.options == {"a": "1", "b": "2"} and args.calib_size == 32
+
+
+def test_a_negative_seed_is_refused_naming_the_option():
+    with pytest.raises(ZooError) as ei:
+        check_config(RunConfig(model="no-such-model", calib_seed=-1))
+    assert str(ei.value) == "--calib-seed must be >= 0, got -1"
+
+
+def _one_line_failure(proc, *needles):
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (proc.returncode, proc.stderr)
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["run", "--model", "unetpp", "--iters", "abc"], ["argument --iters", "invalid int value: 'abc'"]),
+    (["run", "--model", "unetpp", "--time-budget", "1s"], ["argument --time-budget", "invalid float value: '1s'"]),
+    (["diagnose", "--model", "unetpp", "--samples", "x"], ["argument --samples", "invalid int value: 'x'"]),
+    (["run", "--model", "unetpp", "--precision", "int4"], ["argument --precision", "invalid choice: 'int4'"]),
+])
+def test_a_bad_number_on_the_zoo_command_line_is_one_line(args, needles, tmp_path):
+    # argparse's own errors (usage block + message) become the zoo's one line, exit 2
+    proc = subprocess.run([sys.executable, "-m", "zoo", *args, "--out", str(tmp_path / "r")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    _one_line_failure(proc, *needles)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--max-accuracy-drop", "abc"), ("--max-throughput-drop", "1e"),
+                                        ("--max-accuracy-drop", "nan"), ("--max-accuracy-drop", "1.5")])
+def test_compare_thresholds_that_are_not_fractions_are_one_line(flag, value, tmp_path):
+    out = tmp_path / "cmp"
+    proc = subprocess.run([sys.executable, "-m", "invoke", "compare", str(tmp_path), str(tmp_path), flag, value,
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    _one_line_failure(proc, flag, repr(value))
+    assert not out.exists()

@@ -44,7 +44,9 @@ def test_signal_to_invoke_reaches_the_model_process(tmp_path, sig, code, line):
                              "--iters", "100000", "--time-budget", "600", "--stable-tolerance", "0", "--no-peak",
                              "--out", str(out)],  # no stop-when-stable: still timing when signalled
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            # SIGINT ignored, as a background job of a non-interactive shell starts it:
+                            # invoke and the model process set their own handlers, whatever the caller's
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline = time.time() + 300
         for text in proc.stderr:  # the model process's progress comes through invoke's stderr

@@ -52,6 +52,16 @@ class Source(ABC):
     sample, never skips it."""
 
     family: str                     # "dsb2018", "cityscapes", "voc", "coco"
+    # True when every split is a list of ids over one pool of files (DSB2018's stage1_train, VOC's
+    # JPEGImages): the same id in two splits is the same sample. False when each split has its own
+    # files (Cityscapes' and COCO's split folders): splits of different names share no sample.
+    splits_share_files: bool = False
+
+    @classmethod
+    def listing(cls, root: Path, split: dict) -> Path | None:
+        """The file a split's ids come from when no ids file is given (None: the family lists its
+        samples otherwise, or has no such file): the calibration checks read it without opening."""
+        return None
 
     def __init__(self, opened: Opened, ids: list[str]):
         self.opened = opened

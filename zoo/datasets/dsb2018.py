@@ -66,6 +66,7 @@ class DSB2018(Source):
     ids, the size and every source file's size and mtime)."""
 
     family = "dsb2018"
+    splits_share_files = True
 
     def __init__(self, opened: Opened, ids: list[str], img_size: int, cache: Path):
         super().__init__(opened, ids)

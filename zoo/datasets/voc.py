@@ -56,6 +56,12 @@ class VOCSegmentation(Source):
     255 = border), Sample.info {"image", "label"} (the two files)."""
 
     family = "voc"
+    splits_share_files = True
+
+    @classmethod
+    def listing(cls, root: Path, split: dict) -> Path | None:
+        voc = root / "VOC2012" if (root / "VOC2012").is_dir() else root
+        return voc / "ImageSets" / "Segmentation" / f"{split['name']}.txt" if split.get("name") else None
 
     def __init__(self, opened: Opened, ids: list[str], voc: Path, listing: Path):
         super().__init__(opened, ids)

@@ -20,7 +20,7 @@ def calibration_for(cfg, runtime_cls, manifest, adapter, cache: Path):
         return None
     from zoo.quant.calibration import open_calibration
     return open_calibration(manifest, adapter, cfg.data, cfg.calib_ids, cfg.calib_size, cfg.calib_method,
-                            cfg.calib_seed, cfg.calib_from_eval, cache)
+                            cfg.calib_seed, cfg.calib_from_eval, cache, cfg.ids_file, cfg.limit)
 
 
 def compile_runtime(cfg, runtime_cls, manifest, export: dict, module, cache: Path, calibration=None,

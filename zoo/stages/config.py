@@ -47,7 +47,7 @@ class _Pairs(argparse.Action):
     """Repeated KEY=VALUE flags collected into one dict (a later KEY wins)."""
 
     def __call__(self, parser, namespace, value, option_string=None):
-        setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), value[0]: value[1]})
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest, None) or {}), value[0]: value[1]})
 
 
 # kind -> (the CLI text's converter, RunConfig's field type)
@@ -95,10 +95,14 @@ class Option:
         """The Python names of the flags (invoke's parameters, an isolate config's old keys)."""
         return tuple(f[2:].replace("-", "_") for f in self.flags)
 
-    def add_to(self, parser: argparse.ArgumentParser) -> None:
+    def add_to(self, parser: argparse.ArgumentParser, typed_only: bool = False) -> None:
+        """The option in an argparse parser; `typed_only`: no default (the namespace then holds
+        only what was typed, a default value typed explicitly included: zoo.cli.typed_fields)."""
         kw: dict[str, Any] = {"dest": self.field, "help": self.help}
         if self.default is REQUIRED:
             kw["required"] = True
+        elif typed_only:
+            kw["default"] = argparse.SUPPRESS
         else:
             kw["default"] = self.default() if callable(self.default) else self.default
         if self.kind == "switch":
@@ -115,10 +119,11 @@ class Option:
                 kw["metavar"] = self.metavar or self.names[0].upper()
         parser.add_argument(*self.flags, **kw)
 
-    def argv(self, value) -> list[str]:
+    def argv(self, value, given: bool = False) -> list[str]:
         """The command-line words that give `value` (typed, or text as invoke passes it); none
-        for None or the default."""
-        if value is None or value == self.default:
+        for None, nor for the default unless `given` (a value the user gave is always passed on:
+        the command it goes to may have another default, diagnose's --precision int8)."""
+        if value is None or (value == self.default and not given):
             return []
         if self.kind == "switch":
             return [self.flag] if bool(value) != bool(self.default) else []
@@ -157,7 +162,8 @@ OPTIONS: tuple[Option, ...] = (
            help="int8: calibration samples, a seeded subset of the calibration split kept in its order (default: 32)"),
     Option("calib_method", ("--calib-method",), default="minmax", choices=("minmax", "entropy", "percentile"),
            help="int8: activation-range method of the calibration (ONNX Runtime; default: minmax)"),
-    Option("calib_seed", ("--calib-seed",), "int", default=0, help="int8: seed of the calibration subset (default: 0)"),
+    Option("calib_seed", ("--calib-seed",), "int", default=0, bounds=((">=", 0),),
+           help="int8: seed of the calibration subset (default: 0)"),
     Option("calib_from_eval", ("--calib-from-eval",), "switch", default=False,
            help="int8: calibrate on the evaluation split (when no calibration split exists; the record marks it)"),
     Option("keep_fp32", ("--keep-fp32",), metavar="LAYERS",
@@ -274,9 +280,9 @@ def make_run_config(declared: tuple[Option, ...]) -> type:
 RunConfig = make_run_config(OPTIONS)
 
 
-def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+def add_arguments(parser: argparse.ArgumentParser, command: str, typed_only: bool = False) -> None:
     for o in options(command):
-        o.add_to(parser)
+        o.add_to(parser, typed_only)
 
 
 def from_namespace(args: argparse.Namespace, **fixed) -> RunConfig:
@@ -285,12 +291,13 @@ def from_namespace(args: argparse.Namespace, **fixed) -> RunConfig:
     return RunConfig(**{**{o.field: getattr(args, o.field) for o in OPTIONS if hasattr(args, o.field)}, **fixed})
 
 
-def to_argv(values, command: str = "run") -> list[str]:
+def to_argv(values, command: str = "run", given: bool = False) -> list[str]:
     """The `python -m zoo <command>` words that give these values: a RunConfig, or a mapping of
-    field names to values (typed, or text as given to invoke)."""
+    field names to values (typed, or text as given to invoke). `given`: the values are what the
+    user gave (an invoke task's), each passed on even when it equals the run option's default."""
     if not isinstance(values, Mapping):
         values = {o.field: getattr(values, o.field) for o in OPTIONS}
-    return [w for o in options(command) for w in o.argv(values.get(o.field))]
+    return [w for o in options(command) for w in o.argv(values.get(o.field), given)]
 
 
 def to_json(cfg) -> str:
@@ -349,9 +356,73 @@ def _check_sharding(cfg: RunConfig) -> None:
             raise ZooError(f"--devices must be distinct comma-separated device numbers, got {cfg.devices!r}")
 
 
-def check_config(cfg: RunConfig):
+# The options that only a calibrated precision (int8) reads; --keep-fp32 also the float16
+# conversion of KEEP_FP32_ALSO's runtimes. Given to a run that does not read them, they are refused:
+# a record must not look as if they had been applied.
+CALIBRATION = ("calib_ids", "calib_size", "calib_method", "calib_seed", "calib_from_eval", "keep_fp32")
+KEEP_FP32_ALSO = {("onnxruntime-cuda", "fp16")}
+# The precisions every runtime calibrates (zoo.runtimes.base.Runtime.calibrated_precisions), for
+# the host, which imports no runtime: invoke matrix gives a job the calibration options only then.
+CALIBRATED_PRECISIONS = ("int8",)
+
+
+def reads_calibration(runtime: str, precision: str, field: str) -> bool:
+    """Whether a run of `precision` on `runtime` reads the calibration option `field` (host side)."""
+    return precision in CALIBRATED_PRECISIONS or (field == "keep_fp32" and (runtime, precision) in KEEP_FP32_ALSO)
+
+
+def without_calibration(cfg: RunConfig) -> RunConfig:
+    """cfg with the calibration options at their defaults (a pass that does not calibrate: the
+    fp32 side of bench and diagnose)."""
+    return dataclasses.replace(cfg, **{f: option(f).default for f in CALIBRATION})
+
+
+def unused_calibration_option(fields, runtime_cls, precisions) -> str | None:
+    """Why the first of `fields` (calibration options) has no effect on these precisions of this
+    runtime, or None when each is read by one of them."""
+    for field in (f for f in CALIBRATION if f in set(fields)):
+        used = [p for p in precisions if runtime_cls.needs_calibration(p)
+                or (field == "keep_fp32" and (runtime_cls.name, p) in KEEP_FP32_ALSO)]
+        if not used:
+            which = ", ".join(runtime_cls.calibrated_precisions) or "no precision"
+            return (f"{option(field).flag} has no effect: --precision {'/'.join(precisions)} on {runtime_cls.name} "
+                    f"is not calibrated (only {which} is); leave it out")
+    return None
+
+
+def check_calibration(cfg: RunConfig, manifest, runtime_cls) -> None:
+    """The calibration options before any work: an option that would not be read (set to another
+    value than its default: zoo.cli also refuses one typed with its default value), a missing
+    --calib-ids, --calib-from-eval with --calib-ids, and calibration ids that are evaluation ids of
+    this run (zoo.quant.calibration.check_disjoint)."""
+    problem = unused_calibration_option([f for f in CALIBRATION if getattr(cfg, f) != option(f).default],
+                                        runtime_cls, [cfg.precision])
+    if problem:
+        raise ZooError(problem)
+    if cfg.calib_ids is not None and cfg.calib_from_eval:
+        raise ZooError("--calib-from-eval and --calib-ids exclude each other (--calib-from-eval calibrates on "
+                       "the evaluation split itself)")
+    if cfg.calib_ids is not None and not Path(cfg.calib_ids).is_file():
+        from zoo.ids import shown
+        raise ZooError(f"--calib-ids {shown(cfg.calib_ids)}: calibration ids file not found")
+    if runtime_cls.needs_calibration(cfg.precision) and not cfg.calib_from_eval:
+        from zoo.quant.calibration import check_disjoint
+        check_disjoint(manifest, cfg.data, cfg.ids_file, cfg.limit, cfg.calib_ids)
+
+
+def check_values(values, command: str) -> None:
+    """The declared bounds and choices of a command's options (parsed arguments or a RunConfig):
+    `prep`, which builds no RunConfig, is checked with them too before any work."""
+    for o in options(command):
+        problem = o.problem(getattr(values, o.field, None))
+        if problem:
+            raise ZooError(problem)
+
+
+def check_config(cfg: RunConfig, results_folder: bool = True):
     """Every run option checked before any work (weights, data, export): one line per problem.
-    Returns what the checks built and the run goes on with: (manifest, runtime class, adapter)."""
+    Returns what the checks built and the run goes on with: (manifest, runtime class, adapter).
+    `results_folder` False: the results folder is not made (diagnose writing its --out elsewhere)."""
     from zoo.fileutil import check_writable_dir
     from zoo.manifest import load_manifest
     from zoo.runtimes import get_runtime
@@ -368,6 +439,9 @@ def check_config(cfg: RunConfig):
     _check_sharding(cfg)
     manifest = load_manifest(cfg.model)
     runtime_cls = get_runtime(cfg.runtime)
+    if cfg.shards:  # --cluster, --devices, --shards vs --limit (zoo.shard; Ray is not imported)
+        from zoo.shard import check_options
+        check_options(cfg, runtime_cls)
     problem = runtime_cls.precision_problem(cfg.precision)
     if problem:
         raise ZooError(f"--precision {cfg.precision}: {problem}")
@@ -382,5 +456,7 @@ def check_config(cfg: RunConfig):
         raise ZooError(f"{cfg.ids_file}: ids file not found")
     if cfg.data is not None and not Path(cfg.data).is_dir():
         raise ZooError(f"{cfg.data}: data folder not found")
-    check_writable_dir(Path(cfg.out) / manifest.name, "results folder")
+    check_calibration(cfg, manifest, runtime_cls)
+    if results_folder:
+        check_writable_dir(Path(cfg.out) / manifest.name, "results folder")
     return manifest, runtime_cls, adapter

@@ -94,6 +94,23 @@ def export_model(cfg, manifest, adapter, module, weights, batch: np.ndarray, met
     return export
 
 
+def verify_reference(export: dict, reference: np.ndarray, batch: np.ndarray, manifest) -> tuple[np.ndarray, str | None]:
+    """What the runtime under test is verified against: PyTorch's outputs (`reference`; label
+    None, verify's own), or, when a guide's edit changed the exported graph, the edited graph's
+    outputs from a plain ONNX Runtime session -- the model the runtimes run is the edited one, and
+    PyTorch's unedited outputs would fail every runtime by the edit's own effect (recorded apart,
+    in export.edit.effect_vs_torch)."""
+    edit = export.get("edit")
+    if not edit:
+        return reference, None
+    import onnxruntime as ort
+    inp, outp = manifest.input["name"], manifest.output["name"]
+    session = ort.InferenceSession(str(export["path"]), providers=["CPUExecutionProvider"])
+    label = (f"onnxruntime {ort.__version__} on the edited graph ({edit['name']}: the guide's edit; its effect "
+             f"vs torch is export.edit.effect_vs_torch)")
+    return session.run([outp], {inp: batch})[0], label
+
+
 def check_edit_allowed(adapter, runtime_cls, cfg, manifest) -> None:
     """An option that edits the exported graph needs a runtime that runs that graph (a property
     of the runtime: runs_onnx_graph) and no user --onnx file."""

@@ -48,7 +48,7 @@ def build(cfg, manifest, adapter, rt, peaks, weights, source, export: dict, veri
           accuracy: list, t_start: float, t_end: float, argv: list[str], predictions: dict | None,
           cache: Path, reduced_precision: dict | None = None, sharding: dict | None = None) -> dict:
     """The record; `reduced_precision` (schema 1.7) is zoo.stages.fidelity.fp32_baseline's block,
-    `sharding` (schema 1.8) zoo.shard.sharded_sweep's."""
+    `sharding` (schema 1.8) zoo.shard.sharded_sweep's; status ok or invalid (judged)."""
     rec = {
         "schema_version": RESULT_SCHEMA_VERSION, "kind": "zoo.result",
         "run_id": f"{manifest.name}-{cfg.runtime}-{stamp(t_start)}", "status": "ok", "error": None,
@@ -73,6 +73,17 @@ def build(cfg, manifest, adapter, rt, peaks, weights, source, export: dict, veri
         rec["reduced_precision"] = reduced_precision
     if sharding is not None:
         rec["sharding"] = sharding
+    return judged(rec)
+
+
+def judged(rec: dict) -> dict:
+    """Status invalid (schema 1.10), with the one-line reason in `error`, when verify or the
+    reduced precision failed: the record is still written (its speed is real), but nothing that
+    reads it may present its figures as a sound run's (MLPerf's INVALID, Polygraphy's exit code)."""
+    from zoo.checks import invalid_reason
+    reason = invalid_reason(rec)
+    if reason:
+        rec["status"], rec["error"] = "invalid", reason
     return rec
 
 

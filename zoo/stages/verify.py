@@ -94,9 +94,11 @@ def tolerance(manifest, precision: str) -> dict:
 
 
 def verify_runtime(rt, reference: np.ndarray, batch: np.ndarray, adapter, metas: list, manifest, inp: str, outp: str,
-                   precision: str = "fp32") -> dict:
-    """The runtime under test on the verify batch against the PyTorch outputs of the same batch."""
+                   precision: str = "fp32", reference_label: str | None = None) -> dict:
+    """The runtime under test on the verify batch against the reference outputs of the same batch
+    (PyTorch's, or those of a guide's edited graph: zoo.stages.export.verify_reference)."""
     candidate = rt.infer({inp: batch})[outp]
-    return {"reference": "torch (the loaded PyTorch module, fp32)", "candidate": f"{rt.name} {rt.version()}",
+    return {"reference": reference_label or "torch (the loaded PyTorch module, fp32)",
+            "candidate": f"{rt.name} {rt.version()}",
             "precision": precision, "batch_size": int(batch.shape[0]),
             **compare(reference, candidate, adapter, metas, tolerance(manifest, precision))}

@@ -235,7 +235,11 @@ def test_score_names_the_figure_a_damaged_prediction_changes(saved_run, run_zoo,
     assert proc.returncode == 1, proc.stderr[-3000:]
     recorded = next(a for a in rec["accuracy"] if a["name"] == "guide")["metrics"]["iou"]
     differs = [line for line in proc.stderr.splitlines() if line.startswith("DIFFERS")]
-    assert len(differs) == 1 and differs[0].startswith(f"DIFFERS guide.iou: recorded {recorded}, re-scored ")
+    # every figure the guide block states that the IoU makes (score compares them all: issue 21)
+    assert [d.split(":")[0] for d in differs] == ["DIFFERS guide.value", "DIFFERS guide.metrics.iou",
+                                                  "DIFFERS guide.reference.delta",
+                                                  "DIFFERS guide.reference.relative_drop"], differs
+    assert differs[1].startswith(f"DIFFERS guide.metrics.iou: recorded {recorded}, re-scored ")
     assert "Traceback" not in proc.stderr
     # a missing saved prediction is a one-line error naming the file
     victim.unlink()

@@ -169,7 +169,10 @@ def test_ctrl_c_stops_the_shards_and_the_local_cluster(tmp_path, cache):
     env = {**os.environ, "ZOO_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "zoo", "run", *FAST, "--out", str(out), "--batch-sizes", "1,4",
                              "--shards", "2", "--iters", "200", "--time-budget", "60", "--stable-tolerance", "0"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # SIGINT ignored, as a background job of a non-interactive shell starts it:
+                            # the zoo sets its own handler, whatever the caller's disposition
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     lines = []
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
