@@ -25,7 +25,7 @@
 set -euo pipefail
 
 MMCV_VERSION=2.1.0
-# sha256 of mmcv-2.1.0.tar.gz as PyPI serves it (files.pythonhosted.org .../a7/19/f97f0fd4...).
+# sha256 of mmcv-2.1.0.tar.gz as the package index serves it.
 MMCV_SDIST_SHA256=d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f
 PY="${1:?usage: mmcv_wheel.sh PYTHON [WHEEL_DIR]}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -18,6 +18,20 @@ from zoo.fileutil import file_digest
 EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
 
 
+def opset_problem(opset: int) -> str | None:
+    """None when the exporter (torch.onnx's TorchScript exporter) can export to `opset`, else why
+    not: checked before any work, not after the weights and data were loaded."""
+    try:
+        from torch.onnx import _constants
+        low, high = _constants.ONNX_MIN_OPSET, getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET",
+                                                       _constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):
+        return None  # the exporter says so itself at export
+    if not low <= opset <= high:
+        return f"the exporter ({EXPORTER}) exports opsets {low} to {high}"
+    return None
+
+
 def check_onnx(path: Path) -> str:
     """onnx.checker with full_check (shape inference); a broken file is a one-line ZooError."""
     import onnx

@@ -171,7 +171,7 @@ def test_other_build_inputs_build_the_environment_again(engine, tmp_path):
     """The inputs decide no tag, but an environment installed with another pip.conf (another
     index) is not the one asked for: it is reused for the same inputs only."""
     conf = tmp_path / "pip.conf"
-    conf.write_text("[global]\nindex-url = https://pypi.org/simple\n")
+    conf.write_text("[global]\nindex-url = https://index.invalid/simple\n")
     _build(engine, inputs=rd.build_inputs(pip_config=conf))
     env = engine.by_name(engine.plan[1].tag)
     assert env.labels[rd.INPUTS_LABEL].startswith("pip.conf sha256:")

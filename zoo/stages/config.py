@@ -457,6 +457,14 @@ def check_config(cfg: RunConfig, results_folder: bool = True):
     if cfg.data is not None and not Path(cfg.data).is_dir():
         raise ZooError(f"{cfg.data}: data folder not found")
     check_calibration(cfg, manifest, runtime_cls)
+    if cfg.opset is not None and cfg.onnx:
+        raise ZooError(f"--opset has no effect with --onnx (the given file is run as it is, at its own opset); "
+                       f"leave one out")
+    if cfg.opset is not None:
+        from zoo.export import opset_problem
+        problem = opset_problem(cfg.opset)
+        if problem:
+            raise ZooError(f"--opset {cfg.opset}: {problem}")
     if results_folder:
         check_writable_dir(Path(cfg.out) / manifest.name, "results folder")
     return manifest, runtime_cls, adapter

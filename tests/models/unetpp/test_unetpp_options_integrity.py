@@ -217,3 +217,23 @@ def test_prep_checks_its_options_before_writing(args, needle, tmp_path):
     # --limit 0 wrote an empty .bin folder (and prepared 0 samples)
     refused(zoo("prep", "--model", "unetpp", "--bin-dir", tmp_path / "bins", *args), needle)
     assert not (tmp_path / "bins").exists()
+
+
+# --- the export's opset ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("opset", ["-1", "99"])
+def test_an_opset_the_exporter_cannot_export_is_refused_before_any_work(out, tmp_path, opset):
+    """Refused by check_config (it used to fail at the export stage, after the weights and the data
+    were loaded); the cache stays untouched too."""
+    cache = tmp_path / "cache"
+    refused(zoo("run", "--model", "unetpp", "--opset", opset, "--out", out, cache=cache),
+            f"--opset {opset}", "exports opsets 7 to")
+    assert not out.exists() and not cache.exists()
+
+
+def test_opset_with_a_given_onnx_file_is_refused_as_without_effect(out, tmp_path):
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"not read: the option check comes first")
+    refused(zoo("run", "--model", "unetpp", "--onnx", onnx_file, "--opset", "11", "--out", out),
+            "--opset has no effect with --onnx")
+    assert not out.exists()
