@@ -19,6 +19,21 @@ def writable_copy(src: Path, dest: Path) -> Path:
     return Path(dest)
 
 
+def read_until(proc, marker: str, seconds: float = 300) -> list[str]:
+    """The stderr lines of a background `python -m zoo` process read until one starts with `marker`
+    (the stage a signal test waits for), the end of its stderr, or `seconds`."""
+    import time
+    lines, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.strip().startswith(marker):
+            break
+    return lines
+
+
 def result_files(folder: Path) -> list[Path]:
     return [p for p in Path(folder).rglob("*") if p.is_file()]
 

@@ -245,7 +245,7 @@ def test_nvidia_smi_on_path_does_not_give_the_cpu_image_gpus(client, spec, tmp_p
     assert rd.label_devices(rd.image_labels(client, IMAGE)) == ("cpu",)
     lines = []
     assert rd.run(MODEL, out=spec.out, dev_root=dev, zoo_args=["--batch-sizes", "0"], log=lines.append) == 2
-    assert "error: argument --batch-sizes" in lines[-1]  # the zoo ran and refused it
+    assert "argument --batch-sizes: batch sizes must be positive" in lines[-1]  # the zoo ran and refused it
 
 
 def _invoke_run(out, *extra):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.zootest import assert_clean_failure, result_files
+from tests.zootest import assert_clean_failure, read_until, result_files
 
 from .conftest import ROOT
 
@@ -130,16 +130,7 @@ def _start_and_wait(out: Path, cache: Path, marker: str, *args, preexec=None) ->
     proc = subprocess.Popen([sys.executable, "-m", "zoo", "run", *FAST, "--out", str(out), *args], cwd=ROOT,
                             env=_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=preexec)
-    lines = []
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.strip().startswith(marker):
-            break
-    return proc, lines
+    return proc, read_until(proc, marker)
 
 
 def test_sigterm_to_a_sharded_run_is_the_zoos_line_and_143(tmp_path, cache):

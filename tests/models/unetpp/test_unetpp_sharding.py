@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.zootest import assert_clean_failure, result_files
+from tests.zootest import assert_clean_failure, read_until, result_files
 
 from .conftest import ROOT
 
@@ -173,15 +173,7 @@ def test_ctrl_c_stops_the_shards_and_the_local_cluster(tmp_path, cache):
                             # SIGINT ignored, as a background job of a non-interactive shell starts it:
                             # the zoo sets its own handler, whatever the caller's disposition
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    lines = []
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.strip().startswith("shard 1:"):  # both actors up, timing started
-            break
+    lines = read_until(proc, "shard 1:")  # both actors up, timing started
     time.sleep(2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
