@@ -7,7 +7,12 @@ A prediction is either
   - `Detections` of one image: kept in one COCO results file, `detections.json`
     ([{image_id, category_id, bbox: [x, y, w, h], score}], the rows COCO AP is computed from).
 `index.json` lists the ids in scoring order and what was kept; `read_predictions` checks its shape
-first (an edited or foreign index is one line naming it, never a traceback in the middle of a score)."""
+first (an edited or foreign index is one line naming it, never a traceback in the middle of a score).
+
+The record keeps a digest of the folder (`predictions.sha256`: every file's relative path and
+sha256, `folder_digest`), as pip's --require-hashes keeps an artefact's: `invoke score` checks the
+files against it before scoring, so a saved prediction edited or damaged after the run is named
+as such, never taken for a change of the dataset's labels."""
 from __future__ import annotations
 
 import json
@@ -104,10 +109,41 @@ class PredictionWriter:
                  "detections": "detections.json" if self.detections is not None else None}
         atomic_write_text(self.folder / "index.json", json.dumps(index, indent=1))
         return {"path": str(self.folder), "num_samples": len(self.ids), "maps": sorted(self.maps),
-                "detections": self.detections is not None}
+                "detections": self.detections is not None, **folder_digest(self.folder)}
 
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file())
+
+
+def folder_digest(folder: Path) -> dict:
+    """{"sha256": the digest of every file's relative path and sha256, "files": how many}."""
+    import hashlib
+    from zoo.fileutil import file_digest
+    folder = Path(folder)
+    h = hashlib.sha256()
+    files = _files(folder)
+    for p in files:
+        h.update(f"{p.relative_to(folder).as_posix()}\0{file_digest(p)}\n".encode())
+    return {"sha256": h.hexdigest(), "files": len(files)}
+
+
+def check_digest(folder: Path, kept: dict) -> None:
+    """The folder's files are the ones the record vouches for (`kept`: its predictions block; a
+    record before schema 1.10 has no digest and is not checked); else a one-line ZooError naming
+    the first file that differs."""
+    want = kept.get("sha256")
+    if want is None:
+        return
+    got = folder_digest(folder)
+    if got["sha256"] == want:
+        return
+    raise ZooError(f"{shown(folder)}: the saved predictions are not the ones the record vouches for "
+                   f"({got['files']} file(s) now, {kept.get('files')} recorded; folder sha256 {got['sha256'][:12]}, "
+                   f"recorded {want[:12]}): edited or damaged after the run")
 
 
 def _checked_index(index, path: Path) -> dict:

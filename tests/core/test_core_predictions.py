@@ -35,8 +35,11 @@ def test_maps_round_trip_exactly(tmp_path):
     for sid, p in preds.items():
         w.add(sid, p)
     block = w.close()
+    from zoo.predictions import check_digest, folder_digest
     assert block == {"path": str(folder), "num_samples": 3, "maps": ["ignore", "instances", "labels", "mask"],
-                     "detections": False}
+                     "detections": False, **folder_digest(folder)}
+    assert block["files"] == 1 + 4 * 3  # index.json and a PNG per key and sample, each in the digest
+    check_digest(folder, block)
     # one lossless PNG per key and sample, of the smallest integer type that holds the values
     png = cv2.imread(str(folder / "mask" / "id0.png"), cv2.IMREAD_UNCHANGED)
     assert png.dtype == np.uint8 and set(np.unique(png)) <= {0, 255}
@@ -64,7 +67,17 @@ def test_detections_round_trip(tmp_path):
     w = PredictionWriter(tmp_path / "p")
     for d in (a, empty, c):
         w.add(str(d.image_id), d)
-    assert w.close() == {"path": str(tmp_path / "p"), "num_samples": 3, "maps": [], "detections": True}
+    block = w.close()
+    assert block == {"path": str(tmp_path / "p"), "num_samples": 3, "maps": [], "detections": True,
+                     "sha256": block["sha256"], "files": 2}  # index.json, detections.json
+    # one byte of the detections changed: not the files the record's digest vouches for
+    det = tmp_path / "p" / "detections.json"
+    det.write_text(det.read_text().replace("0.9", "0.8", 1))
+    from zoo.errors import ZooError
+    from zoo.predictions import check_digest
+    with pytest.raises(ZooError, match=r"not the ones the record vouches for \(2 file\(s\) now, 2 recorded"):
+        check_digest(tmp_path / "p", block)
+    det.write_text(det.read_text().replace("0.8", "0.9", 1))
     rows = json.loads((tmp_path / "p" / "detections.json").read_text())
     assert rows == a.rows + c.rows                      # the COCO results file AP is computed from
     ids, items = _read_all(tmp_path / "p")

@@ -104,7 +104,7 @@ def rescore(result_path: Path, data: Path | None = None) -> dict:
     from zoo.fileutil import read_json
     from zoo.manifest import load_manifest
     from zoo.paths import cache_dir
-    from zoo.predictions import read_predictions
+    from zoo.predictions import check_digest, read_predictions
 
     result_path = Path(result_path)
     rec = read_json(result_path, "result")
@@ -126,7 +126,8 @@ def rescore(result_path: Path, data: Path | None = None) -> dict:
     root = None if prov["builtin"] else Path(data or prov["path"])
     source = open_source(manifest, root, Path(prov["ids_file"]) if prov.get("ids_file") else None, prov.get("limit"),
                          cache_dir(), split="evaluation")
-    ids, items = read_predictions(folder)
+    ids, items = read_predictions(folder)  # the index's shape first (one line naming what is wrong)
+    check_digest(folder, kept)  # then the files are the run's, before anything is scored
     if ids != source.ids:
         raise ZooError(f"{shown(folder)}: the saved predictions' ids ({len(ids)}) are not the dataset's "
                        f"({len(source.ids)}, from {shown(source.root)}): not the same data")

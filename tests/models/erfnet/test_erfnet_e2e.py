@@ -155,5 +155,10 @@ def test_saved_predictions_rescore_to_the_recorded_figures(run_zoo, checkpoint, 
     assert score.returncode == 0 and "every figure equals the record's" in score.stdout, score.stderr[-2000:]
     m = cv2.imread(str(maps[0]), cv2.IMREAD_UNCHANGED)
     cv2.imwrite(str(maps[0]), (m + 1) % 20)  # every pixel of one image another class
-    bad = run_zoo("score", path)
+    bad = run_zoo("score", path)  # not the files the record's digest vouches for: nothing scored
+    assert bad.returncode == 2 and "not the ones the record vouches for" in bad.stderr, bad.stderr[-2000:]
+    import json
+    path.write_text(json.dumps({**rec, "predictions": {k: v for k, v in rec["predictions"].items()
+                                                       if k not in ("sha256", "files")}}))
+    bad = run_zoo("score", path)  # without the digest (a record before 1.10), the re-scoring tells
     assert bad.returncode == 1 and "DIFFERS guide.metrics.miou" in bad.stderr and "DIFFERS guide.value" in bad.stderr, bad.stderr[-2000:]

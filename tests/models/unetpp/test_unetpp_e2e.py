@@ -222,8 +222,10 @@ def test_score_recomputes_the_same_figures(saved_run, run_zoo):
 
 
 def test_score_names_the_figure_a_damaged_prediction_changes(saved_run, run_zoo, tmp_path):
-    """Flip the pixels of one saved guide mask: the guide IoU no longer matches the record, the
-    upstream one still does; exit 1."""
+    """Flip the pixels of one saved guide mask: the folder is no longer the one the record's digest
+    vouches for (one line, exit 2, nothing scored). Without the digest (a record before schema
+    1.10) the re-scoring itself tells: the guide IoU no longer matches the record, the upstream
+    one still does; exit 1."""
     rec, path = saved_run["record"], saved_run["path"]
     copy = tmp_path / path.name
     shutil.copyfile(path, copy)
@@ -231,6 +233,14 @@ def test_score_names_the_figure_a_damaged_prediction_changes(saved_run, run_zoo,
     victim = folder / "guide" / f"{builtin_ids()[3]}.png"
     mask = cv2.imread(str(victim), cv2.IMREAD_UNCHANGED)
     assert cv2.imwrite(str(victim), 255 - mask)
+    assert rec["predictions"]["files"] == 1 + 2 * 16  # index.json, a guide and an upstream mask per sample
+    proc = run_zoo("score", copy)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"error: {folder}: the saved predictions are not the ones the record vouches for (33 file(s) now, 33 recorded")
+    assert "DIFFERS" not in proc.stderr and not proc.stdout
+    undigested = {**rec, "predictions": {k: v for k, v in rec["predictions"].items() if k not in ("sha256", "files")}}
+    copy.write_text(json.dumps(undigested))
     proc = run_zoo("score", copy)
     assert proc.returncode == 1, proc.stderr[-3000:]
     recorded = next(a for a in rec["accuracy"] if a["name"] == "guide")["metrics"]["iou"]
