@@ -643,6 +643,8 @@ def _metrics(m: dict) -> str:
 
 def main(cfg, samples: int, auto: bool, top: int, out: Path | None, auto_by: str | None) -> int:
     """Print the table and the answer; the report's path last (stdout)."""
+    if top < 1:  # before any work, as check() does for the rest
+        raise ZooError(f"diagnose: --top must be >= 1 (sensitivity units printed), got {top}")
     report, path = diagnose(cfg, samples, auto, out, auto_by)
     print(format_table(report["layers"], report["first_jump"]))
     print()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import operator
 from collections.abc import Mapping
 from pathlib import Path
@@ -140,6 +141,8 @@ class Option:
             return None
         if self.choices and value not in self.choices:
             return f"{self.flag} must be one of {', '.join(map(str, self.choices))}, got {value!r}"
+        if self.kind == "float" and not math.isfinite(value):  # inf passes every bound: a budget never spent
+            return f"{self.flag} must be a finite number{' of ' + self.unit if self.unit else ''}, got {value}"
         if not all(_OPS[op](value, limit) for op, limit in self.bounds):
             rule = " and ".join(f"{op} {limit}" for op, limit in self.bounds)
             return f"{self.flag} must be {rule}{' ' + self.unit if self.unit else ''}, got {value}"

@@ -237,3 +237,15 @@ def test_opset_with_a_given_onnx_file_is_refused_as_without_effect(out, tmp_path
     refused(zoo("run", "--model", "unetpp", "--onnx", onnx_file, "--opset", "11", "--out", out),
             "--opset has no effect with --onnx")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("run", "--model", "unetpp", "--time-budget", "inf"), "--time-budget must be a finite number of seconds, got inf"),
+    (("run", "--model", "unetpp", "--isolate", "--memory-limit", "inf"), "--memory-limit must be a finite number of MB"),
+    (("diagnose", "--model", "unetpp", "--top", "0"), "--top must be >= 1"),
+])
+def test_numbers_that_pass_their_bounds_but_mean_nothing_are_refused(out, args, needle):
+    """inf passes '> 0' (a time budget never spent, a memory limit never reached); --top 0 prints
+    no unit: each is refused before any work."""
+    refused(zoo(*args, "--out", out / "x.json" if args[0] == "diagnose" else out), needle)
+    assert not out.exists()
