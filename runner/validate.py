@@ -33,7 +33,8 @@ def read_json(path: Path):
     except FileNotFoundError:
         raise ResultError(f"{path}: no such result file") from None
     except IsADirectoryError:
-        raise ResultError(f"{path}: a folder named like a result file (results are *.json files)") from None
+        what = "a folder named like a result file" if path.suffix == ".json" else "a folder, not a result file"
+        raise ResultError(f"{path}: {what} (results are *.json files)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise _NotJSON(f"{path}: not valid JSON ({exc})") from None
     except RecursionError:

@@ -251,6 +251,9 @@ def test_a_folder_named_json_among_results_is_one_line(tmp_path):
     report = _invoke("report", "--results", new, "--out", tmp_path / "rep")
     _one_line(report, 2, f"{new / 'x.json'}: a folder named like a result file")
     assert not (tmp_path / "rep").exists() or not list((tmp_path / "rep").iterdir())
+    # a folder given where a result file is expected is named for what it is
+    score = _invoke("score", new)
+    _one_line(score, 2, f"{new}: a folder, not a result file")
 
 
 def test_json_nested_too_deeply_is_one_line(tmp_path):
