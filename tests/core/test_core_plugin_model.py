@@ -68,10 +68,14 @@ def test_runs_end_to_end_and_rescores(tmp_path):
     assert "every figure equals the record's" in score.stdout
     assert f"iou={acc['value']:.6g}" in score.stdout
 
-    # a damaged prediction re-scores to another figure: the score command says so, exit 1
+    # a damaged prediction: not the files the record's digest vouches for (exit 2, nothing
+    # scored); without the digest (a record before schema 1.10) it re-scores to another figure, exit 1
     import cv2
     png = sorted((result.parent / kept["path"] / "mask").glob("*.png"))[0]
     cv2.imwrite(str(png), 255 - cv2.imread(str(png), cv2.IMREAD_UNCHANGED))
+    bad = zoo("score", str(result), tmp_path=tmp_path)
+    assert bad.returncode == 2 and "not the ones the record vouches for" in bad.stderr, (bad.returncode, bad.stderr[-2000:])
+    result.write_text(json.dumps({**rec, "predictions": {k: v for k, v in kept.items() if k not in ("sha256", "files")}}))
     bad = zoo("score", str(result), tmp_path=tmp_path)
     assert bad.returncode == 1 and "DIFFERS tiny.metrics.iou" in bad.stderr, (bad.returncode, bad.stderr[-2000:])
 
