@@ -141,7 +141,7 @@ class Option:
             return None
         if self.choices and value not in self.choices:
             return f"{self.flag} must be one of {', '.join(map(str, self.choices))}, got {value!r}"
-        if self.kind == "float" and not math.isfinite(value):  # inf passes every bound: a budget never spent
+        if self.kind == "float" and math.isinf(value):  # inf passes '> 0': a budget never spent (nan fails the bounds)
             return f"{self.flag} must be a finite number{' of ' + self.unit if self.unit else ''}, got {value}"
         if not all(_OPS[op](value, limit) for op, limit in self.bounds):
             rule = " and ".join(f"{op} {limit}" for op, limit in self.bounds)

@@ -189,9 +189,12 @@ def test_saved_run_records_verify_and_predictions(saved_run):
     rec, path = saved_run["record"], saved_run["path"]
     schema.validate(rec)
     _check_verify(rec["verify"], "onnxruntime", M.verify["batch_size"])
-    assert rec["predictions"] == {"path": f"{rec['run_id']}.predictions", "num_samples": 16,
-                                  "maps": ["guide", "upstream"], "detections": False}
     folder = path.parent / rec["predictions"]["path"]         # beside the record, named by its run
+    from zoo.predictions import folder_digest
+    assert rec["predictions"] == {"path": f"{rec['run_id']}.predictions", "num_samples": 16,
+                                  "maps": ["guide", "upstream"], "detections": False,
+                                  **folder_digest(folder)}    # the files the record vouches for
+    assert rec["predictions"]["files"] == 1 + 2 * 16
     assert path.stem == rec["run_id"] and folder.is_dir()
     assert json.loads((folder / "index.json").read_text())["ids"] == builtin_ids()
     for key in ("guide", "upstream"):
