@@ -163,6 +163,21 @@ def _file_problem(folder: Path, f: dict) -> str | None:
     return None
 
 
+def _listed(folder: Path, empty_ok: bool) -> list | str:
+    """The files the folder's sidecar lists, or what is wrong with the sidecar (one line);
+    FileNotFoundError when it has none. `empty_ok`: a sealed folder may hold no file."""
+    try:
+        desc = json.loads((Path(folder) / SIDECAR).read_text())
+        files = desc["files"]
+        if desc.get("version") != SIDECAR_VERSION or not isinstance(files, list) or not (files or empty_ok):
+            return f"{SIDECAR} has an unknown layout"
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"{SIDECAR} unreadable: {one_line(exc)[:120]}"
+    return files
+
+
 def damage(entry: Path, verify: Callable[[Path], None] | None = None) -> str | None:
     """None when `entry` matches its sidecar (and `verify(entry)` passes), else what is wrong:
     MISSING when there is no entry at all."""
@@ -171,16 +186,12 @@ def damage(entry: Path, verify: Callable[[Path], None] | None = None) -> str | N
         return MISSING
     if not entry.is_dir():
         return "not a folder"
-    side = entry / SIDECAR
     try:
-        desc = json.loads(side.read_text())
-        files = desc["files"]
-        if desc.get("version") != SIDECAR_VERSION or not isinstance(files, list) or not files:
-            return f"{SIDECAR} has an unknown layout"
+        files = _listed(entry, empty_ok=False)
     except FileNotFoundError:
         return f"no {SIDECAR}"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        return f"{SIDECAR} unreadable: {one_line(exc)[:120]}"
+    if isinstance(files, str):
+        return files
     for f in files:
         problem = _file_problem(entry, f)
         if problem:
@@ -356,15 +367,14 @@ def seal_problem(folder: Path) -> str | None:
     folder = Path(folder)
     present = [p.relative_to(folder).as_posix() for p in _files(folder)] if folder.is_dir() else []
     try:
-        desc = json.loads((folder / SIDECAR).read_text())
-        listed = desc["files"]
-        if desc.get("version") != SIDECAR_VERSION or not isinstance(listed, list):
-            return f"{SIDECAR} has an unknown layout"
-        known = {f["path"] for f in listed}
+        listed = _listed(folder, empty_ok=True)
     except FileNotFoundError:
-        return f"{present[0]} is not sealed" + (f" (and {len(present) - 1} more files)" if len(present) > 1 else "") \
-            if present else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        listed = []
+    if isinstance(listed, str):
+        return listed
+    try:
+        known = {f["path"] for f in listed}
+    except (KeyError, TypeError) as exc:
         return f"{SIDECAR} unreadable: {one_line(exc)[:120]}"
     for f in listed:
         problem = _file_problem(folder, f)
