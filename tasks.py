@@ -146,7 +146,8 @@ def _in_env(model: str, argv: list[str]) -> subprocess.CompletedProcess:
     terminal's Ctrl-C reaches it once, through the forwarding. A model process killed by a signal
     (SIGKILL: the OOM killer) is one line and exit 128+n (subprocess's -n would be exit 256-n)."""
     py = _ensure(model)
-    proc = subprocess.Popen([str(py), *argv], cwd=ROOT, env=envs.model_env({"ZOO_PARENT_PID": str(os.getpid())}),
+    proc = subprocess.Popen([str(py), *argv], cwd=ROOT,
+                            env=envs.model_env({"ZOO_PARENT_PID": str(os.getpid()), "ZOO_SUMMARY": "0"}),
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
 
     def forward(signum, frame):
@@ -180,27 +181,17 @@ def _killed_line(signum: int) -> str:
 
 
 def _summarise(path: Path) -> str:
-    """The record's summary, its INVALID line first (status invalid: verify or the reduced
-    precision failed, the figures below are not a sound run's); returns zoo.checks.status_of."""
+    """The record's summary (zoo.summary: what ran, accuracy, per batch size the throughput with
+    its interval and latency percentiles, UNSTABLE lines, the verdict), its INVALID line first
+    (status invalid: verify or the reduced precision failed, the figures below are not a sound
+    run's); returns zoo.checks.status_of."""
     from zoo.checks import invalid_reason, status_of
+    from zoo.summary import lines
     rec = load_result(path)
     status = status_of(rec)
     if status != "ok":
         print(f"{status.upper()}: {rec['error'] or invalid_reason(rec) or 'no reason given'}")
-    print(f"result: {path} (valid against schema {rec['schema_version']}; status {status})")
-    for a in rec["accuracy"]:
-        ref = a["reference"]
-        verdict = {True: "PASS", False: "FAIL", None: "n/a (subset)"}[a["passed"]]
-        tail = f" vs {ref['value']:.4f} ({ref['source']}): {verdict}" if ref else ""
-        print(f"  accuracy {a['name']}: {a['metric']} {a['value']:.4f} on {a['num_samples']} samples{tail}")
-    for p in rec["perf"]:
-        if p["status"] != "ok":
-            print(f"  bs{p['batch_size']:>3} {p['scope']:<10} FAILED: {p['error']}")
-        else:
-            print(f"  bs{p['batch_size']:>3} {p['scope']:<10} {p['throughput']:8.1f} samples/s"
-                  f"  mean {p['latency_ms']['mean']:.1f} ms/batch"
-                  + (f"  ({len(p['shards'])} shards: " + ", ".join(f"{s['throughput']:.1f}" for s in p["shards"])
-                     + ")" if p.get("shards") else ""))
+    print("\n".join(lines(rec, path)))
     sh = rec.get("sharding")
     if sh:
         scaling = sh["scaling"]
@@ -298,6 +289,30 @@ def bench(c, model=None, weights=None, data=None, out=str(RESULTS / "bench"), ru
     names = _one_name(runtimes, backends, "--runtimes", "--backends") or "torch,onnxruntime"
     argv = ["-m", "zoo", "bench", "--model", model, "--runtimes", names, "--out", str(Path(out).resolve()),
             *(["--precisions", precisions] if precisions else []), *_zoo_args(options, "bench")]
+    argv += _paths(weights, data)
+    proc = _in_env(model, argv)
+    print(proc.stdout, end="")
+    if proc.returncode != 0:
+        raise Exit(code=proc.returncode)
+
+
+@_zoo_task("ab", help={"base": "configuration A: RUNTIME[:PRECISION], e.g. onnxruntime",
+                       "candidate": "configuration B, judged against A: RUNTIME[:PRECISION], e.g. openvino:int8",
+                       "out": "results folder (default: results; the A/B JSON goes to <out>/ab)",
+                       "min-effect": "a ratio within this fraction of 1 is no significant change (default 0.02)",
+                       "fail-slower": "exit 1 when B is significantly slower by more than this fraction",
+                       "expect": "faster|slower|same: exit 1 unless B is that against A"})
+def ab(c, model=None, base=None, candidate=None, weights=None, data=None, out=str(RESULTS), min_effect=None, fail_slower=None,
+       expect=None, **options):
+    """Two configurations timed in alternating windows in one process (e.g. --base onnxruntime --candidate openvino:int8):
+    B's throughput over A's with its 95% interval and a verdict; --fail-slower makes it a gate."""
+    model = _need(model)
+    if not base or not candidate:
+        _fail("--base and --candidate are required (RUNTIME[:PRECISION] each)")
+    argv = ["-m", "zoo", "ab", "--model", model, "--base", base, "--candidate", candidate, "--out", str(Path(out).resolve()),
+            *(["--min-effect", str(min_effect)] if min_effect is not None else []),
+            *(["--fail-slower", str(fail_slower)] if fail_slower is not None else []),
+            *(["--expect", expect] if expect else []), *_zoo_args(options, "ab")]
     argv += _paths(weights, data)
     proc = _in_env(model, argv)
     print(proc.stdout, end="")
@@ -542,17 +557,19 @@ def _fraction(text, flag: str, default: float) -> float:
 @task(auto_shortflags=False, help={
     "baseline": "baseline results (folder or file)", "new": "new results (folder or file)",
     "max-accuracy-drop": "relative accuracy drop that fails (default 0.01)",
-    "max-throughput-drop": "relative throughput drop that fails (default 0.10)",
+    "max-throughput-drop": "relative throughput drop that fails, when significantly slower (default 0.10)",
+    "min-effect": "smaller relative throughput changes are no significant change (default 0.02)",
     "allow-missing": "runs/batch sizes only in the baseline do not fail", "out": "write compare.md + compare.json here",
     "accuracy-only": "compare accuracy only, matching runs on any device name (a baseline from another machine)"})
 def compare(c, baseline, new, max_accuracy_drop=None, max_throughput_drop=None, allow_missing=False, out=None,
-            accuracy_only=False):
+            accuracy_only=False, min_effect=None):
     """Compare two result sets (the CI gate): exit 1 on an accuracy or throughput regression."""
     from runner.compare import run_compare
     try:
         comp, md = run_compare(Path(baseline), Path(new), Path(out) if out else None,
                                max_accuracy_drop=_fraction(max_accuracy_drop, "--max-accuracy-drop", 0.01),
                                max_throughput_drop=_fraction(max_throughput_drop, "--max-throughput-drop", 0.10),
+                               min_effect=_fraction(min_effect, "--min-effect", 0.02),
                                allow_missing=allow_missing,
                                accuracy_only=accuracy_only)
     except ResultError as exc:

@@ -1,82 +1,93 @@
-"""This machine's GEMM peak per precision, side by side, through each runtime's own kernels
-(zoo.peaks): what a bf16 or int8 run's peak_fraction is a fraction of, and how far the reduced
-precisions can lift the fp32 limit on this CPU (its ISA flags printed first).
+"""This machine's peak per precision, every candidate kernel side by side (zoo.peaks): what a run's
+peak_fraction is a fraction of, how far the reduced precisions lift the fp32 limit on this CPU, and
+the ISA bound next to each (cores x clock x lanes x FMA units x 2, from the CPU's flags).
 
-Rows: the kernel family (torch: torch.mm; onnxruntime: a MatMul / QDQ-MatMul ONNX graph; openvino:
-the same graphs with INFERENCE_PRECISION_HINT); columns fp32, bf16, fp16, int8 in GFLOP/s (int8:
-GOP/s), '-' where that runtime has no such kernel or the CPU runs another precision instead (the
-reason is printed below). The row a run uses for its precision is marked '*' (zoo.peaks.KERNELS;
-fp32 runs always use torch.mm). Run it in a model's environment (torch, onnxruntime, openvino):
+Rows: the candidate kernels (torch.mm / MatMul at n = 1024 and 2048, torch conv2d / Conv 3x3 at
+64ch 128x128 and 256ch 64x64, through torch, onnxruntime and openvino); columns fp32, bf16, fp16,
+int8 in GFLOP/s (int8: GOP/s), '-' where that family has no such kernel, 'refused' where the runtime
+ran another precision instead (the reason is printed below). The best of a column, marked '*', is
+the peak a run at that precision records. The peaks are read from the zoo's cache as a run reads
+them (measured and cached when absent; --remeasure measures again, as ZOO_PEAK_REMEASURE=1 does).
+Run it in a model's environment (torch, onnxruntime, openvino):
 
-    PYTHONPATH=. .venvs/unetpp/bin/python benchmarks/precision_peaks.py [--threads 2] [--n 2048] [--json OUT]
+    PYTHONPATH=. .venvs/unetpp/bin/python benchmarks/precision_peaks.py [--threads 2] [--remeasure] [--json OUT]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-FAMILIES = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
-def measure(threads: int, n: int, repeats: int) -> dict:
-    """{family: {precision: peak dict or {'unavailable': why}}}."""
-    from zoo.errors import ZooError
-    from zoo.peaks import precision_peak
-    out: dict[str, dict] = {}
-    for family in FAMILIES:
-        for precision in PRECISIONS:
-            try:
-                out.setdefault(family, {})[precision] = precision_peak(precision, threads, n=n, repeats=repeats,
-                                                                       family=family)
-            except ZooError as exc:
-                out[family][precision] = {"unavailable": str(exc)}
+def measure(threads: int, remeasure: bool, precisions=PRECISIONS) -> dict:
+    """{precision: zoo.peaks.machine_peak(...) with 'read_s' (the wall time of the call)}."""
+    from zoo.peaks import machine_peak
+    out = {}
+    for precision in precisions:
+        t0 = time.perf_counter()
+        out[precision] = machine_peak(precision, threads, progress=lambda line: print(line, file=sys.stderr, flush=True),
+                                      remeasure=remeasure)
+        out[precision]["read_s"] = round(time.perf_counter() - t0, 3)
     return out
 
 
 def table(peaks: dict) -> list[str]:
-    from zoo.peaks import kernel_family
-    used = {(kernel_family(p, None) if p != "fp32" else "torch", p) for p in PRECISIONS}
-    used |= {(kernel_family(p, f), p) for f in FAMILIES for p in PRECISIONS if p != "fp32"}
-    lines = [f"{'kernels':<12}" + "".join(f"{p:>10}" for p in PRECISIONS)]
-    notes = []
-    for family, row in peaks.items():
+    labels = list(dict.fromkeys(label for p in peaks.values() for label in [*p["candidates"], *p["refused"]]))
+    width = max(len(label) for label in labels) + 2 if labels else 10
+    lines = [f"{'kernel':<{width}}" + "".join(f"{p:>10}" for p in peaks)]
+    for label in labels:
         cells = []
-        for p in PRECISIONS:
-            g = row[p].get("gflops")
-            mark = "*" if (family, p) in used and g is not None else " "
-            cells.append(f"{g:>9.0f}{mark}" if g is not None else f"{'-':>9} ")
-            if g is not None:
-                notes.append(f"  {family} {p}: {row[p]['kernel']}")
-            else:
-                notes.append(f"  {family} {p}: unavailable: {row[p]['unavailable']}")
-        lines.append(f"{family:<12}" + "".join(cells))
-    return lines + ["GFLOP/s (int8: GOP/s); * = the kernel a run at that precision on that runtime is "
-                    "measured against"] + notes
+        for p in peaks.values():
+            g = p["candidates"].get(label)
+            cells.append(f"{g:>9.0f}{'*' if label == p.get('kernel') else ' '}" if g is not None else
+                         f"{'refused' if label in p['refused'] else '-':>9} ")
+        lines.append(f"{label:<{width}}" + "".join(cells))
+    lines.append(f"{'ISA bound':<{width}}" + "".join(
+        f"{p['isa_bound']['gflops']:>9.0f} " if p.get("isa_bound", {}).get("gflops") else f"{'-':>9} "
+        for p in peaks.values()))
+    lines.append("GFLOP/s (int8: GOP/s); * = the peak of that precision")
+    for precision, p in peaks.items():
+        how = (f"cached, measured {p['measured_at']}" if p["cached"] else f"measured now ({p['measure_s']:.1f} s)") \
+            + f"; {p.get('measure_count', 1)} measurement(s) kept" + (
+                f"; busy: other processes used {p['others_cpu_share']:.0%} of these CPUs" if p.get("busy") else "")
+        lines.append(f"{precision}: " + (f"{p['gflops']:.0f} ({p['kernel']}: {p['kernel_details'][p['kernel']]})"
+                                         if "gflops" in p else "unavailable") + f"; {how}; read in {p['read_s']:.2f} s")
+        for label, why in p["refused"].items():
+            lines.append(f"  refused {label}: {why}")
+        bound = p.get("isa_bound") or {}
+        lines.append("  ISA bound: " + (f"{bound['gflops']:.0f}" if bound.get("gflops") else
+                                         f"none ({bound.get('reason')})") + "; " + "; ".join(bound.get("assumptions", [])))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=None, help="threads (default: the cores this process may use)")
-    ap.add_argument("--n", type=int, default=2048, help="matrix size (default 2048, as the run's peaks)")
-    ap.add_argument("--repeats", type=int, default=10, help="calls, the best counts (default 10)")
+    ap.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated (default: all four)")
+    ap.add_argument("--remeasure", action="store_true", help="measure again and replace the cached peaks")
     ap.add_argument("--json", type=Path, help="also write the peaks as JSON here")
     args = ap.parse_args(argv)
     from zoo.envinfo import ISA_FLAGS, cpu_isa, cpu_name
     from zoo.runtimes.base import default_threads
+    precisions = [p for p in args.precisions.split(",") if p]
+    unknown = sorted(set(precisions) - set(PRECISIONS))
+    if unknown:
+        ap.error(f"--precisions: unknown {', '.join(unknown)} (known: {', '.join(PRECISIONS)})")
     threads = args.threads or default_threads()
     isa = cpu_isa()
     print(f"{cpu_name()}, {threads} threads; ISA: " + ", ".join(f"{f}{'' if f in isa else ' (no)'}" for f in ISA_FLAGS))
-    peaks = measure(threads, args.n, args.repeats)
+    peaks = measure(threads, args.remeasure, precisions)
     print("\n".join(table(peaks)))
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_name(), "threads": threads, "isa": isa, "n": args.n,
-                                         "peaks": peaks}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"cpu": cpu_name(), "threads": threads, "isa": isa, "peaks": peaks},
+                                        indent=1) + "\n")
     return 0
 
 

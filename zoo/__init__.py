@@ -6,4 +6,4 @@ latency statistics, metrics, and validated atomic result records. A model direct
 (`models/<name>/`) adds only its network, its data reading/preprocessing and its manifest.
 """
 __version__ = "0.1.0"
-RESULT_SCHEMA_VERSION = "1.10"
+RESULT_SCHEMA_VERSION = "1.11"

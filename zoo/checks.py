@@ -25,8 +25,11 @@ Each rule recomputes a figure from the others exactly as the pipeline defines it
   - status (schema 1.10+): ok only when verify and reduced_precision passed; invalid only with a
     reason in `error` and a failed check. Older records may say ok over a failed check: readers
     take `status_of` (invalid), the record stays readable.
-Not checked (not recomputable from the record): peak_fraction (which peak the run divided by
-depends on the precision's measurement), stage shares, percentiles, CPU times.
+  - peak (schema 1.11+, when the peak is cached per machine, zoo.peaks): peak_fraction <= 1 (a
+    block above its peak has a null fraction and a peak_note: the peak measurement is incomplete)
+    and == gflops / peak_gflops (the peak used). Older records divided by the highest of several
+    GEMM measurements, not the block's peak_gflops, and some are above 1: not checked.
+Not checked (not recomputable from the record): stage shares, percentiles, CPU times.
 
 Figures are recomputed in float64 as the pipeline computes them, and JSON keeps float64 exactly,
 so the tolerance only absorbs another writer's order of operations (REL_TOL)."""
@@ -37,6 +40,8 @@ import math
 REL_TOL, ABS_TOL = 1e-9, 1e-12
 SPREAD_TOL = 1e-4  # zoo.stages.score: consistent_across_batch_sizes = max spread <= 1e-4
 STATUS_RULES_SINCE = (1, 10)
+PEAK_RULES_SINCE = (1, 11)
+FRACTION_TOL = 1e-9  # peak_fraction <= 1 + this (float rounding of another writer)
 GROUPS = ("accuracy", "batch_sizes", "perf", "verify", "reduced_precision", "status")
 
 
@@ -178,11 +183,41 @@ def _perf(rec: dict):
             continue
         at = f"perf/{i} (bs{p['batch_size']} {p['scope']})"
         rules = _infer_rules(p) if p["scope"] == "infer_only" else _pipeline_rules(p, n, infer.get(p["batch_size"]))
-        for rule, ok, detail in rules:
+        for rule, ok, detail in (*rules, *_interval_rules(p)):
             if not ok:
                 yield at, rule, detail
         if flops and _num(p.get("gflops")) and not _close(p["gflops"], flops * p["throughput"] / 1e9):
             yield at, "gflops == export.cost.flops_per_sample * throughput / 1e9", f"{p['gflops']}"
+        if version(rec) >= PEAK_RULES_SINCE:
+            yield from _peak_fraction(at, p)
+
+
+def _peak_fraction(at: str, p: dict):
+    frac = p.get("peak_fraction")
+    if not _num(frac):
+        return
+    if frac > 1 + FRACTION_TOL:
+        yield at, "peak_fraction <= 1 (above the peak: null, with a peak_note)", f"{frac}"
+    if _num(p.get("gflops")) and _num(p.get("peak_gflops")) and p["peak_gflops"] > 0 and \
+            not _close(frac, p["gflops"] / p["peak_gflops"]):
+        yield at, "peak_fraction == gflops / peak_gflops", f"{frac} != {p['gflops'] / p['peak_gflops']}"
+
+
+def _interval_rules(p: dict):
+    """(1.11) the throughput's interval: a verdict its own figures make, around the throughput."""
+    iv = p.get("interval")
+    if not iv:
+        return
+    half, tol = iv.get("half_width"), iv.get("tolerance")
+    yield "interval.windows == len(interval.window_throughputs)", iv["windows"] == len(iv["window_throughputs"]), \
+        f"{iv['windows']} != {len(iv['window_throughputs'])}"
+    if not p.get("shards"):
+        yield "interval.stable == (interval.half_width <= interval.tolerance)", \
+            iv["stable"] == (half is not None and half <= tol), f"stable {iv['stable']} with +-{half} vs {tol}"
+    if iv.get("low") is not None and iv.get("high") is not None:
+        yield "interval.low <= throughput <= interval.high", \
+            iv["low"] * (1 - 1e-9) <= p["throughput"] <= iv["high"] * (1 + 1e-9), \
+            f"{p['throughput']} outside [{iv['low']}, {iv['high']}]"
 
 
 def _infer_rules(p: dict):
@@ -275,7 +310,16 @@ def _one_delta(at: str, d: dict, value, fp32, tol):
 
 
 def _speedup(rec: dict, rp: dict):
+    """Before 1.11 the speed-up is the sweep's throughput over the fp32 pass's; from 1.11 it is the
+    interleaved ratio (zoo.pipeline.interleaved), which must lie within its own interval."""
     base = rp["fp32_baseline"]
+    iv = base.get("speedup_interval")
+    if iv is not None:
+        if base.get("speedup") is not None and iv.get("low") is not None and \
+                not iv["low"] * (1 - 1e-9) <= base["speedup"] <= iv["high"] * (1 + 1e-9):
+            yield "reduced_precision/fp32_baseline", "low <= speedup <= high (speedup_interval)", \
+                f"{base['speedup']} outside [{iv['low']}, {iv['high']}]"
+        return
     fast = next((p["throughput"] for p in rec.get("perf", []) if p["batch_size"] == base["batch_size"]
                  and p["scope"] == "infer_only" and p["status"] == "ok"), None)
     if base.get("speedup") is not None and fast and base["throughput_samples_per_s"] and \

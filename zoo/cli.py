@@ -2,11 +2,12 @@
 
   python -m zoo run   --model unetpp [--weights W] [--data D] [--runtime onnxruntime|openvino|torch|...] ...
   python -m zoo bench --model unetpp [--batch-sizes ...]     (PyTorch eager vs compiled runtime)
+  python -m zoo ab    --model unetpp --base onnxruntime --candidate openvino:int8   (interleaved A/B)
   python -m zoo score RESULT_JSON [--data D]   (the accuracy again from a run's --save-predictions)
   python -m zoo diagnose --model unetpp --precision int8 [--samples N] [--auto]   (where int8 loses accuracy)
   python -m zoo models
 
-Exit codes: 0 ok; 1 (run, bench) the record is written but INVALID -- verify against PyTorch or
+Exit codes: 0 ok; 1 (ab --fail-slower) B significantly slower beyond the threshold, (run, bench) the record is written but INVALID -- verify against PyTorch or
 a reduced precision against its fp32 baseline failed: status "invalid", and an `INVALID: <reason>`
 line on stderr --, (score) a figure differs from the record or breaks a record rule; 2 a clear
 error (one line on stderr; `--debug` adds the traceback of an unexpected one), 130 interrupted
@@ -48,13 +49,24 @@ def parser(typed_only: bool = False) -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run one model's guide end to end on one runtime")
     b = sub.add_parser("bench", help="PyTorch eager vs the compiled runtime, side by side")
-    for cmd, p in (("run", r), ("bench", b)):
+    ab = sub.add_parser("ab", help="two configurations timed in alternating windows in one process: B's speed over "
+                        "A's with its 95%% interval and a verdict (faster, slower, no significant change)")
+    for cmd, p in (("run", r), ("bench", b), ("ab", ab)):
         config.add_arguments(p, cmd, typed_only)
         p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     b.add_argument("--runtimes", "--backends", dest="runtimes", default="torch,onnxruntime",
                    help="comma-separated runtimes, side by side (--backends: the old name)")
     b.add_argument("--precisions", help="comma-separated precisions, side by side on every runtime that runs "
                                         "them (default: --precision)")
+    ab.add_argument("--base", required=True, metavar="RUNTIME[:PRECISION]", help="configuration A, e.g. onnxruntime")
+    ab.add_argument("--candidate", required=True, metavar="RUNTIME[:PRECISION]",
+                    help="configuration B, judged against A, e.g. openvino:int8")
+    ab.add_argument("--min-effect", type=float, default=0.02, help="a ratio within this fraction of 1 is no "
+                    "significant change, whatever the test says (default: 0.02)")
+    ab.add_argument("--fail-slower", type=float, help="exit 1 when B is significantly slower than A by more than "
+                    "this fraction (the gate; e.g. 0.05)")
+    ab.add_argument("--expect", choices=("faster", "slower", "same"), help="exit 1 unless B is this against A "
+                    "(same: no significant change)")
     pr = sub.add_parser("prep", help="write the preprocessed inputs as <id>.bin (float32 CHW), as the guides' "
                         "preprocessing scripts do, for tools that read .bin files (ais_bench, benchmark)")
     config.add_arguments(pr, "prep", typed_only)
@@ -141,44 +153,70 @@ def _bench_label(rec: dict, several_precisions: bool) -> str:
     return f"{rec['runtime']['name']}:{rec['precision']}" if several_precisions else rec["runtime"]["name"]
 
 
+def _with_interval(block: dict) -> str:
+    """'10.0 +-1.0%', '5.0 +-3.0% UNSTABLE', '6.0 +-? UNSTABLE' (no interval), '6.0' (a record before 1.11)."""
+    iv = block.get("interval")
+    if not iv:
+        return f"{block['throughput']:.1f}"
+    half = "+-?" if iv.get("half_width") is None else f"+-{iv['half_width']:.1%}"
+    return f"{block['throughput']:.1f} {half}" + ("" if iv.get("stable") else " UNSTABLE")
+
+
 def bench_table(records: list[dict]) -> str:
-    """Infer-only and pipeline throughput per batch size for each runtime (and precision, when
-    several ran), ratios vs the first, and each reduced precision's speed-up over the same
-    runtime's fp32 when fp32 ran too."""
+    """One row per batch size and runtime (and precision, when several ran): infer-only samples/s
+    with its 95% half-width (UNSTABLE when not within the tolerance), its ratio to the first run
+    (two separately timed figures: "across runs", with their half-widths in quadrature), the
+    pipeline's samples/s and pipeline/infer; then each reduced precision's speed-up over fp32 as
+    the run measured it, interleaved in one process (reduced_precision.fp32_baseline: the one
+    definition of speed-up), and the best batch size against its own precision's peak."""
+    import math
+
+    from tabulate import tabulate
     several = len({r["precision"] for r in records}) > 1
     by = {_bench_label(r, several): {(p["batch_size"], p["scope"]): p for p in r["perf"]} for r in records}
     names = list(by)
     base = names[0]
-    sizes = sorted({bs for d in by.values() for bs, _ in d})
-    # speed-up over the same runtime's fp32 (when fp32 ran too and is not already the base)
-    fp32_of = {n: f"{n.split(':')[0]}:fp32" for n in names if several and not n.endswith(":fp32")}
-    speedups = [(n, b) for n, b in fp32_of.items() if b in by and b != base]
-    head = ["bs"] + [f"{n} infer/s" for n in names] + [f"{n}/{base}" for n in names[1:]] + \
-        [f"{n}/{b}" for n, b in speedups] + [f"{n} pipeline/s" for n in names] + [f"{n} pipe/infer" for n in names]
+
+    def ok(n, bs, scope):
+        p = by[n].get((bs, scope))
+        return p if p and p["status"] == "ok" else None
+
     rows = []
-    for bs in sizes:
-        def tp(n, scope):
-            p = by[n].get((bs, scope))
-            return p["throughput"] if p and p["status"] == "ok" else None
-        f = lambda v, d=1: "failed" if v is None else f"{v:.{d}f}"  # noqa: E731
-        row = [str(bs)] + [f(tp(n, "infer_only")) for n in names]
-        row += [f(tp(n, "infer_only") / tp(base, "infer_only"), 2) if tp(n, "infer_only") and tp(base, "infer_only") else "-" for n in names[1:]]
-        row += [f(tp(n, "infer_only") / tp(b, "infer_only"), 2) if tp(n, "infer_only") and tp(b, "infer_only") else "-" for n, b in speedups]
-        row += [f(tp(n, "pipeline")) for n in names]
-        row += [f"{tp(n, 'pipeline') / tp(n, 'infer_only'):.0%}" if tp(n, "pipeline") and tp(n, "infer_only") else "-" for n in names]
-        rows.append(row)
-    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
-    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
-    out = [line(head)] + [line(r) for r in rows]
-    for rec in records:  # the best batch size against the machine's measured fp32 peak
-        ok = [p for p in rec["perf"] if p["scope"] == "infer_only" and p["status"] == "ok"]
-        if not ok:
+    for bs in sorted({bs for d in by.values() for bs, _ in d}):
+        for n in names:
+            infer, pipe, first = ok(n, bs, "infer_only"), ok(n, bs, "pipeline"), ok(base, bs, "infer_only")
+            ratio = "-"
+            if n == base:
+                ratio = "base"
+            elif infer and first:
+                halves = [(b.get("interval") or {}).get("half_width") for b in (infer, first)]
+                ratio = f"{infer['throughput'] / first['throughput']:.2f}" + (
+                    f" +-{math.hypot(*halves):.0%}" if all(h is not None for h in halves) else "")
+            rows.append([bs, n, _with_interval(infer) if infer else "failed", ratio,
+                         f"{pipe['throughput']:.1f}" if pipe else "failed",
+                         f"{pipe['throughput'] / infer['throughput']:.0%}" if pipe and infer else "-"])
+    out = [tabulate(rows, headers=["bs", "run", "infer/s", "x first", "pipeline/s", "pipe/infer"],
+                    disable_numparse=True),
+           f"(infer/s +-: the 95% interval's half-width; x first: over {base}, across runs: separately timed, "
+           "+-: both half-widths in quadrature)"]
+    for rec in records:  # the one speed-up: interleaved with fp32 in the same process
+        base32 = ((rec.get("reduced_precision") or {}).get("fp32_baseline") or {})
+        if base32.get("speedup") is None:
             continue
-        best = max(ok, key=lambda p: p["throughput"])
+        iv = base32.get("speedup_interval") or {}
+        out.append(f"speed-up {_bench_label(rec, True)} over fp32 at bs{base32['batch_size']} (interleaved in the run): "
+                   f"x{base32['speedup']:.2f}" + (f" [{iv['low']:.2f}, {iv['high']:.2f}]" if iv.get("low") else "")
+                   + ("" if iv.get("stable", True) else " UNSTABLE"))
+    for rec in records:  # the best batch size against its own precision's peak
+        best_ok = [p for p in rec["perf"] if p["scope"] == "infer_only" and p["status"] == "ok"]
+        if not best_ok:
+            continue
+        best = max(best_ok, key=lambda p: p["throughput"])
         own = rec["device"].get("precision_peak") or rec["device"].get("fp32_peak") or {}  # the run's precision's
         peak, kind = own.get("gflops"), own.get("precision", "fp32")
         cost = f", {best['gflops']:.0f} GFLOP/s" if best.get("gflops") else ""
-        frac = f" = {best['peak_fraction']:.0%} of the {peak:.0f} GFLOP/s {kind} GEMM peak" if best.get("peak_fraction") and peak else ""
+        frac = f" = {best['peak_fraction']:.0%} of the {peak:.0f} GFLOP/s {kind} peak" if best.get("peak_fraction") and peak else ""
+        frac += f" ({own['kernel']})" if frac and own.get("kernel") else ""
         out.append(f"best {_bench_label(rec, several)}: bs{best['batch_size']} {best['throughput']:.2f}/s{cost}{frac}")
     return "\n".join(out)
 
@@ -268,10 +306,14 @@ def _dispatch(args, argv: list[str]) -> int:
     if args.cmd == "_child":
         print(run(from_json(args.config), argv))
         return 0
+    if args.cmd == "ab":
+        from zoo.ab import main as ab_main
+        return ab_main(args, argv)
     if args.cmd in ("run", "bench"):
         refuse_unused(args, argv)
     if args.cmd == "run":
         path = run(from_namespace(args), argv)
+        _summary(path)
         print(path)
         return _verdict([path])
     import json
@@ -283,6 +325,16 @@ def _dispatch(args, argv: list[str]) -> int:
     for p in paths:
         print(p)
     return _verdict(paths)
+
+
+def _summary(path: Path) -> None:
+    """The record's summary on stderr (zoo.summary), unless the caller prints its own
+    (ZOO_SUMMARY=0: invoke run reads the record and summarises it on the host)."""
+    if os.environ.get("ZOO_SUMMARY") == "0":
+        return
+    import json
+    from zoo.summary import lines
+    print("\n".join(lines(json.loads(Path(path).read_text()), path)), file=sys.stderr, flush=True)
 
 
 def _verdict(paths: list[Path]) -> int:

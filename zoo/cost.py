@@ -4,7 +4,8 @@
   (the compute-bound operators) per sample, from the ONNX graph with shapes inferred for a
   concrete input, FLOPs = 2 x MACs, and the parameter count (initializers);
 - `gemm_peak(threads)`: the fp32 rate of a large single-precision matrix product on the same
-  number of threads (torch.mm, best of several calls), the practical peak of this CPU.
+  number of threads (torch.mm, best of several calls); the peak a run reads is zoo.peaks' (the
+  best of several MatMul and convolution kernels through every installed runtime, cached).
 Elementwise operators, pooling and resizes are not counted (memory-bound; see the bytes moved,
 `activation_bytes`, for models such as Fast-SCNN whose depthwise layers are bandwidth-bound)."""
 from __future__ import annotations
@@ -85,15 +86,19 @@ def onnx_cost(path: Path, input_shape: list[int]) -> dict:
             "counted": "Conv, ConvTranspose, Gemm, MatMul (2 FLOPs per multiply-accumulate)"}
 
 
-def best_seconds(call, repeats: int) -> float:
+def best_seconds(call, repeats: int, budget_s: float | None = None) -> float:
     """Seconds of the fastest of `repeats` calls, after one untimed warm-up call (the GEMM peaks'
-    timing: zoo.cost.gemm_peak, zoo.peaks)."""
+    timing: zoo.cost.gemm_peak, zoo.peaks); with `budget_s`, the calls stop once the timed ones
+    have taken that long (after at least 3, or `repeats` if fewer)."""
     call()
-    best = float("inf")
-    for _ in range(repeats):
+    best, spent = float("inf"), 0.0
+    for i in range(repeats):
         t0 = time.perf_counter()
         call()
-        best = min(best, time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        best, spent = min(best, took), spent + took
+        if budget_s is not None and spent >= budget_s and i + 1 >= min(3, repeats):
+            break
     return best
 
 

@@ -118,7 +118,7 @@ def run_isolated(cfg, argv: list[str]) -> Path:
     """The sweep of `cfg.batch_sizes` (or the manifest's), one child process per batch size."""
     from zoo.manifest import load_manifest
     from zoo.stages.config import sweep_sizes
-    from zoo.stages.record import stamp
+    from zoo.stages.record import run_stem
     t_start = time.time()
     manifest = load_manifest(cfg.model)
     sizes = sweep_sizes(cfg, manifest, manifest.adapter(**cfg.options))
@@ -151,7 +151,7 @@ def run_isolated(cfg, argv: list[str]) -> Path:
             raise ZooError(f"{cfg.model}/{cfg.runtime}: every batch size failed; first error: {perf[0]['error']}")
         rec = _merge(records, perf, cfg, t_start, argv)
         # a new run id (<model>-<runtime>-<start>-<6 hex>) names a new file: never over another run's
-        return _write(rec, Path(cfg.out) / manifest.name, first_dir, f"{manifest.name}-{cfg.runtime}-{stamp(t_start)}")
+        return _write(rec, Path(cfg.out) / manifest.name, first_dir, run_stem(cfg, manifest.name, t_start))
 
 
 def _merge(records: list[dict], perf: list[dict], cfg, t_start: float, argv: list[str]) -> dict:
@@ -162,19 +162,16 @@ def _merge(records: list[dict], perf: list[dict], cfg, t_start: float, argv: lis
     rec.update(perf=perf, accuracy=_merge_accuracy(records),
                timestamps={"started": utc(t_start), "finished": utc(t_end), "duration_s": round(t_end - t_start, 3)})
     rec["environment"]["command"] = [Path(sys.executable).name, "-m", "zoo", *argv]
-    peaks = [r["device"]["fp32_peak"] for r in records if r["device"].get("fp32_peak")]
-    if peaks:  # every child measured the GEMM peak: keep every measurement, the highest is the peak
-        seen = [g for pk in peaks for g in pk.get("measurements", [pk["gflops"]])]
-        rec["device"]["fp32_peak"].update(measurements=seen, gflops=max(seen))
-        own = [r["device"]["precision_peak"] for r in records if (r["device"].get("precision_peak") or {}).get("gflops")]
-        if own:  # a reduced-precision run: its fractions are of its own precision's peak (zoo.peaks)
-            seen = [g for pk in own for g in pk.get("measurements", [pk["gflops"]])]
-            rec["device"]["precision_peak"].update(measurements=seen, gflops=max(seen))
-        elif rec["device"].get("precision_peak"):
-            seen = []  # unavailable: no fraction
-        for block in perf:
-            if block.get("gflops") is not None:
-                block["peak_fraction"] = block["gflops"] / max(seen) if seen else None
+    for field in ("fp32_peak", "precision_peak"):  # the children read one cached peak; keep the highest
+        peaks = [r["device"][field] for r in records if (r["device"].get(field) or {}).get("gflops")]
+        if peaks:
+            rec["device"][field] = max(peaks, key=lambda pk: pk["gflops"])
+    peak = rec["device"].get("precision_peak") if rec["precision"] != "fp32" else rec["device"].get("fp32_peak")
+    if peak is not None or rec["device"].get("fp32_peak"):
+        from zoo.peaks import apply_peak
+        from zoo.stages import log
+        for note in apply_peak(perf, (peak or {}).get("gflops"), rec["precision"]):
+            log(f"      WARNING: {note}; no fraction recorded")
     rec["runtime"]["settings"]["isolation"] = {"process_per_batch_size": True, "memory_limit_mb": cfg.memory_limit_mb}
     return rec
 

@@ -1,34 +1,52 @@
-"""The GEMM peak of each precision, so a reduced-precision run is read against the limit of the
-arithmetic it actually runs, not against fp32's (a bf16 model at 40% of the fp32 peak may be at
-15% of what the bf16 units can do).
+"""This machine's peak at each precision, so a run's achieved GFLOP/s is read as a fraction of
+what the CPU can do at the arithmetic it actually runs (a bf16 model at 40% of the fp32 peak may
+be at 15% of what the bf16 units do).
 
-Every peak is measured the way zoo.cost.gemm_peak measures fp32: one large square matrix product
-(n x n by n x n) on the run's threads, best of several calls, through the kernels of the runtime
-that runs the model:
+The peak of a precision is the best of several kernels and shapes, through every installed
+runtime that runs that precision (`candidates`), on the run's threads:
 
-- fp32: the best of torch.mm (zoo.cost.gemm_peak) and, for a run on onnxruntime or openvino, the
-  same MatMul graph through that runtime's own fp32 kernel (`fp32_peak`): PyTorch's BLAS may not
-  use the widest units of every CPU (on an AMD EPYC with AVX-512, torch.mm reached 230 GFLOP/s on
-  2 threads where OpenVINO's fp32 MatMul reached about 470, and ErfNet's ONNX Runtime run was
-  recorded at 183% of the torch.mm "peak"), and a peak must bound what the run can reach;
-- bf16: torch.mm on bfloat16 tensors (PyTorch's own bf16 kernel, what its CPU autocast runs) for
-  the torch runtime; otherwise one MatMul ONNX graph compiled by OpenVINO with
-  INFERENCE_PRECISION_HINT bf16;
-- fp16: the same MatMul graph in OpenVINO with INFERENCE_PRECISION_HINT f16;
-- int8: one QDQ-quantized MatMul ONNX graph (uint8 activations, int8 weights, per-tensor scales:
-  what ONNX Runtime's static quantizer writes), run by ONNX Runtime (which fuses it into its
-  integer MatMul kernel) for onnxruntime, by OpenVINO (which turns the QDQ pairs into
-  FakeQuantize and the MatMul into an int8 one) for openvino.
+- a square matrix product, n = 1024 and 2048: torch.mm, and a one-MatMul ONNX graph run by
+  ONNX Runtime and by OpenVINO's CPU plugin;
+- a typical 3x3 convolution (stride 1, padding 1, batch 1, NCHW), 64 -> 64 channels at 128x128
+  and 256 -> 256 channels at 64x64: torch conv2d, and a one-Conv ONNX graph through ONNX Runtime
+  and OpenVINO. One matrix product alone is not the peak: on an AMD EPYC with AVX-512 a UNet++
+  run's convolutions reached 197-204 GFLOP/s on ONNX Runtime where torch.mm and ONNX Runtime's
+  MatMul at 2048 reached 195 (a recorded peak_fraction of 1.05).
 
-`gflops` is always 2 x n^3 operations per second / 1e9: for int8 these are integer
-multiply-accumulates counted as two operations (GOP/s), the same count zoo.cost gives a model's
-FLOPs, so a run's gflops / this peak is its fraction of its own precision's peak. `kernel` names
-what actually ran, read back from the runtime where it says (ONNX Runtime's optimised graph,
-OpenVINO's runtime model precision of the MatMul): a runtime that silently fell back to fp32
-makes the peak unavailable rather than wrong."""
+Precisions: fp32 (every family); bf16 (torch on bfloat16 tensors; OpenVINO with
+INFERENCE_PRECISION_HINT bf16); fp16 (OpenVINO, hint f16); int8 (the QDQ form of a statically
+quantized MatMul / Conv: uint8 activations, int8 weights, per-tensor scales, what ONNX Runtime's
+static quantizer writes; ONNX Runtime fuses it into its integer kernels, OpenVINO turns it into
+FakeQuantize and an int8 MatMul / Convolution). What ran is read back from the runtime (ONNX
+Runtime's optimised graph, OpenVINO's runtime model precision): a kernel that did not run the
+precision asked (a fallback to fp32) is `refused` with the reason, never counted; a precision no
+kernel runs has `unavailable` instead of gflops.
+
+Operations are 2 x multiply-accumulates (a product: 2 n^3; a convolution: 2 x C_out x C_in x 9 x
+H x W), the count zoo.cost gives a model's FLOPs; for int8 they are integer operations (GOP/s).
+
+Next to the measurement, `isa_bound`: cores (= threads used) x clock x vector lanes x FMA units x
+2, from the CPU's flags and frequency, with its assumptions spelt out.
+
+Measured once per machine and kept in the zoo's cache (`<cache>/peaks/`, JSON with the date
+measured): the key is the CPU name, its full flag list, the threads, the precision, the kernels
+measured and the versions of torch, onnxruntime and openvino, so a run reads its peak at no cost
+(`cached: true`, `measured_at`). ZOO_PEAK_REMEASURE=1 measures again and replaces the entry.
+
+A peak measured while other processes used this process's CPUs (`others_cpu_share` above 0.2, from
+/proc/stat) is kept with `busy: true` and a warning: contention only lowers a rate, so the next run
+that finds the machine quiet (a 0.2 s look at /proc/stat) measures again and keeps each kernel's
+best of the two (`measure_count` counts the measurements kept)."""
 from __future__ import annotations
 
+import json
+import os
+import sys
 import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata, util
 from pathlib import Path
 
 import numpy as np
@@ -36,135 +54,212 @@ import numpy as np
 from zoo.cost import best_seconds
 from zoo.errors import ZooError, one_line
 
-# precision -> runtime -> the kernel family measuring its peak (None key: any other runtime)
-KERNELS = {
-    "bf16": {"torch": "torch", None: "openvino"},
-    "fp16": {None: "openvino"},
-    "int8": {"openvino": "openvino", None: "onnxruntime"},
-}
-OV_TYPES = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+FAMILIES = ("torch", "onnxruntime", "openvino")
+RUNS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32", "int8"), "openvino": PRECISIONS}  # precisions each runs
+MATMUL_SIZES = (1024, 2048)
+CONV_SHAPES = ((64, 128), (256, 64))  # (channels in = out, height = width) of a 3x3 convolution
+OV_TYPES = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: FakeQuantize, not the hint
+OV_LAYERS = {"MatMul": ("MatMul", "FullyConnected", "Gemm"), "Conv": ("Convolution",)}
+REPEATS, BUDGET_S = 25, 2.0  # per kernel: the fastest of up to 25 timed calls, stopped after 2 s of them
+REMEASURE_ENV = "ZOO_PEAK_REMEASURE"
+BUSY_SHARE = 0.2  # other processes using more of this process's CPUs than this: the peak may be low
+PROC_STAT = Path("/proc/stat")
+CACHE_VERSION = 1
+CPUFREQ_MAX = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+CPUINFO = Path("/proc/cpuinfo")
 
 
-def _operands(n: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+def unit(precision: str) -> str:
+    return "GOP/s" if precision == "int8" else "GFLOP/s"
 
 
-def matmul_onnx(n: int, quantized: bool) -> bytes:
-    """A one-MatMul ONNX graph, A (input, n x n float) x B (initializer); `quantized`: A through
-    QuantizeLinear/DequantizeLinear (uint8, per tensor) and B stored as int8 with a
-    DequantizeLinear, the QDQ form of a statically quantized MatMul."""
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- the kernels
+
+@dataclass(frozen=True)
+class Kernel:
+    """One candidate: a family's (torch, onnxruntime, openvino) MatMul of size (n,) or 3x3 Conv
+    of size (channels, side)."""
+    family: str
+    op: str
+    size: tuple
+
+    @property
+    def label(self) -> str:
+        if self.op == "MatMul":
+            return f"{'torch.mm' if self.family == 'torch' else self.family + ' MatMul'} {self.size[0]}"
+        c, s = self.size
+        return f"{'torch conv2d' if self.family == 'torch' else self.family + ' Conv'} 3x3 {c}ch {s}x{s}"
+
+    @property
+    def ops(self) -> int:
+        """Operations of one call: 2 x multiply-accumulates."""
+        if self.op == "MatMul":
+            return 2 * self.size[0] ** 3
+        c, s = self.size
+        return 2 * c * c * 9 * s * s
+
+
+def installed(family: str) -> bool:
+    return util.find_spec(family) is not None
+
+
+def kernels(precision: str, families=None) -> list[Kernel]:
+    """The candidates of `precision`: each installed family that runs it, MatMul then Conv shapes."""
+    if precision not in PRECISIONS:
+        raise ZooError(f"no peak for precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    chosen = [f for f in (families or FAMILIES) if precision in RUNS[f] and installed(f)]
+    return [Kernel(f, "MatMul", (n,)) for f in chosen for n in MATMUL_SIZES] + \
+           [Kernel(f, "Conv", shape) for f in chosen for shape in CONV_SHAPES]
+
+
+def _rand(shape, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+def _shapes(k: Kernel) -> tuple[tuple, tuple, tuple]:
+    """(input, weight, output) shapes."""
+    if k.op == "MatMul":
+        n = k.size[0]
+        return (n, n), (n, n), (n, n)
+    c, s = k.size
+    return (1, c, s, s), (c, c, 3, 3), (1, c, s, s)
+
+
+def kernel_onnx(k: Kernel, quantized: bool) -> bytes:
+    """A one-MatMul / one-Conv ONNX graph, X (input) by W (initializer) -> Y; `quantized`: X through
+    QuantizeLinear/DequantizeLinear (uint8, per tensor), W stored as int8 with a DequantizeLinear,
+    and (Conv) Y through a QuantizeLinear/DequantizeLinear pair: the QDQ form of a statically
+    quantized operator, which ONNX Runtime fuses into QLinearConv / MatMulIntegerToFloat."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    a, b = _operands(n)
-    inputs = [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n])]
-    output = [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])]
+    xs, ws, ys = _shapes(k)
+    x, w = _rand(xs, 0), _rand(ws, 1)
+    attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]} if k.op == "Conv" else {}
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(xs))]
+    output = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, list(ys))]
     if not quantized:
-        nodes = [helper.make_node("MatMul", ["A", "B"], ["C"])]
-        inits = [numpy_helper.from_array(b, "B")]
+        nodes = [helper.make_node(k.op, ["X", "W"], ["Y"], **attrs)]
+        inits = [numpy_helper.from_array(w, "W")]
     else:
-        a_scale = float(np.abs(a).max()) / 127.0
-        b_scale = float(np.abs(b).max()) / 127.0
-        b_q = np.clip(np.round(b / b_scale), -127, 127).astype(np.int8)
-        inits = [numpy_helper.from_array(np.array(a_scale, np.float32), "a_scale"),
-                 numpy_helper.from_array(np.array(128, np.uint8), "a_zero"),
-                 numpy_helper.from_array(b_q, "B_q"),
-                 numpy_helper.from_array(np.array(b_scale, np.float32), "b_scale"),
-                 numpy_helper.from_array(np.array(0, np.int8), "b_zero")]
-        nodes = [helper.make_node("QuantizeLinear", ["A", "a_scale", "a_zero"], ["A_q"]),
-                 helper.make_node("DequantizeLinear", ["A_q", "a_scale", "a_zero"], ["A_dq"]),
-                 helper.make_node("DequantizeLinear", ["B_q", "b_scale", "b_zero"], ["B_dq"]),
-                 helper.make_node("MatMul", ["A_dq", "B_dq"], ["C"])]
-    graph = helper.make_graph(nodes, "gemm_peak", inputs, output, inits)
+        x_scale, w_scale = float(np.abs(x).max()) / 127.0, float(np.abs(w).max()) / 127.0
+        reduce = ws[0] if k.op == "MatMul" else int(np.prod(ws[1:]))  # products added per output
+        y_scale = 4.0 * float(np.sqrt(reduce)) / 127.0  # |Y| of standard normals: within 4 sigma
+        inits = [numpy_helper.from_array(np.array(x_scale, np.float32), "x_scale"),
+                 numpy_helper.from_array(np.array(128, np.uint8), "x_zero"),
+                 numpy_helper.from_array(np.clip(np.round(w / w_scale), -127, 127).astype(np.int8), "W_q"),
+                 numpy_helper.from_array(np.array(w_scale, np.float32), "w_scale"),
+                 numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
+                 numpy_helper.from_array(np.array(y_scale, np.float32), "y_scale"),
+                 numpy_helper.from_array(np.array(128, np.uint8), "y_zero")]
+        nodes = [helper.make_node("QuantizeLinear", ["X", "x_scale", "x_zero"], ["X_q"]),
+                 helper.make_node("DequantizeLinear", ["X_q", "x_scale", "x_zero"], ["X_dq"]),
+                 helper.make_node("DequantizeLinear", ["W_q", "w_scale", "w_zero"], ["W_dq"])]
+        if k.op == "MatMul":
+            nodes.append(helper.make_node("MatMul", ["X_dq", "W_dq"], ["Y"]))
+        else:
+            nodes += [helper.make_node("Conv", ["X_dq", "W_dq"], ["Y_f"], **attrs),
+                      helper.make_node("QuantizeLinear", ["Y_f", "y_scale", "y_zero"], ["Y_q"]),
+                      helper.make_node("DequantizeLinear", ["Y_q", "y_scale", "y_zero"], ["Y"])]
+    graph = helper.make_graph(nodes, f"peak_{k.op.lower()}", inputs, output, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
 
 
-def _torch(precision: str, threads: int, n: int, repeats: int) -> tuple[float, str]:
+def matmul_onnx(n: int, quantized: bool) -> bytes:
+    """The n x n MatMul graph (kernel_onnx), input X."""
+    return kernel_onnx(Kernel("onnxruntime", "MatMul", (n,)), quantized)
+
+
+# ---------------------------------------------------------------- one kernel's rate
+
+def _torch(k: Kernel, precision: str, threads: int, repeats: int, budget_s: float) -> tuple[float, str]:
     import torch
-    if precision not in ("fp32", "bf16"):
-        raise ZooError(f"torch: no {precision} GEMM peak (the torch runtime runs fp32 and bf16)")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        g = torch.Generator().manual_seed(0)
-        dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
-        a, b = torch.randn(n, n, generator=g).to(dtype), torch.randn(n, n, generator=g).to(dtype)
+        xs, ws, _ = _shapes(k)
+        x, w = torch.from_numpy(_rand(xs, 0)).to(dtype), torch.from_numpy(_rand(ws, 1)).to(dtype)
+        if k.op == "MatMul":
+            call = lambda: torch.mm(x, w)  # noqa: E731
+        else:
+            call = lambda: torch.nn.functional.conv2d(x, w, padding=1)  # noqa: E731
         with torch.inference_mode():
-            seconds = best_seconds(lambda: torch.mm(a, b), repeats)
+            seconds = best_seconds(call, repeats, budget_s)
     finally:
         torch.set_num_threads(old)
-    return seconds, f"torch {torch.__version__} torch.mm {precision}"
+    return seconds, f"torch {torch.__version__} {'torch.mm' if k.op == 'MatMul' else 'conv2d'} {precision}"
 
 
-def _onnxruntime(precision: str, threads: int, n: int, repeats: int) -> tuple[float, str]:
-    """ONNX Runtime on the (QDQ) MatMul graph, fully optimised, inputs and output bound once
-    (no copies in the timed call); the kernel is read from the optimised graph's operators."""
+def _onnxruntime(k: Kernel, precision: str, threads: int, repeats: int, budget_s: float) -> tuple[float, str]:
+    """ONNX Runtime on the (QDQ) graph, fully optimised, input and output bound once (no copies
+    in the timed call); the kernel is read from the optimised graph's operators."""
     import onnx
     import onnxruntime as ort
-    if precision not in ("fp32", "int8"):
-        raise ZooError(f"onnxruntime: no {precision} GEMM peak (it runs fp32 and int8)")
     with tempfile.TemporaryDirectory(prefix="zoo-peak-") as tmp:
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3  # not the warning that the saved graph is CPU-specific: it is read once, here
         so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        session = ort.InferenceSession(matmul_onnx(n, precision == "int8"), so, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(kernel_onnx(k, precision == "int8"), so, providers=["CPUExecutionProvider"])
         ops = [node.op_type for node in onnx.load(so.optimized_model_filepath).graph.node]
-    kernel = next((op for op in ops if "MatMul" in op), None)
-    if kernel is None or (precision == "int8" and kernel == "MatMul"):
-        raise ZooError(f"onnxruntime {ort.__version__}: the {precision} MatMul graph did not run an integer "
-                       f"MatMul kernel (optimised graph: {', '.join(ops)})")
-    a, _ = _operands(n)
+    main = [op for op in ops if k.op in op]
+    integer = [op for op in main if "Integer" in op or "QLinear" in op]
+    if not main or (precision == "int8" and not integer):
+        raise ZooError(f"onnxruntime {ort.__version__}: the {precision} {k.op} graph did not run "
+                       f"{'an integer' if precision == 'int8' else 'a'} {k.op} kernel (optimised graph: {', '.join(ops)})")
+    xs, _, ys = _shapes(k)
     binding = session.io_binding()
-    binding.bind_ortvalue_input("A", ort.OrtValue.ortvalue_from_numpy(a))
-    binding.bind_ortvalue_output("C", ort.OrtValue.ortvalue_from_numpy(np.empty((n, n), np.float32)))
-    seconds = best_seconds(lambda: session.run_with_iobinding(binding), repeats)
-    return seconds, f"onnxruntime {ort.__version__} {kernel} ({' -> '.join(ops)})"
+    binding.bind_ortvalue_input("X", ort.OrtValue.ortvalue_from_numpy(_rand(xs, 0)))
+    binding.bind_ortvalue_output("Y", ort.OrtValue.ortvalue_from_numpy(np.empty(ys, np.float32)))
+    seconds = best_seconds(lambda: session.run_with_iobinding(binding), repeats, budget_s)
+    return seconds, f"onnxruntime {ort.__version__} {(integer or main)[0]} ({' -> '.join(ops)})"
 
 
-def _openvino(precision: str, threads: int, n: int, repeats: int) -> tuple[float, str]:
-    """OpenVINO's CPU plugin on the (QDQ) MatMul graph with the precision hint (f32 for int8:
-    the FakeQuantize nodes, not the hint, make it integer), one request, the input set once; the
-    kernel is the MatMul's runtime precision in the compiled model, which must be the one asked for."""
+def _openvino(k: Kernel, precision: str, threads: int, repeats: int, budget_s: float) -> tuple[float, str]:
+    """OpenVINO's CPU plugin on the (QDQ) graph with the precision hint, one request, the input set
+    once; the kernel is the layer's runtime precision in the compiled model, which must be the one
+    asked for."""
     import openvino as ov
+    version = ov.__version__.split("-")[0]
     core = ov.Core()
-    model = _ov_model(core, n, precision == "int8")
+    with tempfile.TemporaryDirectory(prefix="zoo-peak-") as tmp:  # read_model takes a path
+        path = Path(tmp) / "kernel.onnx"
+        path.write_bytes(kernel_onnx(k, precision == "int8"))
+        model = core.read_model(str(path))
     config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
-              "INFERENCE_PRECISION_HINT": OV_TYPES.get(precision, "f32")}
+              "INFERENCE_PRECISION_HINT": OV_TYPES[precision]}
     compiled = core.compile_model(model, "CPU", config)
-    ran = _ov_matmul(compiled)
-    want = {"int8": ("u8", "i8"), "fp32": ("f32",)}.get(precision, (OV_TYPES.get(precision),))
+    ran = ov_layer(compiled, OV_LAYERS[k.op])
+    want = {"int8": ("u8", "i8"), "fp32": ("f32",)}.get(precision, (OV_TYPES[precision],))
     if ran.get("precision") not in want:
-        raise ZooError(f"openvino {ov.__version__.split('-')[0]}: the {precision} MatMul ran as {ran.get('type')} "
+        raise ZooError(f"openvino {version}: the {precision} {k.op} ran as {ran.get('type', 'no such layer')} "
                        f"{ran.get('precision')} on this CPU, not {precision}")
     request = compiled.create_infer_request()
-    request.set_input_tensor(ov.Tensor(_operands(n)[0]))
-    seconds = best_seconds(request.infer, repeats)
-    return seconds, f"openvino {ov.__version__.split('-')[0]} CPU {ran['type']} {ran['precision']} ({ran['primitive']})"
+    request.set_input_tensor(ov.Tensor(_rand(_shapes(k)[0], 0)))
+    seconds = best_seconds(request.infer, repeats, budget_s)
+    return seconds, f"openvino {version} CPU {ran['type']} {ran['precision']} ({ran['primitive']})"
 
 
-def _ov_model(core, n: int, quantized: bool):
-    """The ONNX MatMul graph read by OpenVINO (through a file: read_model takes a path)."""
-    with tempfile.TemporaryDirectory(prefix="zoo-peak-") as tmp:
-        path = Path(tmp) / "matmul.onnx"
-        path.write_bytes(matmul_onnx(n, quantized))
-        return core.read_model(str(path))
-
-
-def _ov_matmul(compiled) -> dict:
-    """{'type', 'precision', 'primitive'} of the compiled model's MatMul (OpenVINO's CPU plugin
-    runs a MatMul with a constant operand as FullyConnected): its layer type, runtime precision
-    and primitive (e.g. brgemm_avx512_bf16), from the runtime model's rt_info."""
+def ov_layer(compiled, kinds) -> dict:
+    """{'type', 'precision', 'primitive'} of the compiled model's first layer of one of `kinds`
+    (OpenVINO's CPU plugin runs a MatMul with a constant operand as FullyConnected): its layer
+    type, runtime precision and primitive (e.g. brgemm_avx512_bf16), from the runtime model's
+    rt_info; {} when there is none."""
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
         if "layerType" not in info:
             continue
         kind = info["layerType"].astype(str)
-        if kind in ("MatMul", "FullyConnected", "Gemm"):
+        if kind in kinds:
             return {"type": kind, **{key: info[name].astype(str) if name in info else None for key, name in
                                      (("precision", "runtimePrecision"), ("primitive", "primitiveType"))}}
     return {}
@@ -173,54 +268,339 @@ def _ov_matmul(compiled) -> dict:
 MEASURE = {"torch": _torch, "onnxruntime": _onnxruntime, "openvino": _openvino}
 
 
-def kernel_family(precision: str, runtime: str | None) -> str:
-    """Which runtime's kernel measures `precision`'s peak for a run on `runtime`."""
-    table = KERNELS.get(precision)
-    if table is None:
-        raise ZooError(f"no GEMM peak for precision {precision!r} (known: fp32, {', '.join(KERNELS)})")
-    return table.get(runtime, table[None])
-
-
-def precision_peak(precision: str, threads: int, runtime: str | None = None, n: int = 2048,
-                   repeats: int = 10, family: str | None = None) -> dict:
-    """{'precision', 'gflops', 'threads', 'kernel', 'n', 'method'}: the best rate of an n x n
-    product at `precision` on `threads` threads through the kernels of `runtime` (or of
-    `family`: torch, onnxruntime, openvino). fp32 without a family is zoo.cost.gemm_peak.
-    A ZooError when this runtime/CPU cannot run that precision (never a fallback figure)."""
-    if precision == "fp32" and family is None:
-        from zoo.cost import gemm_peak
-        g = gemm_peak(threads, n=n, repeats=repeats)
-        return {"precision": "fp32", "gflops": g["gflops"], "threads": threads, "kernel": f"torch {g['torch']} torch.mm fp32",
-                "n": n, "method": g["method"]}
-    family = family or kernel_family(precision, runtime)
-    try:
-        seconds, kernel = MEASURE[family](precision, threads, n, repeats)
-    except ZooError:
-        raise
-    except Exception as exc:
-        raise ZooError(f"{family}: cannot measure the {precision} GEMM peak ({one_line(exc)[:300]})") from None
-    return {"precision": precision, "gflops": 2 * n ** 3 / seconds / 1e9, "threads": threads, "kernel": kernel,
-            "n": n, "method": f"{n}x{n} by {n}x{n} {precision} product, best of {repeats}"
-                              + (" (int8: integer operations per second, GOP/s)" if precision == "int8" else "")}
-
-
-def fp32_peak(threads: int, runtime: str | None = None, repeats: int = 25) -> dict:
-    """zoo.cost.gemm_peak's fields (gflops, method, threads, torch) for the best fp32 GEMM rate of
-    torch.mm and, for a run on onnxruntime or openvino, that runtime's own fp32 MatMul; `kernel`
-    names the faster, `candidates` keeps both rates ({kernel: gflops}). A runtime kernel that
-    cannot be measured leaves torch.mm's figure (with `runtime_kernel_error` saying why)."""
-    from zoo.cost import gemm_peak
-    out = gemm_peak(threads, repeats=repeats)
-    out["kernel"] = f"torch {out['torch']} torch.mm fp32"
-    out["candidates"] = {out["kernel"]: out["gflops"]}
-    if runtime in ("onnxruntime", "openvino"):
+def measure(precision: str, threads: int, progress=None, repeats: int = REPEATS, budget_s: float = BUDGET_S,
+            candidates: list[Kernel] | None = None) -> dict:
+    """{'precision', 'threads', 'gflops', 'kernel', 'candidates': {label: gflops}, 'kernel_details':
+    {label: what ran}, 'refused': {label: why}, 'method'}: every kernel of `precision` measured now,
+    the best counts. No kernel ran: 'unavailable' (the reasons) instead of gflops and kernel.
+    `progress(line)` is told after each kernel."""
+    todo = kernels(precision) if candidates is None else candidates
+    rates, details, refused = {}, {}, {}
+    best = None
+    for i, k in enumerate(todo, 1):
         try:
-            own = precision_peak("fp32", threads, runtime, repeats=repeats, family=runtime)
+            if precision not in RUNS[k.family]:
+                raise ZooError(f"{k.family}: no {precision} kernel (it runs {', '.join(RUNS[k.family])})")
+            seconds, details[k.label] = MEASURE[k.family](k, precision, threads, repeats, budget_s)
+            rates[k.label] = k.ops / seconds / 1e9
+            best = k.label if best is None or rates[k.label] > rates[best] else best
         except ZooError as exc:
-            out["runtime_kernel_error"] = str(exc)[:300]
-            return out
-        out["candidates"][own["kernel"]] = own["gflops"]
-        if own["gflops"] > out["gflops"]:
-            out["gflops"], out["kernel"] = own["gflops"], own["kernel"]
-        out["method"] = f"the best of torch.mm and {runtime}'s fp32 MatMul (2048x2048), best of {repeats} each"
+            refused[k.label] = str(exc)[:300]
+        except Exception as exc:  # noqa: BLE001  a kernel a runtime cannot build or run is not a candidate
+            refused[k.label] = f"{k.family}: cannot run the {precision} {k.op} ({one_line(exc)[:250]})"
+        if progress:
+            done = f"best {rates[best]:.0f} {unit(precision)} ({best})" if best else "none ran yet"
+            progress(f"      peak {precision}: {i}/{len(todo)} kernels, {done}"
+                     + (f"; {k.label} refused" if k.label in refused else ""))
+    out = {"precision": precision, "threads": threads,
+           "method": f"the best of {len(todo)} kernels ({', '.join(k.label for k in todo)}) at {precision} on "
+                     f"{threads} threads, each the fastest of up to {repeats} calls within {budget_s:g} s; "
+                     "operations = 2 x multiply-accumulates" + (" (int8: integer operations, GOP/s)"
+                                                                if precision == "int8" else ""),
+           "candidates": rates, "kernel_details": details, "refused": refused}
+    if best is None:
+        out["unavailable"] = ("; ".join(f"{label}: {why}" for label, why in refused.items())
+                              or f"no installed runtime runs {precision}")[:1000]
+    else:
+        out.update(gflops=rates[best], kernel=best)
     return out
+
+
+# ---------------------------------------------------------------- the ISA bound
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> list[str]:
+    """Every flag of the first CPU in /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted(set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return []
+
+
+def cpu_clock(cpufreq: Path = CPUFREQ_MAX, cpuinfo: Path = CPUINFO) -> tuple[float | None, str]:
+    """(GHz, where it was read): cpufreq's cpuinfo_max_freq, else the 'cpu MHz' of /proc/cpuinfo,
+    else (None, 'frequency unknown')."""
+    try:
+        return int(Path(cpufreq).read_text().strip()) / 1e6, f"{cpufreq} (maximum clock)"
+    except (OSError, ValueError):
+        pass
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1]) / 1e3, \
+                    "'cpu MHz' of /proc/cpuinfo (the current or nominal clock: a boost clock above it can exceed the bound)"
+    except (OSError, ValueError):
+        pass
+    return None, "frequency unknown"
+
+
+def isa_bound(precision: str, threads: int, flags, clock_ghz: float | None, clock_source: str = "") -> dict:
+    """{'gflops' (None when no bound), 'method', 'assumptions', 'ops_per_cycle_per_core', 'cores',
+    'clock_ghz', 'clock_source', 'reason' (when gflops is None)}: cores x clock x lanes x FMA units x
+    2 of `precision` on a CPU with `flags`."""
+    flags = set(flags)
+    assumptions = [f"cores = the {threads} threads used, one per physical core (SMT siblings share their core's units)"]
+    if "avx512f" in flags:
+        lanes32, width = 16, "AVX-512 (avx512f): 16 fp32 lanes"
+    elif "avx2" in flags or "avx" in flags:
+        lanes32, width = 8, "AVX/AVX2: 8 fp32 lanes"
+    else:
+        lanes32, width = 4, "no AVX: SSE, 4 fp32 lanes"
+    fma = "fma" in flags or "avx512f" in flags
+    units = 2 if fma else 1
+    assumptions.append(f"{width}; " + ("2 FMA units per core (AVX-512 server cores such as Xeon Gold/Platinum and "
+                                        "AMD Zen 5; a core with one 512-bit FMA unit, or splitting 512-bit operations "
+                                        "in two as AMD Zen 4 does, reaches half)" if fma else
+                                        "no FMA: one multiply and one add unit per core"))
+    per_core, reason = lanes32 * units * 2, None
+    if precision == "bf16":
+        if "amx_bf16" in flags:
+            per_core = 1024
+            assumptions.append("AMX (amx_tile, amx_bf16) present: 1024 bf16 operations per cycle per core (the "
+                               "TMUL figure of Sapphire Rapids), the bound is AMX's, not the vector units'")
+        elif "avx512_bf16" in flags:
+            per_core *= 2
+            assumptions.append("avx512_bf16: vdpbf16ps does 2 bf16 products per fp32 lane (2x fp32 lanes)")
+        else:
+            assumptions.append("no bf16 instructions: bf16 is computed in fp32 lanes (the fp32 bound)")
+    elif precision == "fp16":
+        if "amx_fp16" in flags:
+            per_core = 1024
+            assumptions.append("AMX (amx_tile, amx_fp16) present: 1024 fp16 operations per cycle per core, the "
+                               "bound is AMX's")
+        elif "avx512_fp16" in flags:
+            per_core *= 2
+            assumptions.append("avx512_fp16: 32 fp16 lanes per 512-bit FMA (2x fp32 lanes)")
+        else:
+            assumptions.append("no fp16 arithmetic: fp16 is computed in fp32 lanes (the fp32 bound)")
+    elif precision == "int8":
+        if "amx_int8" in flags:
+            per_core = 2048
+            assumptions.append("AMX (amx_tile, amx_int8) present: 2048 int8 operations per cycle per core (the "
+                               "TMUL figure of Sapphire Rapids), the bound is AMX's, not the vector units'")
+        elif "avx512_vnni" in flags and "avx512f" in flags:
+            per_core = 16 * 4 * units * 2
+            assumptions.append("avx512_vnni: vpdpbusd does 4 int8 multiply-accumulates per 32-bit lane (4x fp32 "
+                               "lanes), on the FMA units; operations = 2 x multiply-accumulates (GOP/s)")
+        elif "avx_vnni" in flags:
+            per_core = 8 * 4 * units * 2
+            assumptions.append("avx_vnni: 256-bit vpdpbusd, 4 int8 multiply-accumulates per 32-bit lane")
+        else:
+            per_core, reason = None, "no VNNI or AMX: int8 runs through a multi-instruction sequence, no simple bound"
+    if clock_ghz is None and reason is None:
+        reason = "frequency unknown"
+    assumptions.append(f"clock {clock_ghz:.3f} GHz from {clock_source}" if clock_ghz else "clock: frequency unknown")
+    out = {"gflops": threads * clock_ghz * per_core if reason is None else None,
+           "method": "cores x clock x vector lanes x FMA units x 2 (an FMA is 2 operations), from the CPU's flags "
+                     "and frequency; not measured",
+           "assumptions": assumptions, "ops_per_cycle_per_core": per_core, "cores": threads, "clock_ghz": clock_ghz,
+           "clock_source": clock_source or None}
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+def machine_isa_bound(precision: str, threads: int) -> dict:
+    ghz, source = cpu_clock()
+    return isa_bound(precision, threads, cpu_flags(), ghz, source)
+
+
+# ---------------------------------------------------------------- other processes on our CPUs
+
+def _cpu_sample(stat: Path = PROC_STAT) -> tuple[float, float, float] | None:
+    """(busy seconds of the CPUs this process may use, from /proc/stat; this process's CPU seconds;
+    monotonic time), None where /proc/stat cannot be read."""
+    try:
+        allowed = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+        busy = 0
+        for line in Path(stat).read_text().splitlines():
+            fields = line.split()
+            if fields and fields[0] in allowed:  # user nice system idle iowait irq softirq steal ...
+                ticks = [int(x) for x in fields[1:9]]
+                busy += sum(ticks) - ticks[3] - ticks[4]
+        t = os.times()
+        return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system, time.monotonic()
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def others_share(before, after) -> float | None:
+    """The share of this process's CPUs that other processes used between two _cpu_samples."""
+    if before is None or after is None or after[2] <= before[2]:
+        return None
+    cpus = len(os.sched_getaffinity(0))
+    others = (after[0] - before[0]) - (after[1] - before[1])
+    return min(1.0, max(0.0, others / ((after[2] - before[2]) * cpus)))
+
+
+def quiet_now(window_s: float = 0.2) -> bool:
+    """Whether other processes leave this process's CPUs idle now (a look of `window_s` seconds)."""
+    before = _cpu_sample()
+    time.sleep(window_s)
+    share = others_share(before, _cpu_sample())
+    return share is not None and share <= BUSY_SHARE
+
+
+def _merge(old: dict, new: dict) -> dict:
+    """`new` with each kernel's best rate of the two measurements (contention only lowers a rate)."""
+    rates, details = dict(new["candidates"]), dict(new["kernel_details"])
+    for label, g in (old.get("candidates") or {}).items():
+        if g > rates.get(label, 0.0):
+            rates[label], details[label] = g, old["kernel_details"].get(label, "")
+    out = {**new, "candidates": rates, "kernel_details": details,
+           "measure_count": old.get("measure_count", 1) + new.get("measure_count", 1)}
+    out["refused"] = {k: v for k, v in new["refused"].items() if k not in rates}
+    if rates:
+        best = max(rates, key=rates.get)
+        out.update(gflops=rates[best], kernel=best)
+        out.pop("unavailable", None)
+    return out
+
+
+# ---------------------------------------------------------------- the cache
+
+def versions() -> dict:
+    """{family: version} of the installed kernel families (torch, onnxruntime, openvino)."""
+    out = {}
+    for family in FAMILIES:
+        try:
+            out[family] = metadata.version(family)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def cache_key(precision: str, threads: int, candidates: list[Kernel]) -> dict:
+    from zoo.envinfo import cpu_name
+    return {"version": CACHE_VERSION, "cpu": cpu_name(), "flags": cpu_flags(), "threads": threads,
+            "precision": precision, "kernels": [k.label for k in candidates], "versions": versions()}
+
+
+def cache_path(key: dict) -> Path:
+    from zoo.fileutil import text_sha256
+    from zoo.paths import cache_dir
+    digest = text_sha256(json.dumps(key, sort_keys=True))[:20]
+    return cache_dir() / "peaks" / f"{key['precision']}-{key['threads']}t-{digest}.json"
+
+
+def _read(path: Path, key: dict) -> tuple[dict | None, str | None]:
+    """(the cached peak, None), (None, None) when there is no entry, (None, why) when it is damaged."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError, RecursionError) as exc:
+        return None, f"unreadable ({one_line(exc)[:120]})"
+    peak = data.get("peak") if isinstance(data, dict) else None
+    if not isinstance(peak, dict) or data.get("key") != key:
+        return None, "not a peak entry of this machine, threads and versions"
+    g = peak.get("gflops")
+    good = (isinstance(g, (int, float)) and not isinstance(g, bool) and g > 0
+            and (peak.get("candidates") or {}).get(peak.get("kernel")) == g) or \
+           (g is None and isinstance(peak.get("unavailable"), str))
+    if not good or peak.get("precision") != key["precision"] or not isinstance(peak.get("measured_at"), str):
+        return None, "its peak is malformed (gflops, kernel, candidates, precision or measured_at)"
+    return peak, None
+
+
+def remeasure_asked() -> bool:
+    return os.environ.get(REMEASURE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def machine_peak(precision: str, threads: int, progress=None, remeasure: bool | None = None,
+                 candidates: list[Kernel] | None = None, **measure_kw) -> dict:
+    """The peak of `precision` on `threads` threads (measure()'s fields, `isa_bound`, `measured_at`,
+    `measure_s`), read from the cache (`cached: true`) or measured now and cached (`cached: false`).
+    `remeasure` (default: ZOO_PEAK_REMEASURE=1) measures again and replaces the entry; a damaged
+    entry is measured again with a warning; a `busy` one again when the machine is quiet now, keeping
+    each kernel's best of the two. The cache is written atomically under a lock, so
+    concurrent runs measure once (and never at the same time); a cache that cannot be written
+    leaves the measurement uncached, with a warning."""
+    from zoo.cache import entry_lock
+    from zoo.fileutil import atomic_write_text
+    todo = kernels(precision) if candidates is None else candidates
+    remeasure = remeasure_asked() if remeasure is None else remeasure
+    key = cache_key(precision, threads, todo)
+    path = cache_path(key)
+    if not remeasure:
+        peak, problem = _read(path, key)
+        if peak is not None and not (peak.get("busy") and quiet_now()):
+            return {**peak, "cached": True}
+        if problem:
+            _warn(f"peak cache {path}: {problem}; measuring again")
+
+    def fresh() -> dict:
+        t0, before = time.perf_counter(), _cpu_sample()
+        peak = measure(precision, threads, progress, candidates=todo, **measure_kw)
+        share = others_share(before, _cpu_sample())
+        peak.update(others_cpu_share=None if share is None else round(share, 3), busy=bool(share and share > BUSY_SHARE),
+                    measure_count=1)
+        if peak["busy"]:
+            _warn(f"other processes used {share:.0%} of this process's CPUs while the {precision} peak was measured: "
+                  "it may be low; the next run on a quiet machine measures it again")
+        peak["isa_bound"] = machine_isa_bound(precision, threads)
+        peak["measured_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        peak["measure_s"] = round(time.perf_counter() - t0, 3)
+        return peak
+
+    peak = None
+    try:
+        with entry_lock(path):
+            cached = None
+            if not remeasure:  # another run may have measured it while this one waited
+                cached, _ = _read(path, key)
+                if cached is not None and not cached.get("busy"):
+                    return {**cached, "cached": True}
+            peak = _bounded(fresh() if cached is None else _merge(cached, fresh()))
+            atomic_write_text(path, json.dumps({"key": key, "peak": peak}, indent=1, allow_nan=False) + "\n")
+    except OSError as exc:
+        _warn(f"peak cache {path.parent}: cannot be written ({exc.strerror or exc}); the peak is not kept")
+        peak = peak or _bounded(fresh())
+    return {**peak, "cached": False}
+
+
+def _bounded(peak: dict) -> dict:
+    """The peak with a note in its isa_bound when the measurement is above the bound."""
+    bound = peak["isa_bound"]
+    bound.pop("note", None)
+    if bound.get("gflops") and (peak.get("gflops") or 0) > bound["gflops"]:
+        bound["note"] = (f"the measured peak {peak['gflops']:.0f} is above this bound: the clock read is below the "
+                         "one the kernels ran at, or the threads are not on separate cores as assumed")
+    return peak
+
+
+# ---------------------------------------------------------------- a block's fraction of the peak
+
+def set_fraction(block: dict, peak: float | None, precision: str = "fp32") -> str | None:
+    """block['peak_fraction'] = block['gflops'] / peak; None when there is no peak, and None with
+    block['peak_note'] when the block is above the peak (the peak measurement is then incomplete: a
+    fraction is never above 1). Returns the note, else None."""
+    block.pop("peak_note", None)
+    if not peak:
+        block["peak_fraction"] = None
+        return None
+    if block["gflops"] > peak:
+        block["peak_fraction"] = None
+        block["peak_note"] = (f"the model reached {block['gflops']:.1f} {unit(precision)}, above the measured peak "
+                              f"{peak:.1f}: peak measurement incomplete")
+        return block["peak_note"]
+    block["peak_fraction"] = block["gflops"] / peak
+    return None
+
+
+def apply_peak(perf: list[dict], peak: float | None, precision: str = "fp32") -> list[str]:
+    """Every block with gflops gets peak_gflops (the peak used, when there is one) and its
+    peak_fraction (set_fraction); returns 'bs<n> <scope>: <note>' for each block above the peak
+    (a sweep, or the merge of --isolate's children, logs them as warnings)."""
+    notes = []
+    for block in perf:
+        if block.get("gflops") is None:
+            continue
+        if peak:
+            block["peak_gflops"] = peak
+        note = set_fraction(block, peak, precision)
+        if note:
+            notes.append(f"bs{block['batch_size']} {block['scope']}: {note}")
+    return notes

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zoo.errors import ZooError
-from zoo.stats import summarize, throughput
+from zoo.stats import MIN_WINDOWS, interval, per_sample, relative_half_width, summarize, throughput
 
 
 def _now() -> int:
@@ -57,23 +57,25 @@ class Progress:
 
 @dataclass(frozen=True)
 class Stability:
-    """Stop-when-stable (as perf_analyzer): timed calls are grouped in windows of `window` calls;
-    the measurement is stable when the mean latencies of the last `windows` windows are all
-    within `tolerance` (relative) of their average."""
+    """Stop-when-stable (LoadGen's minimum duration, perf_analyzer's windows): timed calls are
+    grouped in windows of `window` calls; the measurement may stop once it has at least `windows`
+    complete windows and `min_duration_s` of timed calls, and the 95% interval of its throughput
+    (zoo.stats.interval, over the windows) is within `tolerance` (relative half-width)."""
     window: int = 5
-    windows: int = 3
-    tolerance: float = 0.05
+    windows: int = MIN_WINDOWS
+    tolerance: float = 0.02
+    min_duration_s: float = 1.0
 
     def __post_init__(self):
-        if self.window < 1 or self.windows < 2 or not 0 < self.tolerance < 1:
+        if self.window < 1 or self.windows < MIN_WINDOWS or not 0 < self.tolerance < 1 or self.min_duration_s < 0:
             raise ValueError(f"invalid stability settings {self}")
 
-    def check(self, window_means: list[float]) -> bool:
-        if len(window_means) < self.windows:
+    def check(self, window_ms: list[float], elapsed_s: float) -> bool:
+        """Whether windows of these mean latencies (ms per call), `elapsed_s` of timed calls in, may stop."""
+        if len(window_ms) < self.windows or elapsed_s < self.min_duration_s:
             return False
-        last = window_means[-self.windows:]
-        avg = sum(last) / len(last)
-        return all(abs(m - avg) <= self.tolerance * avg for m in last)
+        half = relative_half_width(window_ms)
+        return half is not None and half <= self.tolerance
 
 
 def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: int, iterations: int,
@@ -82,12 +84,17 @@ def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: i
     """Time runtime.infer on a resident batch: `warmup` untimed calls, then timed calls until the
     first of: `stability` reached (stopped_by "stable"), `iterations` calls, `time_budget_s` of
     timed calls (at least one call). `clock()` returns nanoseconds (injectable for tests).
+    The block's `interval` is the 95% interval of its throughput over windows of
+    `stability.window` calls (zoo.stats.interval; without `stability`, windows of 5 calls and a
+    2% tolerance): a measurement that stopped before its interval got within the tolerance is
+    unstable, and its `interval.reason` says what stopped it.
     `cpu_s_per_sample` is the process CPU time of the timed calls per sample: the cores' worth of
     work the runtime takes for one sample (idle pool threads that spin count as work).
     `keep_latencies`: the block also holds every timed call's latency (`latencies_ms`, not a record
     field: a sharded run pools its shards' calls into one distribution, zoo.shard)."""
     for _ in range(warmup):
         runtime.infer(feeds)
+    settings = stability or Stability()
     lat: list[float] = []
     means: list[float] = []
     copies: dict[str, list[float]] = {}
@@ -102,9 +109,9 @@ def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: i
         if timing:
             for k, v in timing.items():
                 copies.setdefault(k, []).append(v)
-        if stability is not None and len(lat) % stability.window == 0:
-            means.append(sum(lat[-stability.window:]) / stability.window)
-            if stability.check(means):
+        if len(lat) % settings.window == 0:
+            means.append(sum(lat[-settings.window:]) / settings.window)
+            if stability is not None and stability.check(means, (clock() - t_start) / 1e9):
                 stopped_by = "stable"
                 break
         if time_budget_s is not None and (clock() - t_start) / 1e9 >= time_budget_s and len(lat) < iterations:
@@ -112,21 +119,22 @@ def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: i
             break
     cpu_ns = cpu_clock() - cpu_start
     stats = summarize(lat)
+    tp = throughput(batch_size, stats["mean"])
     block = {"batch_size": batch_size, "scope": "infer_only", "status": "ok", "error": None,
              "input": input_desc, "warmup": warmup, "iterations": len(lat), "stopped_by": stopped_by,
              "num_samples": len(lat) * batch_size, "wall_s": (clock() - t_start) / 1e9,
-             "throughput": throughput(batch_size, stats["mean"]), "latency_ms": stats,
+             "throughput": tp, "latency_ms": stats, "latency_per_sample_ms": per_sample(stats, batch_size),
              "cpu_s_per_sample": cpu_ns / 1e9 / (len(lat) * batch_size)}
+    stop = {"iterations": f"stopped at --iters {iterations}",
+            "time_budget": f"stopped by the time budget ({time_budget_s:g} s)" if time_budget_s else None}.get(stopped_by)
+    if stability is None:
+        stop = "stop-when-stable off"
+    block["interval"] = interval([(settings.window * batch_size, m * settings.window / 1e3) for m in means], tp,
+                                 settings.tolerance, settings.window, reason=stop)
     if keep_latencies:
         block["latencies_ms"] = lat
     for k, vals in copies.items():  # h2d_ms / compute_ms / d2h_ms -> h2d_latency_ms, ...
         block[k.replace("_ms", "_latency_ms")] = summarize(vals)
-    if stability is not None:
-        last = means[-stability.windows:]
-        block["stability"] = {"window": stability.window, "windows": stability.windows,
-                              "tolerance": stability.tolerance, "stable": stopped_by == "stable",
-                              "window_means_ms": means,
-                              "spread": (max(last) - min(last)) / (sum(last) / len(last)) if len(last) >= 2 else None}
     return block
 
 
@@ -166,7 +174,7 @@ def check_finite(out: np.ndarray, what: str, sample_ids: list[str] | None = None
 
 def run_pipeline(runtime, source, adapter, batch_size: int, input_name: str, output_name: str, metrics: list,
                  workers: int = 1, on_prediction=None, label: str = "", post_workers: int = 1,
-                 progress=None, keep_latencies: bool = False) -> dict:
+                 progress=None, keep_latencies: bool = False, tolerance: float = 0.02) -> dict:
     """Stream the source through read (source.read) -> preprocess (adapter.preprocess and
     adapter.target, in `workers` threads, prefetching) -> batch -> infer -> postprocess (per sample:
     adapter.postprocess, then every metric's update and `on_prediction(id, prediction)`), in the
@@ -181,13 +189,16 @@ def run_pipeline(runtime, source, adapter, batch_size: int, input_name: str, out
     preprocess and postprocess stages (their threads' own CPU time); the rest of the process's CPU
     time is inference (the runtime's threads) and the harness. `progress`: an object with
     `update(done)` (default: a Progress line on stderr; a Ray shard reports to the driver instead).
-    `keep_latencies`: the block also holds every batch's latency (`latencies_ms`, zoo.shard pools them)."""
+    `keep_latencies`: the block also holds every batch's latency (`latencies_ms`, zoo.shard pools them).
+    The block's `interval` treats each batch (the time between two batches' completions) as a
+    window: one pass over the source, so a short source gives a wide interval, said as unstable
+    against `tolerance` (the pass is never repeated: its metrics are the run's accuracy)."""
     if post_workers not in (0, 1):
         raise ValueError(f"post_workers must be 0 or 1 (postprocessing is ordered), got {post_workers}")
     ids = source.ids
     n = len(ids)
     clock = StageClock()
-    batch_lat = []
+    batch_lat, batch_n = [], []
     progress = progress or Progress(f"{label} bs{batch_size}", n)
     window = 2 * batch_size + max(workers, 1)
     done = 0
@@ -255,6 +266,7 @@ def run_pipeline(runtime, source, adapter, batch_size: int, input_name: str, out
                 account(post(out, metas, targets, batch_ids, done))
             now = _now()
             batch_lat.append(_ms(now - last))
+            batch_n.append(len(xs))
             last = now
             done += len(xs)
             progress.update(done)
@@ -274,6 +286,9 @@ def run_pipeline(runtime, source, adapter, batch_size: int, input_name: str, out
              "throughput": n / wall if wall else 0.0, "latency_ms": summarize(batch_lat),
              "stages": stages, "workers": max(workers, 1), "postprocess_workers": post_workers,
              "cpu": {"process_s": process_cpu, "stages_s": {k: v / 1e9 for k, v in clock.cpu_ns.items()}}}
+    block["latency_per_sample_ms"] = per_sample(block["latency_ms"], batch_size)
+    block["interval"] = interval([(k, ms / 1e3) for k, ms in zip(batch_n, batch_lat)], block["throughput"], tolerance,
+                                 1, reason=f"one pass over {n} samples")
     if keep_latencies:
         block["latencies_ms"] = batch_lat
     return block
@@ -297,3 +312,72 @@ def cpu_ceiling(pipe: dict, infer_block: dict, cores: int) -> dict | None:
     return {"cores": cores, "infer_cpu_s_per_sample": infer_cpu, "other_cpu_s_per_sample": other,
             "throughput": limit, "vs_infer": limit / tp,
             "pipeline_vs_ceiling": pipe["throughput"] / limit if limit else None}
+
+
+def interleaved(a, feeds_a: dict, b, feeds_b: dict, batch_size: int, warmup: int, stability: Stability,
+                time_budget_s: float, max_rounds: int = 200, clock=_now, window_s: float = 0.5) -> dict:
+    """B's speed over A's, measured side by side (pyperf/asv compare across runs; this is the
+    same-process form that drift and other work on the cores cannot bias): rounds of one window
+    of each, in ABBA order (A then B, then B then A: a linear drift
+    costs both the same), `warmup` untimed calls of each first. A side's window is at least
+    `stability.window` calls and about `window_s` seconds (from its last warm-up call: windows of a
+    few milliseconds measure the scheduler more than the model). Each round gives a ratio
+    B throughput / A throughput; the figure is the geometric mean of the rounds' ratios and its
+    95% interval is Student's t over their logarithms. Stops once at least `stability.windows`
+    rounds and `stability.min_duration_s` are in and the interval's relative half-width is within
+    `stability.tolerance`, else at `time_budget_s` or `max_rounds` (then unstable, with the reason).
+    Returns {ratio, low, high, half_width, rounds, stable, reason, stopped_by, method, a, b} where a and b hold
+    each side's throughput (samples/s over all its timed calls) and window throughputs."""
+    import math
+
+    from zoo.stats import t_quantile
+    calls = {}
+    for name, rt, feeds in (("a", a, feeds_a), ("b", b, feeds_b)):
+        last = None
+        for _ in range(max(warmup, 1) if window_s else warmup):
+            t0 = clock()
+            rt.infer(feeds)
+            last = (clock() - t0) / 1e9
+        calls[name] = max(stability.window, math.ceil(window_s / last) if window_s and last else 0)
+
+    def window(name, rt, feeds) -> float:
+        t0 = clock()
+        for _ in range(calls[name]):
+            rt.infer(feeds)
+        return (clock() - t0) / 1e9
+
+    secs: dict[str, list[float]] = {"a": [], "b": []}
+    logs: list[float] = []
+    t_start = clock()
+    stop, half, mean, stopped_by = f"stopped at {max_rounds} rounds", None, 0.0, "iterations"
+    for r in range(max_rounds):
+        order = (("a", a, feeds_a), ("b", b, feeds_b)) if r % 2 == 0 else (("b", b, feeds_b), ("a", a, feeds_a))
+        for name, rt, feeds in order:
+            secs[name].append(window(name, rt, feeds))
+        logs.append(math.log(calls["b"] * secs["a"][-1] / (calls["a"] * secs["b"][-1])))  # B's rate over A's
+        n = len(logs)
+        mean = sum(logs) / n
+        if n >= 2:
+            sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1))
+            half = t_quantile(n - 1) * sd / math.sqrt(n) if n >= stability.windows else None
+        elapsed = (clock() - t_start) / 1e9
+        if half is not None and elapsed >= stability.min_duration_s and \
+                math.exp(half) - 1 <= stability.tolerance:
+            stop, stopped_by = None, "stable"
+            break
+        if elapsed >= time_budget_s:
+            stop, stopped_by = f"stopped by the time budget ({time_budget_s:g} s)", "time_budget"
+            break
+    ratio = math.exp(mean)
+    low, high = (ratio * math.exp(-half), ratio * math.exp(half)) if half is not None else (None, None)
+    rel = (high - low) / 2 / ratio if half is not None else None
+    stable = stop is None
+    reason = None if stable else (f"{len(logs)} rounds: too few for an interval" if rel is None
+                                  else f"{stop}: +-{rel:.1%} above the tolerance +-{stability.tolerance:.1%}")
+    side = {k: {"throughput": calls[k] * batch_size * len(v) / sum(v), "window_calls": calls[k],
+                "window_throughputs": [calls[k] * batch_size / s for s in v]} for k, v in secs.items()}
+    return {"ratio": ratio, "low": low, "high": high, "half_width": rel, "rounds": len(logs), "stable": stable,
+            "reason": reason, "stopped_by": stopped_by,
+            "method": f"interleaved ABBA windows (A {calls['a']} calls, B {calls['b']} calls); geometric mean of the "
+                      "rounds' ratios, Student-t interval over their logarithms",
+            "a": side["a"], "b": side["b"]}

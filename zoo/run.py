@@ -84,7 +84,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> Path:
         out_dir = Path(cfg.out) / manifest.name
         if cfg.save_predictions:
             from zoo.predictions import PredictionWriter
-            run_id, folder = record.reserve_predictions(out_dir, f"{manifest.name}-{cfg.runtime}-{record.stamp(t_start)}")
+            run_id, folder = record.reserve_predictions(out_dir, record.run_stem(cfg, manifest.name, t_start))
             writer = PredictionWriter(folder)
 
         baseline = cfg.precision != "fp32" and cfg.fp32_baseline

@@ -262,7 +262,8 @@ class ShardWorker:
         progress = _ReportProgress(self.tally, self.index, len(self.source), self.kill_after, self.fill_mib)
         block = run_pipeline(self.rt, self.source, self.adapter, bs, m.input["name"], m.output["name"], collectors,
                              workers=cfg.workers, label=f"{cfg.runtime} shard {self.index}",
-                             post_workers=cfg.post_workers, progress=progress, keep_latencies=True)
+                             post_workers=cfg.post_workers, progress=progress, keep_latencies=True,
+                             tolerance=cfg.interval_tolerance)
         return block, [c.contributions for c in collectors]
 
     def close(self) -> None:
@@ -497,20 +498,34 @@ def _pooled(values: list[list[float]]):
     return summarize([v for vs in values for v in vs])
 
 
+def per_sample(latency_ms: dict, bs: int) -> dict:
+    from zoo.stats import per_sample as of
+    return of(latency_ms, bs)
+
+
+def _summed(blocks: list[dict], figure: float) -> dict:
+    from zoo.stats import summed_interval
+    return summed_interval([b["interval"] for b in blocks], [b["throughput"] for b in blocks], figure,
+                           blocks[0]["interval"]["tolerance"])
+
+
 def aggregate_infer(blocks: list[dict], bs: int) -> dict:
     """The shards' concurrent infer-only timings as one block: their throughputs added (they ran at
     the same time), every timed call's latency pooled."""
     n = sum(b["num_samples"] for b in blocks)
-    return {"batch_size": bs, "scope": "infer_only", "status": "ok", "error": None,
-            "input": blocks[0]["input"] + f"; {len(blocks)} shards timed at once, throughputs added",
-            "warmup": blocks[0]["warmup"], "iterations": sum(b["iterations"] for b in blocks),
-            "stopped_by": max(blocks, key=lambda b: b["wall_s"])["stopped_by"],  # the last shard to stop
-            "num_samples": n, "wall_s": max(b["wall_s"] for b in blocks),
-            "throughput": sum(b["throughput"] for b in blocks),
-            "latency_ms": _pooled([b["latencies_ms"] for b in blocks]),
-            "cpu_s_per_sample": sum(b["cpu_s_per_sample"] * b["num_samples"] for b in blocks) / n,
-            "shards": [{"index": i, "num_samples": b["num_samples"], "wall_s": b["wall_s"],
+    block = {"batch_size": bs, "scope": "infer_only", "status": "ok", "error": None,
+             "input": blocks[0]["input"] + f"; {len(blocks)} shards timed at once, throughputs added",
+             "warmup": blocks[0]["warmup"], "iterations": sum(b["iterations"] for b in blocks),
+             "stopped_by": max(blocks, key=lambda b: b["wall_s"])["stopped_by"],  # the last shard to stop
+             "num_samples": n, "wall_s": max(b["wall_s"] for b in blocks),
+             "throughput": sum(b["throughput"] for b in blocks),
+             "latency_ms": _pooled([b["latencies_ms"] for b in blocks]),
+             "interval": _summed(blocks, sum(b["throughput"] for b in blocks)),
+             "cpu_s_per_sample": sum(b["cpu_s_per_sample"] * b["num_samples"] for b in blocks) / n,
+             "shards": [{"index": i, "num_samples": b["num_samples"], "wall_s": b["wall_s"],
                         "throughput": b["throughput"]} for i, b in enumerate(blocks)]}
+    block["latency_per_sample_ms"] = per_sample(block["latency_ms"], bs)
+    return block
 
 
 def aggregate_pipeline(blocks: list[dict], bs: int, wall: float) -> dict:
@@ -522,13 +537,16 @@ def aggregate_pipeline(blocks: list[dict], bs: int, wall: float) -> dict:
     all_s = sum(totals.values()) or 1.0
     stages = {k: {"total_s": v, "share": v / all_s, "throughput": n / v if v else 0.0} for k, v in totals.items()}
     cpu_stages = {k: sum(b["cpu"]["stages_s"][k] for b in blocks) for k in blocks[0]["cpu"]["stages_s"]}
-    return {"batch_size": bs, "scope": "pipeline", "status": "ok", "error": None, "stopped_by": "dataset_end",
-            "num_samples": n, "wall_s": wall, "throughput": n / wall if wall else 0.0,
-            "latency_ms": _pooled([b["latencies_ms"] for b in blocks]), "stages": stages,
-            "workers": blocks[0]["workers"], "postprocess_workers": blocks[0]["postprocess_workers"],
-            "cpu": {"process_s": sum(b["cpu"]["process_s"] for b in blocks), "stages_s": cpu_stages},
-            "shards": [{"index": i, "num_samples": b["num_samples"], "wall_s": b["wall_s"],
+    block = {"batch_size": bs, "scope": "pipeline", "status": "ok", "error": None, "stopped_by": "dataset_end",
+             "num_samples": n, "wall_s": wall, "throughput": n / wall if wall else 0.0,
+             "latency_ms": _pooled([b["latencies_ms"] for b in blocks]), "stages": stages,
+             "interval": _summed(blocks, n / wall if wall else 0.0),
+             "workers": blocks[0]["workers"], "postprocess_workers": blocks[0]["postprocess_workers"],
+             "cpu": {"process_s": sum(b["cpu"]["process_s"] for b in blocks), "stages_s": cpu_stages},
+             "shards": [{"index": i, "num_samples": b["num_samples"], "wall_s": b["wall_s"],
                         "throughput": b["throughput"]} for i, b in enumerate(blocks)]}
+    block["latency_per_sample_ms"] = per_sample(block["latency_ms"], bs)
+    return block
 
 
 def merge_metrics(metrics: list, per_shard: list[list[list]]) -> list:

@@ -1,28 +1,126 @@
-"""Latency statistics: every sample kept, nothing clipped."""
+"""Latency statistics and the uncertainty of a throughput: every sample kept, nothing clipped.
+
+A throughput is measured in windows (perf_analyzer, trtexec and LoadGen all do): consecutive
+groups of timed calls. `interval` turns the windows into a 95% confidence interval of the
+throughput: Student's t over the windows' mean time per sample (the windows are the repeated
+measurements; calls inside one window are not independent enough to count one by one), carried
+over to samples/s. A figure whose relative half-width is above the tolerance, or with fewer than
+MIN_WINDOWS windows, is unstable, and says why."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
+CONFIDENCE = 0.95
+MIN_WINDOWS = 3
+METHOD = "student-t over window means"
+
 
 def summarize(samples_ms) -> dict:
-    """count, min, max, mean, median, p90, p99, std (population) of latencies in ms.
+    """count, min, max, mean, median (= p50), p90, p99, std (population) of latencies in ms.
 
     Percentiles use linear interpolation between closest ranks (numpy's default)."""
     a = np.asarray(samples_ms, dtype=np.float64)
     if a.size == 0:
         raise ValueError("no latency samples")
+    median = float(np.percentile(a, 50))
     return {
         "count": int(a.size),
         "min": float(a.min()),
         "max": float(a.max()),
         "mean": float(a.mean()),
-        "median": float(np.percentile(a, 50)),
+        "median": median,
+        "p50": median,
         "p90": float(np.percentile(a, 90)),
         "p99": float(np.percentile(a, 99)),
         "std": float(a.std()),
     }
 
 
+def per_sample(latency_ms: dict, batch_size: int) -> dict:
+    """A batch's latency summary as per-sample figures (p50, p90, p99, mean divided by the batch)."""
+    return {k: latency_ms[k if k != "p50" else "median"] / batch_size for k in ("p50", "p90", "p99", "mean")}
+
+
 def throughput(batch_size: int, mean_ms: float) -> float:
     """Samples per second from the mean latency of one batch: 1000 * batch / mean_ms."""
     return 1000.0 * batch_size / mean_ms
+
+
+def t_quantile(df: int, confidence: float = CONFIDENCE) -> float:
+    """The two-sided Student-t quantile for `df` degrees of freedom (scipy)."""
+    from scipy.stats import t
+    return float(t.ppf(0.5 + confidence / 2, df))
+
+
+def relative_half_width(values) -> float | None:
+    """The relative half-width of the 95% interval of the mean of `values` (None below MIN_WINDOWS)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < MIN_WINDOWS or v.mean() <= 0:
+        return None
+    return t_quantile(v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size) / float(v.mean())
+
+
+def interval(windows: list[tuple[int, float]], figure: float, tolerance: float, window_calls: int,
+             reason: str | None = None) -> dict:
+    """The perf block's `interval`: `windows` are (samples, seconds) of each complete window,
+    `figure` the block's throughput (samples/s), `tolerance` the target relative half-width.
+    The half-width is the t-interval of the windows' mean seconds per sample, relative; the
+    throughput interval is figure / (1 +- half-width). `reason` overrides the unstable reason
+    (e.g. what stopped the measurement)."""
+    per = [s / n for n, s in windows if n > 0 and s > 0]
+    rates = [n / s for n, s in windows if n > 0 and s > 0]
+    half = relative_half_width(per)
+    stable = half is not None and half <= tolerance
+    why = None
+    if half is None:
+        why = f"{len(per)} window{'s' if len(per) != 1 else ''}: too few for an interval (at least {MIN_WINDOWS})"
+    elif not stable:
+        why = (reason + ": " if reason else "") + f"+-{half:.1%} above the tolerance +-{tolerance:.1%}"
+    low = high = None
+    if half is not None:
+        low, high = figure / (1 + half), (figure / (1 - half) if half < 1 else None)
+    return {"method": METHOD, "confidence": CONFIDENCE, "window_calls": window_calls, "windows": len(per),
+            "window_throughputs": rates, "median": float(np.median(rates)) if rates else None,
+            "low": low, "high": high, "half_width": half, "tolerance": tolerance, "stable": stable,
+            "reason": why}
+
+
+def shown(block: dict) -> str:
+    """A perf block's throughput with its uncertainty, for a terminal line: '41.2/s +-1.1%',
+    '41.2/s UNSTABLE: +-7.1%', '41.2/s (no interval: 2 windows) UNSTABLE'."""
+    iv = block.get("interval")
+    tp = f"{block['throughput']:.1f}/s"
+    if not iv:
+        return tp
+    if iv["half_width"] is None:
+        return f"{tp} (no interval: {iv['windows']} windows) UNSTABLE"
+    if not iv["stable"]:
+        return f"{tp} UNSTABLE: +-{iv['half_width']:.1%}"
+    return f"{tp} +-{iv['half_width']:.1%}"
+
+
+def summed_interval(intervals: list[dict], figures: list[float], figure: float, tolerance: float) -> dict:
+    """The interval of concurrent parts' summed throughput (shards timed at the same time): the
+    parts' absolute half-widths added in quadrature (independent parts), relative to the sum of
+    their figures and carried to `figure` (the aggregate's own throughput); window throughputs
+    are the parts' k-th windows added, over the windows every part has."""
+    halves = [iv.get("half_width") for iv in intervals]
+    count = min((iv["windows"] for iv in intervals), default=0)
+    rates = [sum(iv["window_throughputs"][k] for iv in intervals) for k in range(count)]
+    half = None
+    if intervals and all(h is not None for h in halves) and sum(figures) > 0:
+        half = math.sqrt(sum((h * f) ** 2 for h, f in zip(halves, figures))) / sum(figures)
+    stable = half is not None and half <= tolerance
+    why = None
+    if half is None:
+        why = "a part has no interval (too few windows)"
+    elif not stable:
+        why = f"+-{half:.1%} above the tolerance +-{tolerance:.1%}"
+    return {"method": f"sum of {len(intervals)} concurrent parts; their half-widths added in quadrature",
+            "confidence": CONFIDENCE, "window_calls": intervals[0]["window_calls"] if intervals else 1,
+            "windows": count, "window_throughputs": rates, "median": float(np.median(rates)) if rates else None,
+            "low": figure / (1 + half) if half is not None else None,
+            "high": figure / (1 - half) if half is not None and half < 1 else None,
+            "half_width": half, "tolerance": tolerance, "stable": stable, "reason": why}

@@ -302,40 +302,70 @@ def _timed(latencies, **kw):
     clock = FakeClock()
     rt = FakeRuntime(clock, latencies)
     args = dict(warmup=0, iterations=100, time_budget_s=None, input_desc="z", clock=clock,
-                stability=Stability(window=2, windows=3, tolerance=0.05))
+                stability=Stability(window=2, windows=3, tolerance=0.05, min_duration_s=0))
     args.update(kw)
     return infer_only(rt, {}, 1, **args), rt
 
 
-def test_stable_after_three_agreeing_windows():
-    # windows of 2 calls: means 20, 15, 10.2, 10, 10.1 -> the last three within 5% of 10.1
-    res, rt = _timed([30, 10, 20, 10, 10.4, 10, 10, 10, 10.2, 10, 99, 99])
-    assert res["stopped_by"] == "stable" and res["iterations"] == 10 and rt.calls == 10
-    st = res["stability"]
-    assert st["stable"] is True and st["window_means_ms"] == pytest.approx([20, 15, 10.2, 10, 10.1])
-    assert st["spread"] == pytest.approx((10.2 - 10) / ((10.2 + 10 + 10.1) / 3))
-    assert res["latency_ms"]["count"] == 10 and res["latency_ms"]["max"] == pytest.approx(30)
-    assert res["wall_s"] == pytest.approx(sum([30, 10, 20, 10, 10.4, 10, 10, 10, 10.2, 10]) / 1000)
+def test_half_width_is_the_t_interval_of_the_window_means():
+    from zoo.stats import relative_half_width
+    # mean 10, sample sd 0.2, t(0.975, 2 df) = 4.3027: 4.3027 * 0.2 / sqrt(3) / 10
+    assert relative_half_width([10, 10.2, 9.8]) == pytest.approx(0.049685, abs=1e-5)
+    assert relative_half_width([10, 10]) is None  # two windows: no interval
+
+
+def test_stable_once_the_interval_is_within_the_tolerance():
+    # windows of 2 calls: means 10, 10.2, 9.8 -> +-4.97% <= 5% after 6 calls; the rest never runs
+    res, rt = _timed([10, 10, 10.2, 10.2, 9.8, 9.8, 99, 99])
+    assert res["stopped_by"] == "stable" and res["iterations"] == 6 and rt.calls == 6
+    iv = res["interval"]
+    assert iv["stable"] is True and iv["reason"] is None and iv["windows"] == 3 and iv["window_calls"] == 2
+    assert iv["half_width"] == pytest.approx(0.049685, abs=1e-5)
+    assert iv["window_throughputs"] == pytest.approx([100, 1000 / 10.2, 1000 / 9.8])
+    assert res["throughput"] == pytest.approx(100) and iv["low"] == pytest.approx(100 / 1.049685, rel=1e-5)
+    assert iv["high"] == pytest.approx(100 / (1 - 0.049685), rel=1e-5) and iv["median"] == pytest.approx(100)
+    lat = res["latency_ms"]
+    assert lat["count"] == 6 and lat["p50"] == lat["median"] == pytest.approx(10)
+    assert res["latency_per_sample_ms"]["p99"] == pytest.approx(lat["p99"])
+    assert res["wall_s"] == pytest.approx(60 / 1000)
+
+
+def test_minimum_duration_before_a_stable_stop():
+    res, _ = _timed([10.0] * 50, stability=__import__("zoo.pipeline").pipeline.Stability(
+        window=2, windows=3, tolerance=0.05, min_duration_s=0.1))
+    assert res["stopped_by"] == "stable" and res["iterations"] == 10  # 100 ms of fake time, not 60
 
 
 def test_unstable_runs_to_the_iteration_cap_and_says_so():
-    lat = [10, 10, 20, 20] * 10  # window means alternate 10, 20: never stable
+    lat = [10, 10, 20, 20] * 10  # window means alternate 10, 20: never within 5%
     res, _ = _timed(lat, iterations=12)
     assert res["stopped_by"] == "iterations" and res["iterations"] == 12
-    assert res["stability"]["stable"] is False and res["stability"]["spread"] == pytest.approx(10 / (50 / 3))
+    iv = res["interval"]
+    assert iv["stable"] is False and iv["windows"] == 6 and iv["half_width"] > 0.05
+    assert iv["reason"].startswith("stopped at --iters 12: +-") and "above the tolerance +-5.0%" in iv["reason"]
+    from zoo.stats import shown
+    assert shown(res).endswith(f"UNSTABLE: +-{iv['half_width']:.1%}")
 
 
 def test_time_budget_ends_an_unstable_run():
     res, _ = _timed([10, 10, 20, 20] * 50, time_budget_s=0.1)  # 100 ms of fake time
-    assert res["stopped_by"] == "time_budget" and res["stability"]["stable"] is False
+    assert res["stopped_by"] == "time_budget" and res["interval"]["stable"] is False
+    assert "time budget (0.1 s)" in res["interval"]["reason"]
     assert sum(([10, 10, 20, 20] * 50)[:res["iterations"]]) >= 100
 
 
-def test_stability_off_and_settings_checked():
+def test_too_few_windows_have_no_interval():
+    res, _ = _timed([10.0] * 5, iterations=5)  # 2 complete windows of 2 calls
+    iv = res["interval"]
+    assert iv["half_width"] is None and iv["low"] is None and iv["stable"] is False
+    assert iv["reason"] == "2 windows: too few for an interval (at least 3)"
+
+
+def test_stability_off_still_measures_the_interval_and_settings_checked():
     from zoo.pipeline import Stability
-    res, _ = _timed([5.0] * 10, iterations=4, stability=None)
-    assert res["stopped_by"] == "iterations" and "stability" not in res
-    for bad in (dict(window=0), dict(windows=1), dict(tolerance=0.0), dict(tolerance=1.5)):
+    res, _ = _timed([5.0] * 10, iterations=10, stability=None)
+    assert res["stopped_by"] == "iterations" and res["interval"]["windows"] == 2  # default windows of 5 calls
+    for bad in (dict(window=0), dict(windows=2), dict(tolerance=0.0), dict(tolerance=1.5), dict(min_duration_s=-1)):
         with pytest.raises(ValueError):
             Stability(**bad)
 

@@ -44,12 +44,16 @@ def test_shard_resource_of_each_runtime():
     assert shard_resource(dataclasses.replace(cfg, shard_resource="NPU"), RUNTIMES["onnxruntime"]) == "NPU"
 
 
-def _pipe(n, wall, lat, read=1.0, infer=2.0):
+def _iv(half, tps):
+    return {"half_width": half, "windows": len(tps), "window_throughputs": tps, "window_calls": 1, "tolerance": 0.02}
+
+
+def _pipe(n, wall, lat, read=1.0, infer=2.0, iv=None):
     stages = {"read": read, "preprocess": 0.5, "infer": infer, "postprocess": 0.5}
     return {"batch_size": 4, "scope": "pipeline", "status": "ok", "error": None, "stopped_by": "dataset_end",
             "num_samples": n, "wall_s": wall, "throughput": n / wall, "latency_ms": {}, "latencies_ms": lat,
             "stages": {k: {"total_s": v, "share": 0.0, "throughput": 0.0} for k, v in stages.items()},
-            "workers": 1, "postprocess_workers": 1,
+            "workers": 1, "postprocess_workers": 1, "interval": iv or _iv(0.01, [4.0, 4.0, 4.0]),
             "cpu": {"process_s": 3.0, "stages_s": {"read": 0.5, "preprocess": 0.5, "postprocess": 0.5}}}
 
 
@@ -62,18 +66,26 @@ def test_aggregate_pipeline_counts_every_sample_over_the_whole_wall_time():
     assert agg["cpu"]["process_s"] == 6.0 and agg["cpu"]["stages_s"]["read"] == 1.0
     assert [s["num_samples"] for s in agg["shards"]] == [8, 7] and agg["shards"][1]["throughput"] == 7 / 1.5
     assert "latencies_ms" not in agg
+    assert agg["latency_per_sample_ms"]["mean"] == 5.0  # 20 ms per batch of 4
+    iv = agg["interval"]  # 1% of 4/s and 1% of 4.67/s in quadrature, over the shards' summed 8.67/s
+    assert iv["half_width"] == pytest.approx((0.04 ** 2 + (0.01 * 7 / 1.5) ** 2) ** 0.5 / (4 + 7 / 1.5))
+    assert iv["stable"] is True and iv["low"] == pytest.approx(6 / (1 + iv["half_width"]))
+    wide = aggregate_pipeline([_pipe(8, 2.0, [10.0]), _pipe(7, 1.5, [30.0], iv=_iv(None, [4.0]))], 4, wall=2.5)
+    assert wide["interval"]["stable"] is False and wide["interval"]["half_width"] is None
 
 
 def test_aggregate_infer_adds_the_concurrent_throughputs():
     def block(tp, wall, stopped, lat):
         return {"batch_size": 2, "scope": "infer_only", "status": "ok", "error": None, "input": "dataset batch",
                 "warmup": 1, "iterations": len(lat), "stopped_by": stopped, "num_samples": 2 * len(lat),
-                "wall_s": wall, "throughput": tp, "latency_ms": {}, "latencies_ms": lat, "cpu_s_per_sample": 0.1}
+                "wall_s": wall, "throughput": tp, "latency_ms": {}, "latencies_ms": lat, "cpu_s_per_sample": 0.1,
+                "interval": _iv(0.05, [tp] * 3)}
     agg = aggregate_infer([block(10.0, 1.0, "stable", [1.0, 3.0]), block(12.0, 2.0, "time_budget", [2.0])], 2)
     assert agg["throughput"] == 22.0 and agg["num_samples"] == 6 and agg["iterations"] == 3
     assert agg["stopped_by"] == "time_budget"  # the last shard to stop
     assert agg["latency_ms"]["count"] == 3 and agg["latency_ms"]["max"] == 3.0
     assert "2 shards timed at once" in agg["input"]
+    assert agg["interval"]["window_throughputs"] == [22.0] * 3 and agg["interval"]["stable"] is False  # +-3.5% > 2%
 
 
 def test_merge_metrics_replays_in_shard_order():

@@ -20,7 +20,7 @@ def test_summarize_skewed_list_hand_computed():
     # population std: deviations -21 -20 -19 -18 78; squares 441+400+361+324+6084 = 7610; /5 = 1522
     assert s["std"] == pytest.approx(math.sqrt(1522.0))
     assert s["std"] == pytest.approx(39.0128, abs=1e-4)
-    assert set(s) == {"count", "min", "max", "mean", "median", "p90", "p99", "std"}
+    assert set(s) == {"count", "min", "max", "mean", "median", "p50", "p90", "p99", "std"} and s["p50"] == s["median"]
     assert all(type(v) is float for k, v in s.items() if k != "count")
     assert type(s["count"]) is int
 
@@ -35,7 +35,7 @@ def test_summarize_two_samples_interpolates():
 
 def test_summarize_single_sample():
     s = summarize([7.5])
-    assert s == {"count": 1, "min": 7.5, "max": 7.5, "mean": 7.5, "median": 7.5, "p90": 7.5,
+    assert s == {"count": 1, "min": 7.5, "max": 7.5, "mean": 7.5, "median": 7.5, "p50": 7.5, "p90": 7.5,
                  "p99": 7.5, "std": 0.0}
 
 
@@ -59,3 +59,25 @@ def test_throughput():
     assert throughput(4, 22.0) == pytest.approx(4000.0 / 22.0)   # 181.818... samples/s
     assert throughput(1, 40.0) == pytest.approx(25.0)
     assert throughput(16, 570.0) == pytest.approx(28.0701754386)
+
+
+def test_interval_of_windows_carried_to_the_throughput():
+    from zoo.stats import interval
+    # windows of 4 samples taking 0.10, 0.11, 0.09 s: 0.025 s/sample +- t(2) * 0.0025 / sqrt(3)
+    iv = interval([(4, 0.10), (4, 0.11), (4, 0.09)], 40.0, 0.02, 4)
+    half = 4.302653 * 0.0025 / math.sqrt(3) / 0.025
+    assert iv["half_width"] == pytest.approx(half, rel=1e-5) and iv["stable"] is False
+    assert iv["low"] == pytest.approx(40 / (1 + half)) and iv["high"] == pytest.approx(40 / (1 - half))
+    assert iv["reason"] == f"+-{half:.1%} above the tolerance +-2.0%"
+    assert iv["window_throughputs"] == pytest.approx([40, 4 / 0.11, 4 / 0.09]) and iv["median"] == pytest.approx(40)
+
+
+def test_summed_interval_adds_concurrent_parts_in_quadrature():
+    from zoo.stats import summed_interval
+    a = {"half_width": 0.03, "windows": 3, "window_throughputs": [10, 11, 9], "window_calls": 5}
+    b = {"half_width": 0.04, "windows": 4, "window_throughputs": [20, 21, 19, 20], "window_calls": 5}
+    iv = summed_interval([a, b], [10, 20], 30.0, 0.05)
+    assert iv["half_width"] == pytest.approx(math.sqrt(0.3 ** 2 + 0.8 ** 2) / 30)
+    assert iv["windows"] == 3 and iv["window_throughputs"] == [30, 32, 28] and iv["stable"] is True
+    none = summed_interval([a, {**b, "half_width": None}], [10, 20], 30.0, 0.05)
+    assert none["half_width"] is None and none["stable"] is False and "no interval" in none["reason"]

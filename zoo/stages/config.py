@@ -19,7 +19,7 @@ from typing import Any
 from zoo.errors import ZooError
 
 REQUIRED = dataclasses.MISSING  # an option without a default: required by the CLI and by RunConfig
-RUNS = ("run", "bench")         # the commands that run a model (they build a RunConfig)
+RUNS = ("run", "bench", "ab")   # the commands that run a model (they build a RunConfig)
 
 
 def batch_sizes(text: str) -> list[int]:
@@ -194,14 +194,17 @@ OPTIONS: tuple[Option, ...] = (
                 "lists each model's"),
     Option("warmup", ("--warmup",), "int", default=3, bounds=((">=", 0),),
            help="untimed calls before the timed ones, per batch size (default: 3)"),
-    Option("iterations", ("--iters",), "int", default=20, bounds=((">=", 1),),
-           help="timed calls per batch size (infer_only)"),
+    Option("iterations", ("--iters",), "int", default=200, bounds=((">=", 1),),
+           help="timed calls per batch size (infer_only), at most (default: 200)"),
     Option("time_budget", ("--time-budget",), "float", default=10.0, bounds=((">", 0),), unit="seconds",
-           help="seconds of timed calls per batch size, at most"),
-    Option("stable_tolerance", ("--stable-tolerance",), "float", default=0.05, bounds=((">=", 0), ("<", 1)),
-           help="stop timing when 3 consecutive windows' mean latencies are within this fraction (0: off)"),
+           help="seconds of timed calls per batch size, at most (default: 10)"),
+    Option("min_duration", ("--min-duration",), "float", default=1.0, bounds=((">=", 0),), unit="seconds",
+           help="seconds of timed calls before the timing may stop as stable (LoadGen's minimum duration; default: 1)"),
+    Option("stable_tolerance", ("--stable-tolerance",), "float", default=0.02, bounds=((">=", 0), ("<", 1)),
+           help="stop timing once the 95 percent interval of the throughput is within this relative half-width "
+                "(default: 0.02, i.e. +-2 percent; 0: never stop early); a figure that does not get there is UNSTABLE"),
     Option("stable_window", ("--stable-window",), "int", default=5, bounds=((">=", 1),),
-           help="timed calls per stability window"),
+           help="timed calls per window; the interval is taken over the windows (default: 5)"),
     Option("threads", ("--threads",), "int", bounds=((">=", 1),), help="intra-op threads (default: the cores available)"),
     Option("workers", ("--workers",), "int", default=1, bounds=((">=", 1),), help="read/preprocess threads in the pipeline"),
     Option("infer_input", ("--input", "--infer-input"), default="dataset", choices=("dataset", "zeros", "random"),
@@ -256,13 +259,16 @@ def option(field: str) -> Option:
     return next(o for o in OPTIONS if o.field == field)
 
 
+DEFAULT_TOLERANCE = 0.02  # the relative half-width a figure is judged against when stop-when-stable is off
+
+
 def _stability(cfg):
     """The stop-when-stable setting of the timing (zoo.pipeline.Stability), None when
-    --stable-tolerance is 0."""
+    --stable-tolerance is 0 (the interval is still computed, against the default tolerance)."""
     if not cfg.stable_tolerance:
         return None
     from zoo.pipeline import Stability
-    return Stability(window=cfg.stable_window, tolerance=cfg.stable_tolerance)
+    return Stability(window=cfg.stable_window, tolerance=cfg.stable_tolerance, min_duration_s=cfg.min_duration)
 
 
 def make_run_config(declared: tuple[Option, ...]) -> type:
@@ -277,6 +283,7 @@ def make_run_config(declared: tuple[Option, ...]) -> type:
                            else dataclasses.field(default=o.default)))
     return dataclasses.make_dataclass("RunConfig", fields, namespace={
         "stability": property(_stability), "__module__": __name__,
+        "interval_tolerance": property(lambda cfg: cfg.stable_tolerance or DEFAULT_TOLERANCE),
         "__doc__": "One run's settings: a field per declared option (zoo.stages.config.OPTIONS)."})
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from zoo.errors import ZooError
 from zoo.ids import shown
 from zoo.metrics.fidelity import Fidelity
-from zoo.pipeline import infer_only, run_pipeline
+from zoo.pipeline import Stability, interleaved, run_pipeline
 from zoo.predictions import PredictionWriter, read_predictions
 from zoo.stages import log
 from zoo.stages.compile import compile_runtime
@@ -90,11 +90,15 @@ def fp32_baseline(cfg, runtime_cls, manifest, adapter, source, head: list, expor
     scoring = manifest.adapter(**adapter.export_options())  # no run-only outputs (drawings, results files)
     rt32 = compile_runtime(cfg, runtime_cls, manifest, export, module, cache, precision="fp32")
     try:
-        feed, desc = infer_feed(cfg.infer_input, head, bs)
-        timed = infer_only(rt32, {inp: feed}, bs, cfg.warmup, cfg.iterations, cfg.time_budget, desc, cfg.stability)
+        feed, _ = infer_feed(cfg.infer_input, head, bs)
+        log(f"      fp32 bs{bs}: speed-up of {rt.executed_precision()} over fp32, interleaved windows")
+        settings = cfg.stability or Stability(window=cfg.stable_window, tolerance=cfg.interval_tolerance,
+                                              min_duration_s=cfg.min_duration)
+        ab = interleaved(rt32, {inp: feed}, rt, {inp: feed}, bs, cfg.warmup, settings, cfg.time_budget,
+                         max_rounds=max(cfg.iterations // settings.window, 1))
         metrics, fidelity = scoring.metrics(source), Fidelity()
         pipe = run_pipeline(rt32, source, scoring, bs, inp, outp, metrics, workers=cfg.workers,
-                            label=f"{cfg.runtime} fp32", post_workers=cfg.post_workers,
+                            label=f"{cfg.runtime} fp32", post_workers=cfg.post_workers, tolerance=cfg.interval_tolerance,
                             on_prediction=_pairwise(kept_folder, source, fidelity))
         runtime = f"{rt32.name} {rt32.version()} ({rt32.executed_precision()})"
     finally:
@@ -105,21 +109,23 @@ def fp32_baseline(cfg, runtime_cls, manifest, adapter, source, head: list, expor
     fid = fidelity.report()
     trained = trained_weights(weights)
     passed = all(d["passed"] for d in delta) if trained else fid["value"] >= 1 - tolerance
-    reduced = next((p["throughput"] for p in perf if p["batch_size"] == bs and p["scope"] == "infer_only"
-                    and p["status"] == "ok"), None)
     seconds = time.perf_counter() - t0
-    speed = f" ({rt.executed_precision()}: x{reduced / timed['throughput']:.2f})" if reduced else ""
-    log(f"      fp32 bs{bs}: infer {timed['throughput']:.1f}/s{speed}, " + ", ".join(
+    fp32_tp = ab["a"]["throughput"]
+    log(f"      fp32 bs{bs}: infer {fp32_tp:.1f}/s; {rt.executed_precision()} x{ab['ratio']:.2f} "
+        + (f"[{ab['low']:.2f}, {ab['high']:.2f}]" if ab["low"] is not None else "(no interval)")
+        + ("" if ab["stable"] else f" UNSTABLE ({ab['reason']})") + ", " + ", ".join(
         f"{d['name']} {d['metric']} {d['value']:.4f} vs fp32 {d['fp32']:.4f}" for d in delta)
         + f"; {fid['metric']}={fid['value']:.4f}; {ACCURACY_DELTA if trained else FIDELITY} passed={passed} "
         f"({seconds:.1f} s)")
     return {"requested": cfg.precision, "executed": rt.executed_precision(),
             "calibration": calibration.describe() if calibration is not None else None,
-            "fp32_baseline": {"runtime": runtime, "batch_size": bs, "throughput_samples_per_s": timed["throughput"],
-                              "infer_only": {"iterations": timed["iterations"], "stopped_by": timed["stopped_by"],
-                                             "latency_ms_mean": timed["latency_ms"]["mean"]},
+            "fp32_baseline": {"runtime": runtime, "batch_size": bs, "throughput_samples_per_s": fp32_tp,
+                              "infer_only": {"iterations": ab["rounds"] * ab["a"]["window_calls"], "stopped_by": ab["stopped_by"],
+                                             "latency_ms_mean": 1000.0 * bs / fp32_tp},
                               "pipeline_throughput_samples_per_s": pipe["throughput"],
-                              "speedup": reduced / timed["throughput"] if reduced else None,
+                              "speedup": ab["ratio"],
+                              "speedup_interval": {k: ab[k] for k in ("low", "high", "half_width", "rounds", "stable",
+                                                                      "method", "reason")},
                               "seconds": seconds, "accuracy": fp32_acc},
             "delta": delta, "fidelity": [fid], "tolerance": tolerance,
             "criterion": ACCURACY_DELTA if trained else FIDELITY, "trained_weights": trained, "passed": bool(passed)}

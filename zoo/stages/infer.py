@@ -1,17 +1,20 @@
 """Stage 6, inference: per batch size, the infer-only timing (a resident batch, zoo.pipeline.
 infer_only, optionally a per-operator profile) and the whole streaming pipeline over the source
 (read -> preprocess -> infer -> postprocess -> metrics), with the model's cost read as achieved
-GFLOP/s against this machine's GEMM peak at the run's precision (fp32, or the reduced precision's
-own, zoo.peaks) measured before each batch size."""
+GFLOP/s against this machine's peak at the run's precision (fp32, or the reduced precision's
+own: zoo.peaks, measured once per machine and cached)."""
 from __future__ import annotations
 
+import time
 
 import numpy as np
 
 from zoo.errors import ZooError, one_line
+from zoo.peaks import REMEASURE_ENV, apply_peak
 from zoo.pipeline import cpu_ceiling, infer_only, run_pipeline
 from zoo.runtimes.base import default_threads
 from zoo.stages import log
+from zoo.stats import shown
 
 
 def cycled(samples: list, n: int) -> list:
@@ -51,65 +54,50 @@ def op_profile(rt, feeds, bs: int, calls: int, cost: dict) -> dict:
 
 
 class Peak:
-    """This machine's fp32 GEMM rate on the runtime's threads (the best of torch.mm and the
-    runtime's own fp32 MatMul, zoo.peaks.fp32_peak): measured before the sweep and again
-    before each batch size (a shared machine drifts within a run); fractions use the highest.
-    A reduced-precision run (bf16, fp16, int8) also measures its own precision's GEMM peak through
-    its runtime's kernels (zoo.peaks): that one is measured again before each batch size instead,
-    and its perf blocks' peak_fraction is against it (the fp32 peak stays in the record, once)."""
+    """This machine's peak at the run's precision on the run's threads (zoo.peaks.machine_peak):
+    the best of several kernels and shapes (MatMul and 3x3 Conv through torch and every installed
+    runtime), read from the zoo's cache, measured once per machine, threads and library versions
+    (ZOO_PEAK_REMEASURE=1 measures it again). The fp32 peak is always in the record; a
+    reduced-precision run (bf16, fp16, int8) also has its own precision's peak, and its perf blocks'
+    peak_fraction is against that one."""
 
     def __init__(self, threads: int, enabled: bool, precision: str = "fp32", runtime: str | None = None):
         from zoo.cost import copy_bandwidth
-        from zoo.peaks import fp32_peak
         self.threads, self.info, self.own = threads, None, None
-        self.precision, self.runtime = precision, runtime
+        self.precision, self.runtime = precision, runtime  # the peak is the machine's, whatever the runtime
         if enabled:
-            self.info = fp32_peak(threads, runtime)
-            self.info["measurements"] = [self.info["gflops"]]
-            self.info["method"] += ("; measured again (best of 10) before each batch size, gflops = the highest"
-                                    if precision == "fp32" else f"; measured once (a {precision} run measures "
-                                    "its own precision's peak again before each batch size: precision_peak)")
-            self.info["memory"] = copy_bandwidth()
-            log(f"      fp32 GEMM peak on {threads} threads: {self.info['gflops']:.0f} GFLOP/s ({self.info['kernel']}); "
-                 f"memory copy {self.info['memory']['gbytes_per_s']:.1f} GB/s")
+            fp32 = self._read("fp32")
+            if "gflops" in fp32:
+                self.info = fp32
+                self.info["memory"] = copy_bandwidth()
+                log(f"      memory copy {self.info['memory']['gbytes_per_s']:.1f} GB/s")
             if precision != "fp32":
-                self.own = self._own(repeats=25)
-                if "gflops" in self.own:
-                    self.own["measurements"] = [self.own["gflops"]]
-                    self.own["method"] += "; measured again (best of 10) before each batch size, gflops = the highest"
-                    log(f"      {precision} GEMM peak on {threads} threads: {self.own['gflops']:.0f} "
-                         f"{'GOP' if precision == 'int8' else 'GFLOP'}/s ({self.own['kernel']})")
-                else:
-                    log(f"      {precision} GEMM peak unavailable: {self.own['unavailable']}")
+                self.own = self._read(precision)
 
-    def _own(self, repeats: int) -> dict:
-        """The run's precision's peak (zoo.peaks.precision_peak), or {'precision', 'unavailable': why}."""
-        from zoo.peaks import precision_peak
+    def _read(self, precision: str) -> dict:
+        """zoo.peaks.machine_peak of `precision`, logged (cached or measured now, its kernel and
+        the ISA bound)."""
+        from zoo.peaks import machine_peak, unit
+        t0 = time.perf_counter()
         try:
-            return precision_peak(self.precision, self.threads, self.runtime, repeats=repeats)
+            peak = machine_peak(precision, self.threads, progress=log)
         except ZooError as exc:
-            return {"precision": self.precision, "unavailable": str(exc)[:300]}
-
-    def again(self) -> float | None:
-        """The run's precision's peak measured now (and kept), None when not measured."""
-        if not self.info:
-            return None
-        if self.own is not None:
-            if "gflops" not in self.own:
-                return None
-            g = self._own(repeats=10).get("gflops")
-            if g is not None:
-                self.own["measurements"].append(g)
-                self.own["gflops"] = max(self.own["measurements"])
-            return g
-        from zoo.peaks import fp32_peak
-        g = fp32_peak(self.threads, self.runtime, repeats=10)["gflops"]
-        self.info["measurements"].append(g)
-        self.info["gflops"] = max(self.info["measurements"])
-        return g
+            peak = {"precision": precision, "threads": self.threads, "unavailable": str(exc)[:300]}
+        took = time.perf_counter() - t0
+        bound = (peak.get("isa_bound") or {}).get("gflops")
+        how = (f"cached, measured {peak['measured_at']}, read in {took:.2f} s" if peak.get("cached")
+               else f"measured in {took:.1f} s, cached") + (
+            f"; measured while other processes used {peak['others_cpu_share']:.0%} of these CPUs: may be low"
+            if peak.get("busy") else "")
+        if "gflops" in peak:
+            log(f"      {precision} peak on {self.threads} threads: {peak['gflops']:.0f} {unit(precision)} "
+                f"({peak['kernel']}; {how})" + (f"; ISA bound {bound:.0f}" if bound else ""))
+        else:
+            log(f"      {precision} peak unavailable: {peak['unavailable'][:300]}")
+        return peak
 
     def gflops(self) -> float | None:
-        """The peak the run's perf blocks are a fraction of: its own precision's (the highest)."""
+        """The peak the run's perf blocks are a fraction of: its own precision's."""
         peak = self.own if self.own is not None else self.info
         return peak.get("gflops") if peak else None
 
@@ -124,7 +112,7 @@ def _with_cost(block: dict, cost: dict, block_peak: float | None, peak: Peak) ->
     if flops and block.get("status") == "ok":
         block["gflops"] = flops * block["throughput"] / 1e9
         if block_peak:
-            block["peak_gflops"] = block_peak  # peak_fraction: after the sweep, vs the run's highest
+            block["peak_gflops"] = block_peak  # the peak used; peak_fraction after the sweep
     if act_bytes and block.get("status") == "ok":  # activations written once (a lower bound of traffic)
         block["activation_gbytes_per_s"] = act_bytes * block["throughput"] / 1e9
         if peak.info:
@@ -144,7 +132,7 @@ def sweep(cfg, rt, manifest, adapter, source, head: list[np.ndarray], batch_size
     for bs in batch_sizes:
         try:
             feed, desc = infer_feed(cfg.infer_input, head, bs)
-            block_peak = peak.again()
+            block_peak = peak.gflops()
             block = infer_only(rt, {inp: feed}, bs, cfg.warmup, cfg.iterations, cfg.time_budget, desc, cfg.stability)
         except ZooError:
             raise
@@ -159,7 +147,7 @@ def sweep(cfg, rt, manifest, adapter, source, head: list[np.ndarray], batch_size
         keep = writer is not None and not metrics_by_bs
         try:
             pipe = run_pipeline(rt, source, adapter, bs, inp, outp, metrics, workers=cfg.workers, label=cfg.runtime,
-                                post_workers=cfg.post_workers,
+                                post_workers=cfg.post_workers, tolerance=cfg.interval_tolerance,
                                 on_prediction=writer.add if keep else None)
         except ZooError:
             raise
@@ -173,12 +161,12 @@ def sweep(cfg, rt, manifest, adapter, source, head: list[np.ndarray], batch_size
         perf.append(_with_cost(pipe, cost, block_peak, peak))
         metrics_by_bs[bs] = metrics
         ceiling = pipe["cpu"]["ceiling"]
-        log(f"      bs{bs}: infer {block['throughput']:.1f}/s, pipeline {pipe['throughput']:.1f}/s "
+        log(f"      bs{bs}: infer {shown(block)} ({block['iterations']} calls, {block['wall_s']:.1f} s), "
+            f"pipeline {shown(pipe)} "
              f"({pipe['pipeline_vs_infer']:.0%}" + (f", CPU ceiling {ceiling['vs_infer']:.0%}" if ceiling else "")
              + "), " + ", ".join(f"{m.name} {m.metric}={m.compute()[m.metric]:.4f}" for m in metrics))
-    for block in perf:
-        if block.get("gflops") is not None:
-            block["peak_fraction"] = block["gflops"] / peak.gflops() if peak.gflops() else None
+    for note in apply_peak(perf, peak.gflops(), peak.precision):  # a fraction of the peak is never above 1
+        log(f"      WARNING: {note}; no fraction recorded ({REMEASURE_ENV}=1 measures the peak again)")
     if not metrics_by_bs:
         raise ZooError(f"{cfg.model}/{cfg.runtime}: every batch size failed; first error: {perf[0].get('error')}")
     return perf, metrics_by_bs, peak

@@ -1,5 +1,5 @@
 """Stage 8, record: one JSON result per run (schema/result.schema.json), validated before it is
-written, written once under a new name (`<model>-<runtime>-<time>-<6 hex>.json`, never over
+written, written once under a new name (`<model>-<runtime>-<precision>[-shardsN]-<time>-<6 hex>.json`, never over
 another run's), with the run's kept predictions (if any) in `<run_id>.predictions/` beside it."""
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ def device(rt, peaks: dict | None) -> dict:
     return {**dev, **(peaks or {})}
 
 
+def run_stem(cfg, model: str, t_start: float) -> str:
+    """`<model>-<runtime>-<precision>[-shardsN]-<time>`: two records of one model told apart at a glance."""
+    return "-".join([model, cfg.runtime, cfg.precision, *([f"shards{cfg.shards}"] if cfg.shards else []),
+                     stamp(t_start)])
+
+
 def reserve_predictions(out_dir: Path, stem: str, attempts: int = 20) -> tuple[str, Path]:
     """A run id `<stem>-<6 hex>` free for both its record and its predictions folder (the
     folder is then created exclusively by zoo.predictions.PredictionWriter)."""
@@ -51,7 +57,7 @@ def build(cfg, manifest, adapter, rt, peaks, weights, source, export: dict, veri
     `sharding` (schema 1.8) zoo.shard.sharded_sweep's; status ok or invalid (judged)."""
     rec = {
         "schema_version": RESULT_SCHEMA_VERSION, "kind": "zoo.result",
-        "run_id": f"{manifest.name}-{cfg.runtime}-{stamp(t_start)}", "status": "ok", "error": None,
+        "run_id": run_stem(cfg, manifest.name, t_start), "status": "ok", "error": None,
         "model": {"name": manifest.name, "title": manifest.title, "task": manifest.task, "variant": adapter.variant,
                   "options": dict(adapter.options), "preprocess": manifest.preprocess, "upstream": manifest.upstream,
                   "guide": manifest.guide},

@@ -27,8 +27,9 @@ def test_isolated_sweep_survives_a_batch_size_killed_for_memory(run_zoo, tmp_pat
     assert all(p["status"] == "ok" for p in perf.values())
     assert rec["runtime"]["settings"]["isolation"] == {"process_per_batch_size": True, "memory_limit_mb": None}
     assert all(a["consistent_across_batch_sizes"] for a in rec["accuracy"])
-    peak = rec["device"]["fp32_peak"]  # each child: before its sweep + before its batch size
-    assert len(peak["measurements"]) == 4 and peak["gflops"] == max(peak["measurements"])
+    peak = rec["device"]["fp32_peak"]  # each child read the machine's (cached) peak; the merge keeps the highest
+    assert peak["kernel"] in peak["candidates"] and all(p["peak_gflops"] == peak["gflops"] for p in rec["perf"]
+                                                         if p.get("gflops") is not None)
     small, big = perf[(1, "infer_only")]["peak_rss_mb"], perf[(64, "infer_only")]["peak_rss_mb"]
     assert big > small + 300, (small, big)  # 64 UNet++ activations at 96x96 need far more memory
 

@@ -108,8 +108,10 @@ def test_bench_puts_precisions_side_by_side(tmp_path):
     recs = [json.loads(Path(p).read_text()) for p in proc.stdout.split() if p.endswith(".json")]
     assert [(r["runtime"]["name"], r["precision"]) for r in recs] == [("onnxruntime", "fp32"), ("torch", "fp32"),
                                                                        ("torch", "bf16")]
-    head = proc.stdout.splitlines()[0]
-    assert "torch:bf16 infer/s" in head and "torch:bf16/onnxruntime:fp32" in head
+    rows = [line.split()[:2] for line in proc.stdout.splitlines() if line[:1].isdigit()]
+    assert rows == [["2", "onnxruntime:fp32"], ["2", "torch:fp32"], ["2", "torch:bf16"]]
+    assert "speed-up torch:bf16 over fp32 at bs2 (interleaved in the run): x" in proc.stdout
+    assert "x first: over onnxruntime:fp32, across runs" in proc.stdout
     none = subprocess.run([sys.executable, "-m", "zoo", "bench", *common, "--runtimes", "onnxruntime",
                            "--precisions", "bf16", "--out", str(tmp_path / "none")],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
