@@ -3,7 +3,8 @@
     invoke compare BASELINE NEW [--max-accuracy-drop 0.01] [--max-throughput-drop 0.10] [--out DIR]
 
 BASELINE and NEW are result folders (or single result files). Records are matched by
-(model, variant, runtime, device, precision); when a key has several records the newest
+(model, variant, runtime, device type, precision): a run on another CPU model is compared (its
+accuracy judged, its throughput "not comparable"); when a key has several records the newest
 (`timestamps.finished`) is used. For each match:
   - accuracy, per protocol: relative drop (baseline - new) / baseline of the headline value; a
     drop above `max_accuracy_drop` (default 1%, the guides' criterion) is a regression, and so is
@@ -11,9 +12,18 @@ BASELINE and NEW are result folders (or single result files). Records are matche
     PyTorch's: schema 1.6), and a new run whose status is not ok (schema 1.10 "invalid": verify or
     its reduced precision failed; an older record that said ok over a failed verify counts as
     invalid too, zoo.checks.status_of);
-  - throughput, per batch size and scope (infer_only, pipeline): ratio new / baseline; a drop
-    above `max_throughput_drop` (default 10%) is a regression; a batch size that ran in the
-    baseline but failed in the new run is a regression too.
+  - throughput, per batch size and scope (infer_only, pipeline): the ratio new / baseline of the
+    records' throughputs, judged with both sides' noise (`judge_throughput`): each side's window
+    throughputs (schema 1.11 `interval.window_throughputs`; older records: 1000 * batch /
+    `stability.window_means_ms`), a two-sided Mann-Whitney U test of the two window series and a
+    seeded percentile bootstrap 95% interval of the ratio of means (each side's mean time per
+    sample over its windows, i.e. its throughput as the record computes it). Verdict "faster" /
+    "slower" only when p < 0.05, the interval excludes 1 and |ratio - 1| >= `min_effect` (default
+    2%); else "no significant change"; "not comparable" when the CPU, its ISA flags, the threads
+    or the executed precision differ, or a side is unstable or has fewer than 3 windows (not a
+    regression, counted in the summary). A regression is "slower" by more than
+    `max_throughput_drop` (default 10%); a batch size that ran in the baseline but failed in the
+    new run is a regression too.
 A key present in the baseline but absent from NEW is a regression unless `allow_missing`.
 Reduced-precision runs (precision != fp32) are also checked within NEW alone (schema 1.7): a
 record whose `reduced_precision.passed` is false (its accuracy delta to the fp32 baseline it ran,
@@ -21,7 +31,9 @@ or for untrained weights its fidelity to fp32, beyond the guides' 1%) is a regre
 a protocol whose value is more than `max_accuracy_drop` (relative) below the fp32 run of the same
 model / variant / runtime / device in NEW.
 With `accuracy_only` (results from another machine: throughput is not comparable, accuracy is)
-the device name leaves the key (its type stays: cpu, cuda, npu) and throughput is not compared.
+throughput is not compared at all. Across runs the windows only know the noise within each run,
+not what changed on a shared machine between them: for a throughput gate, `invoke ab` times both
+configurations interleaved in one process (zoo.ab).
 Records are read through runner.validate: the schema, then the record checker's rules (zoo.checks:
 a figure that is not what the record's other figures make); a record that breaks one is bad input.
 Exit codes (the CLI): 0 no regression, 1 regression, 2 bad input (missing folder, invalid record).
@@ -29,11 +41,25 @@ Exit codes (the CLI): 0 no regression, 1 regression, 2 bad input (missing folder
 from __future__ import annotations
 
 import json
+import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from runner.validate import ResultError, load_result, load_results
 from zoo.checks import invalid_reason, status_of
+
+ALPHA = 0.05            # the rank test's significance level
+CONFIDENCE = 0.95       # of the ratio's bootstrap interval
+RESAMPLES = 9999        # bootstrap resamples
+SEED = 22               # the bootstrap's seed: the same records give the same interval
+MIN_WINDOWS = 3         # a side with fewer windows has no uncertainty to judge with
+VERDICTS = ("faster", "slower", "no significant change", "not comparable")
+METHOD = (f"two-sided Mann-Whitney U over the window throughputs (p < {ALPHA}); ratio interval: "
+          f"percentile bootstrap ({RESAMPLES} resamples, seed {SEED}) of the ratio of means "
+          "(each side's mean time per sample over its windows)")
 
 
 @dataclass
@@ -43,12 +69,26 @@ class Row:
     item: str                 # protocol, or "bs<N> <scope>"
     baseline: float | None
     new: float | None
-    change: float | None      # accuracy: relative drop; throughput: new / baseline
-    status: str               # "ok" | "regression" | "improved" | "new" | "missing" | "failed"
+    change: float | None      # accuracy: relative drop; throughput: new / baseline (the records' figures)
+    status: str               # "ok" | "regression" | "improved" | "new" | "missing" | "failed" | "not comparable"
     note: str = ""
+    # throughput rows judged with both sides' noise (judge_throughput); None elsewhere
+    verdict: str | None = None               # one of VERDICTS
+    ratio_low: float | None = None           # the 95% bootstrap interval of new / baseline
+    ratio_high: float | None = None
+    p_value: float | None = None             # two-sided Mann-Whitney U of the window throughputs
+    reasons: list[str] = field(default_factory=list)  # why not comparable (record-level first)
+    baseline_half_width: float | None = None  # relative half-width of each side's 95% interval
+    new_half_width: float | None = None
+    baseline_unstable: bool = False
+    new_unstable: bool = False
+    baseline_windows: int = 0
+    new_windows: int = 0
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        d["reasons"] = list(self.reasons)
+        return d
 
 
 @dataclass
@@ -59,6 +99,172 @@ class Comparison:
     @property
     def regressions(self) -> list[Row]:
         return [r for r in self.rows if r.status in ("regression", "missing", "failed")]
+
+    @property
+    def verdicts(self) -> dict[str, int]:
+        """How many throughput rows got each verdict (every verdict listed, zeros too)."""
+        counts = dict.fromkeys(VERDICTS, 0)
+        for r in self.rows:
+            if r.verdict is not None:
+                counts[r.verdict] += 1
+        return counts
+
+
+# ---------------------------------------------------------------- throughput with its noise
+
+@dataclass
+class Side:
+    """One perf block as the judge sees it: its figure, its window throughputs (samples/s), the
+    relative half-width of its 95% interval and whether the record called it stable (None: no
+    stability verdict recorded)."""
+    throughput: float
+    windows: list[float]
+    half_width: float | None
+    stable: bool | None
+
+
+def side_of(block: dict) -> Side:
+    """The windows of a perf block: `interval` (schema 1.11) or, in older records, the
+    stop-when-stable `stability` block's mean latencies per window (throughput = 1000 * batch /
+    mean_ms); a block with neither has no windows."""
+    iv, st = block.get("interval"), block.get("stability")
+    if iv:
+        windows = [float(w) for w in iv.get("window_throughputs") or [] if w and w > 0]
+        half, stable = iv.get("half_width"), iv.get("stable")
+    elif st:
+        windows = [1000.0 * block["batch_size"] / m for m in st.get("window_means_ms") or [] if m and m > 0]
+        half, stable = _relative_half_width(windows), st.get("stable")
+    else:
+        windows, half, stable = [], None, None
+    return Side(float(block["throughput"]), windows, half, stable)
+
+
+def _relative_half_width(rates: list[float]) -> float | None:
+    """Older records carry no interval: the relative half-width of the Student-t 95% interval of
+    the windows' mean time per sample (as zoo.stats states the 1.11 one); None below MIN_WINDOWS."""
+    if len(rates) < MIN_WINDOWS:
+        return None
+    from scipy.stats import t
+    per = np.array([1.0 / r for r in rates])
+    return float(t.ppf(0.5 + CONFIDENCE / 2, per.size - 1) * per.std(ddof=1) / math.sqrt(per.size) / per.mean())
+
+
+def _threads(rec: dict) -> dict[str, object]:
+    dev = (rec.get("device") or {}).get("details") or {}
+    settings = (rec.get("runtime") or {}).get("settings") or {}
+    return {"threads used": dev.get("threads_used"), "runtime threads": settings.get("threads")}
+
+
+def _isa(rec: dict) -> tuple[set, set] | None:
+    details = (rec.get("device") or {}).get("details") or {}
+    if details.get("isa") is None:
+        return None  # before schema 1.7: not recorded, nothing to compare
+    flags = set(details["isa"])
+    return flags, set(details.get("isa_checked") or flags)
+
+
+def _executed(rec: dict, batch_size: int | None = None) -> str:
+    """The precision the runtime executed: the reduced-precision block's read-back, or per batch
+    size where the runtime records one (openvino), else the record's precision."""
+    per_batch = ((rec.get("runtime") or {}).get("settings") or {}).get("executed_precision_per_batch") or {}
+    if batch_size is not None and str(batch_size) in per_batch:
+        return str(per_batch[str(batch_size)])
+    rp = rec.get("reduced_precision") or {}
+    return str(rp.get("executed") or rec.get("precision", "?"))
+
+
+def comparable_reasons(baseline: dict, new: dict, batch_size: int | None = None) -> list[str]:
+    """Why two records' throughputs (at `batch_size`) are not comparable (empty: they are):
+    another CPU model, other ISA flags (among the flags both looked for), other thread counts,
+    another executed precision. A figure one record lacks (an older schema) is not held against it."""
+    reasons = []
+    bd, nd = baseline.get("device") or {}, new.get("device") or {}
+    if bd.get("name") != nd.get("name"):
+        reasons.append(f"CPU differs ({bd.get('name')} vs {nd.get('name')})")
+    bi, ni = _isa(baseline), _isa(new)
+    if bi is not None and ni is not None:
+        checked = bi[1] & ni[1]
+        only_b, only_n = sorted((bi[0] - ni[0]) & checked), sorted((ni[0] - bi[0]) & checked)
+        if only_b or only_n:
+            diff = ", ".join([f"+{f}" for f in only_n] + [f"-{f}" for f in only_b])
+            reasons.append(f"ISA flags differ (new: {diff})")
+    bt, nt = _threads(baseline), _threads(new)
+    for what in bt:
+        if bt[what] is not None and nt[what] is not None and bt[what] != nt[what]:
+            reasons.append(f"{what} differ ({bt[what]} vs {nt[what]})")
+    precision = _executed(baseline, batch_size), _executed(new, batch_size)
+    if precision[0] != precision[1]:
+        reasons.append(f"executed precision differs ({precision[0]} vs {precision[1]})")
+    return reasons
+
+
+def _ratio_interval(b: list[float], n: list[float]) -> tuple[float, float]:
+    """The percentile bootstrap 95% interval of new / baseline, as the ratio of means: the
+    baseline's mean time per sample over its windows / the new one's (each side resampled on its
+    own, seeded: the same windows give the same interval)."""
+    from scipy.stats import bootstrap
+    per_b, per_n = 1.0 / np.asarray(b, dtype=np.float64), 1.0 / np.asarray(n, dtype=np.float64)
+    if np.ptp(per_b) == 0 and np.ptp(per_n) == 0:  # no spread on either side: nothing to resample
+        ratio = float(per_b.mean() / per_n.mean())
+        return ratio, ratio
+
+    def ratio_of_means(x, y, axis=-1):
+        return np.mean(x, axis=axis) / np.mean(y, axis=axis)
+
+    res = bootstrap((per_b, per_n), ratio_of_means, vectorized=True, paired=False, n_resamples=RESAMPLES,
+                    confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(SEED))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def judge_throughput(pb: dict, pn: dict, reasons: list[str] | tuple = (), min_effect: float = 0.02,
+                     max_throughput_drop: float = 0.10) -> dict:
+    """The verdict on one paired throughput figure (two ok perf blocks), as Row fields: change
+    (new / baseline of the records' figures), ratio_low / ratio_high, p_value, verdict, reasons,
+    status, each side's half-width, instability and window count. `reasons` are the records'
+    (comparable_reasons); an unstable side or one with fewer than MIN_WINDOWS windows adds its own.
+    "faster" / "slower" need p < ALPHA, the interval beyond 1 and |ratio - 1| >= min_effect; the
+    status is "regression" only for "slower" by more than max_throughput_drop."""
+    b, n = side_of(pb), side_of(pn)
+    change = n.throughput / b.throughput if b.throughput else float("inf")
+    out = {"change": change, "ratio_low": None, "ratio_high": None, "p_value": None,
+           "baseline_half_width": b.half_width, "new_half_width": n.half_width,
+           "baseline_unstable": b.stable is False, "new_unstable": n.stable is False,
+           "baseline_windows": len(b.windows), "new_windows": len(n.windows)}
+    why = list(reasons)
+    for name, side in (("baseline", b), ("new", n)):
+        if side.stable is False:
+            why.append(f"{name} unstable" + (f" (±{side.half_width:.1%})" if side.half_width is not None else ""))
+    lacking = [(name, len(side.windows)) for name, side in (("baseline", b), ("new", n))
+               if len(side.windows) < MIN_WINDOWS]
+    if len(lacking) == 2 and lacking[0][1] == lacking[1][1] == 0:
+        why.append("no windows on either side")
+    else:
+        why += [f"{name}: " + (f"{k} window{'s' * (k != 1)}, too few" if k else "no windows") for name, k in lacking]
+    if why:
+        return {**out, "verdict": "not comparable", "status": "not comparable", "reasons": why,
+                "note": "; ".join(why)}
+    from scipy.stats import mannwhitneyu
+    p = float(mannwhitneyu(n.windows, b.windows, alternative="two-sided").pvalue)
+    p = 1.0 if math.isnan(p) else p  # every window equal on both sides: no evidence of a change
+    low, high = _ratio_interval(b.windows, n.windows)
+    out.update(p_value=p, ratio_low=low, ratio_high=high, reasons=[])
+    verdict = "no significant change"
+    if p < ALPHA and low > 1 and change - 1 >= min_effect:
+        verdict = "faster"
+    elif p < ALPHA and high < 1 and 1 - change >= min_effect:
+        verdict = "slower"
+    status = {"faster": "improved", "slower": "regression" if 1 - change > max_throughput_drop else "ok"}
+    note = ""
+    if verdict == "no significant change" and _least_p(len(b.windows), len(n.windows)) >= ALPHA:
+        note = f"{len(b.windows)} vs {len(n.windows)} windows: too few for p < {ALPHA}"
+    elif verdict == "slower" and status["slower"] == "ok":
+        note = f"within the {max_throughput_drop:.0%} allowed"
+    return {**out, "verdict": verdict, "status": status.get(verdict, "ok"), "note": note}
+
+
+def _least_p(k1: int, k2: int) -> float:
+    """The smallest two-sided p the rank test can give k1 and k2 windows (all of one side above)."""
+    return min(1.0, 2 / math.comb(k1 + k2, k1))
 
 
 def _records(path: Path) -> list[dict]:
@@ -73,7 +279,7 @@ def _records(path: Path) -> list[dict]:
 
 def record_key(rec: dict, device_name: bool = True) -> str:
     dev = rec.get("device", {})
-    device = f"{dev.get('type', '?')}:{dev.get('name', '?')}" if device_name else f"{dev.get('type', '?')}:any"
+    device = f"{dev.get('type', '?')}:{dev.get('name', '?')}" if device_name else dev.get("type", "?")
     return " / ".join([rec["model"]["name"], rec["model"].get("variant") or "-", rec["runtime"]["name"],
                        device, rec.get("precision", "?")])
 
@@ -92,13 +298,19 @@ def _perf(rec: dict) -> dict[tuple[int, str], dict]:
 
 
 def compare(baseline: list[dict], new: list[dict], max_accuracy_drop: float = 0.01,
-            max_throughput_drop: float = 0.10, allow_missing: bool = False, accuracy_only: bool = False) -> Comparison:
-    if not 0 <= max_accuracy_drop < 1 or not 0 <= max_throughput_drop < 1:
+            max_throughput_drop: float = 0.10, allow_missing: bool = False, accuracy_only: bool = False,
+            min_effect: float = 0.02) -> Comparison:
+    if not all(0 <= t < 1 for t in (max_accuracy_drop, max_throughput_drop, min_effect)):
         raise ResultError("thresholds must be fractions in [0, 1)")
     result = Comparison(thresholds={"max_accuracy_drop": max_accuracy_drop,
                                     "max_throughput_drop": None if accuracy_only else max_throughput_drop,
+                                    "min_effect": None if accuracy_only else min_effect,
+                                    "alpha": None if accuracy_only else ALPHA,
+                                    "method": None if accuracy_only else METHOD,
                                     "allow_missing": allow_missing, "accuracy_only": accuracy_only})
-    base, cand = latest_by_key(baseline, not accuracy_only), latest_by_key(new, not accuracy_only)
+    # records pair by device type, not CPU model: another CPU compares accuracy, and its throughput
+    # is "not comparable" (comparable_reasons) instead of both runs being "missing"
+    base, cand = latest_by_key(baseline, False), latest_by_key(new, False)
     for key in sorted(set(base) | set(cand)):
         if key not in cand:
             result.rows.append(Row("missing", key, "-", None, None, None, "ok" if allow_missing else "missing",
@@ -152,10 +364,9 @@ def compare(baseline: list[dict], new: list[dict], max_accuracy_drop: float = 0.
                 result.rows.append(Row("throughput", key, item, pb["throughput"], None, None, "failed",
                                        (pn.get("error") or "failed")[:200]))
                 continue
-            ratio = pn["throughput"] / pb["throughput"] if pb["throughput"] else float("inf")
-            status = ("regression" if ratio < 1 - max_throughput_drop
-                      else "improved" if ratio > 1 + max_throughput_drop else "ok")
-            result.rows.append(Row("throughput", key, item, pb["throughput"], pn["throughput"], ratio, status))
+            why = comparable_reasons(b, n, bs)
+            result.rows.append(Row("throughput", key, item, pb["throughput"], pn["throughput"],
+                                   **judge_throughput(pb, pn, why, min_effect, max_throughput_drop)))
     result.rows += _reduced_precision_rows(cand, max_accuracy_drop)
     return result
 
@@ -209,24 +420,89 @@ def _fmt(v, digits=4) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def to_markdown(c: Comparison) -> str:
+def _with_noise(value: float | None, half: float | None, unstable: bool) -> str:
+    """A side's throughput with its 95% half-width and a badge: '41.20 ±1.1%', '41.20 ±7.1% UNSTABLE'."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}" + (f" ±{half:.1%}" if half is not None else "") + (" UNSTABLE" if unstable else "")
+
+
+def _ratio(r: Row) -> str:
+    if r.change is None:
+        return "-"
+    if r.ratio_low is None or r.ratio_high is None:
+        return f"{r.change:.3f}"
+    return f"{r.change:.3f} [{r.ratio_low:.3f}, {r.ratio_high:.3f}]"
+
+
+def _p(p: float | None) -> str:
+    return "-" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def _summary(c: Comparison) -> list[str]:
     t = c.thresholds
-    thr_text = ("throughput not compared (accuracy only: results from different machines)"
-                if t.get("accuracy_only") else f"throughput drop > {t['max_throughput_drop']:.0%}")
-    lines = ["# Comparison", "",
-             f"Thresholds: accuracy drop > {t['max_accuracy_drop']:.1%} (relative), {thr_text}. "
-             f"Regressions: **{len(c.regressions)}**.", ""]
-    tables = (("accuracy", "Accuracy", "protocol", "relative drop", 4, "{:+.2%}"),
-              ("throughput", "Throughput (samples/s)", "batch, scope", "new/baseline", 2, "{:.2f}x"))
-    for kind, title, item, change, digits, change_fmt in tables:
-        rows = [r for r in c.rows if r.kind == kind]
-        if not rows:
-            continue
-        lines += [f"## {title}", "", f"| run | {item} | baseline | new | {change} | status | note |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {r.key} | {r.item} | {_fmt(r.baseline, digits)} | {_fmt(r.new, digits)} | "
-                  f"{'-' if r.change is None else change_fmt.format(r.change)} | {r.status} | {r.note} |" for r in rows]
-        lines.append("")
+    head = f"Regressions: **{len(c.regressions)}**."
+    if t.get("accuracy_only"):
+        return [head + " Throughput not compared (accuracy only: results from different machines).", "",
+                f"Accuracy: a relative drop above {t['max_accuracy_drop']:.1%} fails.", ""]
+    v = c.verdicts
+    counts = ", ".join(f"{v[k]} {k}" for k in VERDICTS)
+    rules = (f"Accuracy: a relative drop above {t['max_accuracy_drop']:.1%} fails. Throughput: a figure fails "
+             f"when slower by more than {t['max_throughput_drop']:.0%}; faster / slower need p < {t['alpha']} "
+             "(two-sided Mann-Whitney U over the window throughputs), the 95% interval of new/baseline "
+             f"beyond 1 and a change of at least {t['min_effect']:.0%}; else no significant change. "
+             f"Interval: percentile bootstrap ({RESAMPLES} resamples, seed {SEED}) of the ratio of means "
+             "(each side's mean time per sample over its windows). ± is a side's own 95% interval, "
+             "relative; not comparable is no regression.")
+    return [f"{head} Throughput: {counts}.", "", *textwrap.wrap(rules, 96), ""]
+
+
+def _accuracy_table(rows: list[Row]) -> list[str]:
+    lines = ["| accuracy | baseline | new | relative drop | status | note |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r.item} | {_fmt(r.baseline)} | {_fmt(r.new)} | "
+              f"{'-' if r.change is None else f'{r.change:+.2%}'} | {r.status} | {r.note} |" for r in rows]
+    return lines + [""]
+
+
+def _throughput_table(rows: list[Row]) -> list[str]:
+    """The key's throughput rows; reasons every row shares when none is comparable (another CPU,
+    threads, no windows) are said once above the table, the rest in each row's note."""
+    judged = [r for r in rows if r.verdict is not None]
+    shared: list[str] = []
+    if judged and all(r.verdict == "not comparable" for r in judged):
+        shared = [x for x in judged[0].reasons if all(x in r.reasons for r in judged)]
+    cells = []
+    for r in rows:
+        if r.verdict is None:  # not judged: only in one run, or failed in the new one
+            verdict, note = r.status, r.note
+        else:
+            verdict = r.verdict + (", REGRESSION" if r.status == "regression" else "")
+            note = "; ".join(x for x in r.reasons if x not in shared) if r.reasons else r.note
+        cells.append([r.item, _with_noise(r.baseline, r.baseline_half_width, r.baseline_unstable),
+                      _with_noise(r.new, r.new_half_width, r.new_unstable), _ratio(r), _p(r.p_value), verdict, note])
+    header = ["samples/s", "baseline", "new", "new/baseline [95%]", "p", "verdict", "note"]
+    if not any(cell[-1] for cell in cells):  # no notes: no empty column
+        header, cells = header[:-1], [cell[:-1] for cell in cells]
+    lines = [f"Throughput not comparable: {'; '.join(shared)}.", ""] if shared else []
+    lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(cell) + " |" for cell in cells]
+    return lines + [""]
+
+
+def to_markdown(c: Comparison) -> str:
+    """The comparison for a reader: the summary (regressions, throughput verdict counts, the
+    rules), then one section per run key with its accuracy and throughput tables, then the runs
+    in only one set."""
+    lines = ["# Comparison", ""] + _summary(c)
+    keys = sorted({r.key for r in c.rows if r.kind in ("accuracy", "throughput")})
+    for key in keys:
+        lines += [f"## {key}", ""]
+        acc = [r for r in c.rows if r.key == key and r.kind == "accuracy"]
+        thr = [r for r in c.rows if r.key == key and r.kind == "throughput"]
+        if acc:
+            lines += _accuracy_table(acc)
+        if thr:
+            lines += _throughput_table(thr)
     miss = [r for r in c.rows if r.kind == "missing"]
     if miss:
         lines += ["## Runs in only one set", ""] + [f"- {r.key}: {r.note} ({r.status})" for r in miss] + [""]
@@ -243,5 +519,6 @@ def run_compare(baseline: Path, new: Path, out: Path | None = None, **kw) -> tup
         from zoo.schema import finite_or_none
         atomic_write_text(out / "compare.json", json.dumps(finite_or_none(
             {"kind": "zoo.comparison", "baseline": str(baseline), "new": str(new), "thresholds": c.thresholds,
-             "regressions": len(c.regressions), "rows": [r.as_dict() for r in c.rows]}), indent=1, allow_nan=False) + "\n")
+             "regressions": len(c.regressions), "verdicts": c.verdicts, "rows": [r.as_dict() for r in c.rows]}),
+            indent=1, allow_nan=False) + "\n")
     return c, md
