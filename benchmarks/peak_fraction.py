@@ -110,11 +110,12 @@ def best_rows(model: str, records: list[dict], target: float) -> list[dict]:
         rows.append({"model": model, "runtime": name, "batch_size": p["batch_size"], "throughput": p["throughput"],
                      "gflops": p.get("gflops"), "peak_gflops": side_by_side,
                      "peak_range": [min(seen), max(seen)] if seen else None,
-                     "peak_fraction": p["gflops"] / side_by_side if p.get("gflops") and side_by_side else None,
-                     "own_peak_fraction": p["gflops"] / peak["gflops"] if p.get("gflops") and peak else None,
+                     "peak_fraction": _fraction(p.get("gflops"), side_by_side),
+                     "own_peak_fraction": p["peak_fraction"] if "peak_fraction" in p else
+                     _fraction(p.get("gflops"), peak.get("gflops")), "peak_note": p.get("peak_note"),
                      "bandwidth_fraction": p.get("bandwidth_fraction"),
                      "vs_torch": p["throughput"] / torch_tp if torch_tp else None,
-                     "stopped_by": p.get("stopped_by"), "spread": (p.get("stability") or {}).get("spread"),
+                     "stopped_by": p.get("stopped_by"), **uncertainty(p),
                      "gflop_per_sample": rec["export"].get("cost", {}).get("flops_per_sample", 0) / 1e9,
                      **pipeline_at(rec, p["batch_size"]), "top_ops": top_ops(p)})
     best = max(rows, key=lambda r: r["peak_fraction"] or 0) if rows else None
@@ -123,6 +124,31 @@ def best_rows(model: str, records: list[dict], target: float) -> list[dict]:
         r["verdict"] = (("reaches" if (r["peak_fraction"] or 0) >= target else "below") if model in COMPUTE_BOUND
                         else "bandwidth-bound: see bandwidth fraction") if r is best else ""
     return rows
+
+
+def _fraction(gflops: float | None, peak: float | None) -> float | None:
+    """gflops / peak, never above 1: a model that beats the peak shows that the peak measurement is
+    incomplete (zoo.peaks), not a fraction above 100%."""
+    if not gflops or not peak or gflops > peak:
+        return None
+    return gflops / peak
+
+
+def uncertainty(block: dict) -> dict:
+    """How sure the throughput is: the relative half-width of its 95% interval and whether it is
+    stable (`interval`, schema 1.11); an older record's stop-when-stable window spread (`stability`)
+    when it has no interval."""
+    iv, st = block.get("interval"), block.get("stability") or {}
+    if iv:
+        return {"half_width": iv.get("half_width"), "stable": iv.get("stable"), "spread": None}
+    return {"half_width": None, "stable": st.get("stable"), "spread": st.get("spread")}
+
+
+def shown_uncertainty(r: dict) -> str:
+    """'+-1.1%', 'spread 3%' (before 1.11), '-' (neither); ' UNSTABLE' when not stable."""
+    text = (f"+-{r['half_width']:.1%}" if r.get("half_width") is not None else
+            f"spread {r['spread']:.0%}" if r.get("spread") is not None else "-")
+    return text + (" UNSTABLE" if r.get("stable") is False else "")
 
 
 def pipeline_at(rec: dict, bs: int) -> dict:
@@ -149,7 +175,7 @@ def fmt(v, spec):
 def table(rows: list[dict], target: float) -> str:
     lines = [f"| model | runtime | best bs | samples/s | GFLOP/sample | GFLOP/s | GEMM peak (this runtime's readings) "
              f"| of peak (of its own readings' highest) "
-             f"| of copy bandwidth | vs PyTorch | stopped by (spread) | target {target:.0%} "
+             f"| of copy bandwidth | vs PyTorch | stopped by (95% interval or spread) | target {target:.0%} "
              f"| pipeline/infer (CPU ceiling) | top operators (--profile) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -158,7 +184,7 @@ def table(rows: list[dict], target: float) -> str:
                      f"{' (%.0f-%.0f)' % tuple(r['peak_range']) if r['peak_range'] else ''} | "
                      f"{fmt(r['peak_fraction'], '.0%')} ({fmt(r.get('own_peak_fraction'), '.0%')}) | "
                      f"{fmt(r['bandwidth_fraction'], '.0%')} | "
-                     f"{fmt(r['vs_torch'], '.2f')} | {r['stopped_by']} ({fmt(r['spread'], '.0%')}) | {r['verdict']} | "
+                     f"{fmt(r['vs_torch'], '.2f')} | {r['stopped_by']} ({shown_uncertainty(r)}) | {r['verdict']} | "
                      f"{fmt(r.get('pipeline_vs_infer'), '.0%')} ({fmt(r.get('cpu_ceiling'), '.0%')}) | "
                      f"{r.get('top_ops') or '-'} |")
     return "\n".join(lines)

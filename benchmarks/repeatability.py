@@ -2,9 +2,11 @@
 
 Runs `python -m zoo run` twice with the same arguments (in a temporary cache, exported and compiled
 once by an unmeasured first run), then for every batch size compares the two infer-only
-throughputs: they agree when their relative difference is within the larger of the two runs'
-window spreads (`perf[].stability.spread`, stop-when-stable) or `--tolerance` when a run has no
-spread. Prints a table; exit 0 when every batch size agrees, 1 otherwise, 2 when a run fails.
+throughputs: they agree when their relative difference is within the two runs' 95% intervals
+(`perf[].interval.half_width`, schema 1.11: the relative half-widths added in quadrature, the
+half-width of the difference of two independent figures), or, for records before 1.11, the larger
+of their window spreads (`perf[].stability.spread`, stop-when-stable), or `--tolerance` when a run
+has neither. Prints a table; exit 0 when every batch size agrees, 1 otherwise, 2 when a run fails.
 
     .venvs/unetpp/bin/python benchmarks/repeatability.py --model unetpp --batch-sizes 1,16
     .venvs/fcn8s/bin/python benchmarks/repeatability.py --model fcn8s --weights work/fcn8s_random.pth \\
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -33,6 +36,19 @@ def run_once(python: str, args: list[str], out: Path, env: dict) -> dict:
     return json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
 
 
+def bound_of(p: dict, q: dict, tolerance: float) -> float:
+    """How far two runs' throughputs may differ and still agree: their intervals' relative
+    half-widths in quadrature; else (before 1.11) the larger window spread; else `tolerance`."""
+    halves = [(b.get("interval") or {}).get("half_width") for b in (p, q)]
+    if all(h is not None for h in halves):
+        return math.hypot(*halves)
+    if not any(b.get("interval") for b in (p, q)):
+        spreads = [(b.get("stability") or {}).get("spread") for b in (p, q)]
+        if all(s is not None for s in spreads):
+            return max(spreads)
+    return tolerance
+
+
 def infer_blocks(rec: dict) -> dict[int, dict]:
     return {p["batch_size"]: p for p in rec["perf"] if p["scope"] == "infer_only" and p["status"] == "ok"}
 
@@ -47,7 +63,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data")
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--batch-sizes", default="1")
-    ap.add_argument("--tolerance", type=float, default=0.05, help="agreement bound when a run reports no spread")
+    ap.add_argument("--tolerance", type=float, default=0.05,
+                    help="agreement bound when a run reports neither an interval nor a spread")
     ap.add_argument("--python", default=None, help="interpreter (default: .venvs/<model>/bin/python or this one)")
     a = ap.parse_args(argv)
     python = a.python or (str(ROOT / ".venvs" / a.model / "bin" / "python")
@@ -74,9 +91,7 @@ def main(argv=None) -> int:
     for bs in sorted(set(a_blocks) & set(b_blocks)):
         p, q = a_blocks[bs], b_blocks[bs]
         diff = abs(p["throughput"] - q["throughput"]) / max(p["throughput"], q["throughput"])
-        spreads = [s for s in ((p.get("stability") or {}).get("spread"), (q.get("stability") or {}).get("spread"))
-                   if s is not None]
-        bound = max(spreads) if len(spreads) == 2 else a.tolerance
+        bound = bound_of(p, q, a.tolerance)
         agree = diff <= bound
         ok &= agree
         print(f"{bs:>4} {p['throughput']:>10.2f} {q['throughput']:>10.2f} {diff:>7.1%} {bound:>7.1%}  "

@@ -4,12 +4,13 @@ The report follows the Ascend ModelZoo inference guides: per model an accuracy t
 (ours vs the reference value, delta, relative drop, pass; under it every figure of each
 protocol, e.g. a guide's running average next to the final value), per-class IoU tables (one
 per protocol that has per-class figures: classes as rows, runs as columns), throughput tables
-with batch sizes as rows and runs as columns (plus ratio columns and a "best batch" row), latency
-and pipeline-stage tables per run, a throughput-vs-batch-size plot, and the export facts. When a
-model's runs include a reduced precision (bf16, fp16, int8), a precision table (runtime x
-precision x batch size: throughput, speed-up over the same runtime's fp32, accuracy delta and
-fidelity to fp32, fraction of that precision's own GEMM peak, pass) and an accuracy-vs-throughput
-plot (one point per runtime:precision) follow.
+with batch sizes as rows and runs as columns (plus across-runs ratio columns and a "best batch"
+row), latency and pipeline-stage tables per run, a throughput-vs-batch-size plot, and the export
+facts. When a model's runs include a reduced precision (bf16, fp16, int8), a precision table
+(runtime x precision x batch size: throughput, the run's interleaved speed-up over fp32, the ratio
+to the same runtime's fp32 run across runs, accuracy delta and fidelity to fp32, fraction of that
+precision's own GEMM peak, pass) and an accuracy-vs-throughput plot (one point per
+runtime:precision) follow.
 
 The content is built once as a list of blocks (headings, paragraphs, tables, images) and
 rendered twice: to Markdown and to a single self-contained HTML page (plots embedded as
@@ -21,6 +22,14 @@ schema 1.10 that said ok over a failed verify is INVALID too); an invalid run's 
 figures are never shown as a sound run's. Records are read through runner.validate (schema and
 the record checker's rules: a record that breaks one stops the report, exit 2).
 
+Every throughput carries its uncertainty: "41.2 ±1.1%" is the relative half-width of its 95%
+interval (perf[].interval, schema 1.11); a record without one shows "±?" (or, from the older
+stop-when-stable timing, "(spread 1.2%)": the windows' spread, not an interval). A figure whose
+interval is not stable carries [UNSTABLE] in every table and plot, and the run's summary lists
+them. A speed-up is only ever the same-run interleaved ratio (reduced_precision.fp32_baseline
+.speedup with its speedup_interval); ratios between two runs are labelled "across runs", their
+uncertainty both runs' relative half-widths added in quadrature.
+
     python -m runner.report RESULTS_DIR [--out DIR]
 """
 from __future__ import annotations
@@ -30,6 +39,7 @@ import base64
 import html
 import io
 import json
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -42,9 +52,19 @@ STAGE_ORDER = ("read", "preprocess", "infer", "postprocess")
 SCOPES = (("infer_only", "inference only (runtime call on a resident batch)"),
           ("pipeline", "pipeline (read + preprocess + infer + postprocess over the dataset)"))
 DASH = "—"
-NUMBER = re.compile(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?%?( \(.*\))?|—|failed \[\d+\]")  # right-aligned in HTML
+NUMBER = re.compile(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?%?( ±(\d+(\.\d+)?%|\?))?( \(.*\))?( \[UNSTABLE\])?"
+                    r"|—|failed \[\d+\]")  # right-aligned in HTML
 BADGES = {"ok": "OK", "invalid": "INVALID", "failed": "FAILED"}
 INVALID = " [INVALID]"
+UNSTABLE = "UNSTABLE"
+UNSTABLE_MARK = f" [{UNSTABLE}]"  # after a figure whose interval is not stable (a badge in HTML)
+UNCERTAINTY_NOTE = ("±: relative half-width of the throughput's 95% confidence interval over its timing windows "
+                    "(perf[].interval, schema 1.11); ±?: no interval (a record before 1.11, or fewer than 3 windows); "
+                    "(spread x%): a record before 1.11 timed until stable: the spread of its last windows, not an "
+                    "interval; [UNSTABLE]: the interval is wider than its tolerance or has too few windows")
+ACROSS_RUNS_NOTE = ("across runs: the ratio of two figures measured in different runs (not a speed-up, which is only "
+                    "the same-run interleaved ratio); its ± is both figures' relative half-widths added in quadrature "
+                    "(±? when either has no interval), [UNSTABLE] when either figure is")
 
 
 @dataclass
@@ -77,6 +97,105 @@ def _verdict(passed) -> str:
 def _badge(run: dict) -> str:
     status = status_of(run)
     return BADGES.get(status, status.upper())
+
+
+def _uncertainty(p: dict | None) -> dict:
+    """How sure a perf block's throughput is: kind "interval" (schema 1.11 `interval`: relative 95%
+    half-width, None below 3 windows), "spread" (an older record's stop-when-stable `stability`: the
+    windows' spread, no interval) or None (neither); stable True/False/None and, when not, why."""
+    p = p or {}
+    iv, st = p.get("interval"), p.get("stability")
+    if iv:
+        return {"kind": "interval", "half_width": iv.get("half_width"), "spread": None, "stable": iv.get("stable"),
+                "reason": iv.get("reason"), "windows": iv.get("windows"), "low": iv.get("low"), "high": iv.get("high")}
+    if st:
+        reason = None if st.get("stable") is not False else (
+            f"window means not within {_pct(st.get('tolerance'))} of their average (before schema 1.11)")
+        return {"kind": "spread", "half_width": None, "spread": st.get("spread"), "stable": st.get("stable"),
+                "reason": reason, "windows": st.get("windows"), "low": None, "high": None}
+    return {"kind": None, "half_width": None, "spread": None, "stable": None, "reason": None, "windows": None,
+            "low": None, "high": None}
+
+
+def _pm(half_width) -> str:
+    """'±1.1%' from a relative half-width; '±?' when there is none (never a made-up one)."""
+    if half_width is None:
+        return "±?"
+    pct = 100 * half_width
+    return f"±{pct:.1f}%" if pct >= 0.1 or pct == 0 else f"±{pct:.2f}%"
+
+
+def _unc_text(u: dict) -> str:
+    if u["kind"] == "spread" and u["spread"] is not None:
+        return f"(spread {_pct(u['spread'])})"
+    return _pm(u["half_width"])
+
+
+def _mark(*unstable) -> str:
+    return UNSTABLE_MARK if any(s is False for s in unstable) else ""
+
+
+def _tput_cell(p: dict, extra: str = "") -> str:
+    """A throughput with its uncertainty: '41.2 ±1.1%', '41.2 ±?', '41.2 (spread 1.2%)'; `extra`
+    (e.g. ' (bs 16)') after it; [UNSTABLE] last when its interval is not stable."""
+    u = _uncertainty(p)
+    return f"{_f(p.get('throughput'), 1)} {_unc_text(u)}{extra}{_mark(u['stable'])}"
+
+
+def _ratio_cell(a: dict | None, b: dict | None) -> str:
+    """a's throughput over b's, measured in different runs: the ratio with both relative
+    half-widths added in quadrature (±? when either has no interval)."""
+    ta, tb = (a or {}).get("throughput"), (b or {}).get("throughput")
+    if ta is None or not tb:
+        return DASH
+    ua, ub = _uncertainty(a), _uncertainty(b)
+    hw = (math.hypot(ua["half_width"], ub["half_width"])
+          if ua["half_width"] is not None and ub["half_width"] is not None else None)
+    return f"{ta / tb:.2f} {_pm(hw)}{_mark(ua['stable'], ub['stable'])}"
+
+
+def _unstable_items(run: dict) -> list[str]:
+    """'bs1 infer ±7.1%: why' for every figure of the run whose interval is not stable, and the
+    in-run speed-up over fp32 when its interval is not."""
+    items = []
+    for p in sorted((p for p in run["perf"] if p["status"] == "ok"), key=lambda p: (p["batch_size"], p["scope"])):
+        u = _uncertainty(p)
+        if u["stable"] is False:
+            scope = "infer" if p["scope"] == "infer_only" else p["scope"]
+            items.append(f"bs{p['batch_size']} {scope} {_unc_text(u)}" + (f": {u['reason']}" if u["reason"] else ""))
+    base = (run.get("reduced_precision") or {}).get("fp32_baseline") or {}
+    si = base.get("speedup_interval") or {}
+    if si.get("stable") is False:
+        items.append(f"speed-up vs fp32 (bs {base.get('batch_size')}) {_pm(si.get('half_width'))}")
+    return items
+
+
+def _timing_badge(run: dict) -> str:
+    """The run's speed figures in one word for the runs overview."""
+    ok = [p for p in run["perf"] if p["status"] == "ok"]
+    if not ok:
+        return DASH
+    if _unstable_items(run):
+        return UNSTABLE
+    kinds = {_uncertainty(p)["kind"] for p in ok}
+    if kinds == {"interval"}:
+        return "stable (95% CI)"
+    return "spread only (before 1.11)" if "spread" in kinds else "no interval (before 1.11)"
+
+
+def _timing_lines(runs, labels) -> list[Block]:
+    """Per run: a warning listing its UNSTABLE figures; a line when its figures have no interval."""
+    out: list[Block] = []
+    for run, label in zip(runs, labels):
+        items = _unstable_items(run)
+        if items:
+            out.append(("warn", f"{label}: {UNSTABLE}: " + "; ".join(items)))
+        kinds = {_uncertainty(p)["kind"] for p in run["perf"] if p["status"] == "ok"}
+        if kinds - {"interval"}:
+            how = (" or with the window spread of its stop-when-stable timing" if "spread" in kinds else "")
+            out.append(("p", f"{label}: no confidence interval in this record (schema {run['schema_version']}, "
+                             f"before 1.11): its throughputs are shown ±?{how}"))
+    return out
 
 
 def _compact(value) -> str:
@@ -199,15 +318,12 @@ def _perf_table(runs, labels, scope: str, title: str) -> Table | None:
     batch_sizes = sorted({bs for b in blocks for bs in b})
     if not batch_sizes:
         return None
-    ratios = [f"{labels[i]}/{labels[0]}" for i in range(1, len(runs))]
+    ratios = [f"{labels[i]}/{labels[0]} across runs" for i in range(1, len(runs))]
     notes: list[str] = []
 
-    def tput(i, bs):
+    def ok(i, bs):
         p = blocks[i].get(bs)
-        return p.get("throughput") if p and p["status"] == "ok" else None
-
-    def ratio(a, b):
-        return _f(a / b, 2) if a is not None and b else DASH
+        return p if p and p["status"] == "ok" and p.get("throughput") is not None else None
 
     rows = []
     for bs in batch_sizes:
@@ -220,16 +336,18 @@ def _perf_table(runs, labels, scope: str, title: str) -> Table | None:
                 notes.append(f"[{len(notes) + 1}] {label}, batch {bs}: {p.get('error') or 'no reason given'}")
                 cells.append(f"failed [{len(notes)}]")
             else:
-                cells.append(_f(p.get("throughput"), 1))
-        cells += [ratio(tput(i, bs), tput(0, bs)) for i in range(1, len(runs))]
+                cells.append(_tput_cell(p))
+        cells += [_ratio_cell(ok(i, bs), ok(0, bs)) for i in range(1, len(runs))]
         rows.append([str(bs)] + cells)
 
     best = []
     for i in range(len(runs)):
-        ok = [(tput(i, bs), bs) for bs in batch_sizes if tput(i, bs) is not None]
-        best.append(max(ok, key=lambda t: t[0]) if ok else None)  # ties: the smaller batch
-    rows.append(["best batch"] + [f"{b[0]:.1f} (bs {b[1]})" if b else DASH for b in best]
-                + [ratio(best[i] and best[i][0], best[0] and best[0][0]) for i in range(1, len(runs))])
+        found = [ok(i, bs) for bs in batch_sizes if ok(i, bs)]
+        best.append(max(found, key=lambda p: p["throughput"]) if found else None)  # ties: the smaller batch
+    rows.append(["best batch"] + [_tput_cell(b, f" (bs {b['batch_size']})") if b else DASH for b in best]
+                + [_ratio_cell(best[i], best[0]) for i in range(1, len(runs))])
+    notes += [UNCERTAINTY_NOTE] + ([f"ratio columns: each run's throughput over the first run's; {ACROSS_RUNS_NOTE}"]
+                                   if ratios else [])
     return Table(f"Throughput, {title} [samples/s]", ["batch size"] + labels + ratios, rows, notes)
 
 
@@ -257,12 +375,13 @@ def _stage_table(run, label) -> Table | None:
         return None
     seen = [s for p in blocks for s in p.get("stages", {})]
     stages = [s for s in STAGE_ORDER if s in seen] + sorted({s for s in seen if s not in STAGE_ORDER})
-    rows = [[str(p["batch_size"]), _f(p.get("throughput"), 1), str(p.get("workers", DASH))]
+    rows = [[str(p["batch_size"]), _tput_cell(p), str(p.get("workers", DASH))]
             + [_pct(p.get("stages", {}).get(s, {}).get("share")) for s in stages]
             + [_f(p.get("pipeline_vs_infer"), 2)] + _ceiling_cells(p) for p in blocks]
     notes = ["CPU ceiling/infer: the pipeline's throughput limit when the runtime's CPU time per sample "
              "(measured alone) and the read/preprocess/postprocess CPU time share the cores, over the "
-             "infer-only throughput; below 1, overlapping cannot reach the infer-only rate on this machine."]
+             "infer-only throughput; below 1, overlapping cannot reach the infer-only rate on this machine.",
+             "throughput ±: as in the throughput tables (95% interval; ±? none; [UNSTABLE] not within its tolerance)"]
     return Table(f"Pipeline stages, {label} (share of summed stage time)",
                  ["batch size", "throughput", "workers"] + [f"{s} %" for s in stages] + ["pipeline/infer"]
                  + ["infer CPU ms/sample", "other CPU ms/sample", "CPU ceiling/infer", "pipeline/ceiling"],
@@ -297,48 +416,91 @@ def _op_table(run, label) -> Table | None:
 
 def _cost_table(run, label) -> Table | None:
     """Achieved GFLOP/s per batch size against the fp32 peak measured in the same run, with how
-    the timing ended and the window spread (schema 1.2 fields; older records have none)."""
+    the timing ended and how sure the throughput is: its 95% interval (schema 1.11 `interval`:
+    windows, half-width, stable, reason) or, in a record from 1.2 to 1.10, the stop-when-stable
+    windows' spread (`stability`); older records have neither."""
     blocks = sorted((p for p in run["perf"] if p["scope"] == "infer_only" and p["status"] == "ok"),
                     key=lambda p: p["batch_size"])
     cost = (run.get("export") or {}).get("cost")
     peak = run["device"].get("fp32_peak")
-    if not blocks or not (cost or any("stability" in p for p in blocks)):
+    if not blocks or not (cost or any("interval" in p or "stability" in p for p in blocks)):
         return None
-    rows = []
+    rows, notes = [], []
     for p in blocks:
-        st = p.get("stability") or {}
-        rows.append([str(p["batch_size"]), _f(p.get("throughput"), 1), _f(p.get("gflops"), 1),
+        u = _uncertainty(p)
+        rows.append([str(p["batch_size"]), _tput_cell(p), _f(p.get("gflops"), 1),
                      _f(p.get("peak_gflops"), 0), _pct(p.get("peak_fraction")), _f(p.get("activation_gbytes_per_s"), 1),
                      _pct(p.get("bandwidth_fraction")), p.get("stopped_by", DASH),
-                     _pct(st.get("spread")) if st.get("spread") is not None else DASH])
-    notes = []
+                     DASH if u["windows"] is None else str(u["windows"]),
+                     _pct(u["spread"]) if u["spread"] is not None else DASH,
+                     {True: "yes", False: UNSTABLE}.get(u["stable"], DASH)])
+        if u["stable"] is False and u["reason"]:
+            notes.append(f"batch {p['batch_size']} {UNSTABLE}: {u['reason']}")
     if cost:
         notes.append(f"{cost['flops_per_sample'] / 1e9:.2f} GFLOP and {cost['params'] / 1e6:.2f} M parameters per "
                      f"sample ({cost.get('counted', 'from the ONNX graph')})")
     if peak:
-        seen = peak.get("measurements") or [peak["gflops"]]
-        notes.append(f"fp32 peak {peak['gflops']:.0f} GFLOP/s ({peak['method']}, {peak['threads']} threads; "
-                     f"measured {min(seen):.0f}-{max(seen):.0f} in this run: the highest is the peak)"
+        seen = peak.get("measurements")  # before 1.11: every reading of the run, the highest was the peak
+        bound = (peak.get("isa_bound") or {}).get("gflops")
+        notes.append(f"fp32 peak {peak['gflops']:.0f} GFLOP/s ({peak.get('kernel', peak['method'])}, {peak['threads']} "
+                     "threads; " + (f"measured {min(seen):.0f}-{max(seen):.0f} in this run: the highest is the peak)"
+                                    if seen else f"the best of {len(peak.get('candidates') or {}) or 1} kernels"
+                                    + (", cached" if peak.get("cached") else "")
+                                    + (f" {peak['measured_at'][:10]}" if peak.get("measured_at") else "") + ")")
+                     + (f"; ISA bound {bound:.0f} GFLOP/s" if bound else "")
                      + (f"; memory copy {peak['memory']['gbytes_per_s']:.1f} GB/s ({peak['memory'].get('method', '')})"
                         if peak.get("memory") else ""))
+    for p in blocks:
+        if p.get("peak_note"):
+            notes.append(f"batch {p['batch_size']} {p['scope']}: no fraction of peak: {p['peak_note']}")
     own = run["device"].get("precision_peak")
     if own:  # schema 1.7: a reduced-precision run's fractions are of its own precision's peak
         notes.append(f"{own['precision']} peak {own['gflops']:.0f} {_unit(own['precision'])} ({own.get('kernel', '')}): "
-                     f"'GEMM just before' and 'of peak' are of this precision's peak" if own.get("gflops") else
+                     f"'peak used' and 'of peak' are of this precision's peak" if own.get("gflops") else
                      f"{own['precision']} peak unavailable ({own.get('unavailable', 'no reason given')}): no fraction")
-    return Table(f"Cost and stability, {label}", ["batch size", "samples/s", "GFLOP/s", "GEMM just before", "of peak",
-                                                   "activations GB/s", "of bandwidth", "stopped by", "window spread"],
+    notes += ["samples/s ±: as in the throughput tables; windows: the complete timing windows the interval is "
+              "over (before 1.11: the windows the stop-when-stable rule compared); window spread: (max - min) / "
+              "mean of those windows, before 1.11 only; stable: the interval within its tolerance (before 1.11: "
+              "the windows within theirs)"]
+    return Table(f"Cost and stability, {label}", ["batch size", "samples/s", "GFLOP/s", "peak used", "of peak",
+                                                   "activations GB/s", "of bandwidth", "stopped by", "windows",
+                                                   "window spread", "stable"],
                  rows, notes)
 
 
-def _latency_plot(runs, labels, title: str) -> bytes | None:
-    """Per run and batch size (infer_only): min-max range, p50 / p90 / p99 markers."""
+def _new_axes():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4), dpi=110)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    return fig, fig.add_subplot()
+
+
+def _png(fig) -> bytes | None:
+    if fig is None:
+        return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _yerr(points) -> list[list[float]] | None:
+    """Error bars [below, above] from (x, y, low, high) points; 0 where a point has no interval."""
+    if not any(lo is not None or hi is not None for _, _, lo, hi in points):
+        return None
+    return [[max(0.0, y - lo) if lo is not None else 0.0 for _, y, lo, _ in points],
+            [max(0.0, hi - y) if hi is not None else 0.0 for _, y, _, hi in points]]
+
+
+def _latency_plot(runs, labels, title: str) -> bytes | None:
+    return _png(_latency_figure(runs, labels, title))
+
+
+def _latency_figure(runs, labels, title: str):
+    """Per run and batch size (infer_only): min-max range, p50 / p90 / p99 markers; a batch size
+    whose throughput interval is not stable carries [UNSTABLE] under its label."""
+    fig, ax = _new_axes()
     xt, xl, x = [], [], 0
     for i, (run, label) in enumerate(zip(runs, labels)):
         for p in sorted((p for p in run["perf"] if p["scope"] == "infer_only" and p["status"] == "ok"),
@@ -352,7 +514,8 @@ def _latency_plot(runs, labels, title: str) -> bytes | None:
                 ax.plot([x], [lat[key] / per], marker=marker, color=f"C{i % 10}", linestyle="none",
                         label=key if x == 0 else None)
             xt.append(x)
-            xl.append(f"{label}\nbs{per}")
+            unstable = _uncertainty(p)["stable"] is False
+            xl.append(f"{label}\nbs{per}" + ("\n" + UNSTABLE_MARK.strip() if unstable else ""))
             x += 1
     if not xt:
         return None
@@ -361,9 +524,7 @@ def _latency_plot(runs, labels, title: str) -> bytes | None:
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize="small")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    return buf.getvalue()
+    return fig
 
 
 # ---------------------------------------------------------------- precision (schema 1.7)
@@ -444,9 +605,29 @@ def _precision_verdict(run: dict, delta: list[dict]) -> str:
     return f"{_verdict(all(verdicts))} (accuracy delta, result set)" if verdicts else DASH
 
 
+def _speedup_cell(run: dict) -> str:
+    """The run's speed-up over fp32 (the one definition): reduced_precision.fp32_baseline.speedup,
+    the reduced-precision and fp32 runtimes timed in interleaved windows in the same process, with
+    its 95% interval (speedup_interval, schema 1.11): '2.50 ±1.2% (2.47-2.53)'. An older record's
+    speedup (or, before it had one, its infer-only throughput over the fp32 pass it timed
+    itself) was not interleaved: shown so, without an interval."""
+    base = (run.get("reduced_precision") or {}).get("fp32_baseline") or {}
+    si, speedup = base.get("speedup_interval"), base.get("speedup")
+    if si and speedup is not None:
+        span = (f" ({si['low']:.2f}-{si['high']:.2f})" if si.get("low") is not None and si.get("high") is not None
+                else "")
+        return f"{speedup:.2f} {_pm(si.get('half_width'))}{span}{_mark(si.get('stable'))}"
+    if speedup is None and "speedup" not in base:
+        infer, fp32 = _tput(run, "infer_only", base.get("batch_size")), base.get("throughput_samples_per_s")
+        speedup = infer / fp32 if infer is not None and fp32 else None
+    return DASH if speedup is None else f"{speedup:.2f} (not interleaved)"
+
+
 def _precision_rows(run: dict, label: str, fp32: dict | None) -> list[list[str]]:
-    """One row per batch size of `run`: throughputs, speed-ups over fp32 (result set, same run),
-    and, on the row of the batch size its accuracy was measured at, delta, fidelity and verdict."""
+    """One row per batch size of `run`: throughputs; on the row of the in-run fp32 baseline's batch
+    size the speed-up over fp32 (same run, interleaved); the ratios to the same runtime's fp32 run
+    in the result set (across runs); and, on the row of the batch size its accuracy was measured
+    at, delta, fidelity and verdict."""
     reduced = run["precision"] != "fp32"
     rp = run.get("reduced_precision") or {}
     base = rp.get("fp32_baseline") or {}
@@ -454,20 +635,19 @@ def _precision_rows(run: dict, label: str, fp32: dict | None) -> list[list[str]]
     acc_bs = base.get("batch_size") or next((a["batch_size"] for a in run["accuracy"]), None)
     rows = []
     for bs in sorted({p["batch_size"] for p in run["perf"]}):
-        infer, pipe = _tput(run, "infer_only", bs), _tput(run, "pipeline", bs)
-        shown = [_f(v, 1) if v is not None or not _failed(run, scope, bs) else "failed"
-                 for v, scope in ((infer, "infer_only"), (pipe, "pipeline"))]
-        ratio = lambda a, b: _f(a / b, 2) if a is not None and b else DASH  # noqa: E731
-        in_run = DASH
-        if reduced and base.get("batch_size") == bs and infer and base.get("throughput_samples_per_s"):
-            in_run = f"{infer / base['throughput_samples_per_s']:.2f} (in run)"
-        p = _ok_block(run, "infer_only", bs) or {}
+        infer, pipe = _ok_block(run, "infer_only", bs), _ok_block(run, "pipeline", bs)
+        shown = [_tput_cell(p) if p and p.get("throughput") is not None else
+                 "failed" if _failed(run, scope, bs) else DASH
+                 for p, scope in ((infer, "infer_only"), (pipe, "pipeline"))]
+        speedup = _speedup_cell(run) if reduced and base and base.get("batch_size") == bs else DASH
+        p = infer or {}
         frac = _pct(p.get("peak_fraction")) + f" of {run['precision']}" if p.get("peak_fraction") is not None else DASH
         first = bs == acc_bs
         fid = "; ".join(f"{f['metric']} {f['value']:.4f}" for f in rp.get("fidelity") or []) or DASH
-        rows.append([label, run["precision"], str(bs), *shown,
-                     ratio(infer, _tput(fp32, "infer_only", bs)) if reduced else "base" if infer else DASH,
-                     ratio(pipe, _tput(fp32, "pipeline", bs)) if reduced else "base" if pipe else DASH, in_run,
+        across = [_ratio_cell(mine, _ok_block(fp32, scope, bs) if fp32 else None) if reduced else
+                  "base" if mine and mine.get("throughput") is not None else DASH
+                  for mine, scope in ((infer, "infer_only"), (pipe, "pipeline"))]
+        rows.append([label, run["precision"], str(bs), *shown, speedup, *across,
                      _delta_cell(delta) if reduced and first else DASH,
                      fid if reduced and first else DASH, frac,
                      _precision_verdict(run, delta) if reduced and first else DASH])
@@ -475,10 +655,11 @@ def _precision_rows(run: dict, label: str, fp32: dict | None) -> list[list[str]]
 
 
 def _precision_table(runs, labels) -> Table | None:
-    """Runtime x precision x batch size (only when some run is not fp32): throughput, speed-up
-    over the same runtime's fp32 (its fp32 run in this result set; and, in the run's own
-    reduced_precision block, the fp32 pass timed in the same process), the accuracy delta to fp32,
-    the fidelity to fp32's predictions, the fraction of the precision's own GEMM peak, pass/fail."""
+    """Runtime x precision x batch size (only when some run is not fp32): throughput, the speed-up
+    over fp32 (the run's own, timed interleaved with fp32 in the same process), the ratio to the
+    same runtime's fp32 run in this result set (across runs: not called a speed-up), the accuracy
+    delta to fp32, the fidelity to fp32's predictions, the fraction of the precision's own GEMM
+    peak, pass/fail."""
     if all(r["precision"] == "fp32" for r in runs):
         return None
     fp32 = _fp32_runs(runs)
@@ -499,30 +680,37 @@ def _precision_table(runs, labels) -> Table | None:
                 notes.append(f"{labels[i]}: no {run['runtime']['name']} fp32 run in this result set")
             elif not run.get("reduced_precision") and not _comparable(run, ref):
                 notes.append(f"{labels[i]}: the fp32 run used other weights or samples: no accuracy delta")
+            si = ((run.get("reduced_precision") or {}).get("fp32_baseline") or {}).get("speedup_interval")
+            if si:
+                notes.append(f"{labels[i]}: speed-up vs fp32 over {si.get('rounds', DASH)} interleaved rounds "
+                             f"({si.get('method', 'no method given')})")
             own = run["device"].get("precision_peak") or {}
             if own.get("gflops"):
                 notes.append(f"{labels[i]}: {own['precision']} peak {own['gflops']:.0f} {_unit(own['precision'])} "
                              f"({own.get('kernel', '')})")
-    notes += ["x fp32: this run's throughput over the same runtime's fp32 run in this result set at the same "
-              "batch size (infer only / pipeline); in run: over the fp32 pass the run timed itself, in the same "
-              "process (reduced_precision.fp32_baseline)",
+    notes += ["speed-up vs fp32: the run's infer-only throughput over fp32's, the two runtimes timed in "
+              "interleaved windows in the same process (reduced_precision.fp32_baseline.speedup; ± and range: its "
+              "95% interval, speedup_interval); on the row of that batch size only. (not interleaved): a record "
+              "before schema 1.11, its fp32 pass timed apart from its own figures: no interval",
+              "x fp32 run, infer / pipeline (across runs): this run's throughput over the same runtime's fp32 run "
+              f"in this result set at the same batch size; {ACROSS_RUNS_NOTE}",
+              UNCERTAINTY_NOTE,
               "accuracy delta (vs fp32), fidelity (the fp32 predictions as ground truth) and pass: on the row of "
               "the batch size the accuracy was measured at; delta from the run's own fp32 pass, else from the "
               "fp32 run in this result set (same weights and samples)",
               "of peak: infer-only GFLOP/s (int8: GOP/s) over the GEMM peak of the run's own precision, "
               "measured in the run (device.precision_peak; fp32: device.fp32_peak)"]
-    header = ["runtime", "precision", "batch size", "infer/s", "pipeline/s", "x fp32 infer", "x fp32 pipeline",
-              "x fp32 in run", "accuracy delta vs fp32", "fidelity", "of peak", "pass"]
+    header = ["runtime", "precision", "batch size", "infer/s", "pipeline/s", "speed-up vs fp32",
+              "x fp32 run, infer (across runs)", "x fp32 run, pipeline (across runs)", "accuracy delta vs fp32",
+              "fidelity", "of peak", "pass"]
     return Table("Precision: throughput, speed-up over fp32, accuracy", header, rows, notes)
 
 
-def _best_infer(run: dict) -> tuple[float, int] | None:
-    ok = [(p["throughput"], -p["batch_size"]) for p in run["perf"]
-          if p["scope"] == "infer_only" and p["status"] == "ok" and "throughput" in p]
-    if not ok:
-        return None
-    t, bs = max(ok)
-    return t, -bs
+def _best_infer(run: dict) -> dict | None:
+    """The infer-only block with the highest throughput (ties: the smaller batch)."""
+    ok = sorted((p for p in run["perf"] if p["scope"] == "infer_only" and p["status"] == "ok" and "throughput" in p),
+                key=lambda p: p["batch_size"])
+    return max(ok, key=lambda p: p["throughput"]) if ok else None
 
 
 def _quality(run: dict, fidelity: bool) -> float | None:
@@ -536,18 +724,18 @@ def _quality(run: dict, fidelity: bool) -> float | None:
 
 
 def _precision_plot(runs, title: str) -> bytes | None:
+    return _png(_precision_figure(runs, title))
+
+
+def _precision_figure(runs, title: str):
     """Accuracy (or, when a run judged itself by fidelity -- no trained weights -- the fidelity to
     fp32) against the infer-only throughput at the best batch size: one labelled point per
-    runtime:precision. None when every run is fp32."""
+    runtime:precision, its 95% interval as a horizontal bar and [UNSTABLE] in its label when the
+    interval is not stable. None when every run is fp32."""
     if all(r["precision"] == "fp32" for r in runs):
         return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fidelity = any((r.get("reduced_precision") or {}).get("criterion") == "fidelity_to_fp32" for r in runs)
-    fig = Figure(figsize=(7, 4), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, ax = _new_axes()
     runtimes = sorted({r["runtime"]["name"] for r in runs})
     drawn = 0
     for run in runs:
@@ -556,9 +744,13 @@ def _precision_plot(runs, title: str) -> bytes | None:
             continue
         color = f"C{runtimes.index(run['runtime']['name']) % 10}"
         marker = {"fp32": "o", "bf16": "s", "fp16": "D", "int8": "^"}.get(run["precision"], "x")
-        ax.plot([best[0]], [y], marker=marker, color=color, linestyle="none")
-        ax.annotate(f"{run['runtime']['name']}:{run['precision']} (bs {best[1]})", (best[0], y),
-                    textcoords="offset points", xytext=(5, 5), fontsize="x-small")
+        x, u = best["throughput"], _uncertainty(best)
+        ax.plot([x], [y], marker=marker, color=color, linestyle="none")
+        xerr = _yerr([(x, x, u["low"], u["high"])])
+        if xerr:
+            ax.errorbar([x], [y], xerr=xerr, fmt="none", ecolor=color, capsize=3)
+        ax.annotate(f"{run['runtime']['name']}:{run['precision']} (bs {best['batch_size']}){_mark(u['stable'])}",
+                    (x, y), textcoords="offset points", xytext=(5, 5), fontsize="x-small")
         drawn += 1
     if not drawn:
         return None
@@ -569,9 +761,7 @@ def _precision_plot(runs, title: str) -> bytes | None:
     ax.margins(x=0.2, y=0.2)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    return buf.getvalue()
+    return fig
 
 
 def _verification(w: dict) -> str:
@@ -622,22 +812,35 @@ def _run_facts(run, label) -> str:
 
 
 def _plot(runs, labels, title: str) -> bytes | None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    return _png(_throughput_figure(runs, labels, title))
+
+
+def _throughput_figure(runs, labels, title: str):
+    """Throughput against batch size per run and scope, each point's 95% interval as an error bar;
+    a point whose interval is not stable is labelled UNSTABLE."""
     from matplotlib.ticker import NullLocator
 
-    fig = Figure(figsize=(7, 4), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, ax = _new_axes()
     ticks = set()
     for i, (run, label) in enumerate(zip(runs, labels)):
         for scope, style, marker in (("infer_only", "-", "o"), ("pipeline", "--", "s")):
-            pts = sorted((p["batch_size"], p["throughput"]) for p in run["perf"]
-                         if p["scope"] == scope and p["status"] == "ok" and "throughput" in p)
-            if pts:
-                ticks.update(bs for bs, _ in pts)
-                ax.plot(*zip(*pts), linestyle=style, marker=marker, color=f"C{i % 10}",
-                        label=f"{label}, {scope}")
+            blocks = sorted((p for p in run["perf"]
+                             if p["scope"] == scope and p["status"] == "ok" and "throughput" in p),
+                            key=lambda p: p["batch_size"])
+            if not blocks:
+                continue
+            pts = [(p["batch_size"], p["throughput"], _uncertainty(p)["low"], _uncertainty(p)["high"]) for p in blocks]
+            ticks.update(bs for bs, *_ in pts)
+            ax.plot([x for x, *_ in pts], [y for _, y, *_ in pts], linestyle=style, marker=marker,
+                    color=f"C{i % 10}", label=f"{label}, {scope}")
+            yerr = _yerr(pts)
+            if yerr:
+                ax.errorbar([x for x, *_ in pts], [y for _, y, *_ in pts], yerr=yerr, fmt="none",
+                            ecolor=f"C{i % 10}", capsize=3)
+            for p in blocks:
+                if _uncertainty(p)["stable"] is False:
+                    ax.annotate(UNSTABLE, (p["batch_size"], p["throughput"]), textcoords="offset points",
+                                xytext=(4, -10), fontsize="x-small", color="#b35c00")
     if not ticks:
         return None
     ax.set_xscale("log", base=2)
@@ -649,9 +852,7 @@ def _plot(runs, labels, title: str) -> bytes | None:
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    return buf.getvalue()
+    return fig
 
 
 def _model_section(name: str, runs: list[dict]) -> list[Block]:
@@ -663,6 +864,7 @@ def _model_section(name: str, runs: list[dict]) -> list[Block]:
     blocks += [("warn", f"{label}: run {_badge(r)}: {r['error'] or invalid_reason(r) or 'no reason given'}"
                         + ("; its figures are shown marked, not as a sound run's" if status_of(r) == "invalid" else ""))
                for r, label in zip(runs, labels) if status_of(r) != "ok"]
+    blocks += _timing_lines(runs, labels)
     blocks += _provenance_lines(runs, labels)
     blocks += [("h3", "Accuracy"), ("table", _accuracy_table(runs, labels))]
     blocks += [("table", t) for t in _per_class_tables(runs, labels)]
@@ -694,13 +896,20 @@ def build_report(records: list[dict], source: str) -> list[Block]:
     by_model: dict[str, list[dict]] = {}
     for rec in records:
         by_model.setdefault(rec["model"]["name"], []).append(rec)
-    overview = Table("Runs", ["model", "run_id", "runtime", "device", "precision", "status", "started"],
+    overview = Table("Runs", ["model", "run_id", "runtime", "device", "precision", "status", "speed figures",
+                              "started"],
                      [[r["model"]["name"], r["run_id"], f"{r['runtime']['name']} {r['runtime']['version']}",
-                       f"{r['device']['type']} ({r['device']['name']})", r["precision"], _badge(r),
-                       r["timestamps"]["started"]] for r in records])
+                       f"{r['device']['type']} ({r['device']['name']})", r["precision"], _badge(r), _timing_badge(r),
+                       r["timestamps"]["started"]] for r in records],
+                     ["speed figures: stable (95% CI) when every throughput's 95% interval is within its tolerance; "
+                      "UNSTABLE when one is not (the model's section lists them); before schema 1.11 there is no "
+                      "interval"])
     blocks: list[Block] = [("h1", "Inference report"),
                            ("p", f"{len(records)} result file(s) from {source}; {len(by_model)} model(s). "
-                                 "Throughput in samples/s; ratio columns are each run over the first run."),
+                                 "Throughput in samples/s with the relative half-width of its 95% interval (±; ±? "
+                                 "when the record has none; [UNSTABLE] when it is wider than its tolerance). A "
+                                 "speed-up is only the same-run interleaved ratio (precision table); ratios between "
+                                 "two runs are labelled across runs."),
                            ("table", overview)]
     for name in sorted(by_model):
         blocks += _model_section(name, by_model[name])
@@ -744,13 +953,16 @@ th{background:#f0f0f0}
 .warn{background:#fff4d6;border-left:4px solid #e0a000;padding:.4em .8em}
 .notes{font-size:.85em;color:#555;margin-top:-1em}img{max-width:100%}
 .badge{font-weight:700;padding:0 .4em;border-radius:3px;color:#fff;background:#2a7d2a}
-.badge.INVALID,.badge.FAILED{background:#c0392b}"""
+.badge.INVALID,.badge.FAILED{background:#c0392b}.badge.UNSTABLE{background:#b35c00}"""
 
 
 def _html_cell(c: str) -> str:
     e = html.escape
-    if c in BADGES.values():
+    if c in BADGES.values() or c == UNSTABLE:
         return f'<td><span class="badge {c}">{c}</span></td>'
+    if c.endswith(UNSTABLE_MARK):  # a figure whose interval is not stable: the figure, then the badge
+        cls = ' class="n"' if NUMBER.fullmatch(c) else ""
+        return f'<td{cls}>{e(c[:-len(UNSTABLE_MARK)])} <span class="badge {UNSTABLE}">{UNSTABLE}</span></td>'
     return f'<td class="n">{e(c)}</td>' if NUMBER.fullmatch(c) else f"<td>{e(c)}</td>"
 
 

@@ -71,3 +71,17 @@ def test_fraction_is_against_the_highest_reading_of_every_runtime():
     best = next(r for r in rows.values() if r["best"])
     assert best["verdict"] == "below"
     assert "| 69% (97%) |" in pf.table(list(rows.values()), 0.8)
+
+
+def test_uncertainty_reads_the_interval_first_and_the_old_spread_as_a_fallback():
+    pf = _script()
+    new = _infer(1, 3.0, 160.0)
+    new["interval"] = {"half_width": 0.071, "stable": False, "windows": 12, "tolerance": 0.02}
+    old = _infer(2, 3.5, 186.0)  # before 1.11: stability only
+    rows = {r["batch_size"]: r for r in pf.best_rows("erfnet", [_record("onnxruntime", [new]),
+                                                                 _record("torch", [old])], target=0.8)}
+    assert (rows[1]["half_width"], rows[1]["stable"], rows[1]["spread"]) == (0.071, False, None)
+    assert (rows[2]["half_width"], rows[2]["spread"]) == (None, 0.03)
+    md = pf.table(list(rows.values()), 0.8)
+    assert "| stable (+-7.1% UNSTABLE) |" in md and "| stable (spread 3%) |" in md
+    assert "stopped by (95% interval or spread)" in md

@@ -198,22 +198,26 @@ def test_markdown_perf_tables(results: Path, tmp_path: Path):
     ort, torch, lim = ("onnxruntime cpu (unetpp-onnxruntime-20261122T080000Z)", "torch cpu",
                        "onnxruntime cpu (unetpp-onnxruntime-limited)")
     infer = _table(md, "Throughput, inference only (runtime call on a resident batch) [samples/s]")
-    assert infer[0] == ["batch size", ort, torch, lim, f"{torch}/{ort}", f"{lim}/{ort}"]
+    # ratios between two runs are labelled so; the fixture (schema 1.5) has no interval: ±?
+    assert infer[0] == ["batch size", ort, torch, lim, f"{torch}/{ort} across runs", f"{lim}/{ort} across runs"]
     by_bs = {r[0]: r[1:] for r in infer[2:]}
     assert list(by_bs) == ["1", "4", "16", "64", "best batch"]
-    assert by_bs["1"] == ["25.0", "50.0", "25.0", "2.00", "1.00"]
-    assert by_bs["4"] == ["26.7", "60.0", "26.7", "2.25", "1.00"]      # 60 / 26.667
-    assert by_bs["16"][3] == f"{30.0 / 28.07017543859649:.2f}" == "1.07"
+    assert by_bs["1"] == ["25.0 ±?", "50.0 ±?", "25.0 ±?", "2.00 ±?", "1.00 ±?"]
+    assert by_bs["4"] == ["26.7 ±?", "60.0 ±?", "26.7 ±?", "2.25 ±?", "1.00 ±?"]      # 60 / 26.667
+    assert by_bs["16"][3] == f"{30.0 / 28.07017543859649:.2f} ±?" == "1.07 ±?"
     assert by_bs["64"][:3] == ["failed [1]", "failed [2]", "failed [3]"]
     assert by_bs["64"][3:] == ["—", "—"]
-    assert by_bs["best batch"] == ["28.1 (bs 16)", "60.0 (bs 4)", "28.1 (bs 16)", "2.14", "1.00"]
+    assert by_bs["best batch"] == ["28.1 ±? (bs 16)", "60.0 ±? (bs 4)", "28.1 ±? (bs 16)", "2.14 ±?", "1.00 ±?"]
     assert f"[1] {ort}, batch 64: out of memory (example)" in md
+    assert "across runs: the ratio of two figures measured in different runs (not a speed-up" in md
+    assert (f"{torch}: no confidence interval in this record (schema 1.5, before 1.11): its throughputs are "
+            "shown ±?") in md
 
     pipe = _table(md, "Throughput, pipeline (read + preprocess + infer + postprocess over the dataset) [samples/s]")
     by_bs = {r[0]: r[1:] for r in pipe[2:]}
     assert list(by_bs) == ["1", "4", "16", "best batch"]
-    assert by_bs["1"][:2] == ["23.8", "25.0"] and by_bs["1"][3] == f"{25.0 / 23.809523809523807:.2f}"
-    assert by_bs["best batch"][:2] == ["26.7 (bs 16)", "30.0 (bs 4)"]
+    assert by_bs["1"][:2] == ["23.8 ±?", "25.0 ±?"] and by_bs["1"][3] == f"{25.0 / 23.809523809523807:.2f} ±?"
+    assert by_bs["best batch"][:2] == ["26.7 ±? (bs 16)", "30.0 ±? (bs 4)"]
 
     lat = _table(md, f"Latency per batch, {torch} [ms]")
     assert ["1", "infer_only", "20.00", "39.60", "44.00", "47.20", "48.00", "20"] in lat  # mean: 1000 * 1 / 50 per s
@@ -221,7 +225,7 @@ def test_markdown_perf_tables(results: Path, tmp_path: Path):
     stages = _table(md, f"Pipeline stages, {torch} (share of summed stage time)")
     assert stages[0][-9:] == ["read %", "preprocess %", "infer %", "postprocess %", "pipeline/infer",
                               "infer CPU ms/sample", "other CPU ms/sample", "CPU ceiling/infer", "pipeline/ceiling"]
-    assert stages[2] == ["1", "25.0", "2", "4.0%", "1.0%", "90.0%", "2.0%", "0.50"] + ["—"] * 4  # no CPU figures; pipeline 25 / infer 50
+    assert stages[2] == ["1", "25.0 ±?", "2", "4.0%", "1.0%", "90.0%", "2.0%", "0.50"] + ["—"] * 4  # no CPU figures; pipeline 25 / infer 50
     assert "export opset 17, checker full_check_passed, parity max_rel_diff 3.6e-05" in md
     assert "settings: intra_op_num_threads=2, graph_optimization_level=ORT_ENABLE_ALL" in md
     assert "![unetpp throughput vs batch size](unetpp_throughput.png)" in md
@@ -305,7 +309,8 @@ def test_cost_and_stability_table_from_schema_1_2_fields(tmp_path: Path):
     _write(folder, "a.json", rec)
     md = write_report(folder)["markdown"].read_text()
     assert "Cost and stability, onnxruntime" in md
-    assert "| 1 | 25.0 | 242.5 | — | 121.2% | — | — | stable | 1.2% |" in md  # 9.7 GFLOP x 25/s vs a 200 GFLOP/s peak
+    # 9.7 GFLOP x 25/s vs a 200 GFLOP/s peak; a 1.2 record's window spread, labelled as such (no interval)
+    assert "| 1 | 25.0 (spread 1.2%) | 242.5 | — | 121.2% | — | — | stable | 3 | 1.2% | yes |" in md
     assert "9.70 GFLOP and 9.00 M parameters per sample" in md and "fp32 peak 200 GFLOP/s" in md
 
     # 1.3: the peak measured again before each batch size (shown); fractions use the highest
@@ -319,7 +324,7 @@ def test_cost_and_stability_table_from_schema_1_2_fields(tmp_path: Path):
                 p["peak_gflops"] = 180.0
     _write(folder, "a.json", rec)
     md = write_report(folder)["markdown"].read_text()
-    assert "| 1 | 25.0 | 242.5 | 180 | 97.0% |" in md
+    assert "| 1 | 25.0 (spread 1.2%) | 242.5 | 180 | 97.0% |" in md
     assert "measured 180-250 in this run: the highest is the peak" in md
 
 
@@ -431,19 +436,21 @@ def test_precision_table_rows_speedup_delta_and_peak(precision_results: Path, tm
     written = write_report(precision_results, tmp_path / "out")
     md = written["markdown"].read_text()
     rows = _table(md, "Precision: throughput, speed-up over fp32, accuracy")
-    assert rows[0][:8] == ["runtime", "precision", "batch size", "infer/s", "pipeline/s", "x fp32 infer",
-                           "x fp32 pipeline", "x fp32 in run"]
+    assert rows[0][:8] == ["runtime", "precision", "batch size", "infer/s", "pipeline/s", "speed-up vs fp32",
+                           "x fp32 run, infer (across runs)", "x fp32 run, pipeline (across runs)"]
     data = rows[2:]
     # runtime x precision (fp32, bf16, int8) x batch size (1, 4, 16, 64)
     assert [(r[0], r[1], r[2]) for r in data] == [("onnxruntime cpu", p, bs) for p in ("fp32", "bf16", "int8")
                                                    for bs in ("1", "4", "16", "64")]
     by = {(r[1], r[2]): r for r in data}
-    assert by[("fp32", "1")][5:8] == ["base", "base", "—"]
-    # speed-up over the fp32 run of the result set, per batch size; in-run: 50/s over the run's own 20/s
-    assert by[("int8", "1")][3:8] == ["50.0", "47.6", "2.00", "2.00", "2.50 (in run)"]
-    assert by[("int8", "4")][5:8] == ["2.00", "2.00", "—"]
-    assert by[("bf16", "16")][3] == "42.1" and by[("bf16", "16")][5] == "1.50"
-    assert by[("int8", "64")][3:6] == ["failed", "—", "—"] and by[("fp32", "64")][3:6] == ["failed", "—", "—"]
+    assert by[("fp32", "1")][5:8] == ["—", "base", "base"]
+    # speed-up: a 1.7 record's own fp32 pass (50/s over its 20/s), timed after its figures: not interleaved;
+    # the ratios to the fp32 run of the result set are across runs, per batch size (no intervals: ±?)
+    assert by[("int8", "1")][3:8] == ["50.0 ±?", "47.6 ±?", "2.50 (not interleaved)", "2.00 ±?", "2.00 ±?"]
+    assert by[("int8", "4")][5:8] == ["—", "2.00 ±?", "2.00 ±?"]
+    assert by[("bf16", "16")][3] == "42.1 ±?" and by[("bf16", "16")][6] == "1.50 ±?"
+    assert by[("bf16", "1")][5] == "—"  # no fp32 pass of its own: no speed-up, only the across-runs ratio
+    assert by[("int8", "64")][3:7] == ["failed", "—", "—", "—"] and by[("fp32", "64")][3:7] == ["failed", "—", "—", "—"]
     # delta: the run's own fp32 pass (-0.001) for int8; computed from the fp32 record (-0.002) for bf16
     assert by[("int8", "1")][8] == "guide -0.0010 (0.12% drop); upstream -0.0010 (0.12% drop)"
     assert by[("bf16", "1")][8] == "guide -0.0020 (0.24% drop); upstream -0.0020 (0.24% drop)"
@@ -478,7 +485,7 @@ def test_precision_delta_fails_beyond_the_tolerance_and_needs_the_same_samples(t
     _write(folder, "b.json", bf16)
     md = write_report(folder, tmp_path / "o2")["markdown"].read_text()
     by = {(r[1], r[2]): r for r in _table(md, "Precision: throughput, speed-up over fp32, accuracy")[2:]}
-    assert by[("bf16", "1")][8] == "—" and by[("bf16", "1")][5] == "1.50"
+    assert by[("bf16", "1")][8] == "—" and by[("bf16", "1")][6] == "1.50 ±?"
     assert "the fp32 run used other weights or samples: no accuracy delta" in md
 
 
@@ -507,3 +514,197 @@ def test_a_sharded_run_is_labelled_with_its_shards(tmp_path: Path):
     md = write_report(folder, tmp_path / "out")["markdown"].read_text()
     infer = _table(md, "Throughput, inference only (runtime call on a resident batch) [samples/s]")
     assert infer[0][1:3] == ["onnxruntime cpu", "onnxruntime cpu 2 shards"]
+
+
+# ---------------------------------------------------------------- uncertainty (schema 1.11)
+
+def _interval(tp: float, half: float | None, tol: float = 0.02, windows: int = 12, reason: str | None = None) -> dict:
+    """A perf block's `interval` as zoo.stats writes it, around throughput `tp`."""
+    return {"method": "student-t over window means", "confidence": 0.95, "window_calls": 5, "windows": windows,
+            "window_throughputs": [tp] * windows, "median": tp,
+            "low": None if half is None else tp / (1 + half), "high": None if half is None else tp / (1 - half),
+            "half_width": half, "tolerance": tol, "stable": half is not None and half <= tol, "reason": reason}
+
+
+def _with_intervals(rec: dict, half: float = 0.011, tol: float = 0.02) -> dict:
+    """rec as a 1.11 record: every ok block's throughput with an interval of +-`half` (stable
+    when within `tol`)."""
+    rec["schema_version"] = "1.11"
+    for p in rec["perf"]:
+        if p["status"] == "ok":
+            p["interval"] = _interval(p["throughput"], half, tol)
+    return rec
+
+
+def _block(rec: dict, scope: str, bs: int) -> dict:
+    return next(p for p in rec["perf"] if p["scope"] == scope and p["batch_size"] == bs)
+
+
+def _unstable_run() -> dict:
+    """The fixture at 1.11: bs1 infer-only stopped by its time budget at +-7.1% (tolerance 2%),
+    bs16 pipeline over 2 windows only (no interval); everything else +-1.1%."""
+    rec = _with_intervals(_fixture())
+    infer1 = _block(rec, "infer_only", 1)
+    infer1["interval"] = _interval(infer1["throughput"], 0.071, reason="time budget reached at +-7.1%")
+    pipe16 = _block(rec, "pipeline", 16)
+    pipe16["interval"] = _interval(pipe16["throughput"], None, windows=2,
+                                   reason="2 windows: too few for an interval (at least 3)")
+    return rec
+
+
+def test_an_unstable_figure_is_badged_in_tables_summary_and_html(tmp_path: Path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    _write(folder, "a.json", _unstable_run())
+    written = write_report(folder, tmp_path / "out")
+    md = written["markdown"].read_text()
+    infer = {r[0]: r[1] for r in _table(md, "Throughput, inference only (runtime call on a resident batch) "
+                                            "[samples/s]")[2:]}
+    assert infer["1"] == "25.0 ±7.1% [UNSTABLE]" and infer["4"] == "26.7 ±1.1%" and infer["16"] == "28.1 ±1.1%"
+    assert infer["best batch"] == "28.1 ±1.1% (bs 16)"
+    pipe = {r[0]: r[1] for r in _table(md, "Throughput, pipeline (read + preprocess + infer + postprocess over the "
+                                           "dataset) [samples/s]")[2:]}
+    assert pipe["16"] == "26.7 ±? [UNSTABLE]" and pipe["4"] == "25.4 ±1.1%"
+    # the run's summary lists each unstable figure with its reason; the overview says UNSTABLE
+    assert ("> **onnxruntime cpu: UNSTABLE: bs1 infer ±7.1%: time budget reached at +-7.1%; "
+            "bs16 pipeline ±?: 2 windows: too few for an interval (at least 3)**") in md
+    overview = _table(md, "Runs")
+    assert overview[0][6] == "speed figures" and overview[2][6] == "UNSTABLE"
+    # the cost and stability table reads the interval: windows, stable, the reason
+    cost = {r[0]: r for r in _table(md, "Cost and stability, onnxruntime cpu")[2:]}
+    assert cost["1"][1] == "25.0 ±7.1% [UNSTABLE]" and cost["1"][8:] == ["12", "—", UNSTABLE]
+    assert cost["4"][8:] == ["12", "—", "yes"]
+    assert "batch 1 UNSTABLE: time budget reached at +-7.1%" in md
+    assert "no confidence interval in this record" not in md
+
+    page = written["html"].read_text()
+    assert '<td class="n">25.0 ±7.1% <span class="badge UNSTABLE">UNSTABLE</span></td>' in page
+    assert '<td><span class="badge UNSTABLE">UNSTABLE</span></td>' in page  # overview and cost table
+    assert "UNSTABLE: bs1 infer ±7.1%" in page
+
+
+UNSTABLE = "UNSTABLE"
+
+
+def test_a_stable_run_has_no_badge(tmp_path: Path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    _write(folder, "a.json", _with_intervals(_fixture()))
+    md = write_report(folder, tmp_path / "out")["markdown"].read_text()
+    cells = [line for line in md.splitlines() if line.startswith("|")]
+    assert cells and not any(UNSTABLE in line for line in cells) and "UNSTABLE:" not in md
+    assert _table(md, "Runs")[2][6] == "stable (95% CI)"
+    cost = _table(md, "Cost and stability, onnxruntime cpu")
+    assert [r[-1] for r in cost[2:]] == ["yes", "yes", "yes"]
+
+
+def test_plots_mark_unstable_points_and_draw_intervals():
+    from runner import report
+
+    rec = _unstable_run()
+    fig = report._throughput_figure([rec], ["ort"], "t")
+    ax = fig.axes[0]
+    marks = [(t.get_text(), tuple(t.xy)) for t in ax.texts]
+    assert marks == [(UNSTABLE, (1, 25.0)), (UNSTABLE, (16, _block(rec, "pipeline", 16)["throughput"]))]
+    assert ax.containers  # error bars: the 95% intervals
+    ticks = [t.get_text() for t in report._latency_figure([rec], ["ort"], "t").axes[0].get_xticklabels()]
+    assert ticks == ["ort\nbs1\n[UNSTABLE]", "ort\nbs4", "ort\nbs16"]
+    # a stable run: no mark
+    fig = report._throughput_figure([_with_intervals(_fixture())], ["ort"], "t")
+    assert len(fig.axes[0].texts) == 0
+
+
+def test_ratios_across_runs_add_both_half_widths_in_quadrature(tmp_path: Path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    _write(folder, "a.json", _with_intervals(_fixture(), half=0.04, tol=0.05))
+    _write(folder, "b.json", _with_intervals(_torch_run(), half=0.03, tol=0.05))
+    md = write_report(folder, tmp_path / "out")["markdown"].read_text()
+    infer = _table(md, "Throughput, inference only (runtime call on a resident batch) [samples/s]")
+    assert infer[0][-1] == "torch cpu/onnxruntime cpu across runs"
+    by_bs = {r[0]: r[1:] for r in infer[2:]}
+    assert by_bs["1"] == ["25.0 ±4.0%", "50.0 ±3.0%", "2.00 ±5.0%"]  # sqrt(4^2 + 3^2)
+    assert by_bs["best batch"] == ["28.1 ±4.0% (bs 16)", "60.0 ±3.0% (bs 4)", "2.14 ±5.0%"]
+    assert "relative half-widths added in quadrature" in md
+    # one side without an interval: the ratio's uncertainty is unknown, never made up
+    _write(folder, "b.json", _torch_run())
+    md = write_report(folder, tmp_path / "out2")["markdown"].read_text()
+    by_bs = {r[0]: r[1:] for r in _table(md, "Throughput, inference only (runtime call on a resident batch) "
+                                             "[samples/s]")[2:]}
+    assert by_bs["1"] == ["25.0 ±4.0%", "50.0 ±?", "2.00 ±?"]
+
+
+def _interleaved(rec: dict, speedup: float, half: float | None, stable: bool) -> dict:
+    """rec (a reduced-precision run) at 1.11: intervals on its figures and an interleaved speed-up."""
+    _with_intervals(rec)
+    rec["reduced_precision"]["fp32_baseline"].update(speedup=speedup, speedup_interval={
+        "low": None if half is None else speedup / (1 + half), "high": None if half is None else speedup / (1 - half),
+        "half_width": half, "rounds": 6, "stable": stable, "method": "interleaved windows, t over the rounds' ratios"})
+    return rec
+
+
+def test_precision_table_shows_the_interleaved_speedup_with_its_interval(tmp_path: Path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    _write(folder, "a_fp32.json", _with_intervals(_fixture()))
+    _write(folder, "b_int8.json", _interleaved(_precision_run("int8", 2.0, in_run=True), 2.38, 0.02, True))
+    old = _precision_run("bf16", 1.5, in_run=True)  # 1.10: a speedup of its own, not interleaved
+    old["schema_version"] = "1.10"
+    old["reduced_precision"]["fp32_baseline"]["speedup"] = 37.5 / 20.0
+    _write(folder, "c_bf16.json", old)
+    md = write_report(folder, tmp_path / "out")["markdown"].read_text()
+    rows = _table(md, "Precision: throughput, speed-up over fp32, accuracy")
+    assert [h for h in rows[0] if "speed-up" in h] == ["speed-up vs fp32"]  # one definition, one column
+    assert [h for h in rows[0] if "across runs" in h] == ["x fp32 run, infer (across runs)",
+                                                          "x fp32 run, pipeline (across runs)"]
+    by = {(r[1], r[2]): r for r in rows[2:]}
+    # the record's interleaved figure (2.38), not the ratio of the two runs' figures (2.00)
+    assert by[("int8", "1")][3:8] == ["50.0 ±1.1%", "47.6 ±1.1%", "2.38 ±2.0% (2.33-2.43)", "2.00 ±1.6%",
+                                      "2.00 ±1.6%"]
+    assert by[("int8", "4")][5] == "—"  # the speed-up is at the baseline's batch size only
+    assert by[("bf16", "1")][5:7] == ["1.88 (not interleaved)", "1.50 ±?"]
+    assert "onnxruntime cpu int8: speed-up vs fp32 over 6 interleaved rounds" in md
+    assert "UNSTABLE:" not in md
+
+
+def test_an_unstable_speedup_is_badged(tmp_path: Path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    _write(folder, "a.json", _interleaved(_precision_run("int8", 2.0, in_run=True), 2.38, 0.06, False))
+    written = write_report(folder, tmp_path / "out")
+    md = written["markdown"].read_text()
+    by = {(r[1], r[2]): r for r in _table(md, "Precision: throughput, speed-up over fp32, accuracy")[2:]}
+    assert by[("int8", "1")][5] == "2.38 ±6.0% (2.25-2.53) [UNSTABLE]"
+    assert "> **onnxruntime cpu: UNSTABLE: speed-up vs fp32 (bs 1) ±6.0%**" in md
+    assert '<td class="n">2.38 ±6.0% (2.25-2.53) <span class="badge UNSTABLE">UNSTABLE</span></td>' in \
+        written["html"].read_text()
+
+
+def test_an_old_record_with_a_stability_block_renders(tmp_path: Path):
+    """Before 1.11: no interval, the stop-when-stable windows' spread shown as a spread; an
+    unstable one is badged all the same; a record with neither shows ±?."""
+    rec = _fixture()
+    rec["schema_version"] = "1.9"
+    for p in rec["perf"]:
+        if p["scope"] == "infer_only" and p["status"] == "ok":
+            p["stopped_by"] = "stable" if p["batch_size"] != 1 else "time_budget"
+            p["stability"] = {"window": 5, "windows": 3, "tolerance": 0.05, "stable": p["batch_size"] != 1,
+                              "window_means_ms": [40.0, 44.0, 36.0], "spread": 0.2 if p["batch_size"] == 1 else 0.012}
+    folder = tmp_path / "r"
+    folder.mkdir()
+    _write(folder, "a.json", rec)
+    written = write_report(folder, tmp_path / "out")
+    md = written["markdown"].read_text()
+    infer = {r[0]: r[1] for r in _table(md, "Throughput, inference only (runtime call on a resident batch) "
+                                            "[samples/s]")[2:]}
+    assert infer["1"] == "25.0 (spread 20.0%) [UNSTABLE]" and infer["4"] == "26.7 (spread 1.2%)"
+    pipe = {r[0]: r[1] for r in _table(md, "Throughput, pipeline (read + preprocess + infer + postprocess over the "
+                                           "dataset) [samples/s]")[2:]}
+    assert pipe["1"] == "23.8 ±?"
+    assert "UNSTABLE: bs1 infer (spread 20.0%): window means not within 5.0% of their average" in md
+    assert ("no confidence interval in this record (schema 1.9, before 1.11): its throughputs are shown ±? or with "
+            "the window spread of its stop-when-stable timing") in md
+    cost = {r[0]: r for r in _table(md, "Cost and stability, onnxruntime cpu")[2:]}
+    assert cost["1"][7:] == ["time_budget", "3", "20.0%", UNSTABLE] and cost["4"][7:] == ["stable", "3", "1.2%", "yes"]
+    assert _table(md, "Runs")[2][6] == UNSTABLE
+    assert written["html"].read_text().count('<span class="badge UNSTABLE">UNSTABLE</span>') >= 3
