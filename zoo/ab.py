@@ -73,7 +73,7 @@ def run_ab(cfg, a: str, b: str, out: Path, min_effect: float = 0.02, fail_slower
     """(the zoo.ab record, its path)."""
     from zoo.datasets import open_source
     from zoo.paths import cache_dir
-    from zoo.pipeline import Stability, interleaved
+    from zoo.pipeline import interleaved
     from zoo.stages import log
     from zoo.stages.compile import calibration_for, compile_runtime
     from zoo.stages.config import check_config
@@ -112,8 +112,7 @@ def run_ab(cfg, a: str, b: str, out: Path, min_effect: float = 0.02, fail_slower
                                          label)
             log(f"      max_rel_diff={verified[k]['max_rel_diff']:.2e}, passed={verified[k]['passed']}")
         feed, desc = infer_feed(cfg.infer_input, head, bs)
-        settings = cfg.stability or Stability(window=cfg.stable_window, tolerance=cfg.interval_tolerance,
-                                              min_duration_s=cfg.min_duration)
+        settings = cfg.timing
         log(f"[4/4] interleaved timing, bs{bs}: windows of {settings.window} calls, until +-{settings.tolerance:.1%} "
             f"or {cfg.time_budget:g} s")
         res = interleaved(rts["a"], {inp: feed}, rts["b"], {inp: feed}, bs, cfg.warmup, settings, cfg.time_budget * 2,

@@ -59,20 +59,25 @@ class Progress:
 class Stability:
     """Stop-when-stable (LoadGen's minimum duration, perf_analyzer's windows): timed calls are
     grouped in windows of `window` calls; the measurement may stop once it has at least `windows`
-    complete windows and `min_duration_s` of timed calls, and the 95% interval of its throughput
+    complete windows, `min_calls` timed calls and `min_duration_s` of timed calls (LoadGen's
+    minimum query count and duration), and the 95% interval of its throughput
     (zoo.stats.interval, over the windows) is within `tolerance` (relative half-width)."""
     window: int = 5
     windows: int = MIN_WINDOWS
     tolerance: float = 0.02
     min_duration_s: float = 1.0
+    min_calls: int = 0
 
     def __post_init__(self):
-        if self.window < 1 or self.windows < MIN_WINDOWS or not 0 < self.tolerance < 1 or self.min_duration_s < 0:
+        if self.window < 1 or self.windows < MIN_WINDOWS or not 0 < self.tolerance < 1 or self.min_duration_s < 0 \
+                or self.min_calls < 0:
             raise ValueError(f"invalid stability settings {self}")
 
-    def check(self, window_ms: list[float], elapsed_s: float) -> bool:
-        """Whether windows of these mean latencies (ms per call), `elapsed_s` of timed calls in, may stop."""
-        if len(window_ms) < self.windows or elapsed_s < self.min_duration_s:
+    def check(self, window_ms: list[float], elapsed_s: float, calls: int | None = None) -> bool:
+        """Whether windows of these mean latencies (ms per call), `elapsed_s` and `calls` (default:
+        the windows' calls) of timed calls in, may stop."""
+        calls = len(window_ms) * self.window if calls is None else calls
+        if len(window_ms) < self.windows or elapsed_s < self.min_duration_s or calls < self.min_calls:
             return False
         half = relative_half_width(window_ms)
         return half is not None and half <= self.tolerance
@@ -111,7 +116,7 @@ def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: i
                 copies.setdefault(k, []).append(v)
         if len(lat) % settings.window == 0:
             means.append(sum(lat[-settings.window:]) / settings.window)
-            if stability is not None and stability.check(means, (clock() - t_start) / 1e9):
+            if stability is not None and stability.check(means, (clock() - t_start) / 1e9, len(lat)):
                 stopped_by = "stable"
                 break
         if time_budget_s is not None and (clock() - t_start) / 1e9 >= time_budget_s and len(lat) < iterations:
@@ -324,7 +329,7 @@ def interleaved(a, feeds_a: dict, b, feeds_b: dict, batch_size: int, warmup: int
     few milliseconds measure the scheduler more than the model). Each round gives a ratio
     B throughput / A throughput; the figure is the geometric mean of the rounds' ratios and its
     95% interval is Student's t over their logarithms. Stops once at least `stability.windows`
-    rounds and `stability.min_duration_s` are in and the interval's relative half-width is within
+    rounds, `stability.min_duration_s` and `stability.min_calls` calls a side are in and the interval's relative half-width is within
     `stability.tolerance`, else at `time_budget_s` or `max_rounds` (then unstable, with the reason).
     Returns {ratio, low, high, half_width, rounds, stable, reason, stopped_by, method, a, b} where a and b hold
     each side's throughput (samples/s over all its timed calls) and window throughputs."""
@@ -362,7 +367,7 @@ def interleaved(a, feeds_a: dict, b, feeds_b: dict, batch_size: int, warmup: int
             half = t_quantile(n - 1) * sd / math.sqrt(n) if n >= stability.windows else None
         elapsed = (clock() - t_start) / 1e9
         if half is not None and elapsed >= stability.min_duration_s and \
-                math.exp(half) - 1 <= stability.tolerance:
+                min(calls.values()) * len(logs) >= stability.min_calls and math.exp(half) - 1 <= stability.tolerance:
             stop, stopped_by = None, "stable"
             break
         if elapsed >= time_budget_s:

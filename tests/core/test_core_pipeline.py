@@ -336,6 +336,13 @@ def test_minimum_duration_before_a_stable_stop():
     assert res["stopped_by"] == "stable" and res["iterations"] == 10  # 100 ms of fake time, not 60
 
 
+def test_minimum_calls_before_a_stable_stop():
+    from zoo.pipeline import Stability
+    res, _ = _timed([10.0] * 50, stability=Stability(window=2, windows=3, tolerance=0.05, min_duration_s=0,
+                                                      min_calls=13))
+    assert res["stopped_by"] == "stable" and res["iterations"] == 14  # the first window end at or past 13 calls
+
+
 def test_unstable_runs_to_the_iteration_cap_and_says_so():
     lat = [10, 10, 20, 20] * 10  # window means alternate 10, 20: never within 5%
     res, _ = _timed(lat, iterations=12)
@@ -365,7 +372,8 @@ def test_stability_off_still_measures_the_interval_and_settings_checked():
     from zoo.pipeline import Stability
     res, _ = _timed([5.0] * 10, iterations=10, stability=None)
     assert res["stopped_by"] == "iterations" and res["interval"]["windows"] == 2  # default windows of 5 calls
-    for bad in (dict(window=0), dict(windows=2), dict(tolerance=0.0), dict(tolerance=1.5), dict(min_duration_s=-1)):
+    for bad in (dict(window=0), dict(windows=2), dict(tolerance=0.0), dict(tolerance=1.5), dict(min_duration_s=-1),
+                dict(min_calls=-1)):
         with pytest.raises(ValueError):
             Stability(**bad)
 

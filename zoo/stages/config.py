@@ -200,6 +200,9 @@ OPTIONS: tuple[Option, ...] = (
            help="seconds of timed calls per batch size, at most (default: 10)"),
     Option("min_duration", ("--min-duration",), "float", default=1.0, bounds=((">=", 0),), unit="seconds",
            help="seconds of timed calls before the timing may stop as stable (LoadGen's minimum duration; default: 1)"),
+    Option("min_calls", ("--min-calls",), "int", default=0, bounds=((">=", 0),),
+           help="timed calls before the timing may stop as stable (LoadGen's minimum query count; default: 0, "
+                "i.e. three windows)"),
     Option("stable_tolerance", ("--stable-tolerance",), "float", default=0.02, bounds=((">=", 0), ("<", 1)),
            help="stop timing once the 95 percent interval of the throughput is within this relative half-width "
                 "(default: 0.02, i.e. +-2 percent; 0: never stop early); a figure that does not get there is UNSTABLE"),
@@ -268,7 +271,16 @@ def _stability(cfg):
     if not cfg.stable_tolerance:
         return None
     from zoo.pipeline import Stability
-    return Stability(window=cfg.stable_window, tolerance=cfg.stable_tolerance, min_duration_s=cfg.min_duration)
+    return Stability(window=cfg.stable_window, tolerance=cfg.stable_tolerance, min_duration_s=cfg.min_duration,
+                     min_calls=cfg.min_calls)
+
+
+def _timing(cfg):
+    """The timing settings even when stop-when-stable is off (the interleaved A/B always judges
+    its interval): _stability's, with the default tolerance."""
+    from zoo.pipeline import Stability
+    return cfg.stability or Stability(window=cfg.stable_window, tolerance=cfg.interval_tolerance,
+                                      min_duration_s=cfg.min_duration, min_calls=cfg.min_calls)
 
 
 def make_run_config(declared: tuple[Option, ...]) -> type:
@@ -282,7 +294,7 @@ def make_run_config(declared: tuple[Option, ...]) -> type:
             fields.append((o.field, kind, dataclasses.field(default_factory=o.default) if callable(o.default)
                            else dataclasses.field(default=o.default)))
     return dataclasses.make_dataclass("RunConfig", fields, namespace={
-        "stability": property(_stability), "__module__": __name__,
+        "stability": property(_stability), "timing": property(_timing), "__module__": __name__,
         "interval_tolerance": property(lambda cfg: cfg.stable_tolerance or DEFAULT_TOLERANCE),
         "__doc__": "One run's settings: a field per declared option (zoo.stages.config.OPTIONS)."})
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from zoo.errors import ZooError
 from zoo.ids import shown
 from zoo.metrics.fidelity import Fidelity
-from zoo.pipeline import Stability, interleaved, run_pipeline
+from zoo.pipeline import interleaved, run_pipeline
 from zoo.predictions import PredictionWriter, read_predictions
 from zoo.stages import log
 from zoo.stages.compile import compile_runtime
@@ -92,8 +92,7 @@ def fp32_baseline(cfg, runtime_cls, manifest, adapter, source, head: list, expor
     try:
         feed, _ = infer_feed(cfg.infer_input, head, bs)
         log(f"      fp32 bs{bs}: speed-up of {rt.executed_precision()} over fp32, interleaved windows")
-        settings = cfg.stability or Stability(window=cfg.stable_window, tolerance=cfg.interval_tolerance,
-                                              min_duration_s=cfg.min_duration)
+        settings = cfg.timing
         ab = interleaved(rt32, {inp: feed}, rt, {inp: feed}, bs, cfg.warmup, settings, cfg.time_budget,
                          max_rounds=max(cfg.iterations // settings.window, 1))
         metrics, fidelity = scoring.metrics(source), Fidelity()
