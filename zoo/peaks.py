@@ -46,7 +46,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata, util
+from importlib import util
 from pathlib import Path
 
 import numpy as np
@@ -336,6 +336,11 @@ def cpu_clock(cpufreq: Path = CPUFREQ_MAX, cpuinfo: Path = CPUINFO) -> tuple[flo
     return None, "frequency unknown"
 
 
+# a 16-bit float precision -> (its AMX flag, its AVX-512 flag, what that AVX-512 instruction does)
+HALF = {"bf16": ("amx_bf16", "avx512_bf16", "vdpbf16ps does 2 bf16 products per fp32 lane"),
+        "fp16": ("amx_fp16", "avx512_fp16", "32 fp16 lanes per 512-bit FMA")}
+
+
 def isa_bound(precision: str, threads: int, flags, clock_ghz: float | None, clock_source: str = "") -> dict:
     """{'gflops' (None when no bound), 'method', 'assumptions', 'ops_per_cycle_per_core', 'cores',
     'clock_ghz', 'clock_source', 'reason' (when gflops is None)}: cores x clock x lanes x FMA units x
@@ -355,26 +360,17 @@ def isa_bound(precision: str, threads: int, flags, clock_ghz: float | None, cloc
                                         "in two as AMD Zen 4 does, reaches half)" if fma else
                                         "no FMA: one multiply and one add unit per core"))
     per_core, reason = lanes32 * units * 2, None
-    if precision == "bf16":
-        if "amx_bf16" in flags:
+    if precision in HALF:
+        amx, vector, does = HALF[precision]
+        if amx in flags:
             per_core = 1024
-            assumptions.append("AMX (amx_tile, amx_bf16) present: 1024 bf16 operations per cycle per core (the "
+            assumptions.append(f"AMX (amx_tile, {amx}) present: 1024 {precision} operations per cycle per core (the "
                                "TMUL figure of Sapphire Rapids), the bound is AMX's, not the vector units'")
-        elif "avx512_bf16" in flags:
+        elif vector in flags:
             per_core *= 2
-            assumptions.append("avx512_bf16: vdpbf16ps does 2 bf16 products per fp32 lane (2x fp32 lanes)")
+            assumptions.append(f"{vector}: {does} (2x fp32 lanes)")
         else:
-            assumptions.append("no bf16 instructions: bf16 is computed in fp32 lanes (the fp32 bound)")
-    elif precision == "fp16":
-        if "amx_fp16" in flags:
-            per_core = 1024
-            assumptions.append("AMX (amx_tile, amx_fp16) present: 1024 fp16 operations per cycle per core, the "
-                               "bound is AMX's")
-        elif "avx512_fp16" in flags:
-            per_core *= 2
-            assumptions.append("avx512_fp16: 32 fp16 lanes per 512-bit FMA (2x fp32 lanes)")
-        else:
-            assumptions.append("no fp16 arithmetic: fp16 is computed in fp32 lanes (the fp32 bound)")
+            assumptions.append(f"no {precision} instructions: {precision} is computed in fp32 lanes (the fp32 bound)")
     elif precision == "int8":
         if "amx_int8" in flags:
             per_core = 2048
@@ -463,13 +459,8 @@ def _merge(old: dict, new: dict) -> dict:
 
 def versions() -> dict:
     """{family: version} of the installed kernel families (torch, onnxruntime, openvino)."""
-    out = {}
-    for family in FAMILIES:
-        try:
-            out[family] = metadata.version(family)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    from zoo.envinfo import package_versions
+    return package_versions(FAMILIES)
 
 
 def cache_key(precision: str, threads: int, candidates: list[Kernel]) -> dict:

@@ -11,13 +11,7 @@ from zoo.errors import ZooError
 from zoo.pipeline import Stability, interleaved
 from zoo.stages.config import RunConfig
 
-
-class Clock:
-    def __init__(self):
-        self.ns = 0
-
-    def __call__(self):
-        return self.ns
+from tests.core.test_core_pipeline import FakeClock as Clock
 
 
 class Fake:
