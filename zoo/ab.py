@@ -113,10 +113,10 @@ def run_ab(cfg, a: str, b: str, out: Path, min_effect: float = 0.02, fail_slower
             log(f"      max_rel_diff={verified[k]['max_rel_diff']:.2e}, passed={verified[k]['passed']}")
         feed, desc = infer_feed(cfg.infer_input, head, bs)
         settings = cfg.timing
-        log(f"[4/4] interleaved timing, bs{bs}: windows of {settings.window} calls, until +-{settings.tolerance:.1%} "
+        log(f"[4/4] interleaved timing, bs{bs}: windows of about 0.5 s, until +-{settings.tolerance:.1%} "
             f"or {cfg.time_budget:g} s")
         res = interleaved(rts["a"], {inp: feed}, rts["b"], {inp: feed}, bs, cfg.warmup, settings, cfg.time_budget * 2,
-                          max_rounds=max(cfg.iterations // settings.window, 1))
+                          max_rounds=max(cfg.iterations // max(settings.window, 1), 1))
         names = {k: f"{rts[k].name} {rts[k].executed_precision()}" for k in rts}
     finally:
         for rt in rts.values():

@@ -58,29 +58,37 @@ class Progress:
 @dataclass(frozen=True)
 class Stability:
     """Stop-when-stable (LoadGen's minimum duration, perf_analyzer's windows): timed calls are
-    grouped in windows of `window` calls; the measurement may stop once it has at least `windows`
+    grouped in windows of `window` calls (0: automatic, about `window_s` seconds of calls and at
+    least one, from the time of a call before the first window); the measurement may stop once it has at least `windows`
     complete windows, `min_calls` timed calls and `min_duration_s` of timed calls (LoadGen's
     minimum query count and duration), and the 95% interval of its throughput
     (zoo.stats.interval, over the windows) is within `tolerance` (relative half-width)."""
-    window: int = 5
+    window: int = 0
     windows: int = MIN_WINDOWS
     tolerance: float = 0.02
     min_duration_s: float = 1.0
     min_calls: int = 0
+    window_s: float = 0.25
 
     def __post_init__(self):
-        if self.window < 1 or self.windows < MIN_WINDOWS or not 0 < self.tolerance < 1 or self.min_duration_s < 0 \
-                or self.min_calls < 0:
+        if self.window < 0 or self.window_s <= 0 or self.windows < MIN_WINDOWS or not 0 < self.tolerance < 1 \
+                or self.min_duration_s < 0 or self.min_calls < 0:
             raise ValueError(f"invalid stability settings {self}")
 
     def check(self, window_ms: list[float], elapsed_s: float, calls: int | None = None) -> bool:
         """Whether windows of these mean latencies (ms per call), `elapsed_s` and `calls` (default:
         the windows' calls) of timed calls in, may stop."""
-        calls = len(window_ms) * self.window if calls is None else calls
+        calls = len(window_ms) * max(self.window, 1) if calls is None else calls
         if len(window_ms) < self.windows or elapsed_s < self.min_duration_s or calls < self.min_calls:
             return False
         half = relative_half_width(window_ms)
         return half is not None and half <= self.tolerance
+
+    def calls_per_window(self, call_s: float | None) -> int:
+        """`window`, or (automatic) about `window_s` seconds of calls that take `call_s` each, at least 1."""
+        if self.window:
+            return self.window
+        return max(1, round(self.window_s / call_s)) if call_s and call_s > 0 else 1
 
 
 def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: int, iterations: int,
@@ -90,16 +98,21 @@ def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: i
     first of: `stability` reached (stopped_by "stable"), `iterations` calls, `time_budget_s` of
     timed calls (at least one call). `clock()` returns nanoseconds (injectable for tests).
     The block's `interval` is the 95% interval of its throughput over windows of
-    `stability.window` calls (zoo.stats.interval; without `stability`, windows of 5 calls and a
-    2% tolerance): a measurement that stopped before its interval got within the tolerance is
+    `stability.window` calls, or of about `stability.window_s` seconds when it is 0 (sized from the
+    last warm-up call, or the first timed one) (zoo.stats.interval; without `stability`, automatic
+    windows and a 2% tolerance): a measurement that stopped before its interval got within the tolerance is
     unstable, and its `interval.reason` says what stopped it.
     `cpu_s_per_sample` is the process CPU time of the timed calls per sample: the cores' worth of
     work the runtime takes for one sample (idle pool threads that spin count as work).
     `keep_latencies`: the block also holds every timed call's latency (`latencies_ms`, not a record
     field: a sharded run pools its shards' calls into one distribution, zoo.shard)."""
+    last_warm = None
     for _ in range(warmup):
+        t0 = clock()
         runtime.infer(feeds)
+        last_warm = (clock() - t0) / 1e9
     settings = stability or Stability()
+    window = settings.calls_per_window(last_warm) if last_warm else None
     lat: list[float] = []
     means: list[float] = []
     copies: dict[str, list[float]] = {}
@@ -114,8 +127,10 @@ def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: i
         if timing:
             for k, v in timing.items():
                 copies.setdefault(k, []).append(v)
-        if len(lat) % settings.window == 0:
-            means.append(sum(lat[-settings.window:]) / settings.window)
+        if window is None:  # no warm-up call: the first timed call sizes the windows
+            window = settings.calls_per_window(lat[0] / 1e3)
+        if len(lat) % window == 0:
+            means.append(sum(lat[-window:]) / window)
             if stability is not None and stability.check(means, (clock() - t_start) / 1e9, len(lat)):
                 stopped_by = "stable"
                 break
@@ -134,8 +149,8 @@ def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: i
             "time_budget": f"stopped by the time budget ({time_budget_s:g} s)" if time_budget_s else None}.get(stopped_by)
     if stability is None:
         stop = "stop-when-stable off"
-    block["interval"] = interval([(settings.window * batch_size, m * settings.window / 1e3) for m in means], tp,
-                                 settings.tolerance, settings.window, reason=stop)
+    block["interval"] = interval([(window * batch_size, m * window / 1e3) for m in means], tp,
+                                 settings.tolerance, window, reason=stop)
     if keep_latencies:
         block["latencies_ms"] = lat
     for k, vals in copies.items():  # h2d_ms / compute_ms / d2h_ms -> h2d_latency_ms, ...
@@ -343,7 +358,7 @@ def interleaved(a, feeds_a: dict, b, feeds_b: dict, batch_size: int, warmup: int
             t0 = clock()
             rt.infer(feeds)
             last = (clock() - t0) / 1e9
-        calls[name] = max(stability.window, math.ceil(window_s / last) if window_s and last else 0)
+        calls[name] = max(stability.window, 1, math.ceil(window_s / last) if window_s and last else 0)
 
     def window(name, rt, feeds) -> float:
         t0 = clock()

@@ -336,6 +336,16 @@ def test_minimum_duration_before_a_stable_stop():
     assert res["stopped_by"] == "stable" and res["iterations"] == 10  # 100 ms of fake time, not 60
 
 
+def test_automatic_windows_are_sized_from_the_last_warm_up_call():
+    from zoo.pipeline import Stability
+    auto = Stability(windows=3, tolerance=0.05, min_duration_s=0)
+    slow, _ = _timed([400.0] * 20, warmup=1, stability=auto)  # 0.4 s calls: one call per window
+    assert slow["interval"]["window_calls"] == 1 and slow["stopped_by"] == "stable" and slow["iterations"] == 3
+    quick, _ = _timed([10.0] * 200, warmup=2, stability=auto)  # 10 ms calls: 25 per window
+    assert quick["interval"]["window_calls"] == 25 and quick["iterations"] == 75
+    assert auto.calls_per_window(None) == 1 and Stability(window=4).calls_per_window(1.0) == 4
+
+
 def test_minimum_calls_before_a_stable_stop():
     from zoo.pipeline import Stability
     res, _ = _timed([10.0] * 50, stability=Stability(window=2, windows=3, tolerance=0.05, min_duration_s=0,
@@ -371,9 +381,11 @@ def test_too_few_windows_have_no_interval():
 def test_stability_off_still_measures_the_interval_and_settings_checked():
     from zoo.pipeline import Stability
     res, _ = _timed([5.0] * 10, iterations=10, stability=None)
-    assert res["stopped_by"] == "iterations" and res["interval"]["windows"] == 2  # default windows of 5 calls
-    for bad in (dict(window=0), dict(windows=2), dict(tolerance=0.0), dict(tolerance=1.5), dict(min_duration_s=-1),
-                dict(min_calls=-1)):
+    # automatic windows: about 0.25 s of 5 ms calls (sized by the first timed call: no warm-up)
+    assert res["stopped_by"] == "iterations" and res["interval"]["window_calls"] == 50
+    assert res["interval"]["windows"] == 0 and res["interval"]["reason"].startswith("0 windows: too few")
+    for bad in (dict(windows=2), dict(tolerance=0.0), dict(tolerance=1.5), dict(min_duration_s=-1),
+                dict(min_calls=-1), dict(window=-1), dict(window_s=0)):
         with pytest.raises(ValueError):
             Stability(**bad)
 

@@ -206,8 +206,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("stable_tolerance", ("--stable-tolerance",), "float", default=0.02, bounds=((">=", 0), ("<", 1)),
            help="stop timing once the 95 percent interval of the throughput is within this relative half-width "
                 "(default: 0.02, i.e. +-2 percent; 0: never stop early); a figure that does not get there is UNSTABLE"),
-    Option("stable_window", ("--stable-window",), "int", default=5, bounds=((">=", 1),),
-           help="timed calls per window; the interval is taken over the windows (default: 5)"),
+    Option("stable_window", ("--stable-window",), "int", default=0, bounds=((">=", 0),),
+           help="timed calls per window; the interval is taken over the windows (default: 0, automatic: about "
+                "0.25 s of calls, at least one)"),
     Option("threads", ("--threads",), "int", bounds=((">=", 1),), help="intra-op threads (default: the cores available)"),
     Option("workers", ("--workers",), "int", default=1, bounds=((">=", 1),), help="read/preprocess threads in the pipeline"),
     Option("infer_input", ("--input", "--infer-input"), default="dataset", choices=("dataset", "zeros", "random"),

@@ -94,7 +94,7 @@ def fp32_baseline(cfg, runtime_cls, manifest, adapter, source, head: list, expor
         log(f"      fp32 bs{bs}: speed-up of {rt.executed_precision()} over fp32, interleaved windows")
         settings = cfg.timing
         ab = interleaved(rt32, {inp: feed}, rt, {inp: feed}, bs, cfg.warmup, settings, cfg.time_budget,
-                         max_rounds=max(cfg.iterations // settings.window, 1))
+                         max_rounds=max(cfg.iterations // max(settings.window, 1), 1))
         metrics, fidelity = scoring.metrics(source), Fidelity()
         pipe = run_pipeline(rt32, source, scoring, bs, inp, outp, metrics, workers=cfg.workers,
                             label=f"{cfg.runtime} fp32", post_workers=cfg.post_workers, tolerance=cfg.interval_tolerance,
