@@ -215,7 +215,7 @@ def row(rec: dict) -> dict | None:
         "stopped_by": p.get("stopped_by"),
         "pipeline_throughput": pipe["throughput"] if pipe else None,
         "pipeline_half_width": ((pipe or {}).get("interval") or {}).get("half_width"),
-        "unit": unit(executed), "gflops": p.get("gflops"),
+        "unit": unit(rec.get("precision")), "gflops": p.get("gflops"),  # OpenVINO says i8, not int8
         "peak_fraction": p.get("peak_fraction"), "peak_note": p.get("peak_note"),
         "peak_gflops": p.get("peak_gflops", peak.get("gflops")), "peak_precision": peak.get("precision"),
         "peak_kernel": peak.get("kernel"), "peak_unavailable": peak.get("unavailable"),
@@ -228,7 +228,8 @@ def row(rec: dict) -> dict | None:
         "verify_passed": (rec.get("verify") or {}).get("passed"),
         "reduced_passed": rp.get("passed") if rp else None, "reduced_criterion": rp.get("criterion"),
         "calib_from_eval": calib.get("from_evaluation_split"),
-        "trained_weights": None if "checkpoint" not in weights else weights["checkpoint"] is not None,
+        # a manifest checkpoint (official or the project's trained one); any other file is random weights
+        "trained_weights": bool(weights.get("checkpoint")) if weights else None,
         "status": status_of(rec), "error": rec.get("error"),
         "gflop_per_sample": ((rec.get("export") or {}).get("cost") or {}).get("flops_per_sample", 0) / 1e9 or None,
         "data": "built-in" if ((rec.get("provenance") or {}).get("dataset") or {}).get("builtin") else
@@ -411,7 +412,9 @@ def page(meta: dict, rows: list[dict], failures: list[str]) -> str:
            f"- Runs: {dates} (UTC); page generated {meta['generated_at']}",
            f"- Commit: {commit}",
            "- Versions: " + (", ".join(f"{k} {v}" for k, v in meta["versions"].items()) or "unknown"),
-           f"- Command: `{meta['command']}`", "",
+           f"- Command: `{meta['command']}`"
+           + (f" (this page regenerated from its records by `{meta['regenerated_by']}`)"
+              if meta.get("regenerated_by") else ""), "",
            "How to read: samples/s is the infer-only throughput (the runtime call on a resident batch) at the "
            "runtime x precision's best batch size, ± the relative half-width of its 95% interval (Student t over "
            "the timing windows); UNSTABLE: the interval did not reach its tolerance (the note says why). The "
@@ -593,6 +596,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     meta = metadata([r for r in records if any(x["record"] == r["_path"] for x in rows)], argv)
+    if a.summarize:  # the page names the command that measured, and this one that only regenerated it
+        try:
+            measured = json.loads((a.out / "performance.json").read_text())["metadata"]["command"]
+        except (OSError, ValueError, KeyError, TypeError):
+            measured = None
+        if measured and "--summarize" not in measured:
+            meta["regenerated_by"], meta["command"] = meta["command"], measured
     if a.noise is not None:
         try:
             meta["noise"] = json.loads(a.noise.read_text())
