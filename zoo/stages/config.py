@@ -194,8 +194,9 @@ OPTIONS: tuple[Option, ...] = (
                 "lists each model's"),
     Option("warmup", ("--warmup",), "int", default=3, bounds=((">=", 0),),
            help="untimed calls before the timed ones, per batch size (default: 3)"),
-    Option("iterations", ("--iters",), "int", default=200, bounds=((">=", 1),),
-           help="timed calls per batch size (infer_only), at most (default: 200)"),
+    Option("iterations", ("--iters",), "int", default=1000, bounds=((">=", 1),),
+           help="timed calls per batch size (infer_only), at most (default: 1000; the time budget usually "
+                "ends the timing first)"),
     Option("time_budget", ("--time-budget",), "float", default=10.0, bounds=((">", 0),), unit="seconds",
            help="seconds of timed calls per batch size, at most (default: 10)"),
     Option("min_duration", ("--min-duration",), "float", default=1.0, bounds=((">=", 0),), unit="seconds",
