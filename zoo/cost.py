@@ -3,8 +3,7 @@
 - `onnx_cost(path, input_shape)`: multiply-accumulates of Conv / ConvTranspose / Gemm / MatMul
   (the compute-bound operators) per sample, from the ONNX graph with shapes inferred for a
   concrete input, FLOPs = 2 x MACs, and the parameter count (initializers);
-- `gemm_peak(threads)`: the fp32 rate of a large single-precision matrix product on the same
-  number of threads (torch.mm, best of several calls); the peak a run reads is zoo.peaks' (the
+- `copy_bandwidth()`: the main-memory copy rate; the compute peak a run reads is zoo.peaks' (the
   best of several MatMul and convolution kernels through every installed runtime, cached).
 Elementwise operators, pooling and resizes are not counted (memory-bound; see the bytes moved,
 `activation_bytes`, for models such as Fast-SCNN whose depthwise layers are bandwidth-bound)."""
@@ -88,7 +87,7 @@ def onnx_cost(path: Path, input_shape: list[int]) -> dict:
 
 def best_seconds(call, repeats: int, budget_s: float | None = None) -> float:
     """Seconds of the fastest of `repeats` calls, after one untimed warm-up call (the GEMM peaks'
-    timing: zoo.cost.gemm_peak, zoo.peaks); with `budget_s`, the calls stop once the timed ones
+    timing: zoo.peaks); with `budget_s`, the calls stop once the timed ones
     have taken that long (after at least 3, or `repeats` if fewer)."""
     call()
     best, spent = float("inf"), 0.0
@@ -100,22 +99,6 @@ def best_seconds(call, repeats: int, budget_s: float | None = None) -> float:
         if budget_s is not None and spent >= budget_s and i + 1 >= min(3, repeats):
             break
     return best
-
-
-def gemm_peak(threads: int, n: int = 2048, repeats: int = 25) -> dict:
-    """Best fp32 GFLOP/s of torch.mm(n x n, n x n) on `threads` threads."""
-    import torch
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        g = torch.Generator().manual_seed(0)
-        a = torch.randn(n, n, generator=g)
-        b = torch.randn(n, n, generator=g)
-        best = best_seconds(lambda: torch.mm(a, b), repeats)
-    finally:
-        torch.set_num_threads(old)
-    return {"gflops": 2 * n ** 3 / best / 1e9, "method": f"torch.mm {n}x{n} fp32, best of {repeats}",
-            "threads": threads, "torch": torch.__version__}
 
 
 def copy_bandwidth(mbytes: int = 256, repeats: int = 5) -> dict:

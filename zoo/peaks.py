@@ -172,11 +172,6 @@ def kernel_onnx(k: Kernel, quantized: bool) -> bytes:
     return model.SerializeToString()
 
 
-def matmul_onnx(n: int, quantized: bool) -> bytes:
-    """The n x n MatMul graph (kernel_onnx), input X."""
-    return kernel_onnx(Kernel("onnxruntime", "MatMul", (n,)), quantized)
-
-
 # ---------------------------------------------------------------- one kernel's rate
 
 def _torch(k: Kernel, precision: str, threads: int, repeats: int, budget_s: float) -> tuple[float, str]:

@@ -350,7 +350,7 @@ def interleaved(a, feeds_a: dict, b, feeds_b: dict, batch_size: int, warmup: int
     each side's throughput (samples/s over all its timed calls) and window throughputs."""
     import math
 
-    from zoo.stats import t_quantile
+    from zoo.stats import half_width
     calls = {}
     for name, rt, feeds in (("a", a, feeds_a), ("b", b, feeds_b)):
         last = None
@@ -375,11 +375,8 @@ def interleaved(a, feeds_a: dict, b, feeds_b: dict, batch_size: int, warmup: int
         for name, rt, feeds in order:
             secs[name].append(window(name, rt, feeds))
         logs.append(math.log(calls["b"] * secs["a"][-1] / (calls["a"] * secs["b"][-1])))  # B's rate over A's
-        n = len(logs)
-        mean = sum(logs) / n
-        if n >= 2:
-            sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1))
-            half = t_quantile(n - 1) * sd / math.sqrt(n) if n >= stability.windows else None
+        mean = sum(logs) / len(logs)
+        half = half_width(logs) if len(logs) >= stability.windows else None
         elapsed = (clock() - t_start) / 1e9
         if half is not None and elapsed >= stability.min_duration_s and \
                 min(calls.values()) * len(logs) >= stability.min_calls and math.exp(half) - 1 <= stability.tolerance:

@@ -54,12 +54,31 @@ def t_quantile(df: int, confidence: float = CONFIDENCE) -> float:
     return float(t.ppf(0.5 + confidence / 2, df))
 
 
+def half_width(values) -> float | None:
+    """The half-width of the 95% interval (Student t) of the mean of `values`, None below MIN_WINDOWS."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < MIN_WINDOWS:
+        return None
+    return t_quantile(v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
+
+
 def relative_half_width(values) -> float | None:
     """The relative half-width of the 95% interval of the mean of `values` (None below MIN_WINDOWS)."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.size < MIN_WINDOWS or v.mean() <= 0:
-        return None
-    return t_quantile(v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size) / float(v.mean())
+    half = half_width(values)
+    mean = float(np.mean(values)) if half is not None else 0.0
+    return half / mean if half is not None and mean > 0 else None
+
+
+def _block(method: str, window_calls: int, rates: list[float], figure: float, half: float | None,
+           tolerance: float, why: str | None) -> dict:
+    """An `interval` block: the throughput interval figure / (1 +- half), stable when `half` is
+    within `tolerance`; `why` (the unstable reason) only when it is not."""
+    stable = half is not None and half <= tolerance
+    return {"method": method, "confidence": CONFIDENCE, "window_calls": window_calls, "windows": len(rates),
+            "window_throughputs": rates, "median": float(np.median(rates)) if rates else None,
+            "low": figure / (1 + half) if half is not None else None,
+            "high": figure / (1 - half) if half is not None and half < 1 else None,
+            "half_width": half, "tolerance": tolerance, "stable": stable, "reason": None if stable else why}
 
 
 def interval(windows: list[tuple[int, float]], figure: float, tolerance: float, window_calls: int,
@@ -72,19 +91,11 @@ def interval(windows: list[tuple[int, float]], figure: float, tolerance: float, 
     per = [s / n for n, s in windows if n > 0 and s > 0]
     rates = [n / s for n, s in windows if n > 0 and s > 0]
     half = relative_half_width(per)
-    stable = half is not None and half <= tolerance
-    why = None
     if half is None:
         why = f"{len(per)} window{'s' if len(per) != 1 else ''}: too few for an interval (at least {MIN_WINDOWS})"
-    elif not stable:
+    else:
         why = (reason + ": " if reason else "") + f"+-{half:.1%} above the tolerance +-{tolerance:.1%}"
-    low = high = None
-    if half is not None:
-        low, high = figure / (1 + half), (figure / (1 - half) if half < 1 else None)
-    return {"method": METHOD, "confidence": CONFIDENCE, "window_calls": window_calls, "windows": len(per),
-            "window_throughputs": rates, "median": float(np.median(rates)) if rates else None,
-            "low": low, "high": high, "half_width": half, "tolerance": tolerance, "stable": stable,
-            "reason": why}
+    return _block(METHOD, window_calls, rates, figure, half, tolerance, why)
 
 
 def shown(block: dict) -> str:
@@ -112,15 +123,7 @@ def summed_interval(intervals: list[dict], figures: list[float], figure: float, 
     half = None
     if intervals and all(h is not None for h in halves) and sum(figures) > 0:
         half = math.sqrt(sum((h * f) ** 2 for h, f in zip(halves, figures))) / sum(figures)
-    stable = half is not None and half <= tolerance
-    why = None
-    if half is None:
-        why = "a part has no interval (too few windows)"
-    elif not stable:
-        why = f"+-{half:.1%} above the tolerance +-{tolerance:.1%}"
-    return {"method": f"sum of {len(intervals)} concurrent parts; their half-widths added in quadrature",
-            "confidence": CONFIDENCE, "window_calls": intervals[0]["window_calls"] if intervals else 1,
-            "windows": count, "window_throughputs": rates, "median": float(np.median(rates)) if rates else None,
-            "low": figure / (1 + half) if half is not None else None,
-            "high": figure / (1 - half) if half is not None and half < 1 else None,
-            "half_width": half, "tolerance": tolerance, "stable": stable, "reason": why}
+    why = ("a part has no interval (too few windows)" if half is None
+           else f"+-{half:.1%} above the tolerance +-{tolerance:.1%}")
+    return _block(f"sum of {len(intervals)} concurrent parts; their half-widths added in quadrature",
+                  intervals[0]["window_calls"] if intervals else 1, rates, figure, half, tolerance, why)

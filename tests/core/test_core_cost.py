@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zoo.cost import gemm_peak, onnx_cost
+from zoo.cost import onnx_cost
 from zoo.errors import ZooError
 from zoo.export import export_onnx
 
@@ -52,13 +52,6 @@ def test_unreadable_file(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"junk")
     with pytest.raises(ZooError, match=r"x\.onnx: cannot read the ONNX file"):
         onnx_cost(tmp_path / "x.onnx", [3, 8, 8])
-
-
-def test_gemm_peak_fields_and_threads_restored():
-    before = torch.get_num_threads()
-    p = gemm_peak(1, n=256, repeats=2)
-    assert p["gflops"] > 0 and p["threads"] == 1 and "256x256" in p["method"]
-    assert torch.get_num_threads() == before
 
 
 def test_copy_bandwidth_fields():
