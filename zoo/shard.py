@@ -344,7 +344,7 @@ def connect(cluster: str | None, resource: str | None, devices: list[str] | None
         if mode.startswith("ray://") and "timeout" in str(exc):
             hint = (" (is the head's Ray Client server up? `ray start --head --ray-client-server-port PORT "
                     "--runtime-env-agent-port FIXED`: Ray 2.60's client proxy fails with the default agent port 0)")
-        raise ZooError(f"--cluster {mode}: cannot start or join the Ray cluster: {one_line(exc)[:300]}{hint}") from None
+        raise ZooError(f"--cluster {mode}: cannot start or join the Ray cluster: {ray_message(exc)[:300]}{hint}") from None
     finally:
         _restore_sigterm(zoo_sigterm)
 
@@ -362,10 +362,26 @@ def _restore_sigterm(handler) -> None:
 JOIN_ATTEMPTS = 3
 TRANSIENT_JOIN = "the head's Ray Client proxy could not start this driver's server"
 _TRANSIENT_MARKERS = ("Starting Ray client server failed", "Proxy failed to Connect to backend")
+# The same death seen from inside the proxy: the server exits between the proxy's poll() and its
+# psutil cmdline() read, and the proxy's start_specific_server raises (psutil.NoSuchProcess or
+# ZombieProcess) instead of returning False. The client then gets the proxy's traceback.
+_TRANSIENT_FRAME = "start_specific_server("
 
 
 def _transient_join_failure(exc: BaseException) -> bool:
-    return any(m in str(exc) for m in _TRANSIENT_MARKERS)
+    text = str(exc)
+    return any(m in text for m in _TRANSIENT_MARKERS) or _TRANSIENT_FRAME in text
+
+
+def ray_message(exc: BaseException) -> str:
+    """One line for a Ray error. A server-side traceback sent to the client is cut to the text before
+    it and the traceback's last line (the exception itself), not its first frames."""
+    text = str(exc)
+    head, sep, trace = text.partition("Traceback (most recent call last):")
+    if sep:
+        lines = [ln.strip() for ln in trace.splitlines() if ln.strip()]
+        text = f"{head.strip()} {lines[-1] if lines else ''}".strip()
+    return one_line(RuntimeError(text)) if text else one_line(exc)
 
 
 def join(ray, label: str, **init_kw) -> int:
