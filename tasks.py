@@ -599,12 +599,25 @@ def lint(c):
     print(f"hadolint: {len(files)} Dockerfile(s) clean")
 
 
+def _cluster_extra() -> None:
+    """The host's Ray (requirements-cluster.txt, not in the first set-up command): the test suite runs
+    `invoke matrix`, so the test command installs it where it is missing."""
+    import importlib.util
+    if importlib.util.find_spec("ray") is not None:
+        return
+    print("== installing the host's cluster extra (requirements-cluster.txt: Ray, for invoke matrix)", flush=True)
+    if subprocess.call([sys.executable, "-m", "pip", "install", "--progress-bar", "off", "-q", "-r",
+                        str(ROOT / "requirements-cluster.txt")], cwd=ROOT) != 0:
+        _fail("could not install requirements-cluster.txt (Ray) on the host: the matrix tests need it", code=1)
+
+
 @task(auto_shortflags=False, help={"model": "only this model's tests (the per-model CI job)", "k": "pytest -k expression"})
 def test(c, model=None, k=None):
     """Host tests (runner, schema, docker, report) and each model's tests in its own environment."""
     extra = ["-k", k] if k else []
     failed = []
     pythons = {m: _ensure(m) for m in _models(model)}  # first: host tests drive the model processes too
+    _cluster_extra()
     print("== host tests (tests/runner)", flush=True)
     if subprocess.call([sys.executable, "-m", "pytest", "tests/runner", *extra], cwd=ROOT) not in (0, 5):
         failed.append("host")

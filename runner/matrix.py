@@ -575,7 +575,11 @@ def run_jobs(jobs: list[Job], specs: dict[str, dict], out: Path, address: str, c
         except ZooError as exc:
             raise MatrixError(str(exc)) from None
         use_cluster_token()  # before Ray reads its configuration: the token `ray start` wrote
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise MatrixError("invoke matrix runs its jobs as Ray tasks and Ray is not installed on the host: "
+                          "python3 -m pip install -r requirements-cluster.txt") from None
     from ray.exceptions import RayError
     main = threading.current_thread() is threading.main_thread()
     # Ctrl-C explicitly, before Ray starts its processes: invoke started from a background job

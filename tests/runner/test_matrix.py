@@ -28,7 +28,7 @@ UNETPP_PY = env_python("unetpp")
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_run = pytest.mark.skipif(not (UNETPP_PY.exists() and HAVE_RAY),
                                reason="a real matrix run needs .venvs/unetpp (invoke setup --model unetpp) and ray "
-                                      "in the host python (requirements.txt)")
+                                      "in the host python (requirements-cluster.txt; invoke test installs it)")
 FAST = ["--limit", "4", "--no-peak", "--iters", "2", "--warmup", "1"]
 
 
