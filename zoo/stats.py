@@ -98,6 +98,32 @@ def interval(windows: list[tuple[int, float]], figure: float, tolerance: float, 
     return _block(METHOD, window_calls, rates, figure, half, tolerance, why)
 
 
+def figure(value: float | None, half_width: float | None = None, stable: bool | None = None, *,
+           windows: int | None = None, digits: int = 1, unit: str = "") -> str:
+    """The one text of a figure with its uncertainty, everywhere (terminal, tables, report, docs):
+    '41.2 ±1.1%', '6.4 ±12.2% UNSTABLE', '6.4 ±? UNSTABLE' (too few windows for an interval:
+    `windows` says how many, '6.4 ±? (2 windows) UNSTABLE'), '6.4' (a figure recorded without any
+    uncertainty, a record before schema 1.11 without windows). `unit` follows the number ('/s')."""
+    if value is None:
+        return "-"
+    text = f"{value:.{digits}f}{unit}"
+    if half_width is None and stable is None:
+        return text
+    if half_width is None:
+        many = "" if windows is None else f" ({windows} window{'' if windows == 1 else 's'})"
+        return f"{text} ±?{many} UNSTABLE"
+    return f"{text} ±{half_width:.1%}" + ("" if stable else " UNSTABLE")
+
+
+def block_figure(block: dict, digits: int = 1, unit: str = "") -> str:
+    """figure() of a perf block's throughput and its `interval` (schema 1.11) if it has one."""
+    iv = block.get("interval")
+    if not iv:
+        return figure(block.get("throughput"), digits=digits, unit=unit)
+    return figure(block.get("throughput"), iv.get("half_width"), bool(iv.get("stable")), windows=iv.get("windows"),
+                  digits=digits, unit=unit)
+
+
 def shown(block: dict) -> str:
     """A perf block's throughput with its uncertainty, for a terminal line: '41.2/s +-1.1%',
     '41.2/s UNSTABLE: +-7.1%', '41.2/s (no interval: 2 windows) UNSTABLE'."""
