@@ -1,7 +1,8 @@
 """Every run option is declared once (zoo/stages/config.py) and `python -m zoo run|bench`, the
-invoke tasks, the isolate child's config JSON, the checks and the README follow from it: each
-declared option shows up in each of them, and a new declaration needs no other edit. Host test:
-the declaration, the CLI's parser and the tasks import with the standard library (and invoke)."""
+invoke tasks, the isolate child's config JSON, the checks and the documentation (README.md,
+docs/) follow from it: each declared option shows up in each of them, and a new declaration needs
+no other edit. Host test: the declaration, the CLI's parser and the tasks import with the standard
+library (and invoke)."""
 from __future__ import annotations
 
 import dataclasses
@@ -79,10 +80,10 @@ def test_every_option_round_trips_through_the_command_line():
         assert from_namespace(args, **({"runtime": "onnxruntime"} if command == "bench" else {})) == cfg
 
 
-def test_the_readme_documents_every_option():
-    readme = (ROOT / "README.md").read_text()
-    missing = [o.flag for o in OPTIONS if not re.search(re.escape(o.flag) + r"(?![\w-])", readme)]
-    assert not missing, f"README.md does not mention {missing}"
+def test_the_documentation_covers_every_option():
+    docs = "\n".join(p.read_text() for p in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))))
+    missing = [o.flag for o in OPTIONS if not re.search(re.escape(o.flag) + r"(?![\w-])", docs)]
+    assert not missing, f"neither README.md nor docs/*.md mentions {missing}"
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -121,7 +122,7 @@ def test_a_new_declared_option_needs_no_other_edit(monkeypatch, tmp_path):
     # invoke: the task's parameters (as invoke reads them) and what it passes on
     tasks = load_tasks()
     helps = {arg.name: arg.help for arg in tasks.run.get_arguments()}
-    assert helps["colour"] == "the colour of the test" and helps["color"] == "the old name of --colour"
+    assert helps["colour"] == "the colour of the test (default: red)" and helps["color"] == "the old name of --colour"
     assert tasks._zoo_args({"color": "blue", "repeats": "3"}) == ["--colour", "blue", "--repeats", "3"]
 
 
