@@ -4,17 +4,25 @@ The report follows the Ascend ModelZoo inference guides: per model an accuracy t
 (ours vs the reference value, delta, relative drop, pass; under it every figure of each
 protocol, e.g. a guide's running average next to the final value), per-class IoU tables (one
 per protocol that has per-class figures: classes as rows, runs as columns), throughput tables
-with batch sizes as rows and runs as columns (plus across-runs ratio columns and a "best batch"
-row), latency and pipeline-stage tables per run, a throughput-vs-batch-size plot, and the export
-facts. When a model's runs include a reduced precision (bf16, fp16, int8), a precision table
-(runtime x precision x batch size: throughput, the run's interleaved speed-up over fp32, the ratio
-to the same runtime's fp32 run across runs, accuracy delta and fidelity to fp32, fraction of that
-precision's own GEMM peak, pass) and an accuracy-vs-throughput plot (one point per
-runtime:precision) follow.
+with batch sizes as rows and runs as columns (and a "best batch" row; each run over the first in a
+table of across-runs ratios beside it), a throughput-vs-batch-size plot, a latency-per-sample plot
+(one horizontal row per run and batch size), latency, cost and pipeline-stage tables per run, and
+each run's export and runtime settings as a nested key: value list. When a model's runs include a
+reduced precision (bf16, fp16, int8), a precision table (run x batch size: throughput, the run's
+interleaved speed-up over fp32, the ratio to the same runtime's fp32 run across runs, accuracy
+delta and fidelity to fp32, fraction of that precision's own GEMM peak, pass) and an
+accuracy-vs-throughput plot (one point per run, its axis spanning the published value with a
+margin of a few points, each point's delta to fp32 in the legend) follow.
 
-The content is built once as a list of blocks (headings, paragraphs, tables, images) and
-rendered twice: to Markdown and to a single self-contained HTML page (plots embedded as
-base64 PNGs; the PNG files are also written next to the page).
+The content is built once as a list of blocks (headings, paragraphs, tables, images, settings
+lists) in Python and rendered twice through the jinja2 templates in runner/templates/: to
+Markdown (report.md.j2) and to a single self-contained HTML page (report.html.j2, autoescaped;
+plots embedded as base64 PNGs; the PNG files are also written next to the page). Beside them,
+report.csv holds every run x batch size x scope as one row (the page links to it).
+
+Every run is labelled `<runtime> <device type> <precision>` (`... x2 shards` for a sharded run) in
+every table and plot. Latencies are stated per batch (the tables' `ms/batch` columns) and per
+sample (`ms/sample` = per batch / batch size: the latency plot and the tables' `ms/sample` columns).
 
 Each run's status is a badge (OK, INVALID, FAILED: zoo.checks.status_of, so a record from before
 schema 1.10 that said ok over a failed verify is INVALID too); an invalid run's label carries
@@ -22,49 +30,57 @@ schema 1.10 that said ok over a failed verify is INVALID too); an invalid run's 
 figures are never shown as a sound run's. Records are read through runner.validate (schema and
 the record checker's rules: a record that breaks one stops the report, exit 2).
 
-Every throughput carries its uncertainty: "41.2 ±1.1%" is the relative half-width of its 95%
-interval (perf[].interval, schema 1.11); a record without one shows "±?" (or, from the older
-stop-when-stable timing, "(spread 1.2%)": the windows' spread, not an interval). A figure whose
-interval is not stable carries [UNSTABLE] in every table and plot, and the run's summary lists
-them. A speed-up is only ever the same-run interleaved ratio (reduced_precision.fp32_baseline
-.speedup with its speedup_interval); ratios between two runs are labelled "across runs", their
+Every throughput carries its uncertainty in the terminal's words (zoo.stats.figure / block_figure):
+"41.2 ±1.1%" is the relative half-width of its 95% interval (perf[].interval, schema 1.11),
+"6.4 ±12.2% UNSTABLE" one wider than its tolerance, "6.4 ±? (2 windows) UNSTABLE" one with too few
+windows for an interval; a record without an interval shows the bare figure (or, from the older
+stop-when-stable timing, "41.2 (spread 1.2%)": the windows' spread, not an interval). A figure
+whose interval is not stable carries UNSTABLE in every table (a badge in HTML) and plot (ringed in
+the throughput plot), and the run's summary lists them. A speed-up is only ever the same-run
+interleaved ratio (reduced_precision.fp32_baseline.speedup with its speedup_interval); ratios between two runs are labelled "across runs", their
 uncertainty both runs' relative half-widths added in quadrature.
 
-    python -m runner.report RESULTS_DIR [--out DIR]
+    python -m runner.report RESULTS_DIR [--out DIR] [--csv PATH]
 """
 from __future__ import annotations
 
 import argparse
 import base64
-import html
+import csv
 import io
-import json
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.validate import ResultError, load_results
+import jinja2
+
+from runner.validate import ResultError, find_results, load_result
 from zoo.checks import invalid_reason, status_of
+from zoo.stats import block_figure, figure
 
 STAGE_ORDER = ("read", "preprocess", "infer", "postprocess")
 SCOPES = (("infer_only", "inference only (runtime call on a resident batch)"),
           ("pipeline", "pipeline (read + preprocess + infer + postprocess over the dataset)"))
 DASH = "—"
-NUMBER = re.compile(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?%?( ±(\d+(\.\d+)?%|\?))?( \(.*\))?( \[UNSTABLE\])?"
+NUMBER = re.compile(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?%?( ±(\d+(\.\d+)?%|\?))?( \(.*\))?( UNSTABLE)?"
                     r"|—|failed \[\d+\]")  # right-aligned in HTML
 BADGES = {"ok": "OK", "invalid": "INVALID", "failed": "FAILED"}
 INVALID = " [INVALID]"
 UNSTABLE = "UNSTABLE"
-UNSTABLE_MARK = f" [{UNSTABLE}]"  # after a figure whose interval is not stable (a badge in HTML)
+UNSTABLE_MARK = f" {UNSTABLE}"  # last in a figure whose interval is not stable (zoo.stats.figure; a badge in HTML)
 UNCERTAINTY_NOTE = ("±: relative half-width of the throughput's 95% confidence interval over its timing windows "
-                    "(perf[].interval, schema 1.11); ±?: no interval (a record before 1.11, or fewer than 3 windows); "
-                    "(spread x%): a record before 1.11 timed until stable: the spread of its last windows, not an "
-                    "interval; [UNSTABLE]: the interval is wider than its tolerance or has too few windows")
+                    "(perf[].interval, schema 1.11); a figure without ±: its record has no interval (before 1.11); "
+                    "±? (n windows): too few windows for an interval; (spread x%): a record before 1.11 timed until "
+                    "stable: the spread of its last windows, not an interval; UNSTABLE after a figure: its interval is "
+                    "wider than its tolerance or has too few windows")
 ACROSS_RUNS_NOTE = ("across runs: the ratio of two figures measured in different runs (not a speed-up, which is only "
                     "the same-run interleaved ratio); its ± is both figures' relative half-widths added in quadrature "
-                    "(±? when either has no interval), [UNSTABLE] when either figure is")
+                    "(no ± when either has no interval), UNSTABLE when either figure is")
+CSV_NAME = "report.csv"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 @dataclass
@@ -75,9 +91,15 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
 
-# A block is one of: ("h1"|"h2"|"h3", text), ("p", text), ("warn", text),
-# ("table", Table), ("img", alt, file name, png bytes).
-Block = tuple
+# A block is a dict with a "kind": {"kind": "h1"|"h2"|"h3"|"p"|"warn", "text"}, {"kind": "table",
+# "table": Table}, {"kind": "img", "alt", "file", "png": bytes}, {"kind": "facts", "label",
+# "items": [{"key", "value", "children", "collapsed"?}]} (a run's export and settings as a nested
+# key: value list), {"kind": "csv", "href"} (the link to report.csv).
+Block = dict
+
+
+def _block(kind: str, text: str) -> Block:
+    return {"kind": kind, "text": text}
 
 
 # ---------------------------------------------------------------- formatting
@@ -118,11 +140,9 @@ def _uncertainty(p: dict | None) -> dict:
 
 
 def _pm(half_width) -> str:
-    """'±1.1%' from a relative half-width; '±?' when there is none (never a made-up one)."""
-    if half_width is None:
-        return "±?"
-    pct = 100 * half_width
-    return f"±{pct:.1f}%" if pct >= 0.1 or pct == 0 else f"±{pct:.2f}%"
+    """'±1.1%' from a relative half-width (as zoo.stats.figure writes it); '±?' when there is none
+    (never a made-up one)."""
+    return "±?" if half_width is None else f"±{half_width:.1%}"
 
 
 def _unc_text(u: dict) -> str:
@@ -135,23 +155,39 @@ def _mark(*unstable) -> str:
     return UNSTABLE_MARK if any(s is False for s in unstable) else ""
 
 
+def _with(text: str, extra: str) -> str:
+    """`extra` (e.g. ' (bs 16)') after a figure's text, before its closing UNSTABLE if any."""
+    if text.endswith(UNSTABLE_MARK):
+        return text[:-len(UNSTABLE_MARK)] + extra + UNSTABLE_MARK
+    return text + extra
+
+
 def _tput_cell(p: dict, extra: str = "") -> str:
-    """A throughput with its uncertainty: '41.2 ±1.1%', '41.2 ±?', '41.2 (spread 1.2%)'; `extra`
-    (e.g. ' (bs 16)') after it; [UNSTABLE] last when its interval is not stable."""
+    """A throughput with its uncertainty, the terminal's text (zoo.stats.block_figure): '41.2 ±1.1%',
+    '6.4 ±12.2% UNSTABLE', '6.4 ±? (2 windows) UNSTABLE', '41.2' (no interval in the record); before
+    schema 1.11, '41.2 (spread 1.2%)'; `extra` (e.g. ' (bs 16)') before a closing UNSTABLE."""
+    if p.get("throughput") is None:
+        return DASH
     u = _uncertainty(p)
-    return f"{_f(p.get('throughput'), 1)} {_unc_text(u)}{extra}{_mark(u['stable'])}"
+    if u["kind"] == "spread":
+        text = figure(p["throughput"]) + (f" (spread {_pct(u['spread'])})" if u["spread"] is not None else "")
+        text += _mark(u["stable"])
+    else:
+        text = block_figure(p)
+    return _with(text, extra)
 
 
 def _ratio_cell(a: dict | None, b: dict | None) -> str:
     """a's throughput over b's, measured in different runs: the ratio with both relative
-    half-widths added in quadrature (±? when either has no interval)."""
+    half-widths added in quadrature (no ± when either has no interval)."""
     ta, tb = (a or {}).get("throughput"), (b or {}).get("throughput")
     if ta is None or not tb:
         return DASH
     ua, ub = _uncertainty(a), _uncertainty(b)
-    hw = (math.hypot(ua["half_width"], ub["half_width"])
-          if ua["half_width"] is not None and ub["half_width"] is not None else None)
-    return f"{ta / tb:.2f} {_pm(hw)}{_mark(ua['stable'], ub['stable'])}"
+    if ua["half_width"] is None or ub["half_width"] is None:
+        return figure(ta / tb, digits=2) + _mark(ua["stable"], ub["stable"])
+    return figure(ta / tb, math.hypot(ua["half_width"], ub["half_width"]),
+                  ua["stable"] is not False and ub["stable"] is not False, digits=2)
 
 
 def _unstable_items(run: dict) -> list[str]:
@@ -189,31 +225,53 @@ def _timing_lines(runs, labels) -> list[Block]:
     for run, label in zip(runs, labels):
         items = _unstable_items(run)
         if items:
-            out.append(("warn", f"{label}: {UNSTABLE}: " + "; ".join(items)))
+            out.append(_block("warn", f"{label}: {UNSTABLE}: " + "; ".join(items)))
         kinds = {_uncertainty(p)["kind"] for p in run["perf"] if p["status"] == "ok"}
         if kinds - {"interval"}:
             how = (" or with the window spread of its stop-when-stable timing" if "spread" in kinds else "")
-            out.append(("p", f"{label}: no confidence interval in this record (schema {run['schema_version']}, "
-                             f"before 1.11): its throughputs are shown ±?{how}"))
+            out.append(_block("p", f"{label}: no confidence interval in this record (schema {run['schema_version']}, "
+                                   f"before 1.11): its throughputs are shown without ±{how}"))
     return out
 
 
-def _compact(value) -> str:
-    if isinstance(value, list):
-        return ",".join(_compact(v) for v in value)
-    if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+def _scalar(value) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
     return str(value)
+
+
+def _items(value: dict) -> list[dict]:
+    """A settings dict as a nested key: value list: a dict (or a list holding dicts) becomes the
+    children of its key, a list of plain values one comma-separated value, an empty one 'none'."""
+    out = []
+    for key, v in value.items():
+        if isinstance(v, dict) and v:
+            out.append({"key": str(key), "value": None, "children": _items(v)})
+        elif isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v):
+            out.append({"key": str(key), "value": None,
+                        "children": _items({str(i + 1): x for i, x in enumerate(v)})})
+        elif isinstance(v, (list, dict)):
+            out.append({"key": str(key), "value": ", ".join(_scalar(x) for x in v) or "none", "children": []})
+        else:
+            out.append({"key": str(key), "value": _scalar(v), "children": []})
+    return out
 
 
 # ---------------------------------------------------------------- content
 
+def _shards(run: dict) -> int:
+    return (run.get("sharding") or {}).get("count") or 1
+
+
 def _labels(runs: list[dict]) -> list[str]:
-    """`<runtime> <device type>` (`... <precision>` when the runs differ in precision, `... N shards`
-    for a sharded run), with the run_id added when two runs would share a label."""
-    several = len({r["precision"] for r in runs}) > 1
-    base = [f"{r['runtime']['name']} {r['device']['type']}" + (f" {r['precision']}" if several else "")
-            + (f" {r['sharding']['count']} shards" if r.get("sharding") else "") for r in runs]
+    """`<runtime> <device type> <precision>` (`... x2 shards` for a sharded run), with the run_id
+    added when two runs would share a label; the same label in every table and plot."""
+    base = [f"{r['runtime']['name']} {r['device']['type']} {r['precision']}"
+            + (f" x{_shards(r)} shard{'s' if _shards(r) != 1 else ''}" if r.get("sharding") else "") for r in runs]
     labels = [f"{b} ({r['run_id']})" if base.count(b) > 1 else b for b, r in zip(base, runs)]
     return [label + (INVALID if status_of(r) == "invalid" else "") for label, r in zip(labels, runs)]
 
@@ -313,19 +371,21 @@ def _per_class_tables(runs, labels) -> list[Table]:
     return tables
 
 
-def _perf_table(runs, labels, scope: str, title: str) -> Table | None:
+def _perf_tables(runs, labels, scope: str, title: str) -> list[Table]:
+    """The throughput table of a scope (batch sizes as rows, runs as columns, a "best batch" row)
+    and, with more than one run, the table of each run's throughput over the first run's (across
+    runs; apart, so that neither table outgrows the page)."""
     blocks = [{p["batch_size"]: p for p in r["perf"] if p["scope"] == scope} for r in runs]
     batch_sizes = sorted({bs for b in blocks for bs in b})
     if not batch_sizes:
-        return None
-    ratios = [f"{labels[i]}/{labels[0]} across runs" for i in range(1, len(runs))]
+        return []
     notes: list[str] = []
 
     def ok(i, bs):
         p = blocks[i].get(bs)
         return p if p and p["status"] == "ok" and p.get("throughput") is not None else None
 
-    rows = []
+    rows, ratio_rows = [], []
     for bs in batch_sizes:
         cells = []
         for i, label in enumerate(labels):
@@ -337,35 +397,49 @@ def _perf_table(runs, labels, scope: str, title: str) -> Table | None:
                 cells.append(f"failed [{len(notes)}]")
             else:
                 cells.append(_tput_cell(p))
-        cells += [_ratio_cell(ok(i, bs), ok(0, bs)) for i in range(1, len(runs))]
         rows.append([str(bs)] + cells)
+        ratio_rows.append([str(bs)] + [_ratio_cell(ok(i, bs), ok(0, bs)) for i in range(1, len(runs))])
 
     best = []
     for i in range(len(runs)):
         found = [ok(i, bs) for bs in batch_sizes if ok(i, bs)]
         best.append(max(found, key=lambda p: p["throughput"]) if found else None)  # ties: the smaller batch
-    rows.append(["best batch"] + [_tput_cell(b, f" (bs {b['batch_size']})") if b else DASH for b in best]
-                + [_ratio_cell(best[i], best[0]) for i in range(1, len(runs))])
-    notes += [UNCERTAINTY_NOTE] + ([f"ratio columns: each run's throughput over the first run's; {ACROSS_RUNS_NOTE}"]
-                                   if ratios else [])
-    return Table(f"Throughput, {title} [samples/s]", ["batch size"] + labels + ratios, rows, notes)
+    rows.append(["best batch"] + [_tput_cell(b, f" (bs {b['batch_size']})") if b else DASH for b in best])
+    ratio_rows.append(["best batch"] + [_ratio_cell(best[i], best[0]) for i in range(1, len(runs))])
+    tables = [Table(f"Throughput, {title} [samples/s]", ["batch size"] + labels, rows, notes + [UNCERTAINTY_NOTE])]
+    if len(runs) > 1:
+        tables.append(Table(f"Throughput ratio across runs, {title}: each run / {labels[0]}",
+                            ["batch size"] + labels[1:], ratio_rows,
+                            [f"each run's throughput over {labels[0]}'s at the same batch size (best batch: "
+                             f"at each run's best); {ACROSS_RUNS_NOTE}"]))
+    return tables
+
+
+def _p50(lat: dict):
+    return lat.get("p50", lat.get("median"))
 
 
 def _latency_table(run, label) -> Table | None:
+    """Per batch size and scope: the latency of one call (a batch) and, divided by the batch size,
+    per sample (what the latency plot shows)."""
     rows, notes = [], []
     for p in sorted(run["perf"], key=lambda p: (p["batch_size"], p["scope"])):
         if p["status"] != "ok":
             notes.append(f"[{len(notes) + 1}] batch {p['batch_size']} {p['scope']}: {p.get('error') or 'no reason given'}")
-            rows.append([str(p["batch_size"]), p["scope"], f"failed [{len(notes)}]"] + [DASH] * 5)
+            rows.append([str(p["batch_size"]), p["scope"], f"failed [{len(notes)}]"] + [DASH] * 8)
             continue
-        lat = p.get("latency_ms") or {}
-        rows.append([str(p["batch_size"]), p["scope"]] + [_f(lat.get(k), 2) for k in
-                                                          ("mean", "median", "p90", "p99", "max")]
+        lat, bs = p.get("latency_ms") or {}, p["batch_size"]
+        batch = [lat.get("mean"), _p50(lat), lat.get("p90"), lat.get("p99"), lat.get("max")]
+        sample = [None if v is None else v / bs for v in (_p50(lat), lat.get("p90"), lat.get("p99"))]
+        rows.append([str(bs), p["scope"]] + [_f(v, 2) for v in batch + sample]
                     + [str(lat["count"]) if "count" in lat else DASH])
     if not rows:
         return None
-    return Table(f"Latency per batch, {label} [ms]",
-                 ["batch size", "scope", "mean", "median", "p90", "p99", "max", "calls"], rows, notes)
+    notes.append("ms/batch: one call's wall time (a batch of `batch size` samples); ms/sample: the same over the "
+                 "batch size; calls: the timed calls")
+    return Table(f"Latency per batch and per sample, {label} [ms]",
+                 ["batch size", "scope", "mean ms/batch", "p50 ms/batch", "p90 ms/batch", "p99 ms/batch",
+                  "max ms/batch", "p50 ms/sample", "p90 ms/sample", "p99 ms/sample", "calls"], rows, notes)
 
 
 def _stage_table(run, label) -> Table | None:
@@ -381,9 +455,9 @@ def _stage_table(run, label) -> Table | None:
     notes = ["CPU ceiling/infer: the pipeline's throughput limit when the runtime's CPU time per sample "
              "(measured alone) and the read/preprocess/postprocess CPU time share the cores, over the "
              "infer-only throughput; below 1, overlapping cannot reach the infer-only rate on this machine.",
-             "throughput ±: as in the throughput tables (95% interval; ±? none; [UNSTABLE] not within its tolerance)"]
+             "throughput ±: as in the throughput tables (95% interval; UNSTABLE when not within its tolerance)"]
     return Table(f"Pipeline stages, {label} (share of summed stage time)",
-                 ["batch size", "throughput", "workers"] + [f"{s} %" for s in stages] + ["pipeline/infer"]
+                 ["batch size", "throughput [samples/s]", "workers"] + [f"{s} %" for s in stages] + ["pipeline/infer"]
                  + ["infer CPU ms/sample", "other CPU ms/sample", "CPU ceiling/infer", "pipeline/ceiling"],
                  rows, notes)
 
@@ -468,11 +542,11 @@ def _cost_table(run, label) -> Table | None:
                  rows, notes)
 
 
-def _new_axes():
+def _new_axes(width: float = 7, height: float = 4):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4), dpi=110)
+    fig = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
 
@@ -498,32 +572,47 @@ def _latency_plot(runs, labels, title: str) -> bytes | None:
 
 
 def _latency_figure(runs, labels, title: str):
-    """Per run and batch size (infer_only): min-max range, p50 / p90 / p99 markers; a batch size
-    whose throughput interval is not stable carries [UNSTABLE] under its label."""
-    fig, ax = _new_axes()
-    xt, xl, x = [], [], 0
+    """Latency per sample (a call's latency over its batch size, as in the tables' ms/sample
+    columns), infer only: one horizontal row per run and batch size, labelled `<run label>, bs N`
+    (UNSTABLE after it when that throughput's interval is not stable): the min-max range as a line,
+    p50 / p90 / p99 as markers, the axis from 0."""
+    rows = []
     for i, (run, label) in enumerate(zip(runs, labels)):
         for p in sorted((p for p in run["perf"] if p["scope"] == "infer_only" and p["status"] == "ok"),
                         key=lambda p: p["batch_size"]):
             lat = p.get("latency_ms") or {}
-            if not lat:
+            if _p50(lat) is None:
                 continue
-            per = p["batch_size"]
-            ax.vlines(x, lat["min"] / per, lat["max"] / per, color=f"C{i % 10}", linewidth=2)
-            for key, marker in (("median", "o"), ("p90", "^"), ("p99", "v")):
-                ax.plot([x], [lat[key] / per], marker=marker, color=f"C{i % 10}", linestyle="none",
-                        label=key if x == 0 else None)
-            xt.append(x)
+            bs = p["batch_size"]
             unstable = _uncertainty(p)["stable"] is False
-            xl.append(f"{label}\nbs{per}" + ("\n" + UNSTABLE_MARK.strip() if unstable else ""))
-            x += 1
-    if not xt:
+            rows.append((f"{label}, bs {bs}" + (UNSTABLE_MARK if unstable else ""), f"C{i % 10}",
+                         {k: lat[k] / bs for k in ("min", "max", "p90", "p99") if lat.get(k) is not None}
+                         | {"p50": _p50(lat) / bs}))
+    if not rows:
         return None
-    ax.set_xticks(xt, xl, fontsize="x-small")
-    ax.set_ylabel("latency per sample [ms] (min-max, p50, p90, p99)")
-    ax.set_title(title)
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize="small")
+    from matplotlib.lines import Line2D
+
+    markers = (("p50", "o"), ("p90", "s"), ("p99", "D"))
+    fig, ax = _new_axes(8, 1.4 + 0.3 * len(rows))
+    for y, (_, color, lat) in enumerate(rows):
+        if "min" in lat and "max" in lat:
+            ax.hlines(y, lat["min"], lat["max"], color=color, linewidth=2, alpha=0.6)
+        for key, marker in markers:
+            if key in lat:
+                ax.plot([lat[key]], [y], marker=marker, color=color, linestyle="none", markersize=5,
+                        markerfacecolor=color if key == "p50" else "white")
+    grey = "0.35"  # the legend's keys in no run's colour
+    keys = [Line2D([], [], color=grey, linewidth=2, alpha=0.6, label="min-max")] + [
+        Line2D([], [], marker=m, color=grey, linestyle="none", markersize=5,
+               markerfacecolor=grey if k == "p50" else "white", label=k) for k, m in markers]
+    ax.set_yticks(range(len(rows)), [text for text, *_ in rows], fontsize="small")
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # the first run on top
+    ax.set_xlim(left=0)
+    ax.set_xlabel("latency per sample [ms] (one call's latency / batch size)")
+    ax.set_title(title, pad=24)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(handles=keys, fontsize="small", loc="lower left", bbox_to_anchor=(0, 1.0), ncol=4, frameon=False,
+              borderaxespad=0.2)
     return fig
 
 
@@ -608,7 +697,7 @@ def _precision_verdict(run: dict, delta: list[dict]) -> str:
 def _speedup_cell(run: dict) -> str:
     """The run's speed-up over fp32 (the one definition): reduced_precision.fp32_baseline.speedup,
     the reduced-precision and fp32 runtimes timed in interleaved windows in the same process, with
-    its 95% interval (speedup_interval, schema 1.11): '2.50 ±1.2% (2.47-2.53)'. An older record's
+    its 95% interval (speedup_interval, schema 1.11), in zoo.stats.figure's words: '2.50 ±1.2% (2.47-2.53)'. An older record's
     speedup (or, before it had one, its infer-only throughput over the fp32 pass it timed
     itself) was not interleaved: shown so, without an interval."""
     base = (run.get("reduced_precision") or {}).get("fp32_baseline") or {}
@@ -616,7 +705,7 @@ def _speedup_cell(run: dict) -> str:
     if si and speedup is not None:
         span = (f" ({si['low']:.2f}-{si['high']:.2f})" if si.get("low") is not None and si.get("high") is not None
                 else "")
-        return f"{speedup:.2f} {_pm(si.get('half_width'))}{span}{_mark(si.get('stable'))}"
+        return _with(figure(speedup, si.get("half_width"), si.get("stable") is not False, digits=2), span)
     if speedup is None and "speedup" not in base:
         infer, fp32 = _tput(run, "infer_only", base.get("batch_size")), base.get("throughput_samples_per_s")
         speedup = infer / fp32 if infer is not None and fp32 else None
@@ -666,15 +755,11 @@ def _precision_table(runs, labels) -> Table | None:
     order = sorted(range(len(runs)), key=lambda i: (runs[i]["runtime"]["name"], runs[i]["device"]["type"],
                                                    PRECISION_ORDER.index(runs[i]["precision"])
                                                    if runs[i]["precision"] in PRECISION_ORDER else 99))
-    names = [f"{r['runtime']['name']} {r['device']['type']}" for r in runs]
-    keys = [(n, r["precision"]) for n, r in zip(names, runs)]
-    names = [f"{n} ({r['run_id']})" if keys.count(k) > 1 else n for n, k, r in zip(names, keys, runs)]
-    names = [n + (INVALID if status_of(r) == "invalid" else "") for n, r in zip(names, runs)]
     rows, notes = [], []
     for i in order:
         run = runs[i]
         ref = fp32.get((run["runtime"]["name"], run["device"]["type"]))
-        rows += _precision_rows(run, names[i], ref)
+        rows += _precision_rows(run, labels[i], ref)
         if run["precision"] != "fp32":
             if ref is None:
                 notes.append(f"{labels[i]}: no {run['runtime']['name']} fp32 run in this result set")
@@ -700,7 +785,7 @@ def _precision_table(runs, labels) -> Table | None:
               "fp32 run in this result set (same weights and samples)",
               "of peak: infer-only GFLOP/s (int8: GOP/s) over the GEMM peak of the run's own precision, "
               "measured in the run (device.precision_peak; fp32: device.fp32_peak)"]
-    header = ["runtime", "precision", "batch size", "infer/s", "pipeline/s", "speed-up vs fp32",
+    header = ["run", "precision", "batch size", "infer [samples/s]", "pipeline [samples/s]", "speed-up vs fp32",
               "x fp32 run, infer (across runs)", "x fp32 run, pipeline (across runs)", "accuracy delta vs fp32",
               "fidelity", "of peak", "pass"]
     return Table("Precision: throughput, speed-up over fp32, accuracy", header, rows, notes)
@@ -723,44 +808,72 @@ def _quality(run: dict, fidelity: bool) -> float | None:
     return fid[0]["value"] if fid else None
 
 
-def _precision_plot(runs, title: str) -> bytes | None:
-    return _png(_precision_figure(runs, title))
+def _precision_plot(runs, labels, title: str) -> bytes | None:
+    return _png(_precision_figure(runs, labels, title))
 
 
-def _precision_figure(runs, title: str):
+def _quality_delta(run: dict, fp32: dict | None, fidelity: bool) -> float | None:
+    """The plot point's difference to fp32: its first protocol's accuracy delta (the run's own fp32
+    pass, else the same runtime's fp32 run in the result set), or its fidelity - 1."""
+    if run["precision"] == "fp32":
+        return None
+    if fidelity:
+        y = _quality(run, True)
+        return None if y is None else y - 1.0
+    if not run["accuracy"]:
+        return None
+    delta, _ = _precision_delta(run, fp32)
+    return next((d["delta"] for d in delta if d["name"] == run["accuracy"][0]["name"]), None)
+
+
+def _precision_figure(runs, labels, title: str):
     """Accuracy (or, when a run judged itself by fidelity -- no trained weights -- the fidelity to
-    fp32) against the infer-only throughput at the best batch size: one labelled point per
-    runtime:precision, its 95% interval as a horizontal bar and [UNSTABLE] in its label when the
-    interval is not stable. None when every run is fp32."""
+    fp32) against the infer-only throughput at the best batch size: one point per run (colour: the
+    runtime, marker: the precision), its 95% interval as a horizontal bar; the legend names each
+    point by its run label with the batch size, the value and its delta to fp32 (UNSTABLE when the
+    throughput's interval is not). The y axis does not exaggerate: it spans the points and the
+    published reference (dashed) with a margin of 3 points below and 1 above (0.03 and 0.01 of a
+    fraction). None when every run is fp32."""
     if all(r["precision"] == "fp32" for r in runs):
         return None
     fidelity = any((r.get("reduced_precision") or {}).get("criterion") == "fidelity_to_fp32" for r in runs)
-    fig, ax = _new_axes()
+    fp32 = _fp32_runs(runs)
     runtimes = sorted({r["runtime"]["name"] for r in runs})
-    drawn = 0
-    for run in runs:
+    points = []
+    for run, label in zip(runs, labels):
         best, y = _best_infer(run), _quality(run, fidelity)
         if best is None or y is None:
             continue
+        delta = _quality_delta(run, fp32.get((run["runtime"]["name"], run["device"]["type"])), fidelity)
+        u = _uncertainty(best)
+        text = (f"{label} (bs {best['batch_size']}): {y:.4f}" + (f", {delta:+.4f} vs fp32" if delta is not None else "")
+                + _mark(u["stable"]))
+        points.append((run, best["throughput"], y, u, text))
+    if not points:
+        return None
+    fig, ax = _new_axes(8, 4.5)
+    for run, x, y, u, text in points:
         color = f"C{runtimes.index(run['runtime']['name']) % 10}"
         marker = {"fp32": "o", "bf16": "s", "fp16": "D", "int8": "^"}.get(run["precision"], "x")
-        x, u = best["throughput"], _uncertainty(best)
-        ax.plot([x], [y], marker=marker, color=color, linestyle="none")
+        ax.plot([x], [y], marker=marker, color=color, linestyle="none", markersize=7, label=text)
         xerr = _yerr([(x, x, u["low"], u["high"])])
         if xerr:
             ax.errorbar([x], [y], xerr=xerr, fmt="none", ecolor=color, capsize=3)
-        ax.annotate(f"{run['runtime']['name']}:{run['precision']} (bs {best['batch_size']}){_mark(u['stable'])}",
-                    (x, y), textcoords="offset points", xytext=(5, 5), fontsize="x-small")
-        drawn += 1
-    if not drawn:
-        return None
+    ys = [y for _, _, y, _, _ in points]
     metric = runs[0]["accuracy"][0] if runs[0]["accuracy"] else {}
+    published = None if fidelity else (metric.get("reference") or {}).get("value")
+    if published is not None:
+        ax.axhline(published, color="0.4", linestyle="--", linewidth=1, label=f"published {published:.4f}")
+        ys.append(published)
+    margin = 0.03 if max(ys) <= 1.0 else 3.0  # a fraction, or a percentage
+    ax.set_ylim(min(ys) - margin, max(ys) + margin / 3)
+    ax.set_xlim(left=0, right=1.15 * max(x + ((u["high"] or x) - x) for _, x, _, u, _ in points))
     ax.set_xlabel("throughput at the best batch size, infer only [samples/s]")
-    ax.set_ylabel("fidelity to fp32 predictions" if fidelity else f"{metric.get('name', '')} {metric.get('metric', 'accuracy')}")
-    ax.set_xlim(left=0)
-    ax.margins(x=0.2, y=0.2)
+    ax.set_ylabel("fidelity to fp32 predictions" if fidelity
+                  else f"{metric.get('name', '')} {metric.get('metric', 'accuracy')}".strip())
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
     return fig
 
 
@@ -786,29 +899,41 @@ def _provenance_lines(runs, labels) -> list[Block]:
         who = f"{', '.join(members)}: " if len(groups) > 1 else ""
         text = (f"{who}weights sha256 {sha}{verification}; dataset {name}"
                 f"{f' ({split})' if split else ''}, {n} samples")
-        out.append(("warn", f"{text}; LIMITED RUN {subset}: numbers are not comparable to the full set")
-                   if subset else ("p", f"{text}; full run"))
+        out.append(_block("warn", f"{text}; LIMITED RUN {subset}: numbers are not comparable to the full set")
+                   if subset else _block("p", f"{text}; full run"))
     return out
 
 
-def _run_facts(run, label) -> str:
-    exp = run["export"]
+def _run_facts(run, label, file: str | None = None) -> Block:
+    """A run's export, verification, device and runtime settings as a nested key: value list."""
+    exp, dev = run["export"], run["device"]
+    items = [{"key": "runtime", "value": f"{run['runtime']['name']} {run['runtime']['version']}", "children": []},
+             {"key": "precision", "value": run["precision"], "children": []}]
+    if run.get("sharding"):
+        items.append({"key": "shards", "value": str(_shards(run)), "children": []})
+    isa = ", ".join((dev.get("details") or {}).get("isa") or [])
+    items.append({"key": "device", "value": f"{dev['type']}: {dev['name']}"
+                  + (f" ({dev['cores']} cores)" if dev.get("cores") else "") + (f"; ISA {isa}" if isa else ""),
+                  "children": []})
     if exp is None:
         export = "no export"
     else:
         par = exp["parity"]
-        export = (f"export opset {exp['opset']}, checker {exp['checker']}, parity max_rel_diff "
+        export = (f"opset {exp['opset']}, checker {exp['checker']}, parity max_rel_diff "
                   f"{par['max_rel_diff']:.2g} ({par['candidate']} vs {par['reference']}, bs {par['batch_size']}, "
                   f"{'passed' if par['passed'] else 'FAILED'})")
+    items.append({"key": "export", "value": export, "children": []})
     ver = run.get("verify")  # schema 1.6: the runtime under test against PyTorch
     if ver:
-        export += (f"; verify {ver['candidate']} vs PyTorch: max_rel_diff {ver['max_rel_diff']:.2g}, "
-                   f"{ver.get('decision_flips', 0)} decision flips, {'passed' if ver['passed'] else 'FAILED'}")
-    settings = ", ".join(f"{k}={_compact(v)}" for k, v in run["runtime"]["settings"].items()) or "defaults"
-    dev = run["device"]
-    cores = f" ({dev['cores']} cores)" if dev.get("cores") else ""
-    return (f"{label}: {run['runtime']['name']} {run['runtime']['version']}, {run['precision']}, "
-            f"{dev['name']}{cores}; {export}; settings: {settings}")
+        items.append({"key": "verify", "value": f"{ver['candidate']} vs PyTorch: max_rel_diff {ver['max_rel_diff']:.2g}, "
+                                                f"{ver.get('decision_flips', 0)} decision flips, "
+                                                f"{'passed' if ver['passed'] else 'FAILED'}", "children": []})
+    settings = _items(run["runtime"]["settings"])
+    items.append({"key": "settings", "value": None if settings else "defaults", "children": settings,
+                  "collapsed": True})  # HTML: a disclosure (the runtime's settings can run to dozens of lines)
+    if file:
+        items.append({"key": "result file", "value": file, "children": []})
+    return {"kind": "facts", "label": label, "items": items}
 
 
 def _plot(runs, labels, title: str) -> bytes | None:
@@ -817,11 +942,12 @@ def _plot(runs, labels, title: str) -> bytes | None:
 
 def _throughput_figure(runs, labels, title: str):
     """Throughput against batch size per run and scope, each point's 95% interval as an error bar;
-    a point whose interval is not stable is labelled UNSTABLE."""
+    a point whose interval is not stable is ringed (one legend entry says UNSTABLE: rings, unlike
+    a word at each point, do not pile up where several runs' points meet)."""
     from matplotlib.ticker import NullLocator
 
-    fig, ax = _new_axes()
-    ticks = set()
+    fig, ax = _new_axes(8, 4.5)
+    ticks, unstable = set(), []
     for i, (run, label) in enumerate(zip(runs, labels)):
         for scope, style, marker in (("infer_only", "-", "o"), ("pipeline", "--", "s")):
             blocks = sorted((p for p in run["perf"]
@@ -832,17 +958,18 @@ def _throughput_figure(runs, labels, title: str):
             pts = [(p["batch_size"], p["throughput"], _uncertainty(p)["low"], _uncertainty(p)["high"]) for p in blocks]
             ticks.update(bs for bs, *_ in pts)
             ax.plot([x for x, *_ in pts], [y for _, y, *_ in pts], linestyle=style, marker=marker,
-                    color=f"C{i % 10}", label=f"{label}, {scope}")
+                    color=f"C{i % 10}", label=f"{label}, {scope.replace('_', ' ')}")
             yerr = _yerr(pts)
             if yerr:
                 ax.errorbar([x for x, *_ in pts], [y for _, y, *_ in pts], yerr=yerr, fmt="none",
                             ecolor=f"C{i % 10}", capsize=3)
-            for p in blocks:
-                if _uncertainty(p)["stable"] is False:
-                    ax.annotate(UNSTABLE, (p["batch_size"], p["throughput"]), textcoords="offset points",
-                                xytext=(4, -10), fontsize="x-small", color="#b35c00")
+            unstable += [(p["batch_size"], p["throughput"]) for p in blocks if _uncertainty(p)["stable"] is False]
     if not ticks:
         return None
+    if unstable:
+        ax.plot([x for x, _ in unstable], [y for _, y in unstable], linestyle="none", marker="o", markersize=13,
+                markerfacecolor="none", markeredgecolor="#b35c00", markeredgewidth=1.5,
+                label=f"{UNSTABLE} (ringed): interval not within its tolerance")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)])
     ax.xaxis.set_minor_locator(NullLocator())
@@ -851,51 +978,56 @@ def _throughput_figure(runs, labels, title: str):
     ax.set_ylabel("throughput [samples/s]")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     return fig
 
 
-def _model_section(name: str, runs: list[dict]) -> list[Block]:
+def _img(alt: str, file: str, png: bytes | None) -> list[Block]:
+    return [{"kind": "img", "alt": alt, "file": file, "png": png}] if png else []
+
+
+def _model_section(name: str, runs: list[dict], files: list[str | None]) -> list[Block]:
     labels = _labels(runs)
     m = runs[0]["model"]
     variants = sorted({r["model"]["variant"] for r in runs})
-    blocks: list[Block] = [("h2", f"{name}: {m['title']}"),
-                           ("p", f"{len(runs)} run(s); variant {', '.join(variants) or DASH}")]
-    blocks += [("warn", f"{label}: run {_badge(r)}: {r['error'] or invalid_reason(r) or 'no reason given'}"
-                        + ("; its figures are shown marked, not as a sound run's" if status_of(r) == "invalid" else ""))
+    blocks: list[Block] = [_block("h2", f"{name}: {m['title']}"),
+                           _block("p", f"{len(runs)} run(s); variant {', '.join(variants) or DASH}")]
+    blocks += [_block("warn", f"{label}: run {_badge(r)}: {r['error'] or invalid_reason(r) or 'no reason given'}"
+                              + ("; its figures are shown marked, not as a sound run's"
+                                 if status_of(r) == "invalid" else ""))
                for r, label in zip(runs, labels) if status_of(r) != "ok"]
     blocks += _timing_lines(runs, labels)
     blocks += _provenance_lines(runs, labels)
-    blocks += [("h3", "Accuracy"), ("table", _accuracy_table(runs, labels))]
-    blocks += [("table", t) for t in _per_class_tables(runs, labels)]
-    blocks.append(("h3", "Performance"))
+    blocks += [_block("h3", "Accuracy"), {"kind": "table", "table": _accuracy_table(runs, labels)}]
+    blocks += [{"kind": "table", "table": t} for t in _per_class_tables(runs, labels)]
+    blocks.append(_block("h3", "Performance"))
     for scope, title in SCOPES:
-        table = _perf_table(runs, labels, scope, title)
-        if table:
-            blocks.append(("table", table))
-    png = _plot(runs, labels, f"{name}: throughput vs batch size")
-    if png:
-        blocks.append(("img", f"{name} throughput vs batch size", f"{name}_throughput.png", png))
-    png = _latency_plot(runs, labels, f"{name}: latency distribution (infer only)")
-    if png:
-        blocks.append(("img", f"{name} latency distribution", f"{name}_latency.png", png))
+        blocks += [{"kind": "table", "table": t} for t in _perf_tables(runs, labels, scope, title)]
+    blocks += _img(f"{name} throughput vs batch size", f"{name}_throughput.png",
+                   _plot(runs, labels, f"{name}: throughput [samples/s] vs batch size"))
+    blocks += _img(f"{name} latency per sample", f"{name}_latency.png",
+                   _latency_plot(runs, labels, f"{name}: latency per sample [ms], infer only"))
     for run, label in zip(runs, labels):
-        blocks += [("table", t) for t in (_latency_table(run, label), _cost_table(run, label),
-                                          _stage_table(run, label), _op_table(run, label)) if t]
+        blocks += [{"kind": "table", "table": t} for t in (_latency_table(run, label), _cost_table(run, label),
+                                                            _stage_table(run, label), _op_table(run, label)) if t]
     table = _precision_table(runs, labels)
     if table:
-        blocks += [("h3", "Precision"), ("table", table)]
-        png = _precision_plot(runs, f"{name}: accuracy vs throughput per runtime:precision")
-        if png:
-            blocks.append(("img", f"{name} accuracy vs throughput", f"{name}_precision.png", png))
-    blocks += [("h3", "Export and runtime settings")] + [("p", _run_facts(r, l)) for r, l in zip(runs, labels)]
+        blocks += [_block("h3", "Precision"), {"kind": "table", "table": table}]
+        blocks += _img(f"{name} accuracy vs throughput", f"{name}_precision.png",
+                       _precision_plot(runs, labels, f"{name}: accuracy vs throughput per run"))
+    blocks.append(_block("h3", "Export and runtime settings"))
+    blocks += [_run_facts(r, label, f) for r, label, f in zip(runs, labels, files)]
     return blocks
 
 
-def build_report(records: list[dict], source: str) -> list[Block]:
-    by_model: dict[str, list[dict]] = {}
-    for rec in records:
-        by_model.setdefault(rec["model"]["name"], []).append(rec)
+def build_report(records: list[dict], source: str, files: list[str] | None = None,
+                 csv_href: str | None = None) -> list[Block]:
+    """The report's blocks; `files` (the records' paths, in order) are named in each run's facts,
+    `csv_href` (the CSV's path relative to the page) is linked under the title."""
+    files = files or [None] * len(records)
+    by_model: dict[str, list[tuple[dict, str | None]]] = {}
+    for rec, file in zip(records, files):
+        by_model.setdefault(rec["model"]["name"], []).append((rec, file))
     overview = Table("Runs", ["model", "run_id", "runtime", "device", "precision", "status", "speed figures",
                               "started"],
                      [[r["model"]["name"], r["run_id"], f"{r['runtime']['name']} {r['runtime']['version']}",
@@ -904,130 +1036,166 @@ def build_report(records: list[dict], source: str) -> list[Block]:
                      ["speed figures: stable (95% CI) when every throughput's 95% interval is within its tolerance; "
                       "UNSTABLE when one is not (the model's section lists them); before schema 1.11 there is no "
                       "interval"])
-    blocks: list[Block] = [("h1", "Inference report"),
-                           ("p", f"{len(records)} result file(s) from {source}; {len(by_model)} model(s). "
-                                 "Throughput in samples/s with the relative half-width of its 95% interval (±; ±? "
-                                 "when the record has none; [UNSTABLE] when it is wider than its tolerance). A "
-                                 "speed-up is only the same-run interleaved ratio (precision table); ratios between "
-                                 "two runs are labelled across runs."),
-                           ("table", overview)]
+    blocks: list[Block] = [_block("h1", "Inference report"),
+                           _block("p", f"{len(records)} result file(s) from {source}; {len(by_model)} model(s). "
+                                       "Throughput in samples/s with the relative half-width of its 95% interval "
+                                       "(±; no ± when the record has none; UNSTABLE when it is wider than its "
+                                       "tolerance). Latency in ms, per batch (one call) and per sample (per batch / "
+                                       "batch size), as each column and axis says. A speed-up is only the same-run "
+                                       "interleaved ratio (precision table); ratios between two runs are labelled "
+                                       "across runs.")]
+    if csv_href:
+        blocks.append({"kind": "csv", "href": csv_href})
+    blocks.append({"kind": "table", "table": overview})
     for name in sorted(by_model):
-        blocks += _model_section(name, by_model[name])
+        blocks += _model_section(name, [r for r, _ in by_model[name]], [f for _, f in by_model[name]])
     return blocks
 
 
 # ---------------------------------------------------------------- rendering
 
-def _md_cell(text: str) -> str:
+def _md_cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(blocks: list[Block]) -> str:
-    out = []
-    for kind, *rest in blocks:
-        if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + rest[0])
-        elif kind == "p":
-            out.append(rest[0])
-        elif kind == "warn":
-            out.append(f"> **{rest[0]}**")
-        elif kind == "img":
-            out.append(f"![{rest[0]}]({rest[1]})")
-        else:
-            t: Table = rest[0]
-            lines = [f"**{t.title}**", "",
-                     "| " + " | ".join(map(_md_cell, t.header)) + " |",
-                     "|" + "|".join("---" for _ in t.header) + "|"]
-            lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in t.rows]
-            if t.notes:
-                lines += [""] + [f"{_md_cell(n)}  " for n in t.notes]
-            out.append("\n".join(lines))
-    return "\n\n".join(out) + "\n"
-
-
-CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
-caption{text-align:left;font-weight:600;padding:.3em 0}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}td.n{text-align:right}
-th{background:#f0f0f0}
-.warn{background:#fff4d6;border-left:4px solid #e0a000;padding:.4em .8em}
-.notes{font-size:.85em;color:#555;margin-top:-1em}img{max-width:100%}
-.badge{font-weight:700;padding:0 .4em;border-radius:3px;color:#fff;background:#2a7d2a}
-.badge.INVALID,.badge.FAILED{background:#c0392b}.badge.UNSTABLE{background:#b35c00}"""
-
-
-def _html_cell(c: str) -> str:
-    e = html.escape
+def _html_cell(c: str) -> dict:
+    """A table cell for the HTML template: its text, whether it is a number (right-aligned) and
+    the badge it shows (a status word alone, or UNSTABLE after a figure)."""
     if c in BADGES.values() or c == UNSTABLE:
-        return f'<td><span class="badge {c}">{c}</span></td>'
-    if c.endswith(UNSTABLE_MARK):  # a figure whose interval is not stable: the figure, then the badge
-        cls = ' class="n"' if NUMBER.fullmatch(c) else ""
-        return f'<td{cls}>{e(c[:-len(UNSTABLE_MARK)])} <span class="badge {UNSTABLE}">{UNSTABLE}</span></td>'
-    return f'<td class="n">{e(c)}</td>' if NUMBER.fullmatch(c) else f"<td>{e(c)}</td>"
+        return {"text": "", "numeric": False, "badge": c}
+    numeric = bool(NUMBER.fullmatch(c))
+    if c.endswith(UNSTABLE_MARK):
+        return {"text": c[:-len(UNSTABLE_MARK)], "numeric": numeric, "badge": UNSTABLE}
+    return {"text": c, "numeric": numeric, "badge": None}
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                             autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",),
+                                                                 default_for_string=False),
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(md_cell=_md_cell, html_cell=_html_cell,
+                       b64=lambda data: base64.b64encode(data).decode("ascii"))
+    return env
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    return _environment().get_template("report.md.j2").render(blocks=blocks).rstrip("\n") + "\n"
 
 
 def to_html(blocks: list[Block]) -> str:
-    e = html.escape
-    body = []
-    for kind, *rest in blocks:
-        if kind in ("h1", "h2", "h3"):
-            body.append(f"<{kind}>{e(rest[0])}</{kind}>")
-        elif kind in ("p", "warn"):
-            body.append(f'<p class="{kind}">{e(rest[0])}</p>')
-        elif kind == "img":
-            data = base64.b64encode(rest[2]).decode("ascii")
-            body.append(f'<p><img alt="{e(rest[0])}" src="data:image/png;base64,{data}"></p>')
-        else:
-            t: Table = rest[0]
-            head = "".join(f"<th>{e(h)}</th>" for h in t.header)
-            rows = "".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in t.rows)
-            body.append(f"<table><caption>{e(t.title)}</caption><thead><tr>{head}</tr></thead>"
-                        f"<tbody>{rows}</tbody></table>")
-            if t.notes:
-                body.append('<p class="notes">' + "<br>".join(e(n) for n in t.notes) + "</p>")
-    title = next((rest[0] for kind, *rest in blocks if kind == "h1"), "Report")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
-            f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+    title = next((b["text"] for b in blocks if b["kind"] == "h1"), "Report")
+    return _environment().get_template("report.html.j2").render(blocks=blocks, title=title)
+
+
+# ---------------------------------------------------------------- CSV of every run
+
+CSV_COLUMNS = ("model", "run_id", "run_status", "runtime", "runtime_version", "precision", "shards", "device_type",
+               "device", "isa", "batch_size", "scope", "status", "throughput_samples_per_s", "interval_low",
+               "interval_high", "interval_half_width", "stable", "latency_p50_ms_per_batch",
+               "latency_p90_ms_per_batch", "latency_p99_ms_per_batch", "latency_p50_ms_per_sample",
+               "latency_p90_ms_per_sample", "latency_p99_ms_per_sample", "accuracy_protocol", "accuracy_metric",
+               "accuracy_value", "accuracy_published", "error", "file")
+
+
+def csv_rows(records: list[dict], files: list[str | None] | None = None) -> list[dict]:
+    """One row per run x batch size x scope (a run without perf blocks: one row without them):
+    the run's facts, the throughput with its 95% interval (low, high, relative half-width; before
+    schema 1.11 none) and stable (the interval's, or the older stop-when-stable windows'), the
+    latency p50/p90/p99 per batch and per sample, the first accuracy protocol with its published
+    value. Empty cells where a figure does not exist."""
+    files = files or [None] * len(records)
+    rows = []
+    for run, file in zip(records, files):
+        acc = run["accuracy"][0] if run["accuracy"] else {}
+        dev = run["device"]
+        common = {"model": run["model"]["name"], "run_id": run["run_id"], "run_status": status_of(run),
+                  "runtime": run["runtime"]["name"], "runtime_version": run["runtime"]["version"],
+                  "precision": run["precision"], "shards": _shards(run), "device_type": dev["type"],
+                  "device": dev["name"], "isa": " ".join((dev.get("details") or {}).get("isa") or []),
+                  "accuracy_protocol": acc.get("name"), "accuracy_metric": acc.get("metric"),
+                  "accuracy_value": acc.get("value"), "accuracy_published": (acc.get("reference") or {}).get("value"),
+                  "file": file}
+        blocks = sorted(run["perf"], key=lambda p: (p["batch_size"], p["scope"])) or [None]
+        for p in blocks:
+            row = dict(common)
+            if p is not None:
+                u, lat, bs = _uncertainty(p), p.get("latency_ms") or {}, p["batch_size"]
+                batch = {"p50": _p50(lat), "p90": lat.get("p90"), "p99": lat.get("p99")}
+                row.update(batch_size=bs, scope=p["scope"], status=p["status"], error=p.get("error"),
+                           throughput_samples_per_s=p.get("throughput"), interval_low=u["low"],
+                           interval_high=u["high"], interval_half_width=u["half_width"], stable=u["stable"])
+                for k, v in batch.items():
+                    row[f"latency_{k}_ms_per_batch"] = v
+                    row[f"latency_{k}_ms_per_sample"] = None if v is None else v / bs
+            rows.append(row)
+    return rows
+
+
+def _csv_value(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def to_csv(records: list[dict], files: list[str | None] | None = None) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in csv_rows(records, files):
+        writer.writerow({k: _csv_value(row.get(k)) for k in CSV_COLUMNS})
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------- entry points
 
-def write_report(results_dir: Path, out_dir: Path | None = None) -> dict:
-    """Write report.md, report.html and <model>_throughput.png into out_dir (default: results_dir).
+def write_report(results_dir: Path, out_dir: Path | None = None, csv_path: Path | None = None) -> dict:
+    """Write report.md, report.html, report.csv (or `csv_path`) and the plots (<model>_throughput.png,
+    _latency.png, _precision.png) into out_dir (default: results_dir).
 
-    Returns {"markdown": Path, "html": Path, "plots": [Path, ...]}. Raises ResultError when a
-    result file is invalid (naming it) or when the folder holds no results.
+    Returns {"markdown": Path, "html": Path, "csv": Path, "plots": [Path, ...]}. Raises ResultError
+    when a result file is invalid (naming it) or when the folder holds no results.
     """
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir
-    records = load_results(results_dir)
+    paths = find_results(results_dir)
+    records = [load_result(p) for p in paths]
     if not records:
         raise ResultError(f"{results_dir}: no result files (*.json with kind 'zoo.result') to report on")
-    blocks = build_report(records, str(results_dir))
+    files = [str(p) for p in paths]
+    csv_path = Path(csv_path) if csv_path is not None else out_dir / CSV_NAME
+    href = Path(os.path.relpath(csv_path.resolve(), out_dir.resolve())).as_posix()
+    blocks = build_report(records, str(results_dir), files, href)
     from zoo.fileutil import atomic_write_bytes, atomic_write_text  # each file whole or not at all
     out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
     plots = []
-    for kind, *rest in blocks:
-        if kind == "img":
-            plots.append(out_dir / rest[1])
-            atomic_write_bytes(plots[-1], rest[2])
+    for b in blocks:
+        if b["kind"] == "img":
+            plots.append(out_dir / b["file"])
+            atomic_write_bytes(plots[-1], b["png"])
     md, page = out_dir / "report.md", out_dir / "report.html"
+    atomic_write_text(csv_path, to_csv(records, files))
     atomic_write_text(md, to_markdown(blocks))
     atomic_write_text(page, to_html(blocks))
-    return {"markdown": md, "html": page, "plots": plots}
+    return {"markdown": md, "html": page, "csv": csv_path, "plots": plots}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runner.report", description=__doc__.splitlines()[0])
     parser.add_argument("results_dir", type=Path, help="folder with result JSONs (searched recursively)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: RESULTS_DIR)")
+    parser.add_argument("--csv", type=Path, default=None,
+                        help=f"where to write the CSV of every run (default: OUT/{CSV_NAME})")
     args = parser.parse_args(argv)
     try:
-        written = write_report(args.results_dir, args.out)
+        written = write_report(args.results_dir, args.out, args.csv)
     except ResultError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for path in [written["markdown"], written["html"], *written["plots"]]:
+    for path in [written["markdown"], written["html"], written["csv"], *written["plots"]]:
         print(path)
     return 0
 

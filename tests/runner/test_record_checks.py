@@ -218,12 +218,12 @@ def test_report_shows_an_invalid_run_as_a_badge_and_never_as_plain_figures(tmp_p
     md = (tmp_path / "rep" / "report.md").read_text()
     runs = [line for line in md.splitlines() if line.startswith("| unetpp |")]
     assert [row.split(" | ")[5] for row in runs] == ["OK", "INVALID", "INVALID"]
-    assert f"> **openvino cpu [INVALID]: run INVALID: {REASON}; its figures are shown marked, not as a sound run's**" in md
-    assert "> **torch cpu [INVALID]: run INVALID: verify failed: onnxruntime 1.31.1 vs torch" in md
-    rows = [line for line in md.splitlines() if line.startswith("| openvino cpu [INVALID] | guide |")]
+    assert f"> **openvino cpu fp32 [INVALID]: run INVALID: {REASON}; its figures are shown marked, not as a sound run's**" in md
+    assert "> **torch cpu fp32 [INVALID]: run INVALID: verify failed: onnxruntime 1.31.1 vs torch" in md
+    rows = [line for line in md.splitlines() if line.startswith("| openvino cpu fp32 [INVALID] | guide |")]
     assert rows and all("(INVALID)" in r and r.endswith("| INVALID |") for r in rows), rows
-    assert "| onnxruntime cpu | guide | iou | 0.8365 |" in md  # the sound run's figure stays plain
-    assert "openvino cpu [INVALID]" in md.split("Throughput, inference only")[1].splitlines()[2]  # perf column header
+    assert "| onnxruntime cpu fp32 | guide | iou | 0.8365 |" in md  # the sound run's figure stays plain
+    assert "openvino cpu fp32 [INVALID]" in md.split("Throughput, inference only")[1].splitlines()[2]  # perf column header
     assert '<span class="badge INVALID">INVALID</span>' in (tmp_path / "rep" / "report.html").read_text()
 
 

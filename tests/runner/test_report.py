@@ -115,8 +115,8 @@ def seg_results(tmp_path: Path) -> Path:
 
 def test_per_class_tables(seg_results: Path, tmp_path: Path):
     md = write_report(seg_results, tmp_path / "out")["markdown"].read_text()
-    ort, torch, lim = ("onnxruntime cpu (fastscnn-onnxruntime-1)", "torch cpu",
-                       "onnxruntime cpu (fastscnn-onnxruntime-limited)")
+    ort, torch, lim = ("onnxruntime cpu fp32 (fastscnn-onnxruntime-1)", "torch cpu fp32",
+                       "onnxruntime cpu fp32 (fastscnn-onnxruntime-limited)")
     guide = _table(md, "Per-class IoU, protocol guide")
     assert guide[0] == ["class", ort, torch, lim]              # same run labels as the other tables
     rows = guide[2:]
@@ -139,9 +139,9 @@ def test_all_figures_listed_under_the_accuracy_table(seg_results: Path, tmp_path
     md = write_report(seg_results, tmp_path / "out")["markdown"].read_text()
     acc_start = md.index("**Accuracy vs reference**")
     notes = md[acc_start:md.index("**Per-class IoU, protocol guide**")]
-    assert ("figures, torch cpu, guide: miou 0.6851, pix_acc 0.9512, pix_acc_true 0.9521, "
+    assert ("figures, torch cpu fp32, guide: miou 0.6851, pix_acc 0.9512, pix_acc_true 0.9521, "
             "running_avg_miou 0.6867, running_avg_pix_acc 0.9535, num_samples 134") in notes
-    assert "figures, onnxruntime cpu (fastscnn-onnxruntime-limited), guide: miou 0.5850," in notes
+    assert "figures, onnxruntime cpu fp32 (fastscnn-onnxruntime-limited), guide: miou 0.5850," in notes
     assert "running_avg_*: mean over the images of the running dataset-level value after each image" in notes
     # the unetpp fixture has no per-class figures and no running averages
     plain = tmp_path / "plain"
@@ -156,8 +156,9 @@ def test_per_class_tables_in_html(seg_results: Path, tmp_path: Path):
     page = _Collector()
     text = written["html"].read_text()
     page.feed(text)
-    # runs overview + accuracy + 2 per-class + infer_only + pipeline + per run latency + stages
-    assert page.tables == 1 + 1 + 2 + 2 + 3 * 2
+    # runs overview + accuracy + 2 per-class + infer_only + pipeline (each with its across-runs ratio
+    # table) + per run latency + stages
+    assert page.tables == 1 + 1 + 2 + 2 * 2 + 3 * 2
     assert "<caption>Per-class IoU, protocol guide</caption>" in text
     assert '<td>traffic light</td><td class="n">0.6200</td><td class="n">0.6201</td>' in text
     assert "running_avg_miou 0.6867" in text
@@ -183,11 +184,11 @@ def test_markdown_accuracy_and_provenance(results: Path, tmp_path: Path):
                       "delta", "relative drop", "pass"]
     rows = acc[2:]
     assert len(rows) == 6  # 3 runs x 2 protocols
-    assert ["onnxruntime cpu (unetpp-onnxruntime-20261122T080000Z)", "guide", "iou", "0.8369", "0.8385",
+    assert ["onnxruntime cpu fp32 (unetpp-onnxruntime-20261122T080000Z)", "guide", "iou", "0.8369", "0.8385",
             "Ascend guide, om bs16", "-0.0016", "0.19%", "pass"] in rows
-    assert ["torch cpu", "upstream", "iou", "0.8400", "0.8420", "upstream README", "-0.0020", "0.24%",
+    assert ["torch cpu fp32", "upstream", "iou", "0.8400", "0.8420", "upstream README", "-0.0020", "0.24%",
             "pass"] in rows
-    limited = [r for r in rows if r[0] == "onnxruntime cpu (unetpp-onnxruntime-limited)"]
+    limited = [r for r in rows if r[0] == "onnxruntime cpu fp32 (unetpp-onnxruntime-limited)"]
     assert [r[3] for r in limited] == ["0.8123 (subset: 12 of 134)", "0.8400 (subset: 12 of 134)"]
     assert "weights sha256 db72943a49e5 (verified); dataset dsb2018 (val), 134 samples; full run" in md
     assert "LIMITED RUN (subset: 12 of 134)" in md
@@ -195,39 +196,60 @@ def test_markdown_accuracy_and_provenance(results: Path, tmp_path: Path):
 
 def test_markdown_perf_tables(results: Path, tmp_path: Path):
     md = write_report(results, tmp_path / "out")["markdown"].read_text()
-    ort, torch, lim = ("onnxruntime cpu (unetpp-onnxruntime-20261122T080000Z)", "torch cpu",
-                       "onnxruntime cpu (unetpp-onnxruntime-limited)")
+    ort, torch, lim = ("onnxruntime cpu fp32 (unetpp-onnxruntime-20261122T080000Z)", "torch cpu fp32",
+                       "onnxruntime cpu fp32 (unetpp-onnxruntime-limited)")
     infer = _table(md, "Throughput, inference only (runtime call on a resident batch) [samples/s]")
-    # ratios between two runs are labelled so; the fixture (schema 1.5) has no interval: ±?
-    assert infer[0] == ["batch size", ort, torch, lim, f"{torch}/{ort} across runs", f"{lim}/{ort} across runs"]
+    # the fixture (schema 1.5) has no interval: the bare figure, as zoo.stats.figure writes it
+    assert infer[0] == ["batch size", ort, torch, lim]
     by_bs = {r[0]: r[1:] for r in infer[2:]}
     assert list(by_bs) == ["1", "4", "16", "64", "best batch"]
-    assert by_bs["1"] == ["25.0 ±?", "50.0 ±?", "25.0 ±?", "2.00 ±?", "1.00 ±?"]
-    assert by_bs["4"] == ["26.7 ±?", "60.0 ±?", "26.7 ±?", "2.25 ±?", "1.00 ±?"]      # 60 / 26.667
-    assert by_bs["16"][3] == f"{30.0 / 28.07017543859649:.2f} ±?" == "1.07 ±?"
-    assert by_bs["64"][:3] == ["failed [1]", "failed [2]", "failed [3]"]
-    assert by_bs["64"][3:] == ["—", "—"]
-    assert by_bs["best batch"] == ["28.1 ±? (bs 16)", "60.0 ±? (bs 4)", "28.1 ±? (bs 16)", "2.14 ±?", "1.00 ±?"]
+    assert by_bs["1"] == ["25.0", "50.0", "25.0"]
+    assert by_bs["4"] == ["26.7", "60.0", "26.7"]
+    assert by_bs["64"] == ["failed [1]", "failed [2]", "failed [3]"]
+    assert by_bs["best batch"] == ["28.1 (bs 16)", "60.0 (bs 4)", "28.1 (bs 16)"]
+    # ratios between two runs: a table of their own, labelled across runs, over the first run
+    ratios = _table(md, "Throughput ratio across runs, inference only (runtime call on a resident batch): "
+                        f"each run / {ort}")
+    assert ratios[0] == ["batch size", torch, lim]
+    by_bs = {r[0]: r[1:] for r in ratios[2:]}
+    assert list(by_bs) == ["1", "4", "16", "64", "best batch"]
+    assert by_bs["1"] == ["2.00", "1.00"] and by_bs["4"] == ["2.25", "1.00"]      # 60 / 26.667
+    assert by_bs["16"][0] == f"{30.0 / 28.07017543859649:.2f}" == "1.07"
+    assert by_bs["64"] == ["—", "—"]
+    assert by_bs["best batch"] == ["2.14", "1.00"]
     assert f"[1] {ort}, batch 64: out of memory (example)" in md
     assert "across runs: the ratio of two figures measured in different runs (not a speed-up" in md
     assert (f"{torch}: no confidence interval in this record (schema 1.5, before 1.11): its throughputs are "
-            "shown ±?") in md
+            "shown without ±") in md
 
     pipe = _table(md, "Throughput, pipeline (read + preprocess + infer + postprocess over the dataset) [samples/s]")
     by_bs = {r[0]: r[1:] for r in pipe[2:]}
     assert list(by_bs) == ["1", "4", "16", "best batch"]
-    assert by_bs["1"][:2] == ["23.8 ±?", "25.0 ±?"] and by_bs["1"][3] == f"{25.0 / 23.809523809523807:.2f} ±?"
-    assert by_bs["best batch"][:2] == ["26.7 ±? (bs 16)", "30.0 ±? (bs 4)"]
+    assert by_bs["1"][:2] == ["23.8", "25.0"]
+    assert by_bs["best batch"][:2] == ["26.7 (bs 16)", "30.0 (bs 4)"]
+    ratios = _table(md, "Throughput ratio across runs, pipeline (read + preprocess + infer + postprocess over the "
+                        f"dataset): each run / {ort}")
+    assert ratios[2][:2] == ["1", f"{25.0 / 23.809523809523807:.2f}"]
 
-    lat = _table(md, f"Latency per batch, {torch} [ms]")
-    assert ["1", "infer_only", "20.00", "39.60", "44.00", "47.20", "48.00", "20"] in lat  # mean: 1000 * 1 / 50 per s
+    # latency per batch (a call) and per sample (over the batch size), each column saying which
+    lat = _table(md, f"Latency per batch and per sample, {torch} [ms]")
+    assert lat[0] == ["batch size", "scope", "mean ms/batch", "p50 ms/batch", "p90 ms/batch", "p99 ms/batch",
+                      "max ms/batch", "p50 ms/sample", "p90 ms/sample", "p99 ms/sample", "calls"]
+    assert ["1", "infer_only", "20.00", "39.60", "44.00", "47.20", "48.00", "39.60", "44.00", "47.20",
+            "20"] in lat  # mean: 1000 * 1 / 50 per s
+    assert ["16", "infer_only", "533.33", "564.30", "627.00", "672.60", "684.00", "35.27", "39.19", "42.04",
+            "20"] in lat  # per sample: per batch / 16
     assert lat[-1][:3] == ["64", "infer_only", "failed [1]"]
     stages = _table(md, f"Pipeline stages, {torch} (share of summed stage time)")
     assert stages[0][-9:] == ["read %", "preprocess %", "infer %", "postprocess %", "pipeline/infer",
                               "infer CPU ms/sample", "other CPU ms/sample", "CPU ceiling/infer", "pipeline/ceiling"]
-    assert stages[2] == ["1", "25.0 ±?", "2", "4.0%", "1.0%", "90.0%", "2.0%", "0.50"] + ["—"] * 4  # no CPU figures; pipeline 25 / infer 50
-    assert "export opset 17, checker full_check_passed, parity max_rel_diff 3.6e-05" in md
-    assert "settings: intra_op_num_threads=2, graph_optimization_level=ORT_ENABLE_ALL" in md
+    assert stages[2] == ["1", "25.0", "2", "4.0%", "1.0%", "90.0%", "2.0%", "0.50"] + ["—"] * 4  # no CPU figures; pipeline 25 / infer 50
+    # the export and runtime settings: a nested key: value list per run, not a JSON cell
+    assert "- export: opset 17, checker full_check_passed, parity max_rel_diff 3.6e-05" in md
+    assert "- settings\n  - intra_op_num_threads: 2\n  - graph_optimization_level: ORT_ENABLE_ALL\n" in md
+    assert "  - providers: CPUExecutionProvider\n" in md
+    assert f"**{torch}**\n\n- runtime: torch 1.31.1\n- precision: fp32\n" in md
+    assert f"- result file: {results / 'b_torch.json'}\n" in md
     assert "![unetpp throughput vs batch size](unetpp_throughput.png)" in md
 
 
@@ -244,8 +266,9 @@ def test_html_is_self_contained_with_embedded_plots(results: Path, tmp_path: Pat
 
     page = _Collector()
     page.feed(written["html"].read_text())
-    # runs overview + per model: accuracy, infer_only, pipeline, and per run latency + stages
-    assert page.tables == 1 + (3 + 3 * 2) + (3 + 1 * 2)
+    # runs overview + per model: accuracy, infer_only, pipeline (with 3 runs, each with its across-runs
+    # ratio table), and per run latency + stages
+    assert page.tables == 1 + (3 + 2 + 3 * 2) + (3 + 1 * 2)
     assert len(page.imgs) == 4  # per model: throughput vs batch size, latency distribution
     for img in page.imgs:
         assert img["src"].startswith("data:image/png;base64,")
@@ -287,9 +310,14 @@ def test_cli_prints_written_paths(results: Path, tmp_path: Path, capsys):
     out = tmp_path / "cli"
     assert main([str(results), "--out", str(out)]) == 0
     printed = capsys.readouterr().out.split()
-    assert printed == [str(out / "report.md"), str(out / "report.html"), str(out / "unetpp_throughput.png"),
-                       str(out / "unetpp_latency.png")]
+    assert printed == [str(out / "report.md"), str(out / "report.html"), str(out / "report.csv"),
+                       str(out / "unetpp_throughput.png"), str(out / "unetpp_latency.png")]
     assert all(Path(p).is_file() for p in printed)
+    # --csv: the CSV elsewhere, the page's link relative to it
+    elsewhere = tmp_path / "tables" / "runs.csv"
+    assert main([str(results), "--out", str(out), "--csv", str(elsewhere)]) == 0
+    assert str(elsewhere) in capsys.readouterr().out.split() and elsewhere.is_file()
+    assert '<a href="../tables/runs.csv">' in (out / "report.html").read_text()
 
 
 def test_cost_and_stability_table_from_schema_1_2_fields(tmp_path: Path):
@@ -436,19 +464,19 @@ def test_precision_table_rows_speedup_delta_and_peak(precision_results: Path, tm
     written = write_report(precision_results, tmp_path / "out")
     md = written["markdown"].read_text()
     rows = _table(md, "Precision: throughput, speed-up over fp32, accuracy")
-    assert rows[0][:8] == ["runtime", "precision", "batch size", "infer/s", "pipeline/s", "speed-up vs fp32",
-                           "x fp32 run, infer (across runs)", "x fp32 run, pipeline (across runs)"]
+    assert rows[0][:8] == ["run", "precision", "batch size", "infer [samples/s]", "pipeline [samples/s]",
+                           "speed-up vs fp32", "x fp32 run, infer (across runs)", "x fp32 run, pipeline (across runs)"]
     data = rows[2:]
-    # runtime x precision (fp32, bf16, int8) x batch size (1, 4, 16, 64)
-    assert [(r[0], r[1], r[2]) for r in data] == [("onnxruntime cpu", p, bs) for p in ("fp32", "bf16", "int8")
+    # runtime x precision (fp32, bf16, int8) x batch size (1, 4, 16, 64); the run labels of every table
+    assert [(r[0], r[1], r[2]) for r in data] == [(f"onnxruntime cpu {p}", p, bs) for p in ("fp32", "bf16", "int8")
                                                    for bs in ("1", "4", "16", "64")]
     by = {(r[1], r[2]): r for r in data}
     assert by[("fp32", "1")][5:8] == ["—", "base", "base"]
     # speed-up: a 1.7 record's own fp32 pass (50/s over its 20/s), timed after its figures: not interleaved;
-    # the ratios to the fp32 run of the result set are across runs, per batch size (no intervals: ±?)
-    assert by[("int8", "1")][3:8] == ["50.0 ±?", "47.6 ±?", "2.50 (not interleaved)", "2.00 ±?", "2.00 ±?"]
-    assert by[("int8", "4")][5:8] == ["—", "2.00 ±?", "2.00 ±?"]
-    assert by[("bf16", "16")][3] == "42.1 ±?" and by[("bf16", "16")][6] == "1.50 ±?"
+    # the ratios to the fp32 run of the result set are across runs, per batch size (no intervals: no ±)
+    assert by[("int8", "1")][3:8] == ["50.0", "47.6", "2.50 (not interleaved)", "2.00", "2.00"]
+    assert by[("int8", "4")][5:8] == ["—", "2.00", "2.00"]
+    assert by[("bf16", "16")][3] == "42.1" and by[("bf16", "16")][6] == "1.50"
     assert by[("bf16", "1")][5] == "—"  # no fp32 pass of its own: no speed-up, only the across-runs ratio
     assert by[("int8", "64")][3:7] == ["failed", "—", "—", "—"] and by[("fp32", "64")][3:7] == ["failed", "—", "—", "—"]
     # delta: the run's own fp32 pass (-0.001) for int8; computed from the fp32 record (-0.002) for bf16
@@ -485,7 +513,7 @@ def test_precision_delta_fails_beyond_the_tolerance_and_needs_the_same_samples(t
     _write(folder, "b.json", bf16)
     md = write_report(folder, tmp_path / "o2")["markdown"].read_text()
     by = {(r[1], r[2]): r for r in _table(md, "Precision: throughput, speed-up over fp32, accuracy")[2:]}
-    assert by[("bf16", "1")][8] == "—" and by[("bf16", "1")][6] == "1.50 ±?"
+    assert by[("bf16", "1")][8] == "—" and by[("bf16", "1")][6] == "1.50"
     assert "the fp32 run used other weights or samples: no accuracy delta" in md
 
 
@@ -495,11 +523,8 @@ def test_no_precision_section_for_fp32_only(results: Path, tmp_path: Path):
     assert "### Precision" not in md and not (tmp_path / "out" / "unetpp_precision.png").exists()
 
 
-def test_a_sharded_run_is_labelled_with_its_shards(tmp_path: Path):
-    """A run with a (schema 1.8) sharding block is told apart from the same runtime's single run."""
-    folder = tmp_path / "results"
-    folder.mkdir()
-    _write(folder, "a_single.json", _fixture())
+def _sharded_run() -> dict:
+    """The fixture as a run over 2 shards (a schema 1.8 sharding block)."""
     sharded = _fixture()
     sharded["run_id"] = "unetpp-onnxruntime-sharded"
     shard = {"index": 0, "num_samples": 8, "first_id": "a", "last_id": "b", "ids_sha256": "0" * 64, "node_id": "n1",
@@ -510,10 +535,19 @@ def test_a_sharded_run_is_labelled_with_its_shards(tmp_path: Path):
                                                               "resources": {"CPU": 2.0}}]},
                            "resource": "CPU", "devices": None, "threads_per_shard": 1, "startup_s": 1.0,
                            "shards": [shard, {**shard, "index": 1}], "retries": [], "scaling": None, "merge": "replay"}
-    _write(folder, "b_sharded.json", sharded)
+    return sharded
+
+
+def test_a_sharded_run_is_labelled_with_its_shards(tmp_path: Path):
+    """A run with a (schema 1.8) sharding block is told apart from the same runtime's single run."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    _write(folder, "a_single.json", _fixture())
+    _write(folder, "b_sharded.json", _sharded_run())
     md = write_report(folder, tmp_path / "out")["markdown"].read_text()
     infer = _table(md, "Throughput, inference only (runtime call on a resident batch) [samples/s]")
-    assert infer[0][1:3] == ["onnxruntime cpu", "onnxruntime cpu 2 shards"]
+    assert infer[0][1:3] == ["onnxruntime cpu fp32", "onnxruntime cpu fp32 x2 shards"]
+    assert "- shards: 2" in md
 
 
 # ---------------------------------------------------------------- uncertainty (schema 1.11)
@@ -560,19 +594,20 @@ def test_an_unstable_figure_is_badged_in_tables_summary_and_html(tmp_path: Path)
     md = written["markdown"].read_text()
     infer = {r[0]: r[1] for r in _table(md, "Throughput, inference only (runtime call on a resident batch) "
                                             "[samples/s]")[2:]}
-    assert infer["1"] == "25.0 ±7.1% [UNSTABLE]" and infer["4"] == "26.7 ±1.1%" and infer["16"] == "28.1 ±1.1%"
+    # the terminal's text (zoo.stats.figure): UNSTABLE last
+    assert infer["1"] == "25.0 ±7.1% UNSTABLE" and infer["4"] == "26.7 ±1.1%" and infer["16"] == "28.1 ±1.1%"
     assert infer["best batch"] == "28.1 ±1.1% (bs 16)"
     pipe = {r[0]: r[1] for r in _table(md, "Throughput, pipeline (read + preprocess + infer + postprocess over the "
                                            "dataset) [samples/s]")[2:]}
-    assert pipe["16"] == "26.7 ±? [UNSTABLE]" and pipe["4"] == "25.4 ±1.1%"
+    assert pipe["16"] == "26.7 ±? (2 windows) UNSTABLE" and pipe["4"] == "25.4 ±1.1%"
     # the run's summary lists each unstable figure with its reason; the overview says UNSTABLE
-    assert ("> **onnxruntime cpu: UNSTABLE: bs1 infer ±7.1%: time budget reached at +-7.1%; "
+    assert ("> **onnxruntime cpu fp32: UNSTABLE: bs1 infer ±7.1%: time budget reached at +-7.1%; "
             "bs16 pipeline ±?: 2 windows: too few for an interval (at least 3)**") in md
     overview = _table(md, "Runs")
     assert overview[0][6] == "speed figures" and overview[2][6] == "UNSTABLE"
     # the cost and stability table reads the interval: windows, stable, the reason
-    cost = {r[0]: r for r in _table(md, "Cost and stability, onnxruntime cpu")[2:]}
-    assert cost["1"][1] == "25.0 ±7.1% [UNSTABLE]" and cost["1"][8:] == ["12", "—", UNSTABLE]
+    cost = {r[0]: r for r in _table(md, "Cost and stability, onnxruntime cpu fp32")[2:]}
+    assert cost["1"][1] == "25.0 ±7.1% UNSTABLE" and cost["1"][8:] == ["12", "—", UNSTABLE]
     assert cost["4"][8:] == ["12", "—", "yes"]
     assert "batch 1 UNSTABLE: time budget reached at +-7.1%" in md
     assert "no confidence interval in this record" not in md
@@ -594,7 +629,7 @@ def test_a_stable_run_has_no_badge(tmp_path: Path):
     cells = [line for line in md.splitlines() if line.startswith("|")]
     assert cells and not any(UNSTABLE in line for line in cells) and "UNSTABLE:" not in md
     assert _table(md, "Runs")[2][6] == "stable (95% CI)"
-    cost = _table(md, "Cost and stability, onnxruntime cpu")
+    cost = _table(md, "Cost and stability, onnxruntime cpu fp32")
     assert [r[-1] for r in cost[2:]] == ["yes", "yes", "yes"]
 
 
@@ -604,14 +639,22 @@ def test_plots_mark_unstable_points_and_draw_intervals():
     rec = _unstable_run()
     fig = report._throughput_figure([rec], ["ort"], "t")
     ax = fig.axes[0]
-    marks = [(t.get_text(), tuple(t.xy)) for t in ax.texts]
-    assert marks == [(UNSTABLE, (1, 25.0)), (UNSTABLE, (16, _block(rec, "pipeline", 16)["throughput"]))]
+    # the unstable points are ringed, the legend says what a ring means
+    rings = [line for line in ax.lines if line.get_label().startswith(UNSTABLE)]
+    assert len(rings) == 1 and rings[0].get_label() == "UNSTABLE (ringed): interval not within its tolerance"
+    marks = list(zip(rings[0].get_xdata(), rings[0].get_ydata()))
+    assert marks == [(1, 25.0), (16, _block(rec, "pipeline", 16)["throughput"])]
+    assert rings[0].get_label() in [t.get_text() for t in ax.get_legend().get_texts()]
     assert ax.containers  # error bars: the 95% intervals
-    ticks = [t.get_text() for t in report._latency_figure([rec], ["ort"], "t").axes[0].get_xticklabels()]
-    assert ticks == ["ort\nbs1\n[UNSTABLE]", "ort\nbs4", "ort\nbs16"]
+    # latency: one horizontal row per run and batch size, per sample (the axis says so), from 0
+    ax = report._latency_figure([rec], ["ort"], "t").axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["ort, bs 1 UNSTABLE", "ort, bs 4", "ort, bs 16"]
+    assert ax.get_xlabel() == "latency per sample [ms] (one call's latency / batch size)" and ax.get_xlim()[0] == 0
+    p50 = [line.get_xdata()[0] for line in ax.lines if line.get_marker() == "o"]
+    assert p50 == pytest.approx([_block(rec, "infer_only", bs)["latency_ms"]["median"] / bs for bs in (1, 4, 16)])
     # a stable run: no mark
     fig = report._throughput_figure([_with_intervals(_fixture())], ["ort"], "t")
-    assert len(fig.axes[0].texts) == 0
+    assert not [line for line in fig.axes[0].lines if line.get_label().startswith(UNSTABLE)]
 
 
 def test_ratios_across_runs_add_both_half_widths_in_quadrature(tmp_path: Path):
@@ -621,8 +664,11 @@ def test_ratios_across_runs_add_both_half_widths_in_quadrature(tmp_path: Path):
     _write(folder, "b.json", _with_intervals(_torch_run(), half=0.03, tol=0.05))
     md = write_report(folder, tmp_path / "out")["markdown"].read_text()
     infer = _table(md, "Throughput, inference only (runtime call on a resident batch) [samples/s]")
-    assert infer[0][-1] == "torch cpu/onnxruntime cpu across runs"
-    by_bs = {r[0]: r[1:] for r in infer[2:]}
+    ratio_title = ("Throughput ratio across runs, inference only (runtime call on a resident batch): "
+                   "each run / onnxruntime cpu fp32")
+    ratios = _table(md, ratio_title)
+    assert ratios[0] == ["batch size", "torch cpu fp32"]
+    by_bs = {r[0]: r[1:] + ratios_r[1:] for r, ratios_r in zip(infer[2:], ratios[2:])}
     assert by_bs["1"] == ["25.0 ±4.0%", "50.0 ±3.0%", "2.00 ±5.0%"]  # sqrt(4^2 + 3^2)
     assert by_bs["best batch"] == ["28.1 ±4.0% (bs 16)", "60.0 ±3.0% (bs 4)", "2.14 ±5.0%"]
     assert "relative half-widths added in quadrature" in md
@@ -631,7 +677,8 @@ def test_ratios_across_runs_add_both_half_widths_in_quadrature(tmp_path: Path):
     md = write_report(folder, tmp_path / "out2")["markdown"].read_text()
     by_bs = {r[0]: r[1:] for r in _table(md, "Throughput, inference only (runtime call on a resident batch) "
                                              "[samples/s]")[2:]}
-    assert by_bs["1"] == ["25.0 ±4.0%", "50.0 ±?", "2.00 ±?"]
+    assert by_bs["1"] == ["25.0 ±4.0%", "50.0"]
+    assert _table(md, ratio_title)[2] == ["1", "2.00"]
 
 
 def _interleaved(rec: dict, speedup: float, half: float | None, stable: bool) -> dict:
@@ -662,7 +709,7 @@ def test_precision_table_shows_the_interleaved_speedup_with_its_interval(tmp_pat
     assert by[("int8", "1")][3:8] == ["50.0 ±1.1%", "47.6 ±1.1%", "2.38 ±2.0% (2.33-2.43)", "2.00 ±1.6%",
                                       "2.00 ±1.6%"]
     assert by[("int8", "4")][5] == "—"  # the speed-up is at the baseline's batch size only
-    assert by[("bf16", "1")][5:7] == ["1.88 (not interleaved)", "1.50 ±?"]
+    assert by[("bf16", "1")][5:7] == ["1.88 (not interleaved)", "1.50"]
     assert "onnxruntime cpu int8: speed-up vs fp32 over 6 interleaved rounds" in md
     assert "UNSTABLE:" not in md
 
@@ -674,8 +721,8 @@ def test_an_unstable_speedup_is_badged(tmp_path: Path):
     written = write_report(folder, tmp_path / "out")
     md = written["markdown"].read_text()
     by = {(r[1], r[2]): r for r in _table(md, "Precision: throughput, speed-up over fp32, accuracy")[2:]}
-    assert by[("int8", "1")][5] == "2.38 ±6.0% (2.25-2.53) [UNSTABLE]"
-    assert "> **onnxruntime cpu: UNSTABLE: speed-up vs fp32 (bs 1) ±6.0%**" in md
+    assert by[("int8", "1")][5] == "2.38 ±6.0% (2.25-2.53) UNSTABLE"
+    assert "> **onnxruntime cpu int8: UNSTABLE: speed-up vs fp32 (bs 1) ±6.0%**" in md
     assert '<td class="n">2.38 ±6.0% (2.25-2.53) <span class="badge UNSTABLE">UNSTABLE</span></td>' in \
         written["html"].read_text()
 
@@ -697,14 +744,104 @@ def test_an_old_record_with_a_stability_block_renders(tmp_path: Path):
     md = written["markdown"].read_text()
     infer = {r[0]: r[1] for r in _table(md, "Throughput, inference only (runtime call on a resident batch) "
                                             "[samples/s]")[2:]}
-    assert infer["1"] == "25.0 (spread 20.0%) [UNSTABLE]" and infer["4"] == "26.7 (spread 1.2%)"
+    assert infer["1"] == "25.0 (spread 20.0%) UNSTABLE" and infer["4"] == "26.7 (spread 1.2%)"
     pipe = {r[0]: r[1] for r in _table(md, "Throughput, pipeline (read + preprocess + infer + postprocess over the "
                                            "dataset) [samples/s]")[2:]}
-    assert pipe["1"] == "23.8 ±?"
+    assert pipe["1"] == "23.8"
     assert "UNSTABLE: bs1 infer (spread 20.0%): window means not within 5.0% of their average" in md
-    assert ("no confidence interval in this record (schema 1.9, before 1.11): its throughputs are shown ±? or with "
-            "the window spread of its stop-when-stable timing") in md
-    cost = {r[0]: r for r in _table(md, "Cost and stability, onnxruntime cpu")[2:]}
+    assert ("no confidence interval in this record (schema 1.9, before 1.11): its throughputs are shown without ± or "
+            "with the window spread of its stop-when-stable timing") in md
+    cost = {r[0]: r for r in _table(md, "Cost and stability, onnxruntime cpu fp32")[2:]}
     assert cost["1"][7:] == ["time_budget", "3", "20.0%", UNSTABLE] and cost["4"][7:] == ["stable", "3", "1.2%", "yes"]
     assert _table(md, "Runs")[2][6] == UNSTABLE
     assert written["html"].read_text().count('<span class="badge UNSTABLE">UNSTABLE</span>') >= 3
+
+
+# ---------------------------------------------------------------- CSV, settings lists, plots' axes
+
+def test_csv_has_one_row_per_run_batch_size_and_scope(tmp_path: Path):
+    import csv
+
+    folder = tmp_path / "r"
+    folder.mkdir()
+    _write(folder, "a.json", _unstable_run())
+    _write(folder, "b.json", _sharded_run())
+    written = write_report(folder, tmp_path / "out")
+    assert written["csv"] == tmp_path / "out" / "report.csv"
+    rows = list(csv.DictReader(written["csv"].open()))
+    assert list(rows[0]) == ["model", "run_id", "run_status", "runtime", "runtime_version", "precision", "shards",
+                             "device_type", "device", "isa", "batch_size", "scope", "status",
+                             "throughput_samples_per_s", "interval_low", "interval_high", "interval_half_width",
+                             "stable", "latency_p50_ms_per_batch", "latency_p90_ms_per_batch",
+                             "latency_p99_ms_per_batch", "latency_p50_ms_per_sample", "latency_p90_ms_per_sample",
+                             "latency_p99_ms_per_sample", "accuracy_protocol", "accuracy_metric", "accuracy_value",
+                             "accuracy_published", "error", "file"]
+    # 7 perf blocks per record (bs 1, 4, 16 x 2 scopes, bs 64 infer_only failed)
+    assert len(rows) == 2 * 7
+    by = {(r["run_id"], r["batch_size"], r["scope"]): r for r in rows}
+    rec = _unstable_run()
+    infer1 = by[(rec["run_id"], "1", "infer_only")]
+    block = _block(rec, "infer_only", 1)
+    assert infer1["throughput_samples_per_s"] == "25.0" and infer1["stable"] == "false"
+    assert float(infer1["interval_half_width"]) == 0.071
+    assert float(infer1["interval_low"]) == pytest.approx(block["interval"]["low"], abs=1e-6)
+    assert float(infer1["interval_high"]) == pytest.approx(block["interval"]["high"], abs=1e-6)
+    assert infer1["file"] == str(folder / "a.json") and infer1["shards"] == "1" and infer1["precision"] == "fp32"
+    assert (infer1["accuracy_protocol"], infer1["accuracy_metric"], infer1["accuracy_published"]) == \
+        ("guide", "iou", "0.8385")
+    infer16 = by[(rec["run_id"], "16", "infer_only")]
+    p50 = _block(rec, "infer_only", 16)["latency_ms"]["median"]
+    assert float(infer16["latency_p50_ms_per_batch"]) == pytest.approx(p50)
+    assert float(infer16["latency_p50_ms_per_sample"]) == pytest.approx(p50 / 16, abs=1e-6)
+    pipe16 = by[(rec["run_id"], "16", "pipeline")]
+    assert pipe16["interval_half_width"] == "" and pipe16["stable"] == "false"  # 2 windows: no interval
+    failed = by[(rec["run_id"], "64", "infer_only")]
+    assert failed["status"] == "failed" and failed["throughput_samples_per_s"] == "" and failed["error"]
+    assert by[("unetpp-onnxruntime-sharded", "1", "infer_only")]["shards"] == "2"
+    # the page links to it
+    assert '<a href="report.csv">report.csv</a>' in written["html"].read_text()
+    assert "[report.csv](report.csv)" in written["markdown"].read_text()
+
+
+def test_settings_are_a_nested_list_in_html(tmp_path: Path):
+    rec = _fixture()
+    rec["runtime"]["settings"] = {"threads": 2, "config": {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1},
+                                  "artifact": "/a/very/long/path/" + "x" * 150, "kept_fp32": [], "cached": False}
+    rec["error"] = None
+    rec["accuracy"][0]["description"] = "<b>bold</b> & more"  # text from a record is escaped
+    folder = tmp_path / "r"
+    folder.mkdir()
+    _write(folder, "a.json", rec)
+    written = write_report(folder, tmp_path / "out")
+    page = written["html"].read_text()
+    assert ('<li><span class="k">config</span><ul>\n<li><span class="k">PERFORMANCE_HINT</span>: LATENCY</li>\n'
+            '<li><span class="k">NUM_STREAMS</span>: 1</li>\n</ul></li>') in page
+    assert '<li><span class="k">kept_fp32</span>: none</li>' in page
+    assert '<li><span class="k">cached</span>: no</li>' in page
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; more" in page and "<b>bold</b>" not in page
+    md = written["markdown"].read_text()
+    assert "- settings\n  - threads: 2\n  - config\n    - PERFORMANCE_HINT: LATENCY\n    - NUM_STREAMS: 1\n" in md
+
+
+def test_plot_labels_carry_precision_and_shards_and_the_accuracy_axis_does_not_exaggerate():
+    from runner import report
+
+    fp32, int8, sharded = _fixture(), _precision_run("int8", 2.0, in_run=True), _sharded_run()
+    runs = [restated(fp32), restated(int8), restated(sharded)]
+    labels = report._labels(runs)
+    assert labels == ["onnxruntime cpu fp32", "onnxruntime cpu int8", "onnxruntime cpu fp32 x2 shards"]
+    ax = report._throughput_figure(runs, labels, "t").axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()][2:6] == [
+        "onnxruntime cpu int8, infer only", "onnxruntime cpu int8, pipeline",
+        "onnxruntime cpu fp32 x2 shards, infer only", "onnxruntime cpu fp32 x2 shards, pipeline"]
+    assert ax.get_ylabel() == "throughput [samples/s]" and ax.get_ylim()[0] == 0
+
+    ax = report._precision_figure(runs, labels, "t").axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    # each point by its run label, batch size, value and its delta to fp32 (the run's own fp32 pass)
+    assert legend[1] == "onnxruntime cpu int8 (bs 16): 0.8349, -0.0010 vs fp32"  # its best batch
+    assert legend[-1] == "published 0.8385"
+    # the axis spans the points and the published value with 3 points below, not 0.835-0.837
+    low, high = ax.get_ylim()
+    assert low == pytest.approx(0.8349 - 0.03) and high == pytest.approx(0.8385 + 0.01)
+    assert ax.get_xlabel() == "throughput at the best batch size, infer only [samples/s]"
