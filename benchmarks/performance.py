@@ -247,25 +247,26 @@ def ordered(rows: list[dict], models: list[str], runtimes: list[str], precisions
 
 # ---------------------------------------------------------------- tables
 
+def digits(v: float) -> int:
+    """The decimals of three significant figures at most: 181, 47.6, 6.98, 0.467."""
+    return 0 if abs(v) >= 100 else 1 if abs(v) >= 10 else 2 if abs(v) >= 1 else 3
+
+
 def number(v: float | None) -> str:
     """Three significant figures at most, never exponents: 181, 47.6, 6.98, 0.467."""
-    if v is None:
-        return "-"
-    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}" if abs(v) >= 1 else f"{v:.3f}"
+    return "-" if v is None else f"{v:.{digits(v)}f}"
 
 
 def with_interval(r: dict) -> str:
-    """'25.0 ±1.1%', '6.98 ±25.9% UNSTABLE', '6.35 (no interval: 2 windows) UNSTABLE', '25.0 ±?'
-    (a record with neither interval nor stability windows)."""
-    tp = number(r["throughput"])
-    if r["half_width"] is not None:
-        text = f"{tp} ±{r['half_width']:.1%}"
-    elif r.get("interval_from"):
-        text = f"{tp} (no interval: {r['windows']} windows)"
-    else:
-        text = f"{tp} ±?"
-    return text + (" UNSTABLE" if r["stable"] is False or (r.get("interval_from") and r["half_width"] is None)
-                   else "")
+    """zoo.stats.figure of a row, at number()'s precision: '25.0 ±1.1%', '6.98 ±25.9% UNSTABLE',
+    '6.35 ±? (2 windows) UNSTABLE' (windows, too few for an interval), '25.0' (a record with
+    neither interval nor stability windows)."""
+    from zoo.stats import figure
+    v = r["throughput"]
+    if r["half_width"] is None and not r.get("interval_from"):
+        return figure(v, digits=digits(v))
+    stable = r["stable"] is not False and r["half_width"] is not None
+    return figure(v, r["half_width"], stable, windows=r["windows"], digits=digits(v))
 
 
 def speedup_cell(r: dict) -> str:

@@ -57,6 +57,7 @@ RESAMPLES = 9999        # bootstrap resamples
 SEED = 22               # the bootstrap's seed: the same records give the same interval
 MIN_WINDOWS = 3         # a side with fewer windows has no uncertainty to judge with
 VERDICTS = ("faster", "slower", "no significant change", "not comparable")
+WIDTH = 100             # the terminal text's lines fit this many columns
 METHOD = (f"two-sided Mann-Whitney U over the window throughputs (p < {ALPHA}); ratio interval: "
           f"percentile bootstrap ({RESAMPLES} resamples, seed {SEED}) of the ratio of means "
           "(each side's mean time per sample over its windows)")
@@ -420,11 +421,14 @@ def _fmt(v, digits=4) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def _with_noise(value: float | None, half: float | None, unstable: bool) -> str:
-    """A side's throughput with its 95% half-width and a badge: '41.20 ±1.1%', '41.20 ±7.1% UNSTABLE'."""
-    if value is None:
-        return "-"
-    return f"{value:.2f}" + (f" ±{half:.1%}" if half is not None else "") + (" UNSTABLE" if unstable else "")
+def _with_noise(value: float | None, half: float | None, unstable: bool, windows: int = 0) -> str:
+    """A side's throughput with its 95% half-width and a badge, zoo.stats.figure's text: '41.20 ±1.1%',
+    '41.20 ±7.1% UNSTABLE', '41.20 ±? (2 windows) UNSTABLE'; a side without any interval (an old
+    record) or without windows is its bare figure."""
+    from zoo.stats import figure
+    if half is None and not unstable:
+        return figure(value, digits=2)
+    return figure(value, half, not unstable, windows=windows, digits=2)
 
 
 def _ratio(r: Row) -> str:
@@ -439,12 +443,12 @@ def _p(p: float | None) -> str:
     return "-" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
-def _summary(c: Comparison) -> list[str]:
+def _summary(c: Comparison, markdown: bool = True) -> list[str]:
     t = c.thresholds
-    head = f"Regressions: **{len(c.regressions)}**."
+    head = f"Regressions: **{len(c.regressions)}**." if markdown else f"Regressions: {len(c.regressions)}."
     if t.get("accuracy_only"):
-        return [head + " Throughput not compared (accuracy only: results from different machines).", "",
-                f"Accuracy: a relative drop above {t['max_accuracy_drop']:.1%} fails.", ""]
+        return [*textwrap.wrap(head + " Throughput not compared (accuracy only: results from different machines).",
+                               WIDTH), "", f"Accuracy: a relative drop above {t['max_accuracy_drop']:.1%} fails.", ""]
     v = c.verdicts
     counts = ", ".join(f"{v[k]} {k}" for k in VERDICTS)
     rules = (f"Accuracy: a relative drop above {t['max_accuracy_drop']:.1%} fails. Throughput: a figure fails "
@@ -454,7 +458,7 @@ def _summary(c: Comparison) -> list[str]:
              f"Interval: percentile bootstrap ({RESAMPLES} resamples, seed {SEED}) of the ratio of means "
              "(each side's mean time per sample over its windows). ± is a side's own 95% interval, "
              "relative; not comparable is no regression.")
-    return [f"{head} Throughput: {counts}.", "", *textwrap.wrap(rules, 96), ""]
+    return [*textwrap.wrap(f"{head} Throughput: {counts}.", WIDTH), "", *textwrap.wrap(rules, 96), ""]
 
 
 def _accuracy_table(rows: list[Row]) -> list[str]:
@@ -464,13 +468,17 @@ def _accuracy_table(rows: list[Row]) -> list[str]:
     return lines + [""]
 
 
-def _throughput_table(rows: list[Row]) -> list[str]:
-    """The key's throughput rows; reasons every row shares when none is comparable (another CPU,
-    threads, no windows) are said once above the table, the rest in each row's note."""
+def _shared_reasons(rows: list[Row]) -> list[str]:
+    """The reasons every judged row shares when none is comparable (another CPU, threads, no
+    windows): said once above the table, the rest in each row's note."""
     judged = [r for r in rows if r.verdict is not None]
-    shared: list[str] = []
     if judged and all(r.verdict == "not comparable" for r in judged):
-        shared = [x for x in judged[0].reasons if all(x in r.reasons for r in judged)]
+        return [x for x in judged[0].reasons if all(x in r.reasons for r in judged)]
+    return []
+
+
+def _throughput_cells(rows: list[Row], shared: list[str]) -> list[list[str]]:
+    """Per row: item, baseline, new, ratio [95%], p, verdict, note."""
     cells = []
     for r in rows:
         if r.verdict is None:  # not judged: only in one run, or failed in the new one
@@ -478,8 +486,17 @@ def _throughput_table(rows: list[Row]) -> list[str]:
         else:
             verdict = r.verdict + (", REGRESSION" if r.status == "regression" else "")
             note = "; ".join(x for x in r.reasons if x not in shared) if r.reasons else r.note
-        cells.append([r.item, _with_noise(r.baseline, r.baseline_half_width, r.baseline_unstable),
-                      _with_noise(r.new, r.new_half_width, r.new_unstable), _ratio(r), _p(r.p_value), verdict, note])
+        cells.append([r.item, _with_noise(r.baseline, r.baseline_half_width, r.baseline_unstable, r.baseline_windows),
+                      _with_noise(r.new, r.new_half_width, r.new_unstable, r.new_windows), _ratio(r), _p(r.p_value),
+                      verdict, note])
+    return cells
+
+
+def _throughput_table(rows: list[Row]) -> list[str]:
+    """The key's throughput rows as a Markdown table; reasons every row shares when none is
+    comparable are said once above the table, the rest in each row's note."""
+    shared = _shared_reasons(rows)
+    cells = _throughput_cells(rows, shared)
     header = ["samples/s", "baseline", "new", "new/baseline [95%]", "p", "verdict", "note"]
     if not any(cell[-1] for cell in cells):  # no notes: no empty column
         header, cells = header[:-1], [cell[:-1] for cell in cells]
@@ -489,16 +506,20 @@ def _throughput_table(rows: list[Row]) -> list[str]:
     return lines + [""]
 
 
+def _sections(c: Comparison) -> list[tuple[str, list[Row], list[Row]]]:
+    """One section per configuration (run key): its accuracy rows and its throughput rows."""
+    keys = sorted({r.key for r in c.rows if r.kind in ("accuracy", "throughput")})
+    return [(key, [r for r in c.rows if r.key == key and r.kind == "accuracy"],
+             [r for r in c.rows if r.key == key and r.kind == "throughput"]) for key in keys]
+
+
 def to_markdown(c: Comparison) -> str:
     """The comparison for a reader: the summary (regressions, throughput verdict counts, the
     rules), then one section per run key with its accuracy and throughput tables, then the runs
     in only one set."""
     lines = ["# Comparison", ""] + _summary(c)
-    keys = sorted({r.key for r in c.rows if r.kind in ("accuracy", "throughput")})
-    for key in keys:
+    for key, acc, thr in _sections(c):
         lines += [f"## {key}", ""]
-        acc = [r for r in c.rows if r.key == key and r.kind == "accuracy"]
-        thr = [r for r in c.rows if r.key == key and r.kind == "throughput"]
         if acc:
             lines += _accuracy_table(acc)
         if thr:
@@ -509,16 +530,82 @@ def to_markdown(c: Comparison) -> str:
     return "\n".join(lines)
 
 
+def heading(key: str) -> str:
+    """A run key as a terminal heading: 'unetpp onnxruntime fp32 on cpu (upsample=bilinear)'."""
+    parts = key.split(" / ")
+    if len(parts) < 5:
+        return key
+    model, variant, runtime, device, precision = parts[0], " / ".join(parts[1:-3]), *parts[-3:]
+    return f"{model} {runtime} {precision} on {device}" + ("" if variant == "-" else f" ({variant})")
+
+
+def _fold(text: str, indent: str = "  ") -> list[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ",
+                         break_long_words=False, break_on_hyphens=False)
+
+
+def _plain_table(cells: list[list], headers: list[str], colalign: tuple) -> list[str]:
+    from tabulate import tabulate
+    text = tabulate(cells, headers=headers, colalign=colalign, disable_numparse=True)
+    return ["  " + line.rstrip() for line in text.splitlines()]
+
+
+def _bs_scope(r: Row) -> list[str]:
+    """'bs4 infer_only' as ['4', 'infer_only']."""
+    size, _, scope = r.item.partition(" ")
+    return [size.removeprefix("bs"), scope]
+
+
+def to_text(c: Comparison) -> str:
+    """The comparison for a terminal, every line within WIDTH columns: the summary, then per
+    configuration one heading (model, runtime, precision, device, variant) and tables of what
+    varies (accuracy protocols; batch size and scope with both sides' figures, the ratio, p and
+    the verdict), notes below each table, then the runs in only one set."""
+    lines = _summary(c, markdown=False)
+    for key, acc, thr in _sections(c):
+        lines += _fold("== " + heading(key), "")
+        if acc:
+            cells = [[r.item, _fmt(r.baseline), _fmt(r.new), "-" if r.change is None else f"{r.change:+.2%}", r.status]
+                     for r in acc]
+            lines += _plain_table(cells, ["accuracy", "baseline", "new", "relative\ndrop", "status"],
+                                  ("left", "right", "right", "right", "left"))
+            lines += [x for r in acc if r.note for x in _fold(f"{r.item}: {r.note}")]
+        if thr:
+            shared = _shared_reasons(thr)
+            cells = _throughput_cells(thr, shared)
+            lines += [""] + (_fold(f"throughput not comparable: {'; '.join(shared)}") if shared else [])
+            # judged rows (ratio, p, verdict) and the rest (not comparable, failed, in one run only) apart:
+            # a side's UNSTABLE figure and a judged row's interval and p never share a line, so both fit
+            judged = [[*_bs_scope(r), *cell[1:6]] for r, cell in zip(thr, cells)
+                      if r.verdict not in (None, "not comparable")]
+            other = [[*_bs_scope(r), *cell[1:3], cell[5]] for r, cell in zip(thr, cells)
+                     if r.verdict in (None, "not comparable")]
+            sides = ["bs", "scope", "baseline\nsamples/s", "new\nsamples/s"]
+            if judged:
+                lines += _plain_table(judged, [*sides, "new/baseline\n[95% interval]", "p", "verdict"],
+                                             ("right", "left", "left", "left", "left", "right", "left"))
+            if other:
+                lines += ([""] if judged else []) + _plain_table(other, [*sides, "verdict"], ("right", "left", "left", "left", "left"))
+            lines += [x for cell in cells if cell[6] for x in _fold(f"{cell[0]}: {cell[6]}")]
+        lines.append("")
+    miss = [r for r in c.rows if r.kind == "missing"]
+    if miss:
+        lines += ["Runs in only one set:"]
+        lines += [x for r in miss for x in _fold(f"{heading(r.key)}: {r.note} ({r.status})")]
+    return "\n".join(lines).rstrip("\n")
+
+
 def run_compare(baseline: Path, new: Path, out: Path | None = None, **kw) -> tuple[Comparison, str]:
+    """The comparison and its terminal text (to_text); with `out`, compare.md (to_markdown: the
+    same sections, Markdown tables) and compare.json there."""
     c = compare(_records(baseline), _records(new), **kw)
-    md = to_markdown(c)
     if out is not None:
         from zoo.fileutil import atomic_write_text
         out = Path(out)
-        atomic_write_text(out / "compare.md", md)
+        atomic_write_text(out / "compare.md", to_markdown(c))
         from zoo.schema import finite_or_none
         atomic_write_text(out / "compare.json", json.dumps(finite_or_none(
             {"kind": "zoo.comparison", "baseline": str(baseline), "new": str(new), "thresholds": c.thresholds,
              "regressions": len(c.regressions), "verdicts": c.verdicts, "rows": [r.as_dict() for r in c.rows]}),
             indent=1, allow_nan=False) + "\n")
-    return c, md
+    return c, to_text(c)

@@ -27,33 +27,58 @@ from zoo.errors import ZooError, one_line
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are the zoo's: one line on stderr naming the option, exit 2 (no usage
-    block: `--help` shows it). No abbreviations (allow_abbrev off, subcommands too): `--runt X`
-    must not mean --runtime, nor `--ou DIR` --out (a matrix job's args, a typo)."""
+    """argparse whose errors are the zoo's: one line on stderr naming the command and the option,
+    exit 2 (no usage block: `--help` shows it). No abbreviations (allow_abbrev off, subcommands
+    too): `--runt X` must not mean --runtime, nor `--ou DIR` --out (a matrix job's args, a typo).
+    Every option's default is in its help unless the help says it (Formatter). `shown`: the
+    command the user typed, when it is not `python -m zoo` (ZOO_PROG, set by invoke: `invoke
+    run`), named by the error lines instead of the parser's prog."""
+
+    shown: str | None = None
+
+    class Formatter(argparse.HelpFormatter):
+        def _get_help_string(self, action):
+            text, default = action.help or "", action.default
+            if ("default" in text.lower() or not action.option_strings or default is None or default is False
+                    or default is argparse.SUPPRESS or (isinstance(default, (dict, list)) and not default)):
+                return text
+            return f"{text} (default: %(default)s)"
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _Parser.Formatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message):
-        _say(f"error: {self.prog}: {message}")
+        _say(f"error: {_Parser.shown or self.prog}: {message}")
         raise SystemExit(2)
 
 
 def parser(typed_only: bool = False) -> argparse.ArgumentParser:
     """The run options of `run`, `bench` and `prep` come from their one declaration
     (zoo.stages.config.OPTIONS); bench's --runtimes, prep's --bin-dir and score's are their own.
+    Every command (and the bare `python -m zoo`) takes -q/--quiet, -v/--verbose and --debug, which
+    main() turns into ZOO_LOG_LEVEL and ZOO_DEBUG (the contract with invoke's tasks).
     `typed_only`: the declared options without defaults (typed_fields)."""
+    import functools
+
     from zoo.stages import config
-    ap = _Parser(prog="python -m zoo", description=__doc__.split("\n\n")[0])
+    output = argparse.ArgumentParser(add_help=False)  # absent unless given: the command's and the bare one's
+    output.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="warnings and errors only (ZOO_LOG_LEVEL=WARNING)")
+    output.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="DEBUG messages too (ZOO_LOG_LEVEL=DEBUG)")
+    output.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="DEBUG messages and the traceback of an unexpected error (ZOO_DEBUG=1)")
+    ap = _Parser(prog="python -m zoo", description=__doc__.split("\n\n")[0], parents=[output])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run one model's guide end to end on one runtime")
-    b = sub.add_parser("bench", help="PyTorch eager vs the compiled runtime, side by side")
-    ab = sub.add_parser("ab", help="two configurations timed in alternating windows in one process: B's speed over "
-                        "A's with its 95%% interval and a verdict (faster, slower, no significant change)")
+    add = functools.partial(sub.add_parser, parents=[output])
+    r = add("run", help="run one model's guide end to end on one runtime")
+    b = add("bench", help="PyTorch eager vs the compiled runtime, side by side")
+    ab = add("ab", help="two configurations timed in alternating windows in one process: B's speed over "
+             "A's with its 95%% interval and a verdict (faster, slower, no significant change)")
     for cmd, p in (("run", r), ("bench", b), ("ab", ab)):
         config.add_arguments(p, cmd, typed_only)
-        p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     b.add_argument("--runtimes", "--backends", dest="runtimes", default="torch,onnxruntime",
                    help="comma-separated runtimes, side by side (--backends: the old name)")
     b.add_argument("--precisions", help="comma-separated precisions, side by side on every runtime that runs "
@@ -67,16 +92,15 @@ def parser(typed_only: bool = False) -> argparse.ArgumentParser:
                     "this fraction (the gate; e.g. 0.05)")
     ab.add_argument("--expect", choices=("faster", "slower", "same"), help="exit 1 unless B is this against A "
                     "(same: no significant change)")
-    pr = sub.add_parser("prep", help="write the preprocessed inputs as <id>.bin (float32 CHW), as the guides' "
+    pr = add("prep", help="write the preprocessed inputs as <id>.bin (float32 CHW), as the guides' "
                         "preprocessing scripts do, for tools that read .bin files (ais_bench, benchmark)")
     config.add_arguments(pr, "prep", typed_only)
     pr.add_argument("--bin-dir", type=Path, required=True, help="output folder (must not exist yet)")
-    sc = sub.add_parser("score", help="recompute a run's accuracy from its saved predictions (--save-predictions), "
+    sc = add("score", help="recompute a run's accuracy from its saved predictions (--save-predictions), "
                         "without inference; exit 1 when it differs from the record")
     sc.add_argument("result", type=Path, metavar="RESULT_JSON", help="the run's result JSON")
     sc.add_argument("--data", type=Path, help="dataset root the labels are read from (default: the path the run recorded)")
-    sc.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
-    dg = sub.add_parser("diagnose", help="where a reduced-precision model loses accuracy: per-layer comparison with fp32, "
+    dg = add("diagnose", help="where a reduced-precision model loses accuracy: per-layer comparison with fp32, "
                         "first jump, per-layer sensitivity; --auto keeps the most sensitive layers in fp32")
     config.add_arguments(dg, "diagnose", typed_only)
     dg.add_argument("--samples", type=int, default=8, help="evaluation samples compared (the split's first N; default 8)")
@@ -89,8 +113,7 @@ def parser(typed_only: bool = False) -> argparse.ArgumentParser:
                     "<precision>-<time>-<6 hex>.json; never over an existing file)")
     if not typed_only:
         dg.set_defaults(precision="int8")
-    dg.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
-    sub.add_parser("models", help="list the models")
+    add("models", help="list the models")
     return ap
 
 
@@ -149,29 +172,42 @@ def bench_configs(args) -> list:
     return configs
 
 
+def bench_header(k: int, total: int, cfg) -> str:
+    """The line before a bench configuration's steps: '== run 2/4: unetpp openvino int8 (batch sizes 1,4)'."""
+    sizes = ",".join(map(str, cfg.batch_sizes)) if cfg.batch_sizes else "from the manifest"
+    return f"== run {k}/{total}: {cfg.model} {cfg.runtime} {cfg.precision} (batch sizes {sizes})"
+
+
 def _bench_label(rec: dict, several_precisions: bool) -> str:
-    return f"{rec['runtime']['name']}:{rec['precision']}" if several_precisions else rec["runtime"]["name"]
+    """'openvino', or 'openvino int8' when several precisions ran."""
+    return f"{rec['runtime']['name']} {rec['precision']}" if several_precisions else rec["runtime"]["name"]
 
 
-def _with_interval(block: dict) -> str:
-    """'10.0 +-1.0%', '5.0 +-3.0% UNSTABLE', '6.0 +-? UNSTABLE' (no interval), '6.0' (a record before 1.11)."""
-    iv = block.get("interval")
-    if not iv:
-        return f"{block['throughput']:.1f}"
-    half = "+-?" if iv.get("half_width") is None else f"+-{iv['half_width']:.1%}"
-    return f"{block['throughput']:.1f} {half}" + ("" if iv.get("stable") else " UNSTABLE")
+def _with_interval(block: dict | None) -> str:
+    """An infer-only block's samples/s with its uncertainty (zoo.stats.block_figure), 'failed'
+    when it did not run."""
+    from zoo.stats import block_figure
+    return block_figure(block) if block else "failed"
+
+
+def _folded(text: str, width: int = 100) -> list[str]:
+    import textwrap
+    return textwrap.wrap(text, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
 
 
 def bench_table(records: list[dict]) -> str:
-    """One row per batch size and runtime (and precision, when several ran): infer-only samples/s
-    with its 95% half-width (UNSTABLE when not within the tolerance), its ratio to the first run
-    (two separately timed figures: "across runs", with their half-widths in quadrature), the
-    pipeline's samples/s and pipeline/infer; then each reduced precision's speed-up over fp32 as
-    the run measured it, interleaved in one process (reduced_precision.fp32_baseline: the one
-    definition of speed-up), and the best batch size against its own precision's peak."""
+    """Every line within 100 columns. One row per batch size and runtime (and precision, when
+    several ran): infer-only samples/s with its 95% half-width (zoo.stats.figure: UNSTABLE when not
+    within the tolerance), its median ms per batch, its ratio to the first run (two separately
+    timed figures: "across runs", with their half-widths in quadrature), the pipeline's samples/s
+    and its share of infer; then each reduced precision's speed-up over fp32 as the run measured
+    it, interleaved in one process (reduced_precision.fp32_baseline: the one definition of
+    speed-up); then a table of each run's best batch size against its own precision's peak."""
     import math
 
-    from tabulate import tabulate
+    from tabulate import SEPARATING_LINE, tabulate
+
+    from zoo.stats import figure
     several = len({r["precision"] for r in records}) > 1
     by = {_bench_label(r, several): {(p["batch_size"], p["scope"]): p for p in r["perf"]} for r in records}
     names = list(by)
@@ -181,8 +217,10 @@ def bench_table(records: list[dict]) -> str:
         p = by[n].get((bs, scope))
         return p if p and p["status"] == "ok" else None
 
-    rows = []
+    rows: list = []
     for bs in sorted({bs for d in by.values() for bs, _ in d}):
+        if rows:
+            rows.append(SEPARATING_LINE)
         for n in names:
             infer, pipe, first = ok(n, bs, "infer_only"), ok(n, bs, "pipeline"), ok(base, bs, "infer_only")
             ratio = "-"
@@ -190,34 +228,48 @@ def bench_table(records: list[dict]) -> str:
                 ratio = "base"
             elif infer and first:
                 halves = [(b.get("interval") or {}).get("half_width") for b in (infer, first)]
-                ratio = f"{infer['throughput'] / first['throughput']:.2f}" + (
-                    f" +-{math.hypot(*halves):.0%}" if all(h is not None for h in halves) else "")
-            rows.append([bs, n, _with_interval(infer) if infer else "failed", ratio,
-                         f"{pipe['throughput']:.1f}" if pipe else "failed",
-                         f"{pipe['throughput'] / infer['throughput']:.0%}" if pipe and infer else "-"])
-    out = [tabulate(rows, headers=["bs", "run", "infer/s", "x first", "pipeline/s", "pipe/infer"],
-                    disable_numparse=True),
-           f"(infer/s +-: the 95% interval's half-width; x first: over {base}, across runs: separately timed, "
-           "+-: both half-widths in quadrature)"]
+                both = all(h is not None for h in halves)  # else the bare ratio: no ± to state
+                ratio = figure(infer["throughput"] / first["throughput"], math.hypot(*halves) if both else None,
+                               True if both else None, digits=2)
+            median = ((infer or {}).get("latency_ms") or {}).get("median")
+            pipeline = "failed" if not pipe else f"{pipe['throughput']:.1f}" + (
+                f" ({pipe['throughput'] / infer['throughput']:.0%})" if infer else "")
+            rows.append([bs, n, _with_interval(infer), "-" if median is None else f"{median:.1f}", ratio, pipeline])
+    table = tabulate(rows, headers=["bs", "run", "infer\nsamples/s", "infer p50\nms/batch", "x first",
+                                    "pipeline\nsamples/s"],
+                     colalign=("right", "left", "left", "right", "left", "left"), disable_numparse=True)
+    out = [line.rstrip() for line in table.splitlines()]
+    out += _folded(f"(±: the 95% interval's half-width; x first: over {base}, across runs: separately timed, "
+                   "± both half-widths in quadrature; pipeline: samples/s (its share of infer))")
     for rec in records:  # the one speed-up: interleaved with fp32 in the same process
         base32 = ((rec.get("reduced_precision") or {}).get("fp32_baseline") or {})
         if base32.get("speedup") is None:
             continue
         iv = base32.get("speedup_interval") or {}
-        out.append(f"speed-up {_bench_label(rec, True)} over fp32 at bs{base32['batch_size']} (interleaved in the run): "
-                   f"x{base32['speedup']:.2f}" + (f" [{iv['low']:.2f}, {iv['high']:.2f}]" if iv.get("low") else "")
-                   + ("" if iv.get("stable", True) else " UNSTABLE"))
+        out += _folded(f"speed-up {_bench_label(rec, True)} over fp32 at bs{base32['batch_size']} (interleaved in the "
+                       f"run): x{base32['speedup']:.2f}"
+                       + (f" [{iv['low']:.2f}, {iv['high']:.2f}]" if iv.get("low") else "")
+                       + ("" if iv.get("stable", True) else " UNSTABLE"))
+    best_rows, peaks = [], {}
     for rec in records:  # the best batch size against its own precision's peak
         best_ok = [p for p in rec["perf"] if p["scope"] == "infer_only" and p["status"] == "ok"]
         if not best_ok:
             continue
         best = max(best_ok, key=lambda p: p["throughput"])
         own = rec["device"].get("precision_peak") or rec["device"].get("fp32_peak") or {}  # the run's precision's
-        peak, kind = own.get("gflops"), own.get("precision", "fp32")
-        cost = f", {best['gflops']:.0f} GFLOP/s" if best.get("gflops") else ""
-        frac = f" = {best['peak_fraction']:.0%} of the {peak:.0f} GFLOP/s {kind} peak" if best.get("peak_fraction") and peak else ""
-        frac += f" ({own['kernel']})" if frac and own.get("kernel") else ""
-        out.append(f"best {_bench_label(rec, several)}: bs{best['batch_size']} {best['throughput']:.2f}/s{cost}{frac}")
+        share = "-"
+        if best.get("peak_fraction") and own.get("gflops"):
+            share = f"{best['peak_fraction']:.0%} of {own['gflops']:.0f}"
+            peaks[(own.get("precision", "fp32"), f"{own['gflops']:.0f}", own.get("kernel"))] = None
+        best_rows.append([_bench_label(rec, several), best["batch_size"], f"{best['throughput']:.2f}",
+                          f"{best['gflops']:.0f}" if best.get("gflops") else "-", share])
+    if best_rows:
+        table = tabulate(best_rows, headers=["best", "bs", "samples/s", "GFLOP/s", "of the peak\n(GFLOP/s)"],
+                         colalign=("left", "right", "right", "right", "left"), disable_numparse=True)
+        out += [""] + [line.rstrip() for line in table.splitlines()]
+        out += _folded("(of the peak at the run's own precision, on this machine: "
+                       + "; ".join(f"{kind} {gflops}" + (f" ({kernel})" if kernel else "")
+                                   for kind, gflops, kernel in peaks) + ")") if peaks else []
     return "\n".join(out)
 
 
@@ -320,7 +372,11 @@ def _dispatch(args, argv: list[str]) -> int:
     configs = bench_configs(args)
     for cfg in configs:  # every runtime's settings checked before the first one runs
         check_config(cfg)
-    paths = [run(cfg, argv) for cfg in configs]
+    from zoo.stages import log
+    paths = []
+    for k, cfg in enumerate(configs, 1):  # one header per configuration, before its [1/7]..[7/7]
+        log(bench_header(k, len(configs), cfg))
+        paths.append(run(cfg, argv))
     print(bench_table([json.loads(p.read_text()) for p in paths]))
     for p in paths:
         print(p)
@@ -352,32 +408,48 @@ def _verdict(paths: list[Path]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m zoo`. -q/-v/--debug set ZOO_LOG_LEVEL (WARNING/DEBUG) and ZOO_DEBUG=1 for this
+    process and its children (left out of the record's command line); ZOO_PROG (invoke's task,
+    `invoke run`) is the command every error line names, and is not passed on."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("ZOO_DEBUG") == "1"
-    argv = [a for a in argv if a != "--debug"]
-    if argv[:2] == ["_child", "--config"] and len(argv) == 3:  # one batch size of an --isolate sweep
-        args = argparse.Namespace(cmd="_child", config=argv[2])
-    else:
-        args = parser().parse_args(argv)
-    previous = _install_signals()
-    parent_pid = os.environ.get("ZOO_PARENT_PID")  # restored below: main() may run in-process (tests)
+    saved = {key: os.environ.get(key) for key in ("ZOO_PROG", "ZOO_LOG_LEVEL", "ZOO_DEBUG", "ZOO_PARENT_PID")}
+    shown = os.environ.pop("ZOO_PROG", None) or None  # every variable restored below: main() may run in-process
+    _Parser.shown = shown
+
+    def error(message: str) -> None:
+        _say(f"error: {shown}: {message}" if shown else f"error: {message}")
+
+    previous = None
     try:
+        if argv[:2] == ["_child", "--config"] and len(argv) == 3:  # one batch size of an --isolate sweep
+            args = argparse.Namespace(cmd="_child", config=argv[2])
+        else:
+            args = parser().parse_args(argv)
+        quiet, verbose, debug = (getattr(args, flag, False) for flag in ("quiet", "verbose", "debug"))
+        if quiet and (verbose or debug):
+            _Parser(prog=f"python -m zoo {args.cmd}").error("-q/--quiet excludes -v/--verbose and --debug")
+        if quiet or verbose or debug:
+            os.environ["ZOO_LOG_LEVEL"] = "WARNING" if quiet else "DEBUG"
+        if debug:
+            os.environ["ZOO_DEBUG"] = "1"
+        argv = [a for a in argv if a not in ("-q", "--quiet", "-v", "--verbose", "--debug")]  # not in the record
+        previous = _install_signals()
         _watch_parent()
         return _dispatch(args, argv)
     except ZooError as exc:
-        _say(f"error: {exc}")
+        error(str(exc))
         return 2
     except Terminated:
-        _say("error: terminated (SIGTERM); no result written")
+        error("terminated (SIGTERM); no result written")
         return 143
     except KeyboardInterrupt:
         if _terminated:  # SIGTERM, seen by Ray's wait as a KeyboardInterrupt
-            _say("error: terminated (SIGTERM); no result written")
+            error("terminated (SIGTERM); no result written")
             return 143
-        _say("error: interrupted; no result written")
+        error("interrupted; no result written")
         return 130
     except MemoryError as exc:
-        _say(f"error: out of memory ({one_line(exc)})")
+        error(f"out of memory ({one_line(exc)})")
         return 2
     except BrokenPipeError:  # the reader of our output went away (`| head`, a dead parent): as SIGPIPE would
         try:
@@ -386,16 +458,19 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 141
     except Exception as exc:  # the last line of defence: one line, the traceback only with --debug
-        if debug:
+        if os.environ.get("ZOO_DEBUG") == "1":
             traceback.print_exc()
         if isinstance(exc, OSError) and exc.filename is not None:
-            _say(f"error: {exc.filename}: {exc.strerror or one_line(exc)}")
+            error(f"{exc.filename}: {exc.strerror or one_line(exc)}")
         else:
-            _say(f"error: {type(exc).__name__}: {one_line(exc)[:500]}" + ("" if debug else " (--debug shows the traceback)"))
+            error(f"{type(exc).__name__}: {one_line(exc)[:500]}"
+                  + ("" if os.environ.get("ZOO_DEBUG") == "1" else " (--debug shows the traceback)"))
         return 2
     finally:
         _restore_signals(previous)
-        if parent_pid is None:
-            os.environ.pop("ZOO_PARENT_PID", None)
-        else:
-            os.environ["ZOO_PARENT_PID"] = parent_pid
+        _Parser.shown = None
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

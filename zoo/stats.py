@@ -125,17 +125,9 @@ def block_figure(block: dict, digits: int = 1, unit: str = "") -> str:
 
 
 def shown(block: dict) -> str:
-    """A perf block's throughput with its uncertainty, for a terminal line: '41.2/s +-1.1%',
-    '41.2/s UNSTABLE: +-7.1%', '41.2/s (no interval: 2 windows) UNSTABLE'."""
-    iv = block.get("interval")
-    tp = f"{block['throughput']:.1f}/s"
-    if not iv:
-        return tp
-    if iv["half_width"] is None:
-        return f"{tp} (no interval: {iv['windows']} windows) UNSTABLE"
-    if not iv["stable"]:
-        return f"{tp} UNSTABLE: +-{iv['half_width']:.1%}"
-    return f"{tp} +-{iv['half_width']:.1%}"
+    """A perf block's throughput with its uncertainty, for a terminal line: block_figure with the
+    unit, '41.2/s ±1.1%', '41.2/s ±7.1% UNSTABLE', '41.2/s ±? (2 windows) UNSTABLE'."""
+    return block_figure(block, unit="/s")
 
 
 def summed_interval(intervals: list[dict], figures: list[float], figure: float, tolerance: float) -> dict:

@@ -81,3 +81,43 @@ def test_summed_interval_adds_concurrent_parts_in_quadrature():
     assert iv["windows"] == 3 and iv["window_throughputs"] == [30, 32, 28] and iv["stable"] is True
     none = summed_interval([a, {**b, "half_width": None}], [10, 20], 30.0, 0.05)
     assert none["half_width"] is None and none["stable"] is False and "no interval" in none["reason"]
+
+
+def _block(tp: float, half, stable, windows: int = 5) -> dict:
+    return {"batch_size": 1, "scope": "infer_only", "status": "ok", "throughput": tp, "wall_s": 1.0,
+            "iterations": 20, "stopped_by": "time_budget",
+            "latency_ms": {"median": 1000 / tp, "p90": 1000 / tp, "p99": 1000 / tp},
+            "interval": {"half_width": half, "stable": stable, "windows": windows}}
+
+
+@pytest.mark.parametrize("tp,half,stable,windows,text", [
+    (41.23, 0.011, True, 5, "41.2 ±1.1%"),
+    (6.4, 0.122, False, 9, "6.4 ±12.2% UNSTABLE"),
+    (6.4, None, False, 2, "6.4 ±? (2 windows) UNSTABLE"),
+])
+def test_one_text_of_a_figure_everywhere(tp, half, stable, windows, text):
+    """zoo.stats.figure is the one text of a figure with its uncertainty: the run's progress line
+    (shown), the run summary, the bench table, invoke compare and the measured tables
+    (benchmarks/performance.py) print the same text for the same perf block, at their precision."""
+    from benchmarks.performance import with_interval
+    from runner.compare import _with_noise
+    from zoo.cli import _with_interval, bench_table
+    from zoo.stats import block_figure, figure, shown
+    from zoo.summary import perf_table
+    block = _block(tp, half, stable, windows)
+    assert block_figure(block) == figure(tp, half, stable, windows=windows) == text
+    assert shown(block) == text.replace(" ", "/s ", 1)
+    assert _with_interval(block) == text
+    assert text in perf_table({"perf": [block]})
+    assert text in bench_table([{"runtime": {"name": "torch"}, "precision": "fp32", "device": {}, "perf": [block]}])
+    assert _with_noise(tp, half, not stable, windows) == figure(tp, half, stable, windows=windows, digits=2)
+    row = {"throughput": tp, "half_width": half, "stable": stable, "windows": windows, "interval_from": "interval"}
+    assert with_interval(row) == figure(tp, half, stable, windows=windows, digits=2 if tp < 10 else 1)
+
+
+def test_a_figure_without_uncertainty_is_bare():
+    from benchmarks.performance import with_interval
+    from zoo.stats import block_figure, figure
+    assert figure(25.0) == block_figure({"throughput": 25.0}) == "25.0" and figure(None) == "-"
+    assert with_interval({"throughput": 25.0, "half_width": None, "stable": None, "windows": 0,
+                          "interval_from": None}) == "25.0"

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from runner.compare import comparable_reasons, compare, judge_throughput, run_compare, to_markdown
-from runner.validate import ResultError
+from runner.compare import comparable_reasons, compare, judge_throughput, run_compare, to_markdown, to_text
+from runner.validate import ResultError, load_result
 from tests.records import restated
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "result_example.json"
+# records of a real short run: `python -m zoo bench --model unetpp --limit 8 --batch-sizes 1,4 --iters 20
+# --runtimes torch,onnxruntime,openvino --precisions fp32,int8` (unstable figures, too few windows)
+SHORT_BENCH = ROOT / "tests" / "fixtures" / "short_bench"
 
 
 def base() -> dict:
@@ -247,6 +250,33 @@ def test_markdown_groups_rows_under_their_key_with_the_noise_shown():
     assert "ratio of means" in md and "Mann-Whitney" in md
 
 
+def test_terminal_text_has_one_heading_per_configuration_and_fits_100_columns():
+    """Real records of a short run (figures UNSTABLE, pipelines of 2 windows) against themselves
+    and against a judged, slower copy: one heading per configuration, rows with only the batch
+    size, scope, figures and verdict, every line within 100 columns."""
+    recs = [load_result(p) for p in sorted(SHORT_BENCH.glob("*.json"))]
+    text = to_text(compare(recs, recs))
+    lines = text.splitlines()
+    assert all(len(line) <= 100 for line in lines), max(lines, key=len)
+    heads = [line for line in lines if line.startswith("== ")]
+    assert sorted(heads) == sorted(f"== unetpp {r['runtime']['name']} {r['precision']} on cpu" for r in recs)
+    assert "unetpp / " not in text  # the configuration is never repeated on a row
+    row = next(line for line in lines if line.split()[:2] == ["4", "pipeline"])
+    assert row.count("±? (2 windows) UNSTABLE") == 2 and row.endswith("not comparable")
+    w = windowed(base())
+    w["perf"][0]["interval"].update(stable=False, half_width=0.071)  # one side unstable beside judged rows
+    slow = scaled(w, thr=0.9)
+    judged = to_text(compare([w], [slow], max_throughput_drop=0.05))
+    assert all(len(line) <= 100 for line in judged.splitlines()), judged
+    assert judged.count("== unetpp onnxruntime fp32 on cpu (upsample=bilinear)") == 1
+    r = by_item(compare([w], [slow], max_throughput_drop=0.05))[("throughput", "bs4 infer_only")]
+    (cells,) = [line.split("  ") for line in judged.splitlines() if line.split()[:2] == ["4", "infer_only"]]
+    cells = [c.strip() for c in cells if c.strip()]
+    assert cells == ["4", "infer_only", f"{r.baseline:.2f} ±0.4%", f"{r.new:.2f} ±0.4%",
+                     f"0.900 [{r.ratio_low:.3f}, {r.ratio_high:.3f}]", "<0.001", "slower, REGRESSION"]
+    assert "  bs1 infer_only: baseline unstable (±7.1%); new unstable (±7.1%)" in judged.splitlines()
+
+
 def test_accuracy_drop_threshold_is_relative():
     b = base()  # guide 0.8369
     ok = compare([b], [scaled(b, {"guide": 0.8369 * 0.991})])
@@ -296,7 +326,8 @@ def test_cli_exit_codes_and_outputs(tmp_path):
 
     ok = invoke(tmp_path / "base", tmp_path / "same", "--out", tmp_path / "cmp")
     assert ok.returncode == 0, ok.stderr
-    assert "## unetpp / upsample=bilinear / onnxruntime" in ok.stdout and "Regressions: **0**" in ok.stdout
+    assert "== unetpp onnxruntime fp32 on cpu (upsample=bilinear)" in ok.stdout and "Regressions: 0." in ok.stdout
+    assert all(len(line) <= 100 for line in ok.stdout.splitlines()), ok.stdout
     saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert saved["kind"] == "zoo.comparison" and saved["regressions"] == 0 and saved["rows"]
     assert (tmp_path / "cmp" / "compare.md").read_text().startswith("# Comparison")

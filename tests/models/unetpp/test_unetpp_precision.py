@@ -108,10 +108,17 @@ def test_bench_puts_precisions_side_by_side(tmp_path):
     recs = [json.loads(Path(p).read_text()) for p in proc.stdout.split() if p.endswith(".json")]
     assert [(r["runtime"]["name"], r["precision"]) for r in recs] == [("onnxruntime", "fp32"), ("torch", "fp32"),
                                                                        ("torch", "bf16")]
-    rows = [line.split()[:2] for line in proc.stdout.splitlines() if line[:1].isdigit()]
-    assert rows == [["2", "onnxruntime:fp32"], ["2", "torch:fp32"], ["2", "torch:bf16"]]
-    assert "speed-up torch:bf16 over fp32 at bs2 (interleaved in the run): x" in proc.stdout
-    assert "x first: over onnxruntime:fp32, across runs" in proc.stdout
+    rows = [line.split()[:3] for line in proc.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert rows == [["2", "onnxruntime", "fp32"], ["2", "torch", "fp32"], ["2", "torch", "bf16"]]
+    assert "speed-up torch bf16 over fp32 at bs2 (interleaved in the run): x" in proc.stdout
+    assert "x first: over onnxruntime fp32, across runs" in proc.stdout
+    table = proc.stdout[:proc.stdout.index(str(out))]  # the table, then the records' paths
+    assert all(len(line) <= 100 for line in table.splitlines()), table
+    # one header per configuration, right before its steps
+    heads = [(i, line) for i, line in enumerate(proc.stderr.splitlines()) if line.startswith("== run ")]
+    assert [line for _, line in heads] == [f"== run {k}/3: unetpp {rt} {pr} (batch sizes 2)" for k, (rt, pr) in
+                                           enumerate([("onnxruntime", "fp32"), ("torch", "fp32"), ("torch", "bf16")], 1)]
+    assert all(proc.stderr.splitlines()[i + 1].startswith("[1/7] ") for i, _ in heads)
     none = subprocess.run([sys.executable, "-m", "zoo", "bench", *common, "--runtimes", "onnxruntime",
                            "--precisions", "bf16", "--out", str(tmp_path / "none")],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
