@@ -596,11 +596,14 @@ def run_jobs(jobs: list[Job], specs: dict[str, dict], out: Path, address: str, c
     _signalled.clear()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
     rows, pending, by_id = {}, {}, {j.id: j for j in jobs}
+    from zoo import logs
+    bar = logs.start("matrix", len(jobs), "jobs")  # a bar with the ETA on a terminal; closed in `finally`
 
     def finish(row: dict) -> None:
         rows[row["id"]] = row
         failed = sum(r["status"] != "ok" for r in rows.values())
         log(progress_line(len(rows), len(jobs), failed, row))
+        bar.update(len(rows), description=f"matrix ({failed} failed)" if failed else None)
 
     try:
         task = ray.remote(run_job)
@@ -637,6 +640,7 @@ def run_jobs(jobs: list[Job], specs: dict[str, dict], out: Path, address: str, c
         raise Interrupted(f"{what}: {len(pending)} job(s) cancelled, {len(rows)} finished; no report written",
                           code) from None
     finally:
+        bar.close()
         ray.shutdown()
         if main:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

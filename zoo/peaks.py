@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo import logs
 from zoo.cost import best_seconds
 from zoo.errors import ZooError, one_line
 
@@ -75,7 +75,7 @@ def unit(precision: str) -> str:
 
 
 def _warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr, flush=True)
+    logs.warning(f"warning: {msg}")
 
 
 # ---------------------------------------------------------------- the kernels
@@ -268,25 +268,28 @@ def measure(precision: str, threads: int, progress=None, repeats: int = REPEATS,
     """{'precision', 'threads', 'gflops', 'kernel', 'candidates': {label: gflops}, 'kernel_details':
     {label: what ran}, 'refused': {label: why}, 'method'}: every kernel of `precision` measured now,
     the best counts. No kernel ran: 'unavailable' (the reasons) instead of gflops and kernel.
-    `progress(line)` is told after each kernel."""
+    A zoo.logs progress shows the kernels measured; `progress(line)` is told after each kernel."""
     todo = kernels(precision) if candidates is None else candidates
     rates, details, refused = {}, {}, {}
     best = None
-    for i, k in enumerate(todo, 1):
-        try:
-            if precision not in RUNS[k.family]:
-                raise ZooError(f"{k.family}: no {precision} kernel (it runs {', '.join(RUNS[k.family])})")
-            seconds, details[k.label] = MEASURE[k.family](k, precision, threads, repeats, budget_s)
-            rates[k.label] = k.ops / seconds / 1e9
-            best = k.label if best is None or rates[k.label] > rates[best] else best
-        except ZooError as exc:
-            refused[k.label] = str(exc)[:300]
-        except Exception as exc:  # noqa: BLE001  a kernel a runtime cannot build or run is not a candidate
-            refused[k.label] = f"{k.family}: cannot run the {precision} {k.op} ({one_line(exc)[:250]})"
-        if progress:
-            done = f"best {rates[best]:.0f} {unit(precision)} ({best})" if best else "none ran yet"
-            progress(f"      peak {precision}: {i}/{len(todo)} kernels, {done}"
-                     + (f"; {k.label} refused" if k.label in refused else ""))
+    with logs.progress(f"      measuring the {precision} peak", len(todo), "kernels") as bar:
+        for i, k in enumerate(todo, 1):
+            bar.update(description=f"      measuring the {precision} peak ({k.label})")
+            try:
+                if precision not in RUNS[k.family]:
+                    raise ZooError(f"{k.family}: no {precision} kernel (it runs {', '.join(RUNS[k.family])})")
+                seconds, details[k.label] = MEASURE[k.family](k, precision, threads, repeats, budget_s)
+                rates[k.label] = k.ops / seconds / 1e9
+                best = k.label if best is None or rates[k.label] > rates[best] else best
+            except ZooError as exc:
+                refused[k.label] = str(exc)[:300]
+            except Exception as exc:  # noqa: BLE001  a kernel a runtime cannot build or run is not a candidate
+                refused[k.label] = f"{k.family}: cannot run the {precision} {k.op} ({one_line(exc)[:250]})"
+            bar.update(i)
+            if progress:
+                done = f"best {rates[best]:.0f} {unit(precision)} ({best})" if best else "none ran yet"
+                progress(f"      peak {precision}: {i}/{len(todo)} kernels, {done}"
+                         + (f"; {k.label} refused" if k.label in refused else ""))
     out = {"precision": precision, "threads": threads,
            "method": f"the best of {len(todo)} kernels ({', '.join(k.label for k in todo)}) at {precision} on "
                      f"{threads} threads, each the fastest of up to {repeats} calls within {budget_s:g} s; "

@@ -4,7 +4,6 @@ Timing is here, not in runtimes: `time.perf_counter_ns()` around synchronous cal
 separate, every sample kept."""
 from __future__ import annotations
 
-import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from zoo import logs as zoo_logs
 from zoo.errors import ZooError
 from zoo.stats import MIN_WINDOWS, interval, per_sample, relative_half_width, summarize, throughput
 
@@ -32,27 +32,6 @@ def _cpu() -> int:
 def _thread_cpu() -> int:
     """CPU time of the calling thread, ns."""
     return time.thread_time_ns()
-
-
-class Progress:
-    """A one-line progress display on stderr (a line per update when stderr is not a terminal)."""
-
-    def __init__(self, label: str, total: int, every_s: float = 2.0):
-        self.label, self.total, self.every = label, total, every_s
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-        self.t0 = time.perf_counter()
-
-    def update(self, done: int, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not force and now - self.last < self.every and done < self.total:
-            return
-        self.last = now
-        rate = done / max(now - self.t0, 1e-9)
-        msg = f"{self.label}: {done}/{self.total} ({rate:.1f}/s)"
-        print(("\r" + msg) if self.tty else msg, end="" if self.tty else "\n", file=sys.stderr, flush=True)
-        if self.tty and done >= self.total:
-            print(file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -93,7 +72,7 @@ class Stability:
 
 def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: int, iterations: int,
                time_budget_s: float | None, input_desc: str, stability: Stability | None = None,
-               clock=_now, cpu_clock=_cpu, keep_latencies: bool = False) -> dict:
+               clock=_now, cpu_clock=_cpu, keep_latencies: bool = False, tick=None) -> dict:
     """Time runtime.infer on a resident batch: `warmup` untimed calls, then timed calls until the
     first of: `stability` reached (stopped_by "stable"), `iterations` calls, `time_budget_s` of
     timed calls (at least one call). `clock()` returns nanoseconds (injectable for tests).
@@ -105,7 +84,9 @@ def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: i
     `cpu_s_per_sample` is the process CPU time of the timed calls per sample: the cores' worth of
     work the runtime takes for one sample (idle pool threads that spin count as work).
     `keep_latencies`: the block also holds every timed call's latency (`latencies_ms`, not a record
-    field: a sharded run pools its shards' calls into one distribution, zoo.shard)."""
+    field: a sharded run pools its shards' calls into one distribution, zoo.shard).
+    `tick(calls, seconds)`, if given, is told after each timed call (outside the timed span): the
+    timed calls so far and their seconds (a progress bar's)."""
     last_warm = None
     for _ in range(warmup):
         t0 = clock()
@@ -137,6 +118,8 @@ def infer_only(runtime, feeds: dict[str, np.ndarray], batch_size: int, warmup: i
         if time_budget_s is not None and (clock() - t_start) / 1e9 >= time_budget_s and len(lat) < iterations:
             stopped_by = "time_budget"
             break
+        if tick is not None:
+            tick(len(lat), (clock() - t_start) / 1e9)
     cpu_ns = cpu_clock() - cpu_start
     stats = summarize(lat)
     tp = throughput(batch_size, stats["mean"])
@@ -208,18 +191,31 @@ def run_pipeline(runtime, source, adapter, batch_size: int, input_name: str, out
     time is less than their sum. `cpu` holds the CPU time of the process and of the read,
     preprocess and postprocess stages (their threads' own CPU time); the rest of the process's CPU
     time is inference (the runtime's threads) and the harness. `progress`: an object with
-    `update(done)` (default: a Progress line on stderr; a Ray shard reports to the driver instead).
+    `update(done)` (default: a zoo.logs progress of the samples, '<label> bs<N> pipeline'; a Ray
+    shard reports to the driver instead).
     `keep_latencies`: the block also holds every batch's latency (`latencies_ms`, zoo.shard pools them).
     The block's `interval` treats each batch (the time between two batches' completions) as a
     window: one pass over the source, so a short source gives a wide interval, said as unstable
     against `tolerance` (the pass is never repeated: its metrics are the run's accuracy)."""
+    args = (runtime, source, adapter, batch_size, input_name, output_name, metrics, workers, on_prediction, label,
+            post_workers)
+    if progress is not None:
+        return _stream(*args, progress, keep_latencies, tolerance)
+    with zoo_logs.progress(f"      {label + ' ' if label else ''}bs{batch_size} pipeline", len(source.ids),
+                           "samples") as shown:  # opened before and closed after the timed span
+        return _stream(*args, shown, keep_latencies, tolerance)
+
+
+def _stream(runtime, source, adapter, batch_size: int, input_name: str, output_name: str, metrics: list,
+            workers: int, on_prediction, label: str, post_workers: int, progress, keep_latencies: bool,
+            tolerance: float) -> dict:
+    """run_pipeline's pass, told to `progress`."""
     if post_workers not in (0, 1):
         raise ValueError(f"post_workers must be 0 or 1 (postprocessing is ordered), got {post_workers}")
     ids = source.ids
     n = len(ids)
     clock = StageClock()
     batch_lat, batch_n = [], []
-    progress = progress or Progress(f"{label} bs{batch_size}", n)
     window = 2 * batch_size + max(workers, 1)
     done = 0
 
@@ -335,7 +331,7 @@ def cpu_ceiling(pipe: dict, infer_block: dict, cores: int) -> dict | None:
 
 
 def interleaved(a, feeds_a: dict, b, feeds_b: dict, batch_size: int, warmup: int, stability: Stability,
-                time_budget_s: float, max_rounds: int = 200, clock=_now, window_s: float = 0.5) -> dict:
+                time_budget_s: float, max_rounds: int = 200, clock=_now, window_s: float = 0.5, tick=None) -> dict:
     """B's speed over A's, measured side by side (pyperf/asv compare across runs; this is the
     same-process form that drift and other work on the cores cannot bias): rounds of one window
     of each, in ABBA order (A then B, then B then A: a linear drift
@@ -347,7 +343,8 @@ def interleaved(a, feeds_a: dict, b, feeds_b: dict, batch_size: int, warmup: int
     rounds, `stability.min_duration_s` and `stability.min_calls` calls a side are in and the interval's relative half-width is within
     `stability.tolerance`, else at `time_budget_s` or `max_rounds` (then unstable, with the reason).
     Returns {ratio, low, high, half_width, rounds, stable, reason, stopped_by, method, a, b} where a and b hold
-    each side's throughput (samples/s over all its timed calls) and window throughputs."""
+    each side's throughput (samples/s over all its timed calls) and window throughputs.
+    `tick(rounds, seconds)`, if given, is told after each round (a progress bar's)."""
     import math
 
     from zoo.stats import half_width
@@ -385,6 +382,8 @@ def interleaved(a, feeds_a: dict, b, feeds_b: dict, batch_size: int, warmup: int
         if elapsed >= time_budget_s:
             stop, stopped_by = f"stopped by the time budget ({time_budget_s:g} s)", "time_budget"
             break
+        if tick is not None:
+            tick(len(logs), elapsed)
     ratio = math.exp(mean)
     low, high = (ratio * math.exp(-half), ratio * math.exp(half)) if half is not None else (None, None)
     rel = (high - low) / 2 / ratio if half is not None else None

@@ -463,14 +463,21 @@ class _Driver:
 
     def call(self, method: str, *args, label: str, total: int | None = None) -> list:
         """`method(*args)` on every actor at once; the results in shard order. A died worker's
-        call is made again (Ray restarts the actor) up to --shard-retries times."""
+        call is made again (Ray restarts the actor) up to --shard-retries times. Its progress
+        (zoo.logs): the samples the shards have done (`total`, from the tally), else the shards done."""
+        from zoo import logs
+        with logs.progress("      starting the shards" if label == "start" else f"      {label}", total or self.count,
+                           "samples" if total else "shards") as bar:
+            return self._call(method, args, label, total, bar)
+
+    def _call(self, method: str, args: tuple, label: str, total: int | None, bar) -> list:
         import ray
         from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError
         died = (RayActorError, OutOfMemoryError)  # killed or crashed (ActorUnavailableError is a RayActorError),
         # or killed by Ray's memory monitor (OutOfMemoryError: the call fails while Ray restarts the actor)
         pending = {getattr(a, method).remote(*args): i for i, a in enumerate(self.actors)}
         attempts, results = [0] * self.count, [None] * self.count
-        t0 = last = time.monotonic()
+        last = time.monotonic()
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in ready:
@@ -491,15 +498,17 @@ class _Driver:
                         f"(attempt {attempts[i] + 1} of {self.cfg.shard_retries + 1})")
                     self.tally.reset.remote(i)
                     pending[getattr(self.actors[i], method).remote(*args)] = i
+            if not total:
+                bar.update(self.count - len(pending))
             now = time.monotonic()
             if total and now - last >= 2.0 and pending:
                 last = now
                 try:
                     done = sum(ray.get(self.tally.snapshot.remote(), timeout=10).values())
-                except Exception:  # the progress actor is being restarted: no line this time
+                except Exception:  # the progress actor is being restarted: no count this time
                     continue
-                log(f"      {label}: shards {self.count - len(pending)}/{self.count} done, {done}/{total} samples, "
-                    f"{done / max(now - t0, 1e-9):.1f}/s")
+                bar.update(min(done, total), description=f"      {label} ({self.count - len(pending)}/{self.count} "
+                                                         "shards done)")
         return results
 
     def close(self) -> None:

@@ -21,13 +21,13 @@ import hashlib
 import http.client
 import os
 import re
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from zoo import logs
 from zoo.errors import ZooError, one_line
 from zoo.fileutil import temp_file_beside
 from zoo.paths import cache_dir
@@ -165,7 +165,6 @@ def _download(url: str, dest: Path, checks: list[Check], timeout: float, max_byt
     if not checks:
         raise ZooError(f"{url}: refusing to download weights without an expected sha256 or md5")
     tmp = temp_file_beside(dest, suffix=".part")  # unique: concurrent downloads never share it
-    progress = False
     try:
         sha, md5 = hashlib.sha256(), hashlib.md5()
         with open(tmp, "wb") as out:
@@ -177,34 +176,27 @@ def _download(url: str, dest: Path, checks: list[Check], timeout: float, max_byt
                         raise ZooError(f"{url}: refusing to download {total} bytes: larger than the "
                                        f"{max_bytes}-byte limit for weights")
                     done = 0
-                    while block := resp.read(1 << 20):
-                        done += len(block)
-                        if done > max_bytes:
-                            raise ZooError(f"{url}: download aborted after {done} bytes: larger than the "
-                                           f"{max_bytes}-byte limit for weights")
-                        out.write(block)
-                        sha.update(block)
-                        md5.update(block)
-                        if total:
-                            progress = True
-                            print(f"\rdownloading {dest.name}: {done / total:6.1%} of {total / 1e6:.1f} MB",
-                                  end="", file=sys.stderr, flush=True)
+                    with logs.progress(f"      downloading {dest.name}", total, "bytes") as bar:
+                        while block := resp.read(1 << 20):
+                            done += len(block)
+                            if done > max_bytes:
+                                raise ZooError(f"{url}: download aborted after {done} bytes: larger than the "
+                                               f"{max_bytes}-byte limit for weights")
+                            out.write(block)
+                            sha.update(block)
+                            md5.update(block)
+                            bar.update(done)
                     if total is not None and done != total:
                         raise ZooError(f"{url}: download failed: the connection ended after {done} of {total} bytes")
             except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
                 raise ZooError(f"{url}: download failed: {one_line(exc)}") from None
             out.flush()
             os.fsync(out.fileno())
-        if progress:
-            print(file=sys.stderr)
-            progress = False
         got = sha.hexdigest(), md5.hexdigest()
         _verify(f"{url}: downloaded file rejected", *got, checks)
         os.replace(tmp, dest)
         return got
     except BaseException:
-        if progress:
-            print(file=sys.stderr)  # the error line must not continue the progress line
         tmp.unlink(missing_ok=True)
         raise
 
@@ -297,13 +289,13 @@ def resolve(spec: str | None, manifest, sha256: str | None = None, md5: str | No
     if dest.is_file():
         try:
             w = _local(dest, p.checks)
-            print(f"using cached download {dest}", file=sys.stderr)
+            logs.info(f"      using cached download {dest}")
             w.url, w.checkpoint = p.url, p.checkpoint
             return w
         except ZooError:
             # replaced below by a verified download (os.replace), never deleted first: a
             # concurrent run may be publishing a good copy at this moment
-            print(f"cached download {dest} is damaged; downloading again", file=sys.stderr)
+            logs.warning(f"      cached download {dest} is damaged; downloading again")
     got_sha, got_md5 = _download(p.url, dest, p.checks, timeout, max_bytes)
     return Weights(path=dest.resolve(), sha256=got_sha, md5=got_md5, url=p.url, checks=p.checks,
                    checkpoint=p.checkpoint)

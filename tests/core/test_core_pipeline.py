@@ -361,7 +361,7 @@ def test_unstable_runs_to_the_iteration_cap_and_says_so():
     assert iv["stable"] is False and iv["windows"] == 6 and iv["half_width"] > 0.05
     assert iv["reason"].startswith("stopped at --iters 12: +-") and "above the tolerance +-5.0%" in iv["reason"]
     from zoo.stats import shown
-    assert shown(res).endswith(f"UNSTABLE: +-{iv['half_width']:.1%}")
+    assert shown(res) == f"{res['throughput']:.1f}/s ±{iv['half_width']:.1%} UNSTABLE"
 
 
 def test_time_budget_ends_an_unstable_run():

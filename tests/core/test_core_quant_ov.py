@@ -223,6 +223,11 @@ def test_zoo_run_int8_end_to_end(tmp_path):
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rec = last_json(proc)  # written only after JSON Schema validation
+    # stdout is the result's path alone (NNCF draws its progress on stdout: dropped); the
+    # calibration's progress is a line of its own step, [4/7] compile
+    assert len(proc.stdout.strip().splitlines()) == 1, proc.stdout[-2000:]
+    err = proc.stderr
+    assert err.index("[4/7] compile") < err.index("      NNCF int8 calibration: 6 samples\n") < err.index("[5/7]"), err
     assert rec["precision"] == "int8" and rec["verify"]["precision"] == "int8"
     s = rec["runtime"]["settings"]
     assert s["executed_precision_per_batch"] == {"1": "i8", "4": "i8"}

@@ -99,16 +99,41 @@ def kept_operations(ov_model, keep_fp32: Iterable[str]) -> list[str]:
 
 class _Feeds:
     """The calibration batches as a re-iterable (NNCF passes over its dataset more than once:
-    statistics, then bias correction)."""
+    statistics, then bias correction). `bar` (a zoo.logs progress) counts the samples NNCF takes,
+    pass by pass."""
 
-    def __init__(self, calibration, batch_size: int):
-        self.calibration, self.batch_size = calibration, batch_size
+    def __init__(self, calibration, batch_size: int, bar=None, description: str = ""):
+        self.calibration, self.batch_size, self.bar, self.description = calibration, batch_size, bar, description
+        self.passes = 0
 
     def __iter__(self):
-        return self.calibration.feeds(self.batch_size)
+        self.passes += 1
+        if self.bar is None:
+            return self.calibration.feeds(self.batch_size)
+        return self._counted(self.passes)
+
+    def _counted(self, n: int):
+        self.bar.update(0, description=self.description + (f", pass {n}" if n > 1 else ""))
+        done = 0
+        for feed in self.calibration.feeds(self.batch_size):
+            yield feed
+            done += len(next(iter(feed.values())))
+            self.bar.update(done)
 
     def __len__(self) -> int:
         return -(-len(self.calibration) // self.batch_size)
+
+
+@contextmanager
+def _nncf_shown(calibration, what: str):
+    """NNCF's run as a step of the zoo's: a progress of the calibration samples NNCF takes (yielded:
+    the feeds to give it), NNCF's own rich progress bars (drawn on stdout, which carries the zoo's
+    result path) dropped, and its log lines (also on stdout) made zoo lines (zoo.logs.routed)."""
+    from zoo import logs
+    _nncf()  # imported first: NNCF makes its logger its own class when it creates it
+    description = f"      NNCF {what}"
+    with logs.progress(description, len(calibration), "samples") as bar, logs.quiet_rich(), logs.routed("nncf"):
+        yield _Feeds(calibration, CALIBRATION_BATCH, bar, description)
 
 
 def _check_method(calibration) -> None:
@@ -121,9 +146,9 @@ def fake_quantize_count(ov_model) -> int:
     return sum(op.get_type_name() == "FakeQuantize" for op in ov_model.get_ordered_ops())
 
 
-def _quantize_args(calibration, ignored: list[str]) -> dict:
+def _quantize_args(calibration, ignored: list[str], feeds: _Feeds | None = None) -> dict:
     nncf = _nncf()
-    return {"calibration_dataset": nncf.Dataset(_Feeds(calibration, CALIBRATION_BATCH)),
+    return {"calibration_dataset": nncf.Dataset(feeds or _Feeds(calibration, CALIBRATION_BATCH)),
             "subset_size": len(calibration), "target_device": nncf.TargetDevice.CPU,
             "ignored_scope": nncf.IgnoredScope(names=ignored) if ignored else None}
 
@@ -143,7 +168,8 @@ def quantize_ov(core, ov_model, calibration, cache: Path, onnx_sha256: str,
         nncf = _nncf()
         t0 = time.perf_counter()
         try:
-            quantized = nncf.quantize(ov_model.clone(), **_quantize_args(calibration, ignored))
+            with _nncf_shown(calibration, "int8 calibration") as feeds:
+                quantized = nncf.quantize(ov_model.clone(), **_quantize_args(calibration, ignored, feeds))
         except ZooError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -220,12 +246,12 @@ def quantize_ov_with_accuracy_control(core, ov_model, calibration, validation_it
     ignored = kept_operations(ov_model, tuple(dict.fromkeys(keep_fp32)))
     validation = nncf.Dataset(validation_items, lambda item: item[0])
     t0 = time.perf_counter()
-    with _nncf_log() as messages:
+    with _nncf_shown(calibration, "int8 calibration with accuracy control") as feeds, _nncf_log() as messages:
         try:
             quantized = nncf.quantize_with_accuracy_control(
                 ov_model.clone(), validation_dataset=validation, validation_fn=validate_fn, max_drop=max_drop,
                 drop_type=nncf.DropType.RELATIVE if drop_type == "relative" else nncf.DropType.ABSOLUTE,
-                **_quantize_args(calibration, ignored))
+                **_quantize_args(calibration, ignored, feeds))
         except Exception as exc:  # noqa: BLE001
             raise ZooError(f"openvino: NNCF's quantization with accuracy control failed ({one_line(exc)[:300]})") from None
     reverted = reverted_operations(messages)

@@ -1,7 +1,7 @@
 """The run's stages, in order: config, weights, export, compile, verify, infer, score, record."""
-import sys
+from zoo import logs
 
 
 def log(msg: str) -> None:
-    """A progress line of the run, on stderr (stdout carries the result's path)."""
-    print(msg, file=sys.stderr, flush=True)
+    """A status line of the run (INFO, zoo.logs: on stderr; stdout carries the result's path)."""
+    logs.info(msg)

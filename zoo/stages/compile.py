@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zoo import logs
 from zoo.runtimes import ModelArtifacts
 
 
@@ -33,6 +34,8 @@ def compile_runtime(cfg, runtime_cls, manifest, export: dict, module, cache: Pat
                           output_names=[manifest.output["name"]], torch_module=module, key=export["onnx_sha256"],
                           calibration=calibration if runtime_cls.needs_calibration(precision) else None,
                           keep_fp32=keep_fp32_names(cfg.keep_fp32))
-    rt.compile(arts, cache)
-    rt.load()
+    with logs.progress(f"      compiling for {cfg.runtime}"
+                       + (f" ({precision})" if precision != "fp32" else "")):  # a spinner with the time spent
+        rt.compile(arts, cache)
+        rt.load()
     return rt

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo import logs
 from zoo.errors import ZooError, one_line
 from zoo.export import apply_edit, check_onnx, ensure_onnx, export_key, onnx_io
 from zoo.fileutil import file_digest
@@ -55,8 +56,9 @@ def export_model(cfg, manifest, adapter, module, weights, batch: np.ndarray, met
                          f"{manifest.name}|{shape}")
         meta = {"zoo.model": manifest.name, "zoo.variant": adapter.variant, "zoo.weights_sha256": weights.sha256,
                 "zoo.input": inp, "zoo.output": outp, "zoo.input_shape": json.dumps(shape)}
-        export = ensure_onnx(module, batch, cache, key, inp, outp, opset, exp["dynamic_batch"], meta,
-                             dynamic_spatial=adapter.dynamic_spatial)
+        with logs.progress(f"      exporting to ONNX (opset {opset})"):  # a spinner with the time spent
+            export = ensure_onnx(module, batch, cache, key, inp, outp, opset, exp["dynamic_batch"], meta,
+                                 dynamic_spatial=adapter.dynamic_spatial)
 
     import onnxruntime as ort
     import torch
@@ -69,9 +71,10 @@ def export_model(cfg, manifest, adapter, module, weights, batch: np.ndarray, met
                            f"({one_line(exc)[:300]})") from None
 
     tol = tolerance(manifest, "fp32")
-    export["parity"] = {"reference": f"torch {torch.__version__}", "candidate": f"onnxruntime {ort.__version__}",
-                        "batch_size": int(batch.shape[0]),
-                        **compare(reference, ort_out(export["path"]), adapter, metas, tol)}
+    with logs.progress("      parity: ONNX Runtime against PyTorch"):
+        export["parity"] = {"reference": f"torch {torch.__version__}", "candidate": f"onnxruntime {ort.__version__}",
+                            "batch_size": int(batch.shape[0]),
+                            **compare(reference, ort_out(export["path"]), adapter, metas, tol)}
     log(f"      parity max_rel_diff={export['parity']['max_rel_diff']:.2e} passed={export['parity']['passed']}")
     edit_key = adapter.export_edit_key()
     if edit_key:
@@ -88,7 +91,9 @@ def export_model(cfg, manifest, adapter, module, weights, batch: np.ndarray, met
         log(f"      edit {edit_key}: {info} -> max_rel_diff vs torch {export['edit']['effect_vs_torch']['max_rel_diff']:.2e}")
     try:  # the model's cost, from the graph the runtimes run
         from zoo.cost import onnx_cost
-        export["cost"] = {**onnx_cost(Path(export["path"]), list(batch.shape[1:])), "input_shape": list(batch.shape[1:])}
+        with logs.progress("      counting the graph's cost"):
+            export["cost"] = {**onnx_cost(Path(export["path"]), list(batch.shape[1:])),
+                              "input_shape": list(batch.shape[1:])}
     except ZooError as exc:
         log(f"      cost not counted: {exc}")
     return export

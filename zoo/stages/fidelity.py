@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from zoo import logs
 from zoo.errors import ZooError
 from zoo.ids import shown
 from zoo.metrics.fidelity import Fidelity
@@ -91,10 +92,12 @@ def fp32_baseline(cfg, runtime_cls, manifest, adapter, source, head: list, expor
     rt32 = compile_runtime(cfg, runtime_cls, manifest, export, module, cache, precision="fp32")
     try:
         feed, _ = infer_feed(cfg.infer_input, head, bs)
-        log(f"      fp32 bs{bs}: speed-up of {rt.executed_precision()} over fp32, interleaved windows")
         settings = cfg.timing
-        ab = interleaved(rt32, {inp: feed}, rt, {inp: feed}, bs, cfg.warmup, settings, cfg.time_budget,
-                         max_rounds=max(cfg.iterations // max(settings.window, 1), 1))
+        with logs.progress(f"      fp32 bs{bs}: speed-up of {rt.executed_precision()} over fp32, interleaved windows",
+                           cfg.time_budget, "s") as bar:
+            ab = interleaved(rt32, {inp: feed}, rt, {inp: feed}, bs, cfg.warmup, settings, cfg.time_budget,
+                             max_rounds=max(cfg.iterations // max(settings.window, 1), 1),
+                             tick=lambda rounds, s: bar.update(min(s, cfg.time_budget)))
         metrics, fidelity = scoring.metrics(source), Fidelity()
         pipe = run_pipeline(rt32, source, scoring, bs, inp, outp, metrics, workers=cfg.workers,
                             label=f"{cfg.runtime} fp32", post_workers=cfg.post_workers, tolerance=cfg.interval_tolerance,

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from zoo import logs
 from zoo.errors import ZooError, one_line
 from zoo.peaks import REMEASURE_ENV, apply_peak
 from zoo.pipeline import cpu_ceiling, infer_only, run_pipeline
@@ -35,12 +36,20 @@ def infer_feed(mode: str, head: list[np.ndarray], bs: int) -> tuple[np.ndarray, 
     raise ZooError(f"--input must be dataset, zeros or random, got {mode!r}")
 
 
+def timed(description: str, budget_s: float | None, calls: int, measure):
+    """measure(tick) under a progress of its timed calls: against the time budget (seconds, the
+    ETA is what is left of it; stop-when-stable may end it sooner), else against `calls`."""
+    with logs.progress(description, budget_s or calls, "s" if budget_s else "calls") as bar:
+        return measure((lambda n, s: bar.update(min(s, budget_s))) if budget_s else (lambda n, s: bar.update(n)))
+
+
 def op_profile(rt, feeds, bs: int, calls: int, cost: dict) -> dict:
     """The infer-only block's `op_profile`: the runtime's per-operator times (a separate
     profiling session, after the timed calls) with the graph's FLOPs per operator type."""
     from zoo.profile import summarize_ops
     try:
-        times = rt.op_times(feeds, warmup=1, calls=calls)
+        with logs.progress(f"      bs{bs}: operator profile over {calls} calls"):
+            times = rt.op_times(feeds, warmup=1, calls=calls)
     except Exception as exc:  # a profile is extra information: the timed figures stand without it
         log(f"      bs{bs}: operator profile FAILED: {one_line(exc)[:200]}")
         return {"unavailable": f"profiling failed: {one_line(exc)[:300]}"}
@@ -80,7 +89,7 @@ class Peak:
         from zoo.peaks import machine_peak, unit
         t0 = time.perf_counter()
         try:
-            peak = machine_peak(precision, self.threads, progress=log)
+            peak = machine_peak(precision, self.threads, progress=logs.debug)  # a line per kernel with -v
         except ZooError as exc:
             peak = {"precision": precision, "threads": self.threads, "unavailable": str(exc)[:300]}
         took = time.perf_counter() - t0
@@ -133,7 +142,9 @@ def sweep(cfg, rt, manifest, adapter, source, head: list[np.ndarray], batch_size
         try:
             feed, desc = infer_feed(cfg.infer_input, head, bs)
             block_peak = peak.gflops()
-            block = infer_only(rt, {inp: feed}, bs, cfg.warmup, cfg.iterations, cfg.time_budget, desc, cfg.stability)
+            block = timed(f"      {cfg.runtime} bs{bs} infer-only", cfg.time_budget, cfg.iterations,
+                          lambda tick: infer_only(rt, {inp: feed}, bs, cfg.warmup, cfg.iterations, cfg.time_budget,
+                                                  desc, cfg.stability, tick=tick))
         except ZooError:
             raise
         except Exception as exc:  # a batch size the runtime cannot run (memory, shape)
@@ -166,7 +177,7 @@ def sweep(cfg, rt, manifest, adapter, source, head: list[np.ndarray], batch_size
              f"({pipe['pipeline_vs_infer']:.0%}" + (f", CPU ceiling {ceiling['vs_infer']:.0%}" if ceiling else "")
              + "), " + ", ".join(f"{m.name} {m.metric}={m.compute()[m.metric]:.4f}" for m in metrics))
     for note in apply_peak(perf, peak.gflops(), peak.precision):  # a fraction of the peak is never above 1
-        log(f"      WARNING: {note}; no fraction recorded ({REMEASURE_ENV}=1 measures the peak again)")
+        logs.warning(f"      WARNING: {note}; no fraction recorded ({REMEASURE_ENV}=1 measures the peak again)")
     if not metrics_by_bs:
         raise ZooError(f"{cfg.model}/{cfg.runtime}: every batch size failed; first error: {perf[0].get('error')}")
     return perf, metrics_by_bs, peak
