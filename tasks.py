@@ -16,6 +16,8 @@
 
 `run`, `bench` and `prep` take the run options declared in zoo/stages/config.py (one declaration
 for these tasks, `python -m zoo` and the isolate config) and pass them on to `python -m zoo`.
+Every task takes --debug, -q/--quiet and -v/--verbose; its options are typed and checked by invoke
+itself, with their defaults in `invoke --help <task>` (runner/cli.py).
 """
 from __future__ import annotations
 
@@ -27,9 +29,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from invoke import Exit, task
+from invoke import Exit
 
-from runner import ROOT, docker, envs
+from runner import ROOT, cli, docker, envs
+from runner.cli import Value, task
 from runner.validate import ResultError, load_result
 from zoo.stages import config as run_config
 
@@ -55,7 +58,8 @@ def _models(model: str | None) -> list[str]:
 
 def _ensure(model: str) -> Path:
     try:
-        return envs.ensure(model)
+        level = cli.current().log_level or os.environ.get("ZOO_LOG_LEVEL")
+        return envs.ensure(model, say_current=level == "DEBUG")  # said at DEBUG level only
     except envs.EnvError as exc:
         _fail(str(exc))
 
@@ -101,29 +105,32 @@ def _zoo_args(given: dict, command: str = "run", docker_: bool = False) -> list[
 def _zoo_task(command: str, **kw):
     """@task for a task that runs `python -m zoo <command>`: the function's own parameters, then
     one keyword parameter per flag of every declared run option (invoke reads a task's
-    parameters from its signature), with the declaration's help; the function receives them in
-    **options. An own parameter named like a declared option (model, weights, data, out) gets
-    the option's help unless `help` gives one."""
+    parameters from its signature), with the declaration's help, kind and default (shown in the
+    help and checked by invoke: runner.cli.Value); the function receives them in **options. An
+    own parameter named like a declared option (model, weights, data, out) gets the option's help
+    and kind unless `help` or `values` gives one."""
     def wrap(fn):
         sig = inspect.signature(fn)
         params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
-        helps, iterable, optional = {}, [], []
+        helps, values, iterable, optional = {}, {}, [], []
         for o in run_config.options(command):
             if o.task == "own":
                 if o.field in sig.parameters:
-                    helps[o.field] = o.help
+                    helps[o.field], values[o.field] = o.help, Value.of(o)
                 continue
             for name, flag in zip(o.names, o.flags):
                 params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
                                                 default=False if o.kind == "switch" else None))
                 helps[name] = o.help if flag == o.flag else f"the old name of {o.flag}"
+                if o.kind != "switch":
+                    values[name] = Value.of(o, shows_default=flag == o.flag)
                 if o.kind == "pairs":
                     iterable.append(name)
                 if o.const is not None:
                     optional.append(name)
         fn.__signature__ = sig.replace(parameters=params)
         return task(fn, auto_shortflags=False, iterable=iterable, optional=optional,
-                    help={**helps, **kw.pop("help", {})}, **kw)
+                    help={**helps, **kw.pop("help", {})}, values={**values, **kw.pop("values", {})}, **kw)
     return wrap
 
 
@@ -141,13 +148,15 @@ def _paths(weights, data) -> list[str]:
 def _in_env(model: str, argv: list[str]) -> subprocess.CompletedProcess:
     """Run `python <argv>` in the model's environment and wait for it. SIGINT and SIGTERM sent to
     this process are forwarded to the model process, which stops cleanly (one line, nothing
-    written, 130/143) and is waited for; the model process also stops if this one dies
-    (ZOO_PARENT_PID: the kernel's parent-death signal). It runs in its own process group, so a
+    written, 130/143) and is waited for; its error lines name the task (ZOO_PROG: `error: invoke
+    run: ...`), and it gets the task's --debug/-q/-v as ZOO_DEBUG and ZOO_LOG_LEVEL (runner.cli).
+    The model process also stops if this one dies (ZOO_PARENT_PID: the kernel's parent-death signal). It runs in its own process group, so a
     terminal's Ctrl-C reaches it once, through the forwarding. A model process killed by a signal
     (SIGKILL: the OOM killer) is one line and exit 128+n (subprocess's -n would be exit 256-n)."""
     py = _ensure(model)
     proc = subprocess.Popen([str(py), *argv], cwd=ROOT,
-                            env=envs.model_env({"ZOO_PARENT_PID": str(os.getpid()), "ZOO_SUMMARY": "0"}),
+                            env=envs.model_env({"ZOO_PARENT_PID": str(os.getpid()), "ZOO_SUMMARY": "0",
+                                                "ZOO_PROG": cli.prog()}),  # its error lines name `invoke run`
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
 
     def forward(signum, frame):
@@ -203,7 +212,9 @@ def _summarise(path: Path) -> str:
 
 @task(auto_shortflags=False, help={"model": "model name (default: every model)", "force": "recreate even if up to date"})
 def setup(c, model=None, force=False):
-    """Create or reuse each model's pinned environment (.venvs/<model>)."""
+    """Create or reuse each model's pinned environment.
+
+    One per model: .venvs/<model>, from the model's hash lock."""
     for m in _models(model):
         try:
             envs.ensure(m, force=force)
@@ -224,7 +235,8 @@ def _check_docker_cluster(options: dict) -> None:
     "docker": "run in the model's image instead of the local env", "dry-run": "print the docker commands only",
     "device-type": "auto|cpu|ascend|nvidia (docker)",
     "container-memory": "with --docker: the container's memory limit (docker --memory, e.g. 8g; a number is MB; "
-                        "default: none)"})
+                        "default: none)"},
+    values={"device_type": Value(choices=("auto", "cpu", "ascend", "nvidia"))})
 def run(c, model=None, weights=None, data=None, out=str(RESULTS), docker_=False, dry_run=False, device_type="auto",
         container_memory=None, **options):
     """Run a model's guide end to end; validate the result JSON."""
@@ -234,7 +246,8 @@ def run(c, model=None, weights=None, data=None, out=str(RESULTS), docker_=False,
     zargs = _zoo_args(options, "run", docker_=docker_ or dry_run)
     out = Path(out).resolve()
     if docker_ or dry_run:
-        kw = dict(out=out, data=data, weights=weights, device_type=device_type, zoo_args=zargs,
+        kw = dict(out=out, data=data, weights=weights, device_type=device_type,
+                  zoo_args=zargs + cli.current().zoo_flags(),  # the container does not see ZOO_LOG_LEVEL
                   memory=container_memory)
         try:
             if dry_run:
@@ -283,8 +296,10 @@ def _summarised(path: Path) -> None:
                           "precisions": "comma-separated precisions side by side, e.g. fp32,bf16 (default: --precision)"})
 def bench(c, model=None, weights=None, data=None, out=str(RESULTS / "bench"), runtimes=None, backends=None,
           precisions=None, **options):
-    """PyTorch eager vs the compiled runtimes (e.g. --runtimes torch,onnxruntime,openvino), and precisions
-    (e.g. --precisions fp32,bf16) side by side: throughput per batch size and the ratios."""
+    """Compare runtimes and precisions of one model side by side.
+
+    PyTorch eager vs the compiled runtimes (e.g. --runtimes torch,onnxruntime,openvino), and
+    precisions (e.g. --precisions fp32,bf16): throughput per batch size and the ratios."""
     model = _need(model)
     names = _one_name(runtimes, backends, "--runtimes", "--backends") or "torch,onnxruntime"
     argv = ["-m", "zoo", "bench", "--model", model, "--runtimes", names, "--out", str(Path(out).resolve()),
@@ -300,12 +315,18 @@ def bench(c, model=None, weights=None, data=None, out=str(RESULTS / "bench"), ru
                        "candidate": "configuration B, judged against A: RUNTIME[:PRECISION], e.g. openvino:int8",
                        "out": "results folder (default: results; the A/B JSON goes to <out>/ab)",
                        "min-effect": "a ratio within this fraction of 1 is no significant change (default 0.02)",
-                       "fail-slower": "exit 1 when B is significantly slower by more than this fraction",
-                       "expect": "faster|slower|same: exit 1 unless B is that against A"})
+                       "fail-slower": "exit 1 when B is significantly slower by more than this fraction (default: no gate)",
+                       "expect": "faster|slower|same: exit 1 unless B is that against A (default: no expectation)"},
+           values={"min_effect": Value("float", 0.02), "fail_slower": "float", "base": Value(default=cli.REQUIRED),
+                   "candidate": Value(default=cli.REQUIRED),
+                   "expect": Value(choices=("faster", "slower", "same"))})
 def ab(c, model=None, base=None, candidate=None, weights=None, data=None, out=str(RESULTS), min_effect=None, fail_slower=None,
        expect=None, **options):
-    """Two configurations timed in alternating windows in one process (e.g. --base onnxruntime --candidate openvino:int8):
-    B's throughput over A's with its 95% interval and a verdict; --fail-slower makes it a gate."""
+    """Time two configurations in alternating windows (A/B).
+
+    A and B (e.g. --base onnxruntime --candidate openvino:int8) are timed in alternating windows
+    in one process: B's throughput over A's with its 95% interval and a verdict; --fail-slower
+    makes it a gate."""
     model = _need(model)
     if not base or not candidate:
         _fail("--base and --candidate are required (RUNTIME[:PRECISION] each)")
@@ -320,9 +341,12 @@ def ab(c, model=None, base=None, candidate=None, weights=None, data=None, out=st
         raise Exit(code=proc.returncode)
 
 
-@_zoo_task("prep", help={"bin-dir": "output folder (must not exist yet)"})
+@_zoo_task("prep", help={"bin-dir": "output folder (must not exist yet)"},
+           values={"bin_dir": Value("path", cli.REQUIRED)})
 def prep(c, model=None, bin_dir=None, data=None, **options):
-    """Write preprocessed inputs as <id>.bin (float32 CHW) for .bin-reading tools (ais_bench)."""
+    """Write preprocessed inputs as <id>.bin files (for ais_bench).
+
+    float32 CHW, one file per sample, for tools that read .bin inputs."""
     model = _need(model)
     if not bin_dir:
         _fail("--bin-dir is required")
@@ -335,11 +359,13 @@ def prep(c, model=None, bin_dir=None, data=None, **options):
 
 
 @task(auto_shortflags=False, help={"result": "a run's result JSON (a run with --save-predictions)",
-                                   "data": "dataset root the labels are read from (default: the path the run recorded)"})
+                                   "data": "dataset root the labels are read from (default: the path the run recorded)"},
+      values={"result": "path", "data": "path"})
 def score(c, result, data=None):
-    """Recompute a run's accuracy from its saved predictions (no inference); exit 1 if it differs.
+    """Recompute a run's accuracy from its saved predictions.
 
-    Runs `python -m zoo score` in the environment of the model the result names."""
+    No inference; exit 1 if a figure differs from the record. Runs `python -m zoo score` in the
+    environment of the model the result names."""
     path = Path(result).resolve()
     try:
         name = load_result(path)["model"]["name"]
@@ -357,16 +383,20 @@ def score(c, result, data=None):
     "auto": "keep the most sensitive layers in fp32 until within 1% of fp32; print the --keep-fp32 list",
     "auto-by": "--auto's criterion: metric or fidelity (default: metric; fidelity with a random checkpoint)",
     "top": "sensitivity units printed (default 10)",
-    "out": "the JSON report's path (default: results/<model>/diagnose-<runtime>-<precision>-<time>-<6 hex>.json; never over an existing file)"})
+    "out": "the JSON report's path (default: results/<model>/diagnose-<runtime>-<precision>-<time>-<6 hex>.json; never over an existing file)"},
+    values={"samples": Value("int", 8), "top": Value("int", 10), "auto_by": Value(choices=("metric", "fidelity")),
+            "out": "path"})
 def diagnose(c, model=None, weights=None, data=None, out=None, samples=None, auto=False, auto_by=None, top=None,
              **options):
-    """Where a reduced-precision model loses accuracy: every shared intermediate tensor compared with
-    fp32 on real samples, the first layer where the error jumps, the per-layer sensitivity ranking;
-    --auto keeps the most sensitive layers in fp32 until within 1%."""
+    """Find where a reduced precision loses accuracy, layer by layer.
+
+    Every shared intermediate tensor compared with fp32 on real samples, the first layer where the
+    error jumps, the per-layer sensitivity ranking; --auto keeps the most sensitive layers in fp32
+    until within 1%."""
     model = _need(model)
     argv = ["-m", "zoo", "diagnose", "--model", model, *_zoo_args(options, "diagnose"), *_paths(weights, data)]
-    argv += ["--samples", str(samples)] if samples else []
-    argv += ["--top", str(top)] if top else []
+    argv += ["--samples", str(samples)] if samples is not None else []
+    argv += ["--top", str(top)] if top is not None else []
     argv += ["--auto"] if auto else []
     argv += ["--auto-by", auto_by] if auto_by else []
     argv += ["--out", str(Path(out).resolve())] if out else []
@@ -376,17 +406,22 @@ def diagnose(c, model=None, weights=None, data=None, out=None, samples=None, aut
         raise Exit(code=proc.returncode)
 
 
-@task(auto_shortflags=False, help={"model": "model name", "tag": "image tag (default zoo/<model>:latest)", "dry-run": "print the command only",
+@task(auto_shortflags=False, help={"model": "model name (required)", "tag": "image tag (default zoo/<model>:latest)", "dry-run": "print the command only",
                                    "base-image": "python base image (default: the digest-pinned BASE_IMAGE of runner/dockerfiles/base.Dockerfile; "
                                                  "'local': zoo/python-local:3.11-bookworm, made first by runner/base_image.sh if missing)",
-                                   "pip-config": "a pip.conf for the build stages' pip (PIP_CONFIG_FILE; it alone decides the indexes)",
-                                   "ca-bundle": "a CA bundle (PEM) for the build stages' pip (PIP_CERT: a TLS-re-signing network)",
-                                   "wheels": "a folder of wheels for the build stages' pip (PIP_FIND_LINKS)",
+                                   "pip-config": "a pip.conf for the build stages' pip (PIP_CONFIG_FILE; it alone decides the indexes; "
+                                                 "default: none)",
+                                   "ca-bundle": "a CA bundle (PEM) for the build stages' pip (PIP_CERT: a TLS-re-signing network; "
+                                                "default: none)",
+                                   "wheels": "a folder of wheels for the build stages' pip (PIP_FIND_LINKS; default: none)",
                                    "compile-mmcv": "OpenMMLab images: compile mmcv in the build stage even if work/cache/wheels has it",
-                                   "rebuild": "build the shared and environment images again even if their tags are here"})
+                                   "rebuild": "build the shared and environment images again even if their tags are here"},
+      values={"pip_config": "path", "ca_bundle": "path", "wheels": "path"})
 def build(c, model=None, tag=None, dry_run=False, base_image=None, pip_config=None, ca_bundle=None, wheels=None,
           compile_mmcv=False, rebuild=False):
-    """Build one model's Docker image: the shared runner/dockerfiles/ images it builds FROM, models/<model>/Dockerfile,
+    """Build one model's Docker image.
+
+    The shared runner/dockerfiles/ images it builds FROM, models/<model>/Dockerfile,
     then runner/dockerfiles/core.Dockerfile on top (context = repo root). The pip config, CA bundle and wheels reach
     only build stages (runner/dockerfiles/build-inputs/README.md): no layer of the image holds them. A shared or
     environment image already here (same content tag, base and inputs) is reused; build stages are removed after."""
@@ -430,11 +465,14 @@ def _local_base_image() -> None:
         _fail((proc.stderr.strip().splitlines() or [f"{docker.BASE_IMAGE_SCRIPT} failed"])[-1])
 
 
-@task(auto_shortflags=False, help={"ca-bundle": "CA bundle for an https Debian mirror (not put in the image)",
-                                   "mirror": "Debian mirror (default http://deb.debian.org/debian)"})
+@task(auto_shortflags=False, help={"ca-bundle": "CA bundle for an https Debian mirror (not put in the image; default: none)",
+                                   "mirror": "Debian mirror (default http://deb.debian.org/debian)"},
+      values={"ca_bundle": "path"})
 def base_image(c, ca_bundle=None, mirror=None):
-    """Make the local python base image zoo/python-local:3.11-bookworm from Debian packages (debootstrap; as root;
-    nothing to do when it exists): for `invoke build --base-image local` where the official image cannot be pulled."""
+    """Make the local Python base image from Debian packages.
+
+    zoo/python-local:3.11-bookworm, with debootstrap (as root; nothing to do when it exists): for
+    `invoke build --base-image local` where the official image cannot be pulled."""
     argv = ["bash", str(ROOT / docker.BASE_IMAGE_SCRIPT)]
     argv += ["--ca-bundle", ca_bundle] if ca_bundle else []
     argv += ["--mirror", mirror] if mirror else []
@@ -445,8 +483,10 @@ def base_image(c, ca_bundle=None, mirror=None):
 
 @task(auto_shortflags=False, help={"dry-run": "list them, remove nothing"})
 def prune_images(c, dry_run=False):
-    """Remove the zoo's images that no build of the current tree makes (runner/image_store.py): older content tags
-    of zoo/base, zoo/mmcv and zoo/<model>-env, older untagged final images, build stages left behind; a line each.
+    """Remove the zoo's images that no build of this tree makes.
+
+    runner/image_store.py: older content tags of zoo/base, zoo/mmcv and zoo/<model>-env, older untagged
+    final images, build stages left behind; a line each.
     Other images, tagged final images (zoo/<model>:<tag>) and images a container uses are kept."""
     try:
         _prune_images(dry_run=dry_run, indent="")
@@ -454,16 +494,22 @@ def prune_images(c, dry_run=False):
         _fail(str(exc))
 
 
-@task(auto_shortflags=False, help={"results": "folder of result JSONs (default: results)", "out": "output folder (default: the results folder)"})
-def report(c, results=str(RESULTS), out=None):
-    """Markdown + HTML report (accuracy and performance tables, throughput plots)."""
+@task(auto_shortflags=False, help={"results": "folder of result JSONs (default: results)", "out": "output folder (default: the results folder)",
+                                   "csv": "where to write the CSV of every run x batch size x scope (default: OUT/report.csv)"},
+      values={"results": "path", "out": "path", "csv": "path"})
+def report(c, results=str(RESULTS), out=None, csv=None):
+    """Write the report of every result JSON: HTML, Markdown, CSV.
+
+    Accuracy and performance tables, throughput / latency / accuracy-vs-throughput plots; report.csv:
+    one row per run x batch size x scope (the page links to it)."""
     from runner.report import write_report
     try:
-        paths = write_report(Path(results), Path(out) if out else None)
+        paths = write_report(Path(results), Path(out) if out else None, Path(csv) if csv else None)
     except ResultError as exc:
         _fail(str(exc))
     print(paths["markdown"])
     print(paths["html"])
+    print(paths["csv"])
 
 
 @_zoo_task("run", help={
@@ -473,7 +519,8 @@ def report(c, results=str(RESULTS), out=None):
     "precisions": "comma-separated precisions (default: each model's verify tolerances that the runtime runs)",
     "batch_sizes": "every job's batch sizes (default: each manifest's benchmark batch sizes)",
     "file": "a JSON matrix: a list of jobs {model, runtime, precision, batch_sizes, args, name} or an object of "
-            "filters {models, runtimes, precisions, batch_sizes}; the flags filter it further",
+            "filters {models, runtimes, precisions, batch_sizes}; the flags filter it further (default: none, the "
+            "manifests' matrix)",
     "cluster": "local (a Ray cluster on this machine; the default unless RAY_ADDRESS is set), auto (the running one), "
                "or an address ray://HOST:10001 / HOST:6379",
     "docker": "run each job in its model's image (invoke run --docker)",
@@ -482,10 +529,14 @@ def report(c, results=str(RESULTS), out=None):
     "setup-envs": "create/update each model's environment before the jobs (default: use them as they are)",
     "dry-run": "print the matrix and each job's command only",
     "runtime": "a single run's: use --runtimes", "backend": "a single run's: use --runtimes",
-    "precision": "a single run's: use --precisions"})
+    "precision": "a single run's: use --precisions"},
+    values={"file": "path", "out": "path", "cpus_per_job": "int",
+            **{name: Value(shows_default=False) for name in ("runtime", "backend", "precision")}})
 def matrix(c, models=None, runtimes=None, precisions=None, file=None, docker_=False, out=None, cpus_per_job=None,
            setup_envs=False, dry_run=False, data=None, **options):
-    """Models x runtimes x precisions x batch sizes, from the manifests (or --file), each job a Ray task
+    """Run models x runtimes x precisions as jobs on a Ray cluster.
+
+    Models x runtimes x precisions x batch sizes, from the manifests (or --file), each job a Ray task
     in its model's environment (or image); the results validated, one report, matrix.json/.md.
     Other run options (--limit, --iters, --no-peak, --option, ...) go to every job; --cluster is the matrix's."""
     import time
@@ -559,11 +610,15 @@ def _fraction(text, flag: str, default: float) -> float:
     "max-accuracy-drop": "relative accuracy drop that fails (default 0.01)",
     "max-throughput-drop": "relative throughput drop that fails, when significantly slower (default 0.10)",
     "min-effect": "smaller relative throughput changes are no significant change (default 0.02)",
-    "allow-missing": "runs/batch sizes only in the baseline do not fail", "out": "write compare.md + compare.json here",
-    "accuracy-only": "compare accuracy only, matching runs on any device name (a baseline from another machine)"})
+    "allow-missing": "runs/batch sizes only in the baseline do not fail", "out": "write compare.md + compare.json here (default: printed only)",
+    "accuracy-only": "compare accuracy only, matching runs on any device name (a baseline from another machine)"},
+      values={"baseline": "path", "new": "path", "out": "path", "max_accuracy_drop": Value("fraction", 0.01),
+              "max_throughput_drop": Value("fraction", 0.10), "min_effect": Value("fraction", 0.02)})
 def compare(c, baseline, new, max_accuracy_drop=None, max_throughput_drop=None, allow_missing=False, out=None,
             accuracy_only=False, min_effect=None):
-    """Compare two result sets (the CI gate): exit 1 on an accuracy or throughput regression."""
+    """Compare two result sets; exit 1 on a regression (the CI gate).
+
+    A regression: an accuracy drop, or a significantly lower throughput, beyond the thresholds."""
     from runner.compare import run_compare
     try:
         comp, md = run_compare(Path(baseline), Path(new), Path(out) if out else None,
@@ -582,7 +637,9 @@ def compare(c, baseline, new, max_accuracy_drop=None, max_throughput_drop=None, 
 @task(auto_shortflags=False, help={"model": "a model, mmcv-build or locktools (default: every model)",
                                    "upgrade": "re-resolve to the newest allowed versions (default: keep the locked ones)"})
 def lock(c, model=None, upgrade=False):
-    """Regenerate hash locks (models/<model>/requirements.lock) from requirements.txt with pip-compile."""
+    """Regenerate the models' hash locks from requirements.txt.
+
+    models/<model>/requirements.lock, with pip-compile."""
     targets = [model] if model else envs.models()
     rc = subprocess.call([sys.executable, str(ROOT / "runner" / "lock.py"), *targets, *(["--upgrade"] if upgrade else [])])
     if rc != 0:
@@ -591,7 +648,9 @@ def lock(c, model=None, upgrade=False):
 
 @task(auto_shortflags=False)
 def lint(c):
-    """hadolint every models/*/Dockerfile and the shared runner/dockerfiles/*.Dockerfile."""
+    """Lint every Dockerfile with hadolint.
+
+    models/*/Dockerfile and the shared runner/dockerfiles/*.Dockerfile."""
     files = sorted(str(p) for p in (*(ROOT / "models").glob("*/Dockerfile"), *(ROOT / "runner" / "dockerfiles").glob("*.Dockerfile")))
     rc = subprocess.call(["hadolint", *files])
     if rc:
@@ -611,10 +670,17 @@ def _cluster_extra() -> None:
         _fail("could not install requirements-cluster.txt (Ray) on the host: the matrix tests need it", code=1)
 
 
-@task(auto_shortflags=False, help={"model": "only this model's tests (the per-model CI job)", "k": "pytest -k expression"})
+@task(auto_shortflags=False, help={"model": "only this model's tests (the per-model CI job; default: every model's)",
+                                   "k": "pytest -k expression (default: every test)"},
+      log_env=False, log_help={"quiet": "pytest -q (the tests' model processes keep their INFO lines: tests read them)",
+                               "verbose": "pytest -v", "debug": "the traceback of an unexpected error of this task"})
 def test(c, model=None, k=None):
-    """Host tests (runner, schema, docker, report) and each model's tests in its own environment."""
-    extra = ["-k", k] if k else []
+    """Run the host tests and each model's tests in its environment.
+
+    Host tests: runner, schema, docker, report (tests/runner); then tests/core and tests/models/<model>
+    in each model's environment."""
+    flags = cli.current()
+    extra = (["-k", k] if k else []) + (["-q"] if flags.quiet else []) + (["-v"] if flags.verbose else [])
     failed = []
     pythons = {m: _ensure(m) for m in _models(model)}  # first: host tests drive the model processes too
     _cluster_extra()
@@ -833,15 +899,18 @@ def _engine_models(models: str) -> list[str]:
 @task(auto_shortflags=False, help={
     "models": "comma-separated models to build and run (default unetpp,fcn8s: one plain, one OpenMMLab image)",
     "base-image": "python base image of the builds (default local: runner/base_image.sh makes it)",
-    "pip-config": "passed to `invoke build`", "ca-bundle": "passed to `invoke build` and the base image script",
-    "wheels": "passed to `invoke build`", "mirror": "Debian mirror of the local base image",
+    "pip-config": "passed to `invoke build` (default: none)",
+    "ca-bundle": "passed to `invoke build` and the base image script (default: none)",
+    "wheels": "passed to `invoke build` (default: none)", "mirror": "Debian mirror of the local base image (default: the script's)",
     "no-tests": "skip the engine tests (tests/runner -m engine)",
-    "keep-images": "do not remove the zoo's superseded images (invoke prune-images) before and between the builds"})
+    "keep-images": "do not remove the zoo's superseded images (invoke prune-images) before and between the builds"},
+      values={"pip_config": "path", "ca_bundle": "path", "wheels": "path"})
 def engine_check(c, models="unetpp,fcn8s", base_image="local", pip_config=None, ca_bundle=None, wheels=None,
                  mirror=None, no_tests=False, keep_images=False):
-    """The images end to end on a real Docker engine (issue 14, item 2): install docker.io where
-    it is missing and start dockerd (as root; stopped at the end: only a daemon this check
-    started), remove the zoo's superseded images, make the local base image, build each model's
+    """Check the images end to end on a real Docker engine.
+
+    Install docker.io where it is missing and start dockerd (as root; stopped at the end: only a
+    daemon this check started), remove the zoo's superseded images, make the local base image, build each model's
     image, every step (--rebuild; not started with less than ENGINE_BUILD_NEED_GB free: exit 4 if
     that is all that went wrong), remove what it replaced, run its main job with --docker,
     validate the record on the host, build the first model again (only its core may be built),

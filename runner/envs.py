@@ -5,6 +5,7 @@ plus an optional `setup.sh` for compiled deps; reused while its fingerprint (tho
 interpreter) is unchanged."""
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -36,12 +37,25 @@ def check_model(model: str) -> Path:
     reach the venv, cache, results or image-tag code that turns the name into a path."""
     known = models()
     if not isinstance(model, str) or model not in known:
-        raise EnvError(f"unknown model {model!r} (known: {', '.join(known) or 'none'}; a model is given by "
-                       f"its name, not a path)")
+        raise EnvError(f"unknown model {model!r}{_did_you_mean(model, known)} (known: {', '.join(known) or 'none'}; "
+                       f"a model is given by its name, not a path)")
     d = MODELS_DIR / model
     if not (d / "requirements.txt").is_file():
         raise EnvError(f"{d / 'requirements.txt'}: missing (every model pins its environment)")
     return d
+
+
+def _did_you_mean(model, known: list[str]) -> str:
+    """': did you mean unetpp?' for the closest known name (difflib; case and a path's folders
+    ignored: `UNETPP`, `models/unetp`), else ''."""
+    if not isinstance(model, str) or not known:
+        return ""
+    lower = {k.lower(): k for k in known}
+    for word in (model.lower(), Path(model.strip("/") or ".").name.lower()):
+        close = difflib.get_close_matches(word, list(lower), n=1, cutoff=0.6)
+        if close:
+            return f": did you mean {lower[close[0]]}?"
+    return ""
 
 
 def env_dir(model: str) -> Path:
@@ -108,11 +122,13 @@ def install_command(py: Path, lock: Path) -> list:
             "-r", lock]
 
 
-def ensure(model: str, force: bool = False) -> Path:
-    """Create or reuse `.venvs/<model>`; return its python."""
+def ensure(model: str, force: bool = False, say_current: bool = True) -> Path:
+    """Create or reuse `.venvs/<model>`; return its python. `say_current`: say so when it is
+    reused (setup does; a run says it only at DEBUG level, ZOO_LOG_LEVEL=DEBUG)."""
     d = check_model(model)
     if not force and is_current(model):
-        print(f"environment {env_dir(model)} is up to date", file=sys.stderr)
+        if say_current:
+            print(f"environment {env_dir(model)} is up to date", file=sys.stderr)
         return env_python(model)
     lock = checked_lock(model)
     target = env_dir(model)

@@ -140,8 +140,8 @@ def test_docker_run_refuses_a_cluster_it_cannot_reach(tmp_path, cluster):
 
 @needs_unetpp
 @pytest.mark.parametrize("sig,code,line", [
-    (signal.SIGKILL, 137, "error: the model process was killed by SIGKILL (out of memory?)"),
-    (signal.SIGUSR1, 138, "error: the model process was killed by SIGUSR1")])
+    (signal.SIGKILL, 137, "error: invoke run: the model process was killed by SIGKILL (out of memory?)"),
+    (signal.SIGUSR1, 138, "error: invoke run: the model process was killed by SIGUSR1")])
 def test_a_killed_model_process_is_one_line_and_128_plus_n(tmp_path, sig, code, line):
     """The OOM killer's SIGKILL gave `invoke run` exit 247 (256-9) and no line."""
     out = tmp_path / "results"

@@ -160,10 +160,10 @@ def test_bad_file_through_invoke(tmp_path):
     bad.write_text('[{"model": "unetpp", "runtime": "torch", "precision": "int8x"}]')
     proc = _invoke("--file", bad, "--dry-run")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (f"error: {bad}: job 0: precision must be one of fp32, bf16, "
-                                                    f"fp16, int8, got 'int8x'")
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: invoke matrix: {bad}: job 0: precision must be one of "
+                                                    f"fp32, bf16, fp16, int8, got 'int8x'")
     missing = _invoke("--file", tmp_path / "none.json", "--dry-run")
-    assert missing.returncode == 2 and f"error: {tmp_path / 'none.json'}: no such matrix file" in missing.stderr
+    assert missing.returncode == 2 and f"error: invoke matrix: {tmp_path / 'none.json'}: no such matrix file" in missing.stderr
 
 
 def test_single_run_options_refused_and_cluster_checked():
@@ -242,7 +242,8 @@ def test_real_matrix_with_a_failing_job(tmp_path):
     proc = _invoke("--file", spec, *FAST, "--out", out, env={"ZOO_CACHE": str(cache)})
     wall, ray_in_env = time.monotonic() - started, ray_in_env and mx.env_has_ray("unetpp")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == f"error: {len(jobs) - 1} of {len(jobs)} job(s) failed (see {out / 'matrix.md'})"
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: invoke matrix: {len(jobs) - 1} of {len(jobs)} job(s) failed "
+                                                    f"(see {out / 'matrix.md'})")
     assert f"matrix: {len(jobs)}/{len(jobs)} jobs done ({len(jobs) - 1} failed), last: " in proc.stdout
     summary = json.loads((out / "matrix.json").read_text())
     rows = {r["id"]: r for r in summary["jobs"]}
@@ -289,8 +290,8 @@ def test_host_worker_fallback_runs_the_model_python(tmp_path, monkeypatch):
 
 @needs_run
 @pytest.mark.parametrize("how,code,line", [
-    ("group-sigint", 130, "error: interrupted: 2 job(s) cancelled, 0 finished; no report written"),
-    ("sigterm", 143, "error: terminated (SIGTERM): 2 job(s) cancelled, 0 finished; no report written")])
+    ("group-sigint", 130, "error: invoke matrix: interrupted: 2 job(s) cancelled, 0 finished; no report written"),
+    ("sigterm", 143, "error: invoke matrix: terminated (SIGTERM): 2 job(s) cancelled, 0 finished; no report written")])
 def test_interrupt_cancels_the_jobs_and_writes_no_report(tmp_path, how, code, line):
     """Ctrl-C (SIGINT to the terminal's process group: invoke, and the Ray processes it started) or
     SIGTERM to invoke while two jobs infer: each job's zoo process stops with its own line, Ray is

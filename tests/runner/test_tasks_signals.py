@@ -35,8 +35,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig,code,line", [(signal.SIGTERM, 143, "error: terminated (SIGTERM); no result written"),
-                                           (signal.SIGINT, 130, "error: interrupted; no result written")])
+@pytest.mark.parametrize("sig,code,line", [(signal.SIGTERM, 143, "error: invoke run: terminated (SIGTERM); no result written"),
+                                           (signal.SIGINT, 130, "error: invoke run: interrupted; no result written")])
 def test_signal_to_invoke_reaches_the_model_process(tmp_path, sig, code, line):
     out = tmp_path / "results"
     env = {**os.environ, "ZOO_CACHE": str(tmp_path / "cache")}

@@ -170,28 +170,32 @@ OPTIONS: tuple[Option, ...] = (
     Option("calib_from_eval", ("--calib-from-eval",), "switch", default=False,
            help="int8: calibrate on the evaluation split (when no calibration split exists; the record marks it)"),
     Option("keep_fp32", ("--keep-fp32",), metavar="LAYERS",
-           help="int8: comma-separated ONNX node names left in higher precision (from `invoke diagnose`)"),
+           help="int8: comma-separated ONNX node names left in higher precision (from `invoke diagnose`; "
+                "default: none)"),
     Option("fp32_baseline", ("--no-fp32-baseline",), "switch", default=True,
            help="a reduced-precision run skips its fp32 pass over the same samples (then no accuracy delta, "
                 "fidelity or in-run speed-up is recorded)"),
     Option("weights", ("--weights",), task="own",
            help="checkpoint: a manifest checkpoint name, a file, or an http(s) URL (default: the manifest's)"),
-    Option("sha256", ("--sha256",), help="expected sha256 of --weights (verified; required with a URL unless --md5)"),
-    Option("md5", ("--md5",), help="expected md5 of --weights"),
+    Option("sha256", ("--sha256",),
+           help="expected sha256 of --weights (verified; required with a URL unless --md5; default: the manifest's "
+                "checksums of its checkpoints)"),
+    Option("md5", ("--md5",), help="expected md5 of --weights (default: the manifest's checksums of its checkpoints)"),
     Option("data", ("--data",), "path", task="own", commands=(*RUNS, "prep"),
            help="dataset root in its original layout (default: the built-in sample)"),
     Option("ids_file", ("--ids-file",), "path", task="path", commands=(*RUNS, "prep"),
            help="ids of the split to evaluate (default: the manifest's)"),
     Option("batch_sizes", ("--batch-sizes",), "sizes", help="e.g. 1,4,8,16,32,64 (default: the manifest's)"),
     Option("limit", ("--limit",), "int", bounds=((">=", 1),), commands=(*RUNS, "prep"),
-           help="only the first N samples (accuracy then not compared)"),
+           help="only the first N samples (accuracy then not compared; default: every sample)"),
     Option("out", ("--out",), "path", default=Path("results"), task="own",
            help="results folder (default: results)"),
     Option("opset", ("--opset",), "int", help="ONNX opset (default: the manifest's; 11 for the guides' ATC)"),
-    Option("onnx", ("--onnx",), "path", task="path", help="use this ONNX file instead of exporting"),
+    Option("onnx", ("--onnx",), "path", task="path",
+           help="use this ONNX file instead of exporting (default: export the checkpoint)"),
     Option("options", ("--option",), "pairs", default=dict, metavar="KEY=VALUE", commands=(*RUNS, "prep"),
            help="model option, e.g. upsample=nearest (the guide's patch); repeatable; `python -m zoo models` "
-                "lists each model's"),
+                "lists each model's and its default"),
     Option("warmup", ("--warmup",), "int", default=3, bounds=((">=", 0),),
            help="untimed calls before the timed ones, per batch size (default: 3)"),
     Option("iterations", ("--iters",), "int", default=1000, bounds=((">=", 1),),
@@ -221,19 +225,20 @@ OPTIONS: tuple[Option, ...] = (
            help="run each batch size in its own process: a batch size killed (out of memory) is recorded "
                 "as failed and the sweep goes on"),
     Option("memory_limit_mb", ("--memory-limit",), "float", bounds=((">", 0),), unit="MB", metavar="MB",
-           help="with --isolate: kill a batch size whose resident memory exceeds this many MB (recorded as failed)"),
+           help="with --isolate: kill a batch size whose resident memory exceeds this many MB (recorded as failed; "
+                "default: no limit)"),
     Option("profile", ("--profile",), "int", default=0, const=5, bounds=((">=", 0),), metavar="CALLS",
            help="per-operator profile of each batch size (ONNX Runtime's profiler, OpenVINO's counters) "
                 "over this many calls (5 when the flag is given alone), after and apart from the timed calls"),
     Option("shards", ("--shards",), "int", bounds=((">=", 1),), commands=("run",),
            help="split the dataset into N contiguous shards, each run by a Ray actor holding the compiled model "
-                "(one per device or CPU slot); the metrics merge exactly (zoo.shard)"),
+                "(one per device or CPU slot); the metrics merge exactly (zoo.shard; default: no sharding)"),
     Option("cluster", ("--cluster",), commands=("run",), metavar="local|auto|ADDRESS",
            help="with --shards: the Ray cluster: local (default: started here, stopped at the end), auto "
                 "(RAY_ADDRESS or a running cluster), or an address (ray://HOST:10001, HOST:6379)"),
     Option("devices", ("--devices",), commands=("run",), metavar="IDS",
            help="with --shards: the device ids the shards use (e.g. 0,1,2,3): Ray's k-th device of the shard "
-                "resource on a node is device IDS[k]; made visible to that actor only"),
+                "resource on a node is device IDS[k]; made visible to that actor only (default: Ray's ids are the device numbers)"),
     Option("shard_resource", ("--shard-resource",), commands=("run",), metavar="NAME",
            help="with --shards: the Ray resource one shard takes a unit of (default: NPU for ascend, GPU for the "
                 "CUDA runtimes, none (CPU slots) otherwise); e.g. NPU to place CPU shards by fake devices"),
