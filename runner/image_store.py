@@ -1,6 +1,6 @@
 """What the zoo's images hold on the Docker engine's disk, and how it is kept small.
 
-A model's image is three builds (``runner.docker.prepare_build``): shared images and the model's
+A model's image is three builds (``runner.image_plan.prepare_build``): shared images and the model's
 environment, each tagged ``<repository>:<hash of what it is built from>``, then the core on top.
 On the classic builder (the one the Docker SDK drives) every multi-stage build leaves its earlier
 stages behind as untagged images, a full environment each (the install stage of an image is as
@@ -31,7 +31,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from runner import MODELS_DIR
+from runner.docker_errors import one_line
+from runner.image_plan import SHARED_IMAGES, prepare_build
+from zoo import registry
 
 # `docker build` (classic builder) log lines: a step's resulting image, and a step that starts a stage.
 _LAYER_ID = re.compile(r"^ ---> ([0-9a-f]{12,64})\s*$")
@@ -115,27 +117,21 @@ def drop_stages(client: Any, ids: Iterable[str], log: Callable[[str], None]) -> 
 
 
 def _reason(exc: BaseException) -> str:
-    from runner.docker import _one_line  # (runner.docker imports this module)
-
-    return _one_line(getattr(exc, "explanation", None) or str(exc) or type(exc).__name__, 200)
+    return one_line(getattr(exc, "explanation", None) or str(exc) or type(exc).__name__, 200)
 
 
 # --------------------------------------------------------------------------- superseded images
 
 
 def zoo_repositories(models: Iterable[str]) -> set[str]:
-    """The repositories whose tags are content hashes (``runner.docker.SHARED_IMAGES``, the models'
+    """The repositories whose tags are content hashes (``runner.image_plan.SHARED_IMAGES``, the models'
     ``zoo/<model>-env``)."""
-    from runner.docker import SHARED_IMAGES
-
     return {repo for _, repo in SHARED_IMAGES.values()} | {f"zoo/{m.lower()}-env" for m in models}
 
 
 def current_tags(models: Iterable[str]) -> set[str]:
     """The content tags the current tree builds, for every model, on the pinned python base and on
     the local one, with the host's mmcv wheel and without (a build on either is current)."""
-    from runner.docker import prepare_build
-
     tags = set()
     for model in models:
         for base_image in (None, "local"):
@@ -146,7 +142,8 @@ def current_tags(models: Iterable[str]) -> set[str]:
 
 
 def image_models() -> list[str]:
-    return sorted(p.parent.name for p in MODELS_DIR.glob("*/Dockerfile"))
+    """The models that have an image: those with a Dockerfile (zoo.registry)."""
+    return [name for name, files in registry.discover().items() if files.dockerfile.is_file()]
 
 
 @dataclass(frozen=True)

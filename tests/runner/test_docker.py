@@ -17,8 +17,14 @@ from pathlib import Path
 import pytest
 
 from runner import MODELS_DIR, ROOT
+from runner import devices, engine, image_plan
 from runner import docker as rd
+from zoo import registry
 
+# Every model that has an image (zoo.registry: models/ and ZOO_MODEL_DIRS, however many), its Dockerfile.
+MODEL_DOCKERFILES = {name: files.dockerfile for name, files in registry.discover().items()
+                     if files.dockerfile.is_file()}
+ALL_MODELS = tuple(MODEL_DOCKERFILES)
 MODEL = "unetpp"
 DOCKERFILE = MODELS_DIR / MODEL / "Dockerfile"
 IMAGE = "zoo/unetpp:latest"
@@ -35,7 +41,7 @@ SHARED_DOCKERFILES = (BASE_DOCKERFILE, MMCV_DOCKERFILE, CORE_DOCKERFILE)
 def no_nvidia_smi(monkeypatch):
     """Discovery must not depend on whether this host has nvidia-smi on PATH."""
     real_which = shutil.which
-    monkeypatch.setattr(rd.shutil, "which",
+    monkeypatch.setattr(devices.shutil, "which",
                         lambda name, *a, **k: None if name == "nvidia-smi"
                         else real_which(name, *a, **k))
 
@@ -198,7 +204,7 @@ def test_nvidia_gives_gpus_all(tmp_path, io_dirs):
 
 
 def test_nvidia_smi_on_path_counts_only_for_an_nvidia_image(tmp_path, monkeypatch):
-    monkeypatch.setattr(rd.shutil, "which",
+    monkeypatch.setattr(devices.shutil, "which",
                         lambda name, *a, **k: "/usr/bin/nvidia-smi" if name == "nvidia-smi"
                         else None)
     assert rd.discover_devices("auto", dev_root=tmp_path, image_devices=("cpu", "nvidia")).gpus
@@ -303,7 +309,7 @@ def test_plan_prepare_chowns_only_as_root(tmp_path):
 ])
 def test_a_run_that_must_download_is_refused(tmp_path, monkeypatch, model, weights):
     client = FakeClient()
-    monkeypatch.setattr(rd, "_connect", lambda: client)
+    monkeypatch.setattr(engine, "connect", lambda: client)
     for call in (rd.plan_run, rd.run):
         with pytest.raises(rd.DockerError) as err:
             call(model, out=tmp_path / "o", weights=weights, device_type="cpu")
@@ -349,7 +355,7 @@ def test_sdk_run_as_root_prepares_the_results_folder(monkeypatch, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("chown to the image's user needs root")
     client = FakeClient()
-    monkeypatch.setattr(rd, "_connect", lambda: client)
+    monkeypatch.setattr(engine, "connect", lambda: client)
     out = tmp_path / "results"
     assert rd.run(MODEL, out=out, device_type="cpu", log=lambda _: None) == 3
     st = (out / MODEL).stat()
@@ -410,20 +416,32 @@ def test_plan_build_default_commit():
     assert commit == (rd.current_git_commit() or "")
 
 
+# unetpp's image files as another model of the registry (a name of its own: unetpp is the repo's)
+COPIED = "unetpp_copy"
+
+
 @pytest.fixture
 def repo_copy(tmp_path, monkeypatch):
-    """A copy of the files the unetpp image is built from, as the runner's repo root."""
-    for rel in ("runner/dockerfiles", "models/unetpp/Dockerfile", "models/unetpp/requirements.lock",
-                "models/__init__.py", "zoo/__init__.py"):
+    """A copy of the files the unetpp image is built from, as the runner's repo root; the model's
+    (its Dockerfile, lock and manifest, as the model COPIED) in that root's models/, registered
+    through ZOO_MODEL_DIRS: where the build context has a model's folder, so it is planned as
+    one of the zoo's own (no folder added to the context)."""
+    for rel in ("runner/dockerfiles", "models/__init__.py", "zoo/__init__.py"):
         src, dst = ROOT / rel, tmp_path / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
-    monkeypatch.setattr(rd, "ROOT", tmp_path)
-    monkeypatch.setattr(rd, "MODELS_DIR", tmp_path / "models")
+    copied = tmp_path / "models" / COPIED
+    copied.mkdir()
+    for name in ("requirements.lock", "model.yaml"):
+        shutil.copy2(MODELS_DIR / MODEL / name, copied / name)
+    (copied / "Dockerfile").write_text(DOCKERFILE.read_text().replace(f"models/{MODEL}/", f"models/{COPIED}/"))
+    monkeypatch.setattr(image_plan, "ROOT", tmp_path)
+    monkeypatch.setenv("ZOO_MODEL_DIRS", str(tmp_path / "models"))
+    assert image_plan.context_dirs(COPIED) == ()
     return tmp_path
 
 
-def tags(model=MODEL):
+def tags(model=COPIED):
     return [option_values(argv, "-t")[0] for argv in rd.plan_build(model, git_commit="c")]
 
 
@@ -434,7 +452,7 @@ def test_shared_base_tag_follows_its_contents(repo_copy):
     base, env, final = tags()
     (repo_copy / "zoo" / "__init__.py").write_text("# a code change\n")
     assert tags() == [base, env, final]
-    (repo_copy / "models" / "unetpp" / "requirements.lock").write_text("changed==1\n")
+    (repo_copy / "models" / COPIED / "requirements.lock").write_text("changed==1\n")
     assert tags()[0] == base and tags()[1] != env
     script = repo_copy / "runner" / "dockerfiles" / "install-lock.sh"
     script.write_text(script.read_text() + "# changed\n")
@@ -443,12 +461,12 @@ def test_shared_base_tag_follows_its_contents(repo_copy):
 
 
 def test_undeclared_build_arg_without_default_is_refused(repo_copy):
-    dockerfile = repo_copy / "models" / "unetpp" / "Dockerfile"
+    dockerfile = repo_copy / "models" / COPIED / "Dockerfile"
     dockerfile.write_text("ARG ZOO_BSAE\n" + dockerfile.read_text())
     with pytest.raises(rd.DockerError) as err:
-        rd.plan_build(MODEL)
+        rd.plan_build(COPIED)
     assert "\n" not in str(err.value)
-    assert "models/unetpp/Dockerfile: build arg ZOO_BSAE has no default" in str(err.value)
+    assert f"models/{COPIED}/Dockerfile: build arg ZOO_BSAE has no default" in str(err.value)
 
 
 @pytest.mark.parametrize("model", ["nosuchmodel", "../unetpp", ""])
@@ -522,7 +540,7 @@ def test_dockerfile_entrypoint_env_and_user():
         assert (ROOT / src.replace("${MODEL}", MODEL)).exists()
 
 
-@pytest.mark.parametrize("model", ["unetpp", "erfnet", "fastscnn", "fcn8s", "nasfpn"])
+@pytest.mark.parametrize("model", ALL_MODELS)
 def test_code_layers_come_last(model):
     """Layer order: the core and the model's code are copied only by runner/dockerfiles/core.Dockerfile, the
     last build, after the model's environment (a code change rebuilds only those layers)."""
@@ -540,13 +558,12 @@ def test_code_layers_come_last(model):
     assert not any(k in ("CMD", "ENTRYPOINT") for k, _ in core)  # it keeps the model's CMD
 
 
-ALL_MODELS = ("unetpp", "erfnet", "fastscnn", "fcn8s", "nasfpn")
 DIGEST_PIN = re.compile(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}")
 
 
 @pytest.mark.parametrize("model", ALL_MODELS)
 def test_dockerfile_builds_from_a_shared_image(model):
-    instructions = dockerfile_instructions(MODELS_DIR / model / "Dockerfile")
+    instructions = dockerfile_instructions(MODEL_DOCKERFILES[model])
     first_from = [k for k, _ in instructions].index("FROM")
     args = [a for k, a in instructions[:first_from] if k == "ARG"]
     assert len(args) == 1 and args[0] in rd.SHARED_IMAGES  # no default: the runner names it
@@ -562,11 +579,11 @@ def test_the_base_digest_is_pinned_once():
     assert DIGEST_PIN.fullmatch(args[0].removeprefix("BASE_IMAGE="))
     assert [a for k, a in instructions if k == "FROM"] == ["${BASE_IMAGE}"]
     assert "nalabelle/build" in BASE_DOCKERFILE.read_text()  # where the digest was found (cited)
-    pinned = [p for p in (*MODELS_DIR.glob("*/Dockerfile"), *SHARED_DOCKERFILES)
+    pinned = [p for p in (*MODEL_DOCKERFILES.values(), *SHARED_DOCKERFILES)
               if re.search(r"@sha256:[0-9a-f]{64}", p.read_text())]
     assert pinned == [BASE_DOCKERFILE]
     # every FROM of every Dockerfile names an image by build arg, never by tag alone
-    for path in (*MODELS_DIR.glob("*/Dockerfile"), *SHARED_DOCKERFILES):
+    for path in (*MODEL_DOCKERFILES.values(), *SHARED_DOCKERFILES):
         for kind, args in dockerfile_instructions(path):
             if kind == "FROM":
                 assert re.fullmatch(r"\$\{[A-Z_]+\}( AS [a-z]+)?", args), (path, args)
@@ -574,7 +591,7 @@ def test_the_base_digest_is_pinned_once():
 
 @pytest.mark.parametrize("model", ALL_MODELS)
 def test_dockerfile_installs_the_hash_lock(model):
-    instructions = dockerfile_instructions(MODELS_DIR / model / "Dockerfile")
+    instructions = dockerfile_instructions(MODEL_DOCKERFILES[model])
     copies = [a.split() for k, a in instructions if k == "COPY"]
     assert [f"models/{model}/requirements.lock", "/tmp/"] in copies
     assert not any("constraints.txt" in a or "requirements.txt" in a for _, a in instructions)
@@ -702,7 +719,7 @@ def test_run_with_sdk(monkeypatch, ascend_host, io_dirs):
     dev, driver, npu_smi = ascend_host
     data, weights, out, cache = io_dirs
     client = FakeClient()
-    monkeypatch.setattr(rd, "_connect", lambda: client)
+    monkeypatch.setattr(engine, "connect", lambda: client)
     lines = []
     code = rd.run(MODEL, data=data, weights=weights, out=out, memory="2g", pids_limit=512,
                   zoo_args=["--limit", "2"], dev_root=dev, driver_dir=driver,
@@ -745,7 +762,7 @@ def test_run_with_sdk_nvidia_and_missing_inputs(monkeypatch, tmp_path, io_dirs):
     (dev / "nvidia0").touch()
     _, _, out, cache = io_dirs
     client = FakeClient(labels={rd.DEVICES_LABEL: "cpu,nvidia"})  # an image that declares GPUs
-    monkeypatch.setattr(rd, "_connect", lambda: client)
+    monkeypatch.setattr(engine, "connect", lambda: client)
     assert rd.run(MODEL, out=out, dev_root=dev, log=lambda _: None) == 3
     (request,) = client.run_args[2]["device_requests"]
     assert isinstance(request, types.DeviceRequest)
@@ -762,7 +779,7 @@ def test_run_with_sdk_nvidia_and_missing_inputs(monkeypatch, tmp_path, io_dirs):
 
 def test_build_with_sdk(monkeypatch):
     client = FakeClient()
-    monkeypatch.setattr(rd, "_connect", lambda: client)
+    monkeypatch.setattr(engine, "connect", lambda: client)
     lines = []
     assert rd.build(MODEL, git_commit="abc", log=lines.append) == "sha256:feed"
     plan = rd.plan_build(MODEL, git_commit="abc")
@@ -788,7 +805,7 @@ def test_build_error_is_one_line(monkeypatch):
     client.build = lambda **kw: iter([{"stream": "Step 5/9 : RUN pip install\n"},
                                       {"error": "The command returned\na non-zero code: 1",
                                        "errorDetail": {"message": "returned\nnon-zero: 1"}}])
-    monkeypatch.setattr(rd, "_connect", lambda: client)
+    monkeypatch.setattr(engine, "connect", lambda: client)
     with pytest.raises(rd.DockerError) as err:
         rd.build(MODEL, git_commit="abc", log=lambda _: None)
     base_tag = option_values(rd.plan_build(MODEL, git_commit="abc")[0], "-t")[0]

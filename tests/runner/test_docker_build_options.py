@@ -24,14 +24,15 @@ from pathlib import Path
 import pytest
 
 from runner import MODELS_DIR, ROOT
+from runner import engine, image_plan
 from runner import docker as rd
 
-from .test_docker import dockerfile_instructions
+from .test_docker import ALL_MODELS, MODEL_DOCKERFILES, dockerfile_instructions
 
 INPUTS = rd.BUILD_INPUTS_DIR
 SCRIPT = ROOT / "runner" / "dockerfiles" / "install-lock.sh"
 BASE_SCRIPT = ROOT / rd.BASE_IMAGE_SCRIPT
-ALL_DOCKERFILES = sorted([*MODELS_DIR.glob("*/Dockerfile"), *(ROOT / "runner" / "dockerfiles").glob("*.Dockerfile")])
+ALL_DOCKERFILES = sorted([*MODEL_DOCKERFILES.values(), *(ROOT / "runner" / "dockerfiles").glob("*.Dockerfile")])
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
@@ -84,7 +85,8 @@ def test_inputs_go_to_the_install_stage_only(inputs):
     assert "BUILD_INPUTS" not in dict(plain[-1].buildargs)
 
 
-@pytest.mark.parametrize("dockerfile", ALL_DOCKERFILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.parametrize("dockerfile", ALL_DOCKERFILES,
+                         ids=lambda p: p.relative_to(ROOT).as_posix() if p.is_relative_to(ROOT) else str(p))
 def test_no_final_stage_copies_the_inputs(dockerfile):
     """Only build stages copy the inputs folder; a final stage copies from a stage only the
     installed venv or the mmcv wheel; no Dockerfile sets a PIP_ variable as ENV or ARG."""
@@ -100,7 +102,7 @@ def test_no_final_stage_copies_the_inputs(dockerfile):
     stages_with_inputs = [i for i in froms if any(
         k == "COPY" and INPUTS in a for k, a in ins[i:next((j for j in froms if j > i), len(ins))])]
     assert froms[-1] not in stages_with_inputs
-    if rd._copies_build_inputs(dockerfile):
+    if image_plan._copies_build_inputs(dockerfile):
         assert stages_with_inputs  # and those stages are named, for COPY --from
         assert all(" AS " in ins[i][1] for i in stages_with_inputs)
 
@@ -142,7 +144,7 @@ class _BuildClient:
 def test_build_sends_a_made_context_to_the_stages_with_inputs(monkeypatch, inputs):
     client = _BuildClient()
     seen = client.seen
-    monkeypatch.setattr(rd, "_connect", lambda: client)
+    monkeypatch.setattr(engine, "connect", lambda: client)
     rd.build("unetpp", git_commit="c", inputs=inputs, log=lambda _: None)
     plan = rd.prepare_build("unetpp", git_commit="c", inputs=inputs)
     assert [b["tag"] for b in client.builds] == [s.tag for s in plan]
@@ -252,14 +254,17 @@ def test_host_mmcv_wheel_selection(tmp_path):
 
 
 def test_host_mmcv_wheel_needs_the_models_torch(tmp_path, monkeypatch):
+    """The model's own lock decides (zoo.registry's: here a ZOO_MODEL_DIRS copy of fcn8s pinning another torch)."""
     models = tmp_path / "models"
-    shutil.copytree(MODELS_DIR / "fcn8s", models / "fcn8s", ignore=shutil.ignore_patterns("weights", "data"))
-    lock = models / "fcn8s" / "requirements.lock"
+    shutil.copytree(MODELS_DIR / "fcn8s", models / "fcn8s_torch212", ignore=shutil.ignore_patterns("weights", "data"))
+    lock = models / "fcn8s_torch212" / "requirements.lock"
     lock.write_text(lock.read_text().replace("torch==2.13.0+cpu", "torch==2.12.0+cpu"))
-    monkeypatch.setattr(rd, "MODELS_DIR", models)
-    _mmcv_cache(tmp_path)
-    found, reason = rd.host_mmcv_wheel("fcn8s", tmp_path / "wheels", machine="x86_64")
-    assert found is None and "torch 2.12.0+cpu" in reason
+    monkeypatch.setenv("ZOO_MODEL_DIRS", str(models))
+    good = _mmcv_cache(tmp_path)
+    found, reason = rd.host_mmcv_wheel("fcn8s_torch212", tmp_path / "wheels", machine="x86_64")
+    assert found is None and reason == (f"not reusing a host mmcv wheel: {rd.MMCV_BUILD_LOCK} pins torch 2.13.0+cpu, "
+                                        f"{lock} torch 2.12.0+cpu")
+    assert rd.host_mmcv_wheel("fcn8s", tmp_path / "wheels", machine="x86_64")[0] == good  # the same wheel, fcn8s's torch
 
 
 def test_mmcv_image_gets_the_wheel_and_its_sha256(tmp_path, monkeypatch, inputs):
@@ -335,7 +340,7 @@ def test_local_base_image_name():
 
 def _client():
     try:
-        return rd._connect()
+        return engine.connect()
     except rd.DockerError as exc:
         pytest.skip(f"no Docker daemon: {exc}")
 
@@ -442,7 +447,7 @@ def test_real_openmmlab_image_records_the_reused_wheel(model):
     wheel, _ = rd.host_mmcv_wheel(model)
     if wheel is None:
         pytest.skip("the host's mmcv wheel is gone")
-    assert sha == rd._sha256(wheel)
+    assert sha == image_plan._sha256(wheel)
     out = client.containers.run(image.id, entrypoint=["python", "-c"], remove=True, network_mode="none",
                                 command=["import mmcv, mmcv.ops, torch; print(mmcv.__version__, torch.__version__)"])
     assert out.decode().split() == ["2.1.0", rd.locked_torch(ROOT / rd.MMCV_BUILD_LOCK)]
@@ -466,7 +471,7 @@ def test_no_dependency_ships_a_top_level_tests_package_into_an_image():
 
 
 @pytest.mark.engine
-@pytest.mark.parametrize("model", ["unetpp", "erfnet", "fastscnn", "fcn8s", "nasfpn"])
+@pytest.mark.parametrize("model", ALL_MODELS)
 def test_real_image_has_no_foreign_tests_package(model):
     client = _client()
     image = _image(client, rd.image_tag(model))

@@ -34,6 +34,7 @@ from docker import errors as rd_errors
 
 from runner import ROOT
 from runner import docker as rd
+from runner import engine
 from runner.validate import load_result
 
 MODEL = "unetpp"
@@ -56,7 +57,7 @@ LONG_RUN = ["--batch-sizes", "1", "--iters", "100000", "--time-budget", "600",
 def _engine():
     """A client of a reachable daemon that has the image, else the reason to skip."""
     try:
-        client = rd._connect()
+        client = engine.connect()
     except rd.DockerError as exc:
         return None, f"no Docker engine: {exc}"
     try:
@@ -80,7 +81,7 @@ def spec(tmp_path):
     """The RunSpec of `invoke run --model unetpp --docker --out <tmp>`, its results folder
     prepared as `run` prepares it."""
     spec = rd.prepare_run(MODEL, out=tmp_path / "results")
-    rd._prepare_results(spec)
+    engine._prepare_results(spec)
     return spec
 
 
@@ -117,7 +118,7 @@ def _remove(container):
 
 def _probe(client, spec, targets, **extra):
     """Run the probe in ``spec``'s container (the SDK arguments `run` uses); its report."""
-    code, text = _finish(rd._start(client, spec, _probe_args(targets), entrypoint=["python"], **extra))
+    code, text = _finish(engine._start(client, spec, _probe_args(targets), entrypoint=["python"], **extra))
     assert code == 0, text
     return json.loads(text.strip().splitlines()[-1])
 
@@ -192,7 +193,7 @@ def test_docker_stop_ends_the_zoo_promptly(client, spec, stage):
     """Defect 5: `docker stop` (SIGTERM through the init) stops `python -m zoo` with its one
     line and 143 well within the stop timeout (137 = killed after it), writing nothing."""
     spec = dataclasses.replace(spec, command=(*spec.command, *LONG_RUN))
-    container = rd._start(client, spec)
+    container = engine._start(client, spec)
     try:
         _wait_for(container, stage)
         time.sleep(1.0)
@@ -226,7 +227,7 @@ def test_a_container_that_cannot_start_is_removed(client, spec, tmp_path):
         rd.run(MODEL, out=spec.out, device_type="nvidia", dev_root=dev, log=lambda _: None)
     gone = rd.Devices("ascend", ((str(dev / "davinci0"), "/dev/davinci0"),))
     with pytest.raises(rd.DockerError, match=f"^starting {IMAGE} failed: .*davinci0"):
-        rd._start(client, dataclasses.replace(spec, devices=gone))
+        engine._start(client, dataclasses.replace(spec, devices=gone))
     assert _containers_of(client, tmp_path) == []
 
 

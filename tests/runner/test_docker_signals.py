@@ -14,6 +14,7 @@ import time
 import pytest
 
 from runner import docker as rd
+from runner import engine
 
 
 class Container:
@@ -52,7 +53,7 @@ def test_a_signal_is_forwarded_and_the_container_code_returned(sig, name, code):
     container = Container(sig)
     lines = []
     before = signal.getsignal(signal.SIGTERM)
-    assert rd._follow(container, lines.append) == code
+    assert engine._follow(container, lines.append) == code
     assert container.killed == [name]
     assert lines == ["[6/7] timing", "error: interrupted; no result written"]
     assert signal.getsignal(signal.SIGTERM) is before  # restored
@@ -61,7 +62,7 @@ def test_a_signal_is_forwarded_and_the_container_code_returned(sig, name, code):
 def test_a_container_that_does_not_stop_is_given_up(monkeypatch):
     container = Container(signal.SIGINT, stubborn=True)
     with pytest.raises(rd.Interrupted) as err:
-        rd._follow(container, lambda _: None, grace=0.5)
+        engine._follow(container, lambda _: None, grace=0.5)
     assert err.value.code == 130 and container.killed == ["SIGINT"]
     assert str(err.value) == "interrupted: the container did not stop within 0.5 s and was removed"
     container.ended.set()
@@ -70,7 +71,7 @@ def test_a_container_that_does_not_stop_is_given_up(monkeypatch):
 def test_a_second_signal_gives_up_at_once():
     container = Container(signal.SIGTERM, stubborn=True, signals=2)
     with pytest.raises(rd.Interrupted) as err:
-        rd._follow(container, lambda _: None, grace=60)
+        engine._follow(container, lambda _: None, grace=60)
     assert err.value.code == 143 and container.killed == ["SIGTERM"]
     assert "twice" in str(err.value) and "\n" not in str(err.value)
     container.ended.set()
@@ -89,9 +90,9 @@ def test_run_removes_an_interrupted_container(monkeypatch, tmp_path):
     client.images = type("Images", (), {"get": lambda self, name: type("I", (), {"labels": {}})()})()
     client.containers = type("Containers", (), {"create": lambda self, *a, **k: container})()
     container.start = lambda: None
-    monkeypatch.setattr(rd, "_connect", lambda: client)
-    monkeypatch.setattr(rd, "STOP_GRACE", 0.5)
-    monkeypatch.setattr(rd._follow, "__defaults__", (0.5,))
+    monkeypatch.setattr(engine, "connect", lambda: client)
+    monkeypatch.setattr(engine, "STOP_GRACE", 0.5)
+    monkeypatch.setattr(engine._follow, "__defaults__", (0.5,))
     with pytest.raises(rd.Interrupted):
         rd.run("unetpp", out=tmp_path / "results", device_type="cpu", log=lambda _: None)
     assert removed == [True]

@@ -11,6 +11,8 @@ import pytest
 from invoke import Context
 from invoke.exceptions import Exit
 
+from runner import engine
+from runner import engine_check as check
 from tests.runner.test_tasks_paths import ROOT, load_tasks
 
 
@@ -23,38 +25,37 @@ class Engine:
 
 
 def test_disk_short_names_the_data_root_and_the_figures(tmp_path, monkeypatch):
-    tasks = load_tasks()
     monkeypatch.delenv("DOCKER_HOST", raising=False)
-    monkeypatch.setattr(tasks.docker, "_connect", lambda: Engine(tmp_path, 0))
+    monkeypatch.setattr(engine, "connect", lambda: Engine(tmp_path, 0))
     stat = os.statvfs(tmp_path)
     free_gb = stat.f_bavail * stat.f_frsize / 1e9
-    assert tasks._disk_short(free_gb / 2) is None
-    reason = tasks._disk_short(free_gb + 5)
+    assert check._disk_short(free_gb / 2) is None
+    reason = check._disk_short(free_gb + 5)
     assert reason.startswith(f"only {free_gb:.1f} GB free in {tmp_path} (the engine's data root)")
     assert f"a build needs about {free_gb + 5:.0f} GB: not built" in reason and "\n" not in reason
     monkeypatch.setenv("DOCKER_HOST", "tcp://10.1.2.3:2376")  # a remote engine: its disk is not known here
-    assert tasks._disk_short(free_gb + 5) is None
+    assert check._disk_short(free_gb + 5) is None
 
 
 def test_engine_check_skips_the_builds_it_has_no_disk_for_and_exits_4(monkeypatch, capsys):
     tasks = load_tasks()
     calls = []
-    monkeypatch.setattr(tasks, "_engine_reachable", lambda: True)
-    monkeypatch.setattr(tasks, "_prune_images", lambda: calls.append("prune"))
-    monkeypatch.setattr(tasks, "_call", lambda argv, **kw: calls.append(argv[3:5]) and None)
-    monkeypatch.setattr(tasks, "_disk_short", lambda need: f"only 1.0 GB free in /var/lib/docker, needs {need:.0f}")
+    monkeypatch.setattr(engine, "reachable", lambda: True)
+    monkeypatch.setattr(check, "prune_images", lambda: calls.append("prune"))
+    monkeypatch.setattr(check, "_call", lambda argv, **kw: calls.append(argv[3:5]) and None)
+    monkeypatch.setattr(check, "_disk_short", lambda need: f"only 1.0 GB free in /var/lib/docker, needs {need:.0f}")
     with pytest.raises(Exit) as stop:
         tasks.engine_check(Context(), models="unetpp,fcn8s", no_tests=True)
-    assert stop.value.code == tasks.ENGINE_NO_DISK == 4
+    assert stop.value.code == check.ENGINE_NO_DISK == 4
     assert calls == ["prune", ["base-image"]]  # nothing was built or run
     out = capsys.readouterr().out
     summary = out[out.index("engine-check summary"):]
-    need = f"{tasks.ENGINE_BUILD_NEED_GB:.0f}"
+    need = f"{check.ENGINE_BUILD_NEED_GB:.0f}"
     assert re.search(rf"\n  build unetpp +0\.0 s  skipped: only 1\.0 GB free in /var/lib/docker, needs {need}\n", summary)
     assert re.search(r"\n  run fcn8s --docker +0\.0 s  skipped: not built\n", summary)
 
     # a failure elsewhere is a failed check (exit 1), whatever the disk
-    monkeypatch.setattr(tasks, "_prune_images", lambda: "cannot list images")
+    monkeypatch.setattr(check, "prune_images", lambda: "cannot list images")
     with pytest.raises(Exit) as stop:
         tasks.engine_check(Context(), models="unetpp", no_tests=True)
     assert stop.value.code == 1
@@ -71,15 +72,15 @@ def test_engine_check_builds_every_step_and_removes_what_it_replaced(monkeypatch
     is built again without --rebuild, where only its core may be built."""
     tasks = load_tasks()
     calls = []
-    monkeypatch.setattr(tasks, "_engine_reachable", lambda: True)
-    monkeypatch.setattr(tasks, "_prune_images", lambda: calls.append("prune"))
-    monkeypatch.setattr(tasks, "_call", lambda argv, **kw: calls.append(" ".join(argv[3:]).split(" --pip")[0]) and None)
-    monkeypatch.setattr(tasks, "_disk_short", lambda need: None)
-    monkeypatch.setattr(tasks, "_engine_weights", lambda model, steps: [])
-    monkeypatch.setattr(tasks, "_check_results", lambda folder: None)
-    monkeypatch.setattr(tasks, "_rebuild_reuses", lambda argv: calls.append("again: " + " ".join(argv[3:])))
+    monkeypatch.setattr(engine, "reachable", lambda: True)
+    monkeypatch.setattr(check, "prune_images", lambda: calls.append("prune"))
+    monkeypatch.setattr(check, "_call", lambda argv, **kw: calls.append(" ".join(argv[3:]).split(" --pip")[0]) and None)
+    monkeypatch.setattr(check, "_disk_short", lambda need: None)
+    monkeypatch.setattr(check, "_engine_weights", lambda model, steps: [])
+    monkeypatch.setattr(check, "_check_results", lambda folder: None)
+    monkeypatch.setattr(check, "_rebuild_reuses", lambda argv: calls.append("again: " + " ".join(argv[3:])))
     tasks.engine_check(Context(), models="unetpp,fcn8s", no_tests=True, pip_config="p.conf")
-    run_out = str(tasks.ENGINE_WORK / "results")
+    run_out = str(check.ENGINE_WORK / "results")
     assert calls == [
         "prune", "base-image",
         "build --model unetpp --base-image local --rebuild", "prune", f"run --model unetpp --docker --out {run_out}",

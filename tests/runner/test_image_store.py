@@ -12,7 +12,7 @@ import os
 import docker.errors
 import pytest
 
-from runner import image_store
+from runner import engine as sdk, image_store
 from runner import docker as rd
 
 MODEL = "unetpp"
@@ -118,7 +118,7 @@ def engine(monkeypatch):
     eng = Engine()
     eng.plan = rd.prepare_build(MODEL, git_commit="c", base_image="local", host_mmcv=False)
     eng.add([rd.LOCAL_BASE_IMAGE], ["debian-layer"])
-    monkeypatch.setattr(rd, "_connect", lambda: eng)
+    monkeypatch.setattr(sdk, "connect", lambda: eng)
     monkeypatch.setattr(image_store, "_in_use", lambda client: client.used_by_containers)
     return eng
 
@@ -266,7 +266,7 @@ def test_real_builds_leave_no_build_stage_behind():
     if not built:
         pytest.skip("looks at what `invoke engine-check` built in this run")
     try:
-        client = rd._connect()
+        client = sdk.connect()
     except rd.DockerError as exc:
         pytest.skip(f"no Docker daemon: {exc}")
     left = [s for s in image_store.superseded(client) if "build stage" in s.why]
