@@ -3,11 +3,15 @@ against the record checker's consistency rules (zoo.checks: a figure that is not
 record's other figures make).
 
 Used twice: by `zoo run` before it writes a record, and by the host runner on every record it
-collects. Depends only on jsonschema (no torch), so the host environment can import it."""
+collects. Model manifests are checked here too (validate_manifest, schema/model.schema.json: an
+unknown key is one line naming it and the keys allowed). Depends only on jsonschema (no torch),
+so the host environment can import it."""
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import re
 from functools import lru_cache
 
 import jsonschema
@@ -75,6 +79,45 @@ def validate(record: dict, origin: str = "<record>", name: str = "result.schema.
     if name == "result.schema.json":
         check(record, origin, rules)
     return record
+
+
+def unknown_key(error: jsonschema.ValidationError) -> str | None:
+    """For an additionalProperties error (a closed object with a key the schema does not declare):
+    'benchmark: unknown key 'warmpu' (allowed: batch_sizes)', the key path dotted as in the YAML,
+    with a did-you-mean when a declared key is close; None for any other error."""
+    if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
+        return None
+    declared = list(error.schema.get("properties", {}))
+    patterns = list(error.schema.get("patternProperties", {}))
+    extra = [k for k in error.instance if k not in declared and not any(re.search(p, k) for p in patterns)]
+    if not extra:
+        return None
+    key = str(extra[0])
+    where = ".".join(map(str, error.absolute_path))
+    allowed = ", ".join(declared + [f"/{p}/" for p in patterns]) or "none"
+    close = difflib.get_close_matches(key, declared, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    more = f" (and {', '.join(map(repr, extra[1:]))})" if len(extra) > 1 else ""
+    what = f"{where}: unknown key" if where else "unknown top-level key"
+    return f"{what} {key!r}{more} (allowed: {allowed}){hint}"
+
+
+def validate_manifest(data, origin: str = "<manifest>") -> dict:
+    """Check a model manifest (models/<name>/model.yaml) against schema/model.schema.json: raise
+    SchemaError with one line naming `origin` and the first problem, an unknown key first (a
+    misspelt key also leaves its required one missing: the unknown key says which),
+    '<origin>: benchmark: unknown key 'warmpu' (allowed: batch_sizes)'; any other violation as
+    '<origin>: invalid manifest at <path>: <message>'. Return data."""
+    errors = sorted(validator("model.schema.json").iter_errors(data),
+                    key=lambda e: (unknown_key(e) is None, list(map(str, e.absolute_path))))
+    if errors:
+        e = errors[0]
+        line = unknown_key(e)
+        if line is None:
+            where = "/".join(map(str, e.absolute_path)) or "(root)"
+            line = f"invalid manifest at {where}: {' '.join(e.message.split())[:300]}"
+        raise SchemaError(f"{origin}: {line}")
+    return data
 
 
 def check(record: dict, origin: str = "<record>", rules=checks.GROUPS) -> dict:

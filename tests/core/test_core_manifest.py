@@ -95,7 +95,7 @@ def test_missing_section_and_unknown_key(tmp_path, unetpp_raw):
     bad["benchmark"] = {"batch_sizes": [1]}
     bad["colour"] = "blue"
     _write(tmp_path, "bad", bad)
-    with pytest.raises(ZooError, match=r"'colour' was unexpected"):
+    with pytest.raises(ZooError, match=r"unknown top-level key 'colour' \(allowed: name, "):
         load_manifest("bad", models_dir=tmp_path)
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 
-import jsonschema
 import pytest
 import yaml
 
 from zoo.errors import ZooError
-from zoo.manifest import _validator, available_models, load_manifest
+from zoo.manifest import available_models, load_manifest
+from zoo.schema import SchemaError, validate_manifest
 from zoo.options import coerce, defaults, describe, resolve_options
 from zoo.paths import MODELS_DIR
 
@@ -87,8 +87,8 @@ def test_manifest_schema_refuses_a_bad_declaration():
                      "bilinear"):                                     # a bare default, undeclared
         bad = copy.deepcopy(raw)
         bad["model"]["options"]["upsample"] = bad_decl
-        with pytest.raises(jsonschema.ValidationError):
-            _validator().validate(bad)
+        with pytest.raises(SchemaError, match=r"model\.yaml: (invalid manifest at model/options/upsample|model\.options\.upsample)"):
+            validate_manifest(bad, "models/unetpp/model.yaml")
 
 
 def test_coerce_reports_an_unknown_type():
