@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.cache import ensure_entry, publish_file
+from zoo.comparator import Tolerance, compare
 from zoo.fileutil import temp_file_beside
 from zoo.errors import ZooError, one_line
 from zoo.fileutil import file_digest
@@ -135,17 +136,9 @@ def ensure_onnx(module, example: np.ndarray, cache: Path, key: str, input_name: 
 
 
 def parity(reference: np.ndarray, candidate: np.ndarray, rtol: float, atol: float) -> dict:
-    """The numerics of two outputs of the same batch (decisions are compared on predictions:
-    zoo.stages.verify).
+    """The numerics of two outputs of the same batch, through the one comparator (zoo.comparator;
+    decisions are compared on predictions: zoo.stages.verify).
 
     max_rel_diff = max|c - r| / max|r| (relative to the output's scale, stable near zero);
     passed = every element within atol + rtol * max|r|."""
-    r = np.asarray(reference, dtype=np.float64)
-    c = np.asarray(candidate, dtype=np.float64)
-    if r.shape != c.shape:
-        raise ZooError(f"parity: output shapes differ: reference {r.shape}, candidate {c.shape}")
-    diff = np.abs(c - r)
-    scale = float(np.abs(r).max()) or 1.0
-    return {"max_abs_diff": float(diff.max()), "max_rel_diff": float(diff.max() / scale),
-            "mean_abs_diff": float(diff.mean()), "rtol": rtol, "atol": atol,
-            "passed": bool((diff <= atol + rtol * scale).all())}
+    return compare(reference, candidate, Tolerance(rtol, atol), context="parity").record()

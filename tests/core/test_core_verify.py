@@ -1,7 +1,8 @@
-"""zoo.stages.verify: the runtime under test against PyTorch, numbers and decisions. Detections are
-matched one to one (same category, IoU >= 0.5, in descending reference score); maps compared pixel
-by pixel; `compare` runs a real adapter's postprocess (UNet++: guide = logits > 0.5, upstream =
-sigmoid(logits) > 0.5) on both outputs. Every expected figure is computed by hand."""
+"""zoo.stages.verify: the runtime under test against PyTorch, numbers and decisions, through the
+one comparator (zoo.comparator; its own tests, detection matching and flip counting included, are
+tests/core/test_core_comparator.py). `compare` runs a real adapter's postprocess (UNet++: guide =
+logits > 0.5, upstream = sigmoid(logits) > 0.5) on both outputs. Every expected figure is computed
+by hand."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,95 +10,11 @@ import pytest
 
 from zoo.errors import ZooError
 from zoo.manifest import load_manifest
-from zoo.predictions import Detections
-from zoo.stages.verify import compare, detection_flips, prediction_flips, tolerance, verify_runtime
+from zoo.stages.verify import compare, tolerance, verify_runtime
 
 UNETPP = load_manifest("unetpp")
 ADAPTER = UNETPP.adapter()
 TOL = {"rtol": 1e-4, "atol": 1e-5, "max_flip_fraction": 1e-4}
-
-
-def dets(*rows) -> Detections:
-    """rows of (category, x, y, w, h, score) for image 1."""
-    return Detections(1, [{"image_id": 1, "category_id": c, "bbox": [x, y, w, h], "score": s}
-                          for c, x, y, w, h, s in rows])
-
-
-# ------------------------------------------------------------------ detections
-
-def test_identical_detections_flip_nothing():
-    d = dets((1, 0, 0, 10, 10, 0.9), (3, 5, 5, 2, 2, 0.4))
-    assert detection_flips(d, d) == (0, 4)
-
-
-@pytest.mark.parametrize("shift,flips", [
-    (3, 0),   # inter 7x10 = 70, union 200 - 70 = 130: IoU 0.538 >= 0.5, a match
-    (4, 2),   # inter 60, union 140: IoU 0.429 < 0.5, both sides unmatched
-])
-def test_shifted_box_below_and_above_the_match_iou(shift, flips):
-    ref = dets((1, 0, 0, 10, 10, 0.9))
-    cand = dets((1, shift, 0, 10, 10, 0.9))
-    assert detection_flips(ref, cand) == (flips, 2)
-
-
-def test_iou_of_exactly_one_half_matches():
-    # [0, 0, 4, 1] against [0, 0, 2, 1]: inter 2, union 4
-    assert detection_flips(dets((1, 0, 0, 4, 1, 0.9)), dets((1, 0, 0, 2, 1, 0.9))) == (0, 2)
-    assert detection_flips(dets((1, 0, 0, 4, 1, 0.9)), dets((1, 0, 0, 2, 1, 0.9)), iou=0.51) == (2, 2)
-
-
-def test_another_category_is_not_a_match():
-    assert detection_flips(dets((1, 0, 0, 10, 10, 0.9)), dets((2, 0, 0, 10, 10, 0.9))) == (2, 2)
-
-
-def test_empty_sides():
-    three = dets((1, 0, 0, 1, 1, 0.5), (1, 5, 5, 1, 1, 0.5), (2, 0, 0, 1, 1, 0.5))
-    assert detection_flips(dets(), three) == (3, 3)
-    assert detection_flips(three, dets()) == (3, 3)
-    assert detection_flips(dets(), dets()) == (0, 0)
-
-
-def test_matching_is_one_to_one():
-    # two reference boxes over the one candidate: only one can take it
-    ref = dets((1, 0, 0, 10, 10, 0.9), (1, 1, 0, 10, 10, 0.8))
-    cand = dets((1, 1, 0, 10, 10, 0.7))
-    assert detection_flips(ref, cand) == (1, 3)
-    # greedy in descending reference score, each taking its best free candidate (not an optimal
-    # assignment): A [0,0,10,10] and B [4,0,10,10]; X [2,0,10,10] overlaps both by 80/120 = 0.667,
-    # Y [-3,0,10,10] overlaps A by 70/130 = 0.538 and B by 30/170 = 0.176
-    cand = dets((1, 2, 0, 10, 10, 0.5), (1, -3, 0, 10, 10, 0.5))
-    a_first = dets((1, 0, 0, 10, 10, 0.9), (1, 4, 0, 10, 10, 0.8))
-    assert detection_flips(a_first, cand) == (2, 4)     # A takes X; B is left with Y (< 0.5)
-    b_first = dets((1, 0, 0, 10, 10, 0.8), (1, 4, 0, 10, 10, 0.9))
-    assert detection_flips(b_first, cand) == (0, 4)     # B takes X; A takes Y
-
-
-# ------------------------------------------------------------------ maps
-
-def test_prediction_flips_on_maps():
-    a = np.zeros((2, 3), np.uint8)
-    b = a.copy()
-    b[0, 1] = 7                                      # one label differs in sample 1
-    m1 = np.zeros((2, 3), bool)
-    m2 = m1.copy()
-    m2[1, :] = True                                  # three mask pixels differ in sample 2
-    ref = [{"labels": a, "mask": m1}, {"labels": a, "mask": m1}]
-    cand = [{"labels": b, "mask": m1}, {"labels": a, "mask": m2}]
-    assert prediction_flips(ref, cand) == {
-        "labels": {"flips": 1, "decisions": 12, "fraction": 1 / 12},
-        "mask": {"flips": 3, "decisions": 12, "fraction": 3 / 12}}
-    assert prediction_flips(ref, ref) == {k: {"flips": 0, "decisions": 12, "fraction": 0.0} for k in ("labels", "mask")}
-
-
-def test_prediction_flips_of_maps_of_another_shape_count_every_pixel():
-    got = prediction_flips([{"labels": np.zeros((2, 3), np.uint8)}], [{"labels": np.zeros((3, 3), np.uint8)}])
-    assert got == {"labels": {"flips": 9, "decisions": 9, "fraction": 1.0}}
-
-
-def test_prediction_flips_of_detections_add_up_over_images():
-    ref = [dets((1, 0, 0, 10, 10, 0.9)), dets((1, 0, 0, 10, 10, 0.9), (2, 0, 0, 5, 5, 0.5))]
-    cand = [dets((1, 0, 0, 10, 10, 0.9)), dets((1, 4, 0, 10, 10, 0.9), (2, 0, 0, 5, 5, 0.5))]
-    assert prediction_flips(ref, cand) == {"detections": {"flips": 2, "decisions": 6, "fraction": 2 / 6}}
 
 
 # ------------------------------------------------------------------ compare, with UNet++'s postprocess

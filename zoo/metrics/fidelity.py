@@ -18,7 +18,9 @@ uses is computed against the fp32 predictions instead of the labels:
                              no fp32 box have no AP, as in COCO).
 
 Fed one sample at a time in id order (the candidate's prediction, then fp32's): memory is the
-confusion matrices and per-image counts for maps, the detection rows for detections."""
+confusion matrices and per-image counts for maps, the detection rows for detections. The walk
+over the predictions' keys and its checks are the one comparator's (zoo.comparator.DecisionDiff,
+strict: keys, kinds and map shapes must agree); these agreements are its measures."""
 from __future__ import annotations
 
 import contextlib
@@ -26,6 +28,7 @@ import io
 
 import numpy as np
 
+from zoo.comparator import DecisionDiff
 from zoo.errors import ZooError
 from zoo.metrics.segmentation import ConfusionMatrix
 from zoo.predictions import Detections
@@ -40,13 +43,14 @@ DESCRIPTIONS = {
 
 
 class _BinaryAgreement:
-    """Per-image IoU of two masks (1.0 when both are empty)."""
+    """Per-image IoU of two masks (1.0 when both are empty; the candidate's map read as a mask)."""
     metric = "fidelity_iou"
 
     def __init__(self):
         self.ious: list[float] = []
 
-    def update(self, cand: np.ndarray, ref: np.ndarray) -> None:
+    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        cand = cand.astype(bool, copy=False)
         union = np.count_nonzero(cand | ref)
         self.ious.append(1.0 if union == 0 else np.count_nonzero(cand & ref) / union)
 
@@ -63,7 +67,7 @@ class _LabelAgreement:
         self.ignore = ignore
         self.cm = ConfusionMatrix(ignore, 256)  # rows (fp32) below `ignore`; columns any uint8 value
 
-    def update(self, cand: np.ndarray, ref: np.ndarray) -> None:
+    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
         for a in (cand, ref):
             if a.size and (int(a.min()) < 0 or int(a.max()) > 255):
                 raise ZooError(f"fidelity: label maps must hold classes 0..255, got {int(a.min())}..{int(a.max())}")
@@ -89,7 +93,7 @@ class _DetectionAgreement:
         self.dt: list[dict] = []
         self.image_ids: list[int] = []
 
-    def update(self, cand: Detections, ref: Detections) -> None:
+    def update(self, ref: Detections, cand: Detections) -> None:
         if cand.image_id != ref.image_id:
             raise ValueError(f"fidelity: detections of image {cand.image_id} compared with image {ref.image_id}")
         self.image_ids.append(int(ref.image_id))
@@ -146,36 +150,23 @@ class Fidelity:
 
     def __init__(self, ignore: int = IGNORE):
         self.ignore = ignore
-        self.keys: dict[str, object] = {}
-        self.n = 0
+        self.diff = DecisionDiff(self._agreement, strict=True, context="fidelity", reference_label="fp32")
 
     def _agreement(self, key: str, value):
-        if key not in self.keys:
-            if isinstance(value, Detections):
-                self.keys[key] = _DetectionAgreement()
-            else:
-                self.keys[key] = _BinaryAgreement() if np.asarray(value).dtype == bool else _LabelAgreement(self.ignore)
-        return self.keys[key]
+        if isinstance(value, Detections):
+            return _DetectionAgreement()
+        return _BinaryAgreement() if np.asarray(value).dtype == bool else _LabelAgreement(self.ignore)
+
+    @property
+    def keys(self) -> dict:
+        return self.diff.measures
+
+    @property
+    def n(self) -> int:
+        return self.diff.samples
 
     def update(self, candidate, reference) -> None:
-        if isinstance(reference, Detections) or isinstance(candidate, Detections):
-            if not (isinstance(reference, Detections) and isinstance(candidate, Detections)):
-                raise ZooError("fidelity: one prediction is Detections, the other is not")
-            self._agreement("detections", reference).update(candidate, reference)
-            self.n += 1
-            return
-        if set(candidate) != set(reference):
-            raise ZooError(f"fidelity: prediction keys differ: {sorted(candidate)} vs fp32 {sorted(reference)}")
-        for key, ref in reference.items():
-            ref, cand = np.asarray(ref), np.asarray(candidate[key])
-            if cand.shape != ref.shape:
-                raise ZooError(f"fidelity: prediction {key!r} has shape {cand.shape}, fp32's {ref.shape}")
-            agreement = self._agreement(key, ref)
-            if isinstance(agreement, _BinaryAgreement):
-                agreement.update(cand.astype(bool, copy=False), ref)
-            else:
-                agreement.update(cand, ref)
-        self.n += 1
+        self.diff.update(reference, candidate)
 
     def report(self) -> dict:
         if not self.keys:
