@@ -59,6 +59,7 @@ import jinja2
 
 from runner.validate import ResultError, find_results, load_result
 from zoo.checks import invalid_reason, status_of
+from zoo.runtimes import PRECISIONS, rate_unit
 from zoo.stats import block_figure, figure
 
 STAGE_ORDER = ("read", "preprocess", "infer", "postprocess")
@@ -618,11 +619,10 @@ def _latency_figure(runs, labels, title: str):
 
 # ---------------------------------------------------------------- precision (schema 1.7)
 
-PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8", "mixed")
-
-
-def _unit(precision: str) -> str:
-    return "GOP/s" if precision == "int8" else "GFLOP/s"
+# the registry's precisions (zoo.runtimes), then a record's "mixed"; each with its plot marker
+PRECISION_ORDER = (*PRECISIONS, "mixed")
+PRECISION_MARKERS = dict(zip(PRECISIONS, "osD^"))
+_unit = rate_unit
 
 
 def _ok_block(run: dict, scope: str, bs: int) -> dict | None:
@@ -854,7 +854,7 @@ def _precision_figure(runs, labels, title: str):
     fig, ax = _new_axes(8, 4.5)
     for run, x, y, u, text in points:
         color = f"C{runtimes.index(run['runtime']['name']) % 10}"
-        marker = {"fp32": "o", "bf16": "s", "fp16": "D", "int8": "^"}.get(run["precision"], "x")
+        marker = PRECISION_MARKERS.get(run["precision"], "x")
         ax.plot([x], [y], marker=marker, color=color, linestyle="none", markersize=7, label=text)
         xerr = _yerr([(x, x, u["low"], u["high"])])
         if xerr:

@@ -44,8 +44,10 @@ calibration) and run with the optimised session on the N samples.
 model is within the manifest's tolerance (the guides' 1%) of fp32 on the N samples: by the
 model's metrics, or, with a random checkpoint (metrics against labels mean nothing), by fidelity
 to fp32 (the fraction of the adapter's decisions that flip). It prints the --keep-fp32 list for
-`invoke run`. On OpenVINO the table is ONNX Runtime's (the same exported graph) and `--auto` is
-NNCF's quantize_with_accuracy_control (zoo.quant.ov) with the same 1%."""
+`invoke run`. The runtimes diagnosed, and what differs per runtime, are the runtimes' own
+(zoo.runtimes: `diagnosed`, `diagnose_note`, the diagnose_auto hook): on OpenVINO the table is
+ONNX Runtime's (the same exported graph) and `--auto` is NNCF's quantize_with_accuracy_control
+(zoo.quant.ov) with the same 1%."""
 from __future__ import annotations
 
 import dataclasses
@@ -56,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.comparator import OutputDiff, flip_fraction, prediction_flips
 from zoo.errors import ZooError
 
 JUMP_THRESHOLD = 0.05      # a first jump's relative error is above this ...
@@ -65,7 +68,6 @@ CHANNEL_FLOOR = 1e-12      # channels with less energy than this fraction of the
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 DEFAULT_SAMPLES = 8
-RUNTIMES = ("onnxruntime", "openvino")
 
 
 # --- the two graphs ---------------------------------------------------------------------------
@@ -128,41 +130,18 @@ def session(model, threads: int | None, optimize: bool):
 
 # --- the comparison ---------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class Agreement:
-    """Streaming comparison of a reference tensor a and a candidate b over several batches."""
-    aa: float = 0.0
-    bb: float = 0.0
-    ab: float = 0.0
-    dd: float = 0.0
-    max_abs: float = 0.0
-    chan_aa: np.ndarray | None = None
-    chan_dd: np.ndarray | None = None
+def tensor_diff(channel_axis: int | None = 1):
+    """The one comparator's streaming numbers (zoo.comparator.OutputDiff) of an fp32 tensor (the
+    reference) and its int8 side over several batches; channels along axis 1 (N, C, ...)."""
+    return OutputDiff(context="diagnose", labels=("fp32", "int8"), subject="", channel_axis=channel_axis)
 
-    def update(self, a: np.ndarray, b: np.ndarray) -> None:
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-        if a.shape != b.shape:
-            raise ZooError(f"diagnose: shapes differ: fp32 {a.shape}, int8 {b.shape}")
-        d = a - b
-        self.aa += float(np.vdot(a, a))
-        self.bb += float(np.vdot(b, b))
-        self.ab += float(np.vdot(a, b))
-        self.dd += float(np.vdot(d, d))
-        self.max_abs = max(self.max_abs, float(np.abs(d).max(initial=0.0)))
-        if a.ndim >= 2:  # N, C, ...: per channel
-            axes = tuple(i for i in range(a.ndim) if i != 1)
-            ca, cd = (a * a).sum(axis=axes), (d * d).sum(axis=axes)
-            self.chan_aa = ca if self.chan_aa is None else self.chan_aa + ca
-            self.chan_dd = cd if self.chan_dd is None else self.chan_dd + cd
 
-    def figures(self) -> dict:
-        cos = self.ab / np.sqrt(self.aa * self.bb) if self.aa > 0 and self.bb > 0 else float(self.aa == self.bb)
-        rel = np.sqrt(self.dd / self.aa) if self.aa > 0 else (0.0 if self.dd == 0 else float("inf"))
-        chan = None
-        if self.chan_aa is not None and self.chan_aa.sum() > 0:
-            keep = self.chan_aa > CHANNEL_FLOOR * self.chan_aa.max()
-            chan = float(np.mean(np.sqrt(self.chan_dd[keep] / self.chan_aa[keep])))
-        return {"cosine": float(cos), "rel_err": float(rel), "max_abs_err": self.max_abs, "channel_rel_err": chan}
+def layer_figures(diff: OutputDiff) -> dict:
+    """A row's figures (module docstring): cosine, rel_err = ||a-b||/||a|| (the comparator's
+    l2_rel_err, not the max-over-scale max_rel_diff of parity and verify), the largest absolute
+    error, and the mean channel relative error (channels above CHANNEL_FLOOR)."""
+    return {"cosine": diff.cosine, "rel_err": diff.l2_rel_err, "max_abs_err": diff.max_abs_diff,
+            "channel_rel_err": diff.channel_rel_err(CHANNEL_FLOOR)}
 
 
 def compare_layers(fp32_model, qdq_model, batches: list[np.ndarray], input_name: str,
@@ -175,13 +154,13 @@ def compare_layers(fp32_model, qdq_model, batches: list[np.ndarray], input_name:
     s8 = session(with_outputs(qdq_model, [r["qdq"] for r in rows]), threads, optimize=False)
     floats = {o.name for o in s32.get_outputs() if o.type == "tensor(float)"}
     rows = [r for r in rows if r["tensor"] in floats]
-    stats = [Agreement() for _ in rows]
+    stats = [tensor_diff() for _ in rows]
     for batch in batches:
         a = s32.run([r["tensor"] for r in rows], {input_name: batch})
         b = s8.run([r["qdq"] for r in rows], {input_name: batch})
         for st, x, y in zip(stats, a, b):
             st.update(x, y)
-    return [{**r, **st.figures()} for r, st in zip(rows, stats)]
+    return [{**r, **layer_figures(st)} for r, st in zip(rows, stats)]
 
 
 def error(row: dict) -> float:
@@ -275,14 +254,13 @@ def evaluate(path, batches: list[np.ndarray], input_name: str, output_name: str,
     """The optimised session of a (QDQ) model on the batches: its final output's error against the
     fp32 `reference` outputs, and judge(outputs) (the metrics and fidelity on the N samples)."""
     s = session(path, threads, optimize=True)
-    agree = Agreement()
+    agree = tensor_diff()
     outs = []
     for batch, ref in zip(batches, reference):
         out = s.run([output_name], {input_name: batch})[0]
         agree.update(ref, out)
         outs.append(out)
-    f = agree.figures()
-    return {"rel_err": f["rel_err"], "cosine": f["cosine"], **judge(np.concatenate(outs))}
+    return {"rel_err": agree.l2_rel_err, "cosine": agree.cosine, **judge(np.concatenate(outs))}
 
 
 def rank_units(units: list[dict], baseline: dict, score) -> list[dict]:
@@ -318,18 +296,15 @@ class Judge:
         return {m.name: float(m.compute()[m.metric]) for m in ms}
 
     def __call__(self, outputs: np.ndarray) -> dict:
-        from zoo.stages.verify import prediction_flips
         flips = prediction_flips(self.ref_preds, self._predictions(outputs))
-        return {"metrics": self.metrics(outputs), "flip_fraction": max((v["fraction"] for v in flips.values()), default=0.0)}
+        return {"metrics": self.metrics(outputs), "flip_fraction": flip_fraction(flips)}
 
     def score(self, outputs: np.ndarray, indices: list[int], by: str) -> float:
         """One figure, higher is better, for the samples `indices` (NNCF's validation): the first
         metric, or the fraction of decisions equal to fp32's."""
-        from zoo.stages.verify import prediction_flips
         preds = [self.adapter.postprocess(o, self.metas[i]) for o, i in zip(outputs, indices)]
         if by == "fidelity":
-            flips = prediction_flips([self.ref_preds[i] for i in indices], preds)
-            return 1.0 - max((v["fraction"] for v in flips.values()), default=0.0)
+            return 1.0 - flip_fraction(prediction_flips([self.ref_preds[i] for i in indices], preds))
         m = self.adapter.metrics(self.source)[0]
         for pred, i in zip(preds, indices):
             m.update(pred, self.targets[i])
@@ -383,9 +358,11 @@ def check(cfg, samples: int, out: Path | None = None):
     fp32 side: diagnose compares with fp32, and its results folder is made only when the report
     goes there), a runtime that quantizes a graph and a calibrated precision it runs, the
     calibration's (zoo.stages.config.check_calibration), and an --out that is a new file."""
+    from zoo.runtimes import diagnosed_runtimes
     from zoo.stages.config import check_calibration, check_config, without_calibration
-    if cfg.runtime not in RUNTIMES:
-        raise ZooError(f"diagnose: --runtime must be one of {', '.join(RUNTIMES)}, got {cfg.runtime!r}")
+    known = diagnosed_runtimes()
+    if cfg.runtime not in known:
+        raise ZooError(f"diagnose: --runtime must be one of {', '.join(known)}, got {cfg.runtime!r}")
     if samples < 1:
         raise ZooError(f"diagnose: --samples must be >= 1, got {samples}")
     if out is not None:
@@ -467,9 +444,8 @@ def diagnose(cfg, samples: int = DEFAULT_SAMPLES, auto: bool = False, out: Path 
               "export": {"path": export["path"], "onnx_sha256": export["onnx_sha256"]},
               "calibration": calibration.describe(), "keep_fp32": keep0, "tool": q.tool(),
               "criteria": {"jump_threshold": JUMP_THRESHOLD, "jump_factor": JUMP_FACTOR, "channel_floor": CHANNEL_FLOOR}}
-    if cfg.runtime == "openvino":
-        report["note"] = ("per-layer comparison and sensitivity run on ONNX Runtime's graphs of the same exported "
-                          "model; --auto uses NNCF's accuracy control")
+    if runtime_cls.diagnose_note:
+        report["note"] = runtime_cls.diagnose_note
         say(f"      {report['note']}")
     with tempfile.TemporaryDirectory(prefix="zoo-diagnose-") as tmp:
         tmp = Path(tmp)
@@ -515,35 +491,12 @@ def diagnose(cfg, samples: int = DEFAULT_SAMPLES, auto: bool = False, out: Path 
                                       "int8_within": judge.within(baseline, tol, by)}
         if auto:
             say(f"[5/5] --auto: keep the top units in fp32 until within {tol:.0%} of fp32 ({by})")
-            if cfg.runtime == "openvino":
-                report["auto"] = _auto_openvino(export, calibration, judge, x, inp, by, tol)
-            else:
-                report["auto"] = auto_keep(ranked, keep0, baseline, lambda g: judge.within(g, tol, by), score)
+            own = runtime_cls.diagnose_auto(export, calibration, judge, x, inp, by, tol)
+            report["auto"] = own if own is not None else auto_keep(ranked, keep0, baseline,
+                                                                   lambda g: judge.within(g, tol, by), score)
     report["seconds"] = round(time.time() - t0, 2)
     path = write_report(report, cfg, out)
     return report, path
-
-
-def _auto_openvino(export: dict, calibration, judge: "Judge", x: np.ndarray, inp: str, by: str, tol: float) -> dict:
-    """NNCF's accuracy-controlled quantization (zoo.quant.ov) of the exported model with the
-    manifest's tolerance as its relative max drop, validated on the N samples by the same
-    criterion as the ONNX Runtime loop (Judge.score); the operations NNCF reverted to floating
-    point, and the ONNX node names they came from (the --keep-fp32 list)."""
-    import openvino as ov
-
-    from zoo.quant import ov as qov
-    core = ov.Core()
-    model = core.read_model(str(export["path"]))
-    items = [({inp: x[i:i + 1]}, i) for i in range(len(x))]
-
-    def validate(compiled, subset) -> float:
-        outs = np.concatenate([compiled(feeds)[compiled.output(0)] for feeds, _ in subset])
-        return judge.score(outs, [i for _, i in subset], by)
-
-    _, reverted, info = qov.quantize_ov_with_accuracy_control(core, model, calibration, items, validate, max_drop=tol)
-    keep = list(dict.fromkeys(n.split("/WithoutBiases")[0] for n in reverted))
-    return {"tool": "nncf.quantize_with_accuracy_control", "max_drop": tol, "by": by, "reverted": reverted,
-            "keep": keep, "info": info}
 
 
 def _jsonable(obj):
@@ -632,8 +585,8 @@ def summary(report: dict, top: int = 10) -> str:
         out.append(f"--auto (NNCF accuracy control, max drop {a['max_drop']:.0%}, {a['by']}): "
                    f"{len(a['reverted'])} operation(s) reverted to floating point: {', '.join(a['reverted']) or 'none'}")
         if a["keep"]:
-            out.append(f"  invoke run --model {report['model']} --runtime openvino --precision {report['precision']} "
-                       f"--keep-fp32 {','.join(a['keep'])}")
+            out.append(f"  invoke run --model {report['model']} --runtime {report['runtime']} --precision "
+                       f"{report['precision']} --keep-fp32 {','.join(a['keep'])}")
     return "\n".join(out)
 
 

@@ -3,7 +3,10 @@ what the CPU can do at the arithmetic it actually runs (a bf16 model at 40% of t
 be at 15% of what the bf16 units do).
 
 The peak of a precision is the best of several kernels and shapes, through every installed
-runtime that runs that precision (`candidates`), on the run's threads:
+runtime that measures that precision (`candidates`), on the run's threads. Which runtimes measure
+which precisions, how their kernels are named and run, is each runtime's own (zoo.runtimes: its
+peak_precisions and peak_seconds hook); this module builds the kernels' graphs and inputs, picks
+the best, bounds it and caches it:
 
 - a square matrix product, n = 1024 and 2048: torch.mm, and a one-MatMul ONNX graph run by
   ONNX Runtime and by OpenVINO's CPU plugin;
@@ -41,7 +44,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -51,16 +53,11 @@ from pathlib import Path
 import numpy as np
 
 from zoo import logs
-from zoo.cost import best_seconds
 from zoo.errors import ZooError, one_line
+from zoo.runtimes import PRECISIONS, peak_runtimes, rate_unit, registry
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-FAMILIES = ("torch", "onnxruntime", "openvino")
-RUNS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32", "int8"), "openvino": PRECISIONS}  # precisions each runs
 MATMUL_SIZES = (1024, 2048)
 CONV_SHAPES = ((64, 128), (256, 64))  # (channels in = out, height = width) of a 3x3 convolution
-OV_TYPES = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: FakeQuantize, not the hint
-OV_LAYERS = {"MatMul": ("MatMul", "FullyConnected", "Gemm"), "Conv": ("Convolution",)}
 REPEATS, BUDGET_S = 25, 2.0  # per kernel: the fastest of up to 25 timed calls, stopped after 2 s of them
 REMEASURE_ENV = "ZOO_PEAK_REMEASURE"
 BUSY_SHARE = 0.2  # other processes using more of this process's CPUs than this: the peak may be low
@@ -71,7 +68,7 @@ CPUINFO = Path("/proc/cpuinfo")
 
 
 def unit(precision: str) -> str:
-    return "GOP/s" if precision == "int8" else "GFLOP/s"
+    return rate_unit(precision)
 
 
 def _warn(msg: str) -> None:
@@ -80,20 +77,34 @@ def _warn(msg: str) -> None:
 
 # ---------------------------------------------------------------- the kernels
 
+def kernel_families() -> tuple[str, ...]:
+    """The runtimes whose kernels are measured (zoo.runtimes.peak_runtimes), in their order: the
+    kernel families (torch, onnxruntime, openvino)."""
+    return tuple(cls.name for cls in peak_runtimes())
+
+
+def runs(family: str) -> tuple[str, ...]:
+    """The precisions a family's kernels measure (its runtime's peak_precisions)."""
+    cls = registry().get(family)
+    return tuple(cls.peak_precisions) if cls is not None and "peak_seconds" in vars(cls) else ()
+
+
 @dataclass(frozen=True)
 class Kernel:
-    """One candidate: a family's (torch, onnxruntime, openvino) MatMul of size (n,) or 3x3 Conv
-    of size (channels, side)."""
+    """One candidate: a family's (a runtime of zoo.runtimes.peak_runtimes: torch, onnxruntime,
+    openvino) MatMul of size (n,) or 3x3 Conv of size (channels, side)."""
     family: str
     op: str
     size: tuple
 
     @property
     def label(self) -> str:
+        cls = registry().get(self.family)
+        name = (cls.peak_op_labels if cls is not None else {}).get(self.op, f"{self.family} {self.op}")
         if self.op == "MatMul":
-            return f"{'torch.mm' if self.family == 'torch' else self.family + ' MatMul'} {self.size[0]}"
+            return f"{name} {self.size[0]}"
         c, s = self.size
-        return f"{'torch conv2d' if self.family == 'torch' else self.family + ' Conv'} 3x3 {c}ch {s}x{s}"
+        return f"{name} 3x3 {c}ch {s}x{s}"
 
     @property
     def ops(self) -> int:
@@ -105,14 +116,17 @@ class Kernel:
 
 
 def installed(family: str) -> bool:
-    return util.find_spec(family) is not None
+    """The family's runtime's package (Runtime.package) is installed (found, not imported)."""
+    cls = registry().get(family)
+    package = cls.package if cls is not None else None
+    return package is not None and util.find_spec(package) is not None
 
 
 def kernels(precision: str, families=None) -> list[Kernel]:
     """The candidates of `precision`: each installed family that runs it, MatMul then Conv shapes."""
     if precision not in PRECISIONS:
         raise ZooError(f"no peak for precision {precision!r} (known: {', '.join(PRECISIONS)})")
-    chosen = [f for f in (families or FAMILIES) if precision in RUNS[f] and installed(f)]
+    chosen = [f for f in (families or kernel_families()) if precision in runs(f) and installed(f)]
     return [Kernel(f, "MatMul", (n,)) for f in chosen for n in MATMUL_SIZES] + \
            [Kernel(f, "Conv", shape) for f in chosen for shape in CONV_SHAPES]
 
@@ -121,7 +135,13 @@ def _rand(shape, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
 
 
-def _shapes(k: Kernel) -> tuple[tuple, tuple, tuple]:
+def kernel_inputs(k: Kernel) -> tuple[np.ndarray, np.ndarray]:
+    """(input X, weight W) of a kernel: standard normal float32 values, the same on every call."""
+    xs, ws, _ = kernel_shapes(k)
+    return _rand(xs, 0), _rand(ws, 1)
+
+
+def kernel_shapes(k: Kernel) -> tuple[tuple, tuple, tuple]:
     """(input, weight, output) shapes."""
     if k.op == "MatMul":
         n = k.size[0]
@@ -137,8 +157,8 @@ def kernel_onnx(k: Kernel, quantized: bool) -> bytes:
     quantized operator, which ONNX Runtime fuses into QLinearConv / MatMulIntegerToFloat."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    xs, ws, ys = _shapes(k)
-    x, w = _rand(xs, 0), _rand(ws, 1)
+    xs, ws, ys = kernel_shapes(k)
+    x, w = kernel_inputs(k)
     attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]} if k.op == "Conv" else {}
     inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(xs))]
     output = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, list(ys))]
@@ -172,97 +192,6 @@ def kernel_onnx(k: Kernel, quantized: bool) -> bytes:
     return model.SerializeToString()
 
 
-# ---------------------------------------------------------------- one kernel's rate
-
-def _torch(k: Kernel, precision: str, threads: int, repeats: int, budget_s: float) -> tuple[float, str]:
-    import torch
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        xs, ws, _ = _shapes(k)
-        x, w = torch.from_numpy(_rand(xs, 0)).to(dtype), torch.from_numpy(_rand(ws, 1)).to(dtype)
-        if k.op == "MatMul":
-            call = lambda: torch.mm(x, w)  # noqa: E731
-        else:
-            call = lambda: torch.nn.functional.conv2d(x, w, padding=1)  # noqa: E731
-        with torch.inference_mode():
-            seconds = best_seconds(call, repeats, budget_s)
-    finally:
-        torch.set_num_threads(old)
-    return seconds, f"torch {torch.__version__} {'torch.mm' if k.op == 'MatMul' else 'conv2d'} {precision}"
-
-
-def _onnxruntime(k: Kernel, precision: str, threads: int, repeats: int, budget_s: float) -> tuple[float, str]:
-    """ONNX Runtime on the (QDQ) graph, fully optimised, input and output bound once (no copies
-    in the timed call); the kernel is read from the optimised graph's operators."""
-    import onnx
-    import onnxruntime as ort
-    with tempfile.TemporaryDirectory(prefix="zoo-peak-") as tmp:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3  # not the warning that the saved graph is CPU-specific: it is read once, here
-        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        session = ort.InferenceSession(kernel_onnx(k, precision == "int8"), so, providers=["CPUExecutionProvider"])
-        ops = [node.op_type for node in onnx.load(so.optimized_model_filepath).graph.node]
-    main = [op for op in ops if k.op in op]
-    integer = [op for op in main if "Integer" in op or "QLinear" in op]
-    if not main or (precision == "int8" and not integer):
-        raise ZooError(f"onnxruntime {ort.__version__}: the {precision} {k.op} graph did not run "
-                       f"{'an integer' if precision == 'int8' else 'a'} {k.op} kernel (optimised graph: {', '.join(ops)})")
-    xs, _, ys = _shapes(k)
-    binding = session.io_binding()
-    binding.bind_ortvalue_input("X", ort.OrtValue.ortvalue_from_numpy(_rand(xs, 0)))
-    binding.bind_ortvalue_output("Y", ort.OrtValue.ortvalue_from_numpy(np.empty(ys, np.float32)))
-    seconds = best_seconds(lambda: session.run_with_iobinding(binding), repeats, budget_s)
-    return seconds, f"onnxruntime {ort.__version__} {(integer or main)[0]} ({' -> '.join(ops)})"
-
-
-def _openvino(k: Kernel, precision: str, threads: int, repeats: int, budget_s: float) -> tuple[float, str]:
-    """OpenVINO's CPU plugin on the (QDQ) graph with the precision hint, one request, the input set
-    once; the kernel is the layer's runtime precision in the compiled model, which must be the one
-    asked for."""
-    import openvino as ov
-    version = ov.__version__.split("-")[0]
-    core = ov.Core()
-    with tempfile.TemporaryDirectory(prefix="zoo-peak-") as tmp:  # read_model takes a path
-        path = Path(tmp) / "kernel.onnx"
-        path.write_bytes(kernel_onnx(k, precision == "int8"))
-        model = core.read_model(str(path))
-    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
-              "INFERENCE_PRECISION_HINT": OV_TYPES[precision]}
-    compiled = core.compile_model(model, "CPU", config)
-    ran = ov_layer(compiled, OV_LAYERS[k.op])
-    want = {"int8": ("u8", "i8"), "fp32": ("f32",)}.get(precision, (OV_TYPES[precision],))
-    if ran.get("precision") not in want:
-        raise ZooError(f"openvino {version}: the {precision} {k.op} ran as {ran.get('type', 'no such layer')} "
-                       f"{ran.get('precision')} on this CPU, not {precision}")
-    request = compiled.create_infer_request()
-    request.set_input_tensor(ov.Tensor(_rand(_shapes(k)[0], 0)))
-    seconds = best_seconds(request.infer, repeats, budget_s)
-    return seconds, f"openvino {version} CPU {ran['type']} {ran['precision']} ({ran['primitive']})"
-
-
-def ov_layer(compiled, kinds) -> dict:
-    """{'type', 'precision', 'primitive'} of the compiled model's first layer of one of `kinds`
-    (OpenVINO's CPU plugin runs a MatMul with a constant operand as FullyConnected): its layer
-    type, runtime precision and primitive (e.g. brgemm_avx512_bf16), from the runtime model's
-    rt_info; {} when there is none."""
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        info = op.get_rt_info()
-        if "layerType" not in info:
-            continue
-        kind = info["layerType"].astype(str)
-        if kind in kinds:
-            return {"type": kind, **{key: info[name].astype(str) if name in info else None for key, name in
-                                     (("precision", "runtimePrecision"), ("primitive", "primitiveType"))}}
-    return {}
-
-
-MEASURE = {"torch": _torch, "onnxruntime": _onnxruntime, "openvino": _openvino}
-
-
 def measure(precision: str, threads: int, progress=None, repeats: int = REPEATS, budget_s: float = BUDGET_S,
             candidates: list[Kernel] | None = None) -> dict:
     """{'precision', 'threads', 'gflops', 'kernel', 'candidates': {label: gflops}, 'kernel_details':
@@ -276,9 +205,10 @@ def measure(precision: str, threads: int, progress=None, repeats: int = REPEATS,
         for i, k in enumerate(todo, 1):
             bar.update(description=f"      measuring the {precision} peak ({k.label})")
             try:
-                if precision not in RUNS[k.family]:
-                    raise ZooError(f"{k.family}: no {precision} kernel (it runs {', '.join(RUNS[k.family])})")
-                seconds, details[k.label] = MEASURE[k.family](k, precision, threads, repeats, budget_s)
+                if precision not in runs(k.family):
+                    raise ZooError(f"{k.family}: no {precision} kernel (it runs {', '.join(runs(k.family))})")
+                seconds, details[k.label] = registry()[k.family].peak_seconds(k, precision, threads, repeats,
+                                                                              budget_s)
                 rates[k.label] = k.ops / seconds / 1e9
                 best = k.label if best is None or rates[k.label] > rates[best] else best
             except ZooError as exc:
@@ -456,9 +386,9 @@ def _merge(old: dict, new: dict) -> dict:
 # ---------------------------------------------------------------- the cache
 
 def versions() -> dict:
-    """{family: version} of the installed kernel families (torch, onnxruntime, openvino)."""
+    """{package: version} of the installed kernel families' packages (torch, onnxruntime, openvino)."""
     from zoo.envinfo import package_versions
-    return package_versions(FAMILIES)
+    return package_versions([cls.package for cls in peak_runtimes()])
 
 
 def cache_key(precision: str, threads: int, candidates: list[Kernel]) -> dict:

@@ -22,6 +22,7 @@ from onnx import TensorProto, helper
 
 from tests.zootest import assert_clean_failure
 from zoo import diagnose as dg
+from zoo.errors import ZooError
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "models"
@@ -135,21 +136,25 @@ def test_first_jump_is_made_not_inherited():
     assert dg.first_jump(m, rows, factor=6.0) is None
 
 
-def test_agreement_matches_numpy_over_batches():
+def test_layer_figures_match_numpy_over_batches():
+    """A row's figures come from the one comparator's streaming numbers (zoo.comparator), fed
+    batch by batch; rel_err is the L2 one, ||a-b||/||a||."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
     a[:, 0] *= 1e4  # an outlier channel
     b = a.copy()
     b[:, 1:] = 0.0  # every other channel lost
-    ag = dg.Agreement()
+    ag = dg.tensor_diff()
     ag.update(a[:2], b[:2])
     ag.update(a[2:], b[2:])
-    f = ag.figures()
+    f = dg.layer_figures(ag)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     assert f["rel_err"] == pytest.approx(np.linalg.norm(a64 - b64) / np.linalg.norm(a64), rel=1e-9) and f["rel_err"] < 1e-3
     assert f["cosine"] == pytest.approx(np.vdot(a64, b64) / np.linalg.norm(a64) / np.linalg.norm(b64), rel=1e-12)
     assert f["max_abs_err"] == pytest.approx(np.abs(a64 - b64).max())
     assert f["channel_rel_err"] == pytest.approx(2 / 3)  # channels 1 and 2 entirely wrong, channel 0 exact
+    with pytest.raises(ZooError, match=r"^diagnose: shapes differ: fp32 \(2, 3\), int8 \(3, 2\)$"):
+        dg.tensor_diff().update(np.zeros((2, 3)), np.zeros((3, 2)))
 
 
 def test_seen_by_consumers_follows_q_dq_pairs():

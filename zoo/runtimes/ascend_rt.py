@@ -27,12 +27,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from zoo.errors import ZooError, one_line
 from zoo.fileutil import file_digest
 from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SET_ENV = "/usr/local/Ascend/ascend-toolkit/set_env.sh"
 
@@ -192,10 +194,11 @@ class AscendRuntime(Runtime):
         extra = {"device_id": self.device_id, "precision_mode": PRECISION_MODES[self.precision]}
         t0 = time.perf_counter()
         folder = self.precision
-        if self.precision == "int8":
-            self.graph = self.amct_deploy_model(artifacts, Path(cache))
-            folder = f"int8-{self.graph.parent.name}"
-            extra["amct_deploy_model"] = str(self.graph)
+        if self.needs_calibration(self.precision):
+            graph, made = self.quantize(artifacts, Path(cache))
+            self.graph = Path(graph)
+            folder = f"{self.precision}-{self.graph.parent.name}"
+            extra.update(made)
         # the toolkit's version is part of the folder: an .om compiled by another atc is another model
         toolkit = hashlib.sha256(self.version().encode()).hexdigest()[:8]
         graph_key = artifacts.key or (file_digest(Path(artifacts.onnx_path)) if Path(artifacts.onnx_path).is_file()
@@ -205,6 +208,13 @@ class AscendRuntime(Runtime):
                                  extra={**extra, "soc_version": self.soc, "om_per_batch": self.om_paths,
                                         "om_cached_per_batch": self.om_cached})
         return self.compiled
+
+    def quantize(self, artifacts: ModelArtifacts, cache: Path) -> tuple[Path | None, dict]:
+        """int8: AMCT's deploy model of the exported graph (amct_deploy_model), which ATC compiles."""
+        if not self.needs_calibration(self.precision):
+            return super().quantize(artifacts, cache)
+        deploy = self.amct_deploy_model(artifacts, Path(cache))
+        return deploy, {"amct_deploy_model": str(deploy)}
 
     def amct_deploy_model(self, artifacts: ModelArtifacts, cache: Path) -> Path:
         """AMCT's deploy ONNX of the graph, quantized on the run's calibration samples (one .bin
@@ -281,6 +291,7 @@ class AscendRuntime(Runtime):
         pass  # sessions are created per batch size on first use (one static .om each)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import numpy as np
         x = np.ascontiguousarray(feeds[self.artifacts.input_names[0]])
         bs = int(x.shape[0])
         if bs not in self.sessions:

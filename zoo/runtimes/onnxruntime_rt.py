@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from zoo.cache import ensure_entry, sealed_folder
 from zoo.envinfo import cpu_isa, cpu_name
@@ -19,12 +18,19 @@ from zoo.errors import ZooError, one_line
 from zoo.profile import ONNXRUNTIME_TO_ONNX
 from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
 
+if TYPE_CHECKING:
+    import numpy as np
+
 
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
     providers = ["CPUExecutionProvider"]
     precisions = ("fp32", "int8")
     quantization: dict | None = None  # int8: zoo.quant.ort's info and the optimised graph's op counts
+    package = "onnxruntime"
+    peak_precisions = ("fp32", "int8")  # a MatMul / Conv graph, and its QDQ form (integer kernels)
+    peak_rank = 1
+    diagnosed = True  # its int8 is the QDQ graph diagnose compares
 
     @classmethod
     def unavailable_reason(cls):
@@ -60,8 +66,9 @@ class OnnxRuntime(Runtime):
         if artifacts.onnx_path is None:
             raise ZooError("onnxruntime: no ONNX model to compile")
         source = Path(artifacts.onnx_path)
-        if self.precision == "int8":
-            source = self._quantize(artifacts, cache)
+        if self.needs_calibration(self.precision):
+            graph, self.quantization = self.quantize(artifacts, cache)
+            source = Path(graph)
         onnx_hash = hashlib.sha256(source.read_bytes()).hexdigest()
         key = hashlib.sha256("|".join([onnx_hash, ort.__version__, ",".join(self.providers),
                                        cpu_name(), ",".join(cpu_isa()), "ORT_ENABLE_ALL"]).encode()).hexdigest()[:20]
@@ -96,15 +103,16 @@ class OnnxRuntime(Runtime):
         self.compiled = Compiled(out, cached, seconds, extra)
         return self.compiled
 
-    def _quantize(self, artifacts: ModelArtifacts, cache: Path) -> Path:
-        """The QDQ model of the exported graph (zoo.quant.ort, cached); its info is kept for the record."""
+    def quantize(self, artifacts: ModelArtifacts, cache: Path) -> tuple[Path | None, dict]:
+        """int8: the QDQ model of the exported graph (zoo.quant.ort, cached) and its info for the record."""
+        if not self.needs_calibration(self.precision):
+            return super().quantize(artifacts, cache)
         from zoo.quant.ort import quantize_qdq
         if artifacts.calibration is None:
             raise ZooError(f"{self.name}: int8 needs calibration samples (none were given to compile)")
         path, info, cached = quantize_qdq(Path(artifacts.onnx_path), artifacts.calibration, cache,
                                           keep_fp32=artifacts.keep_fp32)
-        self.quantization = {**info, "cached": cached}
-        return path
+        return path, {**info, "cached": cached}
 
     def executed_precision(self) -> str:
         """int8 only when the optimised graph holds integer operators (counted at compile)."""
@@ -169,6 +177,41 @@ class OnnxRuntime(Runtime):
         return {**super().settings(), "providers": self.providers, "inter_op_num_threads": 1,
                 "execution_mode": "ORT_SEQUENTIAL"}
 
+    @classmethod
+    def peak_seconds(cls, kernel, precision: str, threads: int, repeats: int, budget_s: float) -> tuple[float, str]:
+        """The kernel's (QDQ for int8) one-operator graph on the CPU provider, fully optimised,
+        input and output bound once (no copies in the timed call); the kernel is read from the
+        optimised graph's operators."""
+        import tempfile
+
+        import numpy as np
+        import onnx
+        import onnxruntime as ort
+
+        from zoo.cost import best_seconds
+        from zoo.peaks import kernel_inputs, kernel_onnx, kernel_shapes
+        with tempfile.TemporaryDirectory(prefix="zoo-peak-") as tmp:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.log_severity_level = 3  # not the warning that the saved graph is CPU-specific: it is read once, here
+            so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            session = ort.InferenceSession(kernel_onnx(kernel, precision == "int8"), so,
+                                           providers=["CPUExecutionProvider"])
+            ops = [node.op_type for node in onnx.load(so.optimized_model_filepath).graph.node]
+        main = [op for op in ops if kernel.op in op]
+        integer = [op for op in main if "Integer" in op or "QLinear" in op]
+        if not main or (precision == "int8" and not integer):
+            raise ZooError(f"onnxruntime {ort.__version__}: the {precision} {kernel.op} graph did not run "
+                           f"{'an integer' if precision == 'int8' else 'a'} {kernel.op} kernel "
+                           f"(optimised graph: {', '.join(ops)})")
+        binding = session.io_binding()
+        binding.bind_ortvalue_input("X", ort.OrtValue.ortvalue_from_numpy(kernel_inputs(kernel)[0]))
+        output = np.empty(kernel_shapes(kernel)[2], np.float32)
+        binding.bind_ortvalue_output("Y", ort.OrtValue.ortvalue_from_numpy(output))
+        seconds = best_seconds(lambda: session.run_with_iobinding(binding), repeats, budget_s)
+        return seconds, f"onnxruntime {ort.__version__} {(integer or main)[0]} ({' -> '.join(ops)})"
+
 
 class _OnnxRuntimeGpu(OnnxRuntime):
     """ONNX Runtime with a GPU execution provider. Inputs go through IO binding so that the
@@ -181,6 +224,8 @@ class _OnnxRuntimeGpu(OnnxRuntime):
     ort_device = "cuda"
     required_provider = ""
     precisions = ("fp32",)  # not the CPU class's: each GPU runtime lists its own
+    peak_precisions = ()    # the CPU peak is not this runtime's: its kernels run on the GPU
+    diagnosed = False       # diagnose's QDQ graphs are not what a GPU provider runs
 
     def __init__(self, threads: int | None = None, precision: str = "fp32"):
         super().__init__(threads, precision)
@@ -205,24 +250,20 @@ class _OnnxRuntimeGpu(OnnxRuntime):
         table (a TensorRT int8 calibration table) key what the provider caches."""
         raise NotImplementedError
 
-    def prepare(self, artifacts: ModelArtifacts, cache: Path) -> tuple[Path, dict]:
-        """The graph the session runs at this precision and what the record keeps about its
-        preparation (a converted graph, a calibration table): the exported graph by default."""
-        return Path(artifacts.onnx_path), {}
-
     def executed_precision(self) -> str:
         # What the GPU executes is decided on the device (TensorRT picks each layer's kernels):
         # only a runtime that can read it back from its graph overrides this.
         return self.precision
 
     def compile(self, artifacts: ModelArtifacts, cache: Path) -> Compiled:
-        """Prepare the graph (prepare()), then the provider options; the session is built at load."""
+        """Prepare the graph (the quantize hook), then the provider options; the session is built at load."""
         from zoo.fileutil import file_digest
         if artifacts.onnx_path is None:
             raise ZooError(f"{self.name}: no ONNX model to compile")
         self.inputs, self.outputs = artifacts.input_names, artifacts.output_names
         t0 = time.perf_counter()
-        graph, extra = self.prepare(artifacts, Path(cache))
+        graph, extra = self.quantize(artifacts, Path(cache))
+        graph = Path(graph)
         table = Path(extra["calibration_table"]) if "calibration_table" in extra else None
         self.options = self.provider_options(Path(cache), file_digest(Path(artifacts.onnx_path)), table)
         self.compiled = Compiled(graph, False, time.perf_counter() - t0,
@@ -248,6 +289,7 @@ class _OnnxRuntimeGpu(OnnxRuntime):
                                     provider_options=self.options)
 
     def infer_bound(self, feeds: dict[str, np.ndarray], device: str, device_id: int) -> dict[str, np.ndarray]:
+        import numpy as np
         import onnxruntime as ort
         binding = self.session.io_binding()
         t0 = time.perf_counter_ns()
@@ -287,14 +329,16 @@ class OnnxRuntimeCuda(_OnnxRuntimeGpu):
     required_provider = "CUDAExecutionProvider"
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     precisions = ("fp32", "fp16")
+    converted_precisions = ("fp16",)  # zoo.quant.fp16: the graph's float16 copy (--keep-fp32 applies)
 
     def provider_options(self, cache: Path, graph_sha: str = "", table: Path | None = None) -> list[dict]:
         return [{"device_id": str(self.device_id), "cudnn_conv_algo_search": "EXHAUSTIVE",
                  "do_copy_in_default_stream": "1"}, {}]
 
-    def prepare(self, artifacts: ModelArtifacts, cache: Path) -> tuple[Path, dict]:
-        if self.precision != "fp16":
-            return super().prepare(artifacts, cache)
+    def quantize(self, artifacts: ModelArtifacts, cache: Path) -> tuple[Path | None, dict]:
+        """fp16: the graph's float16 copy (zoo.quant.fp16, cached)."""
+        if self.precision not in self.converted_precisions:
+            return super().quantize(artifacts, cache)
         from zoo.quant.fp16 import fp16_graph
         graph = fp16_graph(Path(artifacts.onnx_path), cache, artifacts.keep_fp32)
         return graph, {"graph_conversion": "float16 (onnxruntime.transformers.float16, float32 I/O kept)",
@@ -352,11 +396,13 @@ class OnnxRuntimeTensorRT(_OnnxRuntimeGpu):
         self.sealed_shapes.add(shapes)
         return out
 
-    def prepare(self, artifacts: ModelArtifacts, cache: Path) -> tuple[Path, dict]:
+    def quantize(self, artifacts: ModelArtifacts, cache: Path) -> tuple[Path | None, dict]:
+        """int8: the exported graph with a calibration table of its activation ranges
+        (zoo.quant.trt_table, cached); TensorRT quantizes it when it builds the engine."""
         if artifacts.keep_fp32 and self.precision != "fp32":
             raise ZooError(f"{self.name}: --keep-fp32 is not supported (TensorRT chooses each layer's precision)")
-        if self.precision != "int8":
-            return super().prepare(artifacts, cache)
+        if not self.needs_calibration(self.precision):
+            return super().quantize(artifacts, cache)
         if artifacts.calibration is None:
             raise ZooError(f"{self.name}: int8 needs the run's calibration samples")
         from zoo.quant.trt_table import calibration_table

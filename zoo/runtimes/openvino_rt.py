@@ -33,14 +33,16 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from zoo.cache import ensure_entry, read_entry_file
 from zoo.envinfo import cpu_flags_summary, cpu_isa, cpu_name
 from zoo.errors import ZooError, one_line
 from zoo.profile import OPENVINO_TO_ONNX
 from zoo.runtimes.base import Compiled, ModelArtifacts, Runtime
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 # --precision -> the CPU plugin's element type, and back
@@ -50,10 +52,28 @@ HINT = {**OV_PRECISION, "int8": "f32"}
 EXECUTED = {**{v: k for k, v in OV_PRECISION.items()}, "i8": "int8"}
 # The runtime graph's layer types that do the arithmetic, whose kernels' precision is counted
 COMPUTE_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
+# A peak kernel's operator -> the layer types the CPU plugin runs it as (a MatMul with a constant
+# operand runs as FullyConnected)
+PEAK_LAYERS = {"MatMul": ("MatMul", "FullyConnected", "Gemm"), "Conv": ("Convolution",)}
 INT8_TYPES = ("u8", "i8")
 # A compiled model's cache entry: the blob export_model wrote, and the key it was built for (to read)
 BLOB, KEY = "model.blob", "key.json"
 BLOB_FORMAT = 1  # bump when what is exported, or how, changes
+
+
+def first_layer(compiled, kinds) -> dict:
+    """{'type', 'precision', 'primitive'} of the compiled model's first layer of one of `kinds`:
+    its layer type, runtime precision and primitive (e.g. brgemm_avx512_bf16), from the runtime
+    model's rt_info; {} when there is none."""
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "layerType" not in info:
+            continue
+        kind = info["layerType"].astype(str)
+        if kind in kinds:
+            return {"type": kind, **{key: info[name].astype(str) if name in info else None for key, name in
+                                     (("precision", "runtimePrecision"), ("primitive", "primitiveType"))}}
+    return {}
 
 
 def executed_layers(compiled) -> dict[str, dict[str, int]]:
@@ -74,6 +94,12 @@ class OpenVinoRuntime(Runtime):
     name = "openvino"
     precisions = (*OV_PRECISION, "int8")
     quantization: dict | None = None  # int8: zoo.quant.ov's info
+    package = "openvino"
+    peak_precisions = precisions  # the precision hint (f32, bf16, f16) and FakeQuantize (int8)
+    peak_rank = 2
+    diagnosed = True
+    diagnose_note = ("per-layer comparison and sensitivity run on ONNX Runtime's graphs of the same exported "
+                     "model; --auto uses NNCF's accuracy control")
 
     def __init__(self, threads: int | None = None, precision: str = "fp32"):
         super().__init__(threads, precision)
@@ -121,8 +147,11 @@ class OpenVinoRuntime(Runtime):
         extra = {"config": self.config, "compile_seconds_per_batch": self.compile_seconds,
                  "compile_cached_per_batch": self.cached, "entry_per_batch": self.entries}
         self.model_digest = file_digest(Path(artifacts.onnx_path))
-        if self.precision == "int8":
-            self.model = self._quantize(artifacts, cache)
+        if self.needs_calibration(self.precision):
+            path, self.quantization = self.quantize(artifacts, cache)
+            self.model = self.core.read_model(str(path))
+            # the IR compiled is NNCF's (its .xml and .bin, checked by zoo.cache just now)
+            self.model_digest = "+".join(file_digest(Path(path).with_suffix(ext)) for ext in (".xml", ".bin"))
             extra["quantization"] = self.quantization
         self.compiled = Compiled(self.cache_dir, False, 0.0, extra)
         return self.compiled
@@ -136,19 +165,17 @@ class OpenVinoRuntime(Runtime):
                 "config": {k: str(v) for k, v in self.config.items()}, "openvino": ov.__version__,
                 "cpu": cpu_name(), "isa": cpu_isa(), "format": BLOB_FORMAT}
 
-    def _quantize(self, artifacts: ModelArtifacts, cache: Path):
-        """The NNCF int8 model of the ONNX model read (zoo.quant.ov, cached)."""
-        from zoo.fileutil import file_digest
+    def quantize(self, artifacts: ModelArtifacts, cache: Path) -> tuple[Path | None, dict]:
+        """int8: the NNCF int8 IR of the ONNX model read by compile (zoo.quant.ov, cached; the
+        path of its .xml) and its info for the record."""
+        if not self.needs_calibration(self.precision):
+            return super().quantize(artifacts, cache)
         from zoo.quant.ov import quantize_ov
         if artifacts.calibration is None:
             raise ZooError(f"{self.name}: int8 needs calibration samples (none were given to compile)")
         path, info, cached = quantize_ov(self.core, self.model, artifacts.calibration, cache,
                                          self.model_digest, artifacts.keep_fp32)
-        self.quantization = {**info, "cached": cached}
-        model = self.core.read_model(str(path))
-        # the IR compiled is NNCF's (its .xml and .bin, checked by zoo.cache just now)
-        self.model_digest = "+".join(file_digest(Path(path).with_suffix(ext)) for ext in (".xml", ".bin"))
-        return model
+        return path, {**info, "cached": cached}
 
     def load(self) -> None:
         pass  # one compiled model per batch size, on first use
@@ -269,3 +296,58 @@ class OpenVinoRuntime(Runtime):
         return {**super().settings(), "device": "CPU", **{k.lower(): v for k, v in self.config.items()},
                 "executed_precision_per_batch": {str(k): v for k, v in self.executed.items()},
                 "executed_layers_per_batch": {str(k): v for k, v in self.layers.items()}}
+
+    @classmethod
+    def peak_seconds(cls, kernel, precision: str, threads: int, repeats: int, budget_s: float) -> tuple[float, str]:
+        """The CPU plugin on the kernel's (QDQ for int8) one-operator graph with the precision hint,
+        one request, the input set once; the kernel is the layer's runtime precision in the
+        compiled model, which must be the one asked for."""
+        import tempfile
+
+        import openvino as ov
+
+        from zoo.cost import best_seconds
+        from zoo.peaks import kernel_inputs, kernel_onnx
+        version = ov.__version__.split("-")[0]
+        core = ov.Core()
+        with tempfile.TemporaryDirectory(prefix="zoo-peak-") as tmp:  # read_model takes a path
+            path = Path(tmp) / "kernel.onnx"
+            path.write_bytes(kernel_onnx(kernel, precision == "int8"))
+            model = core.read_model(str(path))
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+                  "INFERENCE_PRECISION_HINT": HINT[precision]}
+        compiled = core.compile_model(model, "CPU", config)
+        ran = first_layer(compiled, PEAK_LAYERS[kernel.op])
+        want = {"int8": INT8_TYPES, "fp32": ("f32",)}.get(precision, (HINT[precision],))
+        if ran.get("precision") not in want:
+            raise ZooError(f"openvino {version}: the {precision} {kernel.op} ran as {ran.get('type', 'no such layer')} "
+                           f"{ran.get('precision')} on this CPU, not {precision}")
+        request = compiled.create_infer_request()
+        request.set_input_tensor(ov.Tensor(kernel_inputs(kernel)[0]))
+        seconds = best_seconds(request.infer, repeats, budget_s)
+        return seconds, f"openvino {version} CPU {ran['type']} {ran['precision']} ({ran['primitive']})"
+
+    @classmethod
+    def diagnose_auto(cls, export: dict, calibration, judge, x: np.ndarray, input_name: str, by: str,
+                      tolerance: float) -> dict | None:
+        """NNCF's accuracy-controlled quantization (zoo.quant.ov) of the exported model with the
+        manifest's tolerance as its relative max drop, validated on the N samples by the same
+        criterion as diagnose's ONNX Runtime loop (judge.score); the operations NNCF reverted to
+        floating point, and the ONNX node names they came from (the --keep-fp32 list)."""
+        import numpy as np
+        import openvino as ov
+
+        from zoo.quant import ov as qov
+        core = ov.Core()
+        model = core.read_model(str(export["path"]))
+        items = [({input_name: x[i:i + 1]}, i) for i in range(len(x))]
+
+        def validate(compiled, subset) -> float:
+            outs = np.concatenate([compiled(feeds)[compiled.output(0)] for feeds, _ in subset])
+            return judge.score(outs, [i for _, i in subset], by)
+
+        _, reverted, info = qov.quantize_ov_with_accuracy_control(core, model, calibration, items, validate,
+                                                                  max_drop=tolerance)
+        keep = list(dict.fromkeys(n.split("/WithoutBiases")[0] for n in reverted))
+        return {"tool": "nncf.quantize_with_accuracy_control", "max_drop": tolerance, "by": by, "reverted": reverted,
+                "keep": keep, "info": info}

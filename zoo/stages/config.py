@@ -4,7 +4,9 @@
 on (tasks.py, `to_argv`), the isolated child's config JSON (`to_json`, `from_json`), and the
 checks of every option before any work (`check_config`). A new option is one `Option` here.
 
-Standard library only at import: tasks.py imports this on the host (no numpy, no torch)."""
+The runtimes and precisions come from the runtime registry (zoo.runtimes, standard library only
+at import too). Standard library only at import: tasks.py imports this on the host (no numpy, no
+torch)."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
+from zoo.runtimes import DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, runtime_class
 
 REQUIRED = dataclasses.MISSING  # an option without a default: required by the CLI and by RunConfig
 RUNS = ("run", "bench", "ab")   # the commands that run a model (they build a RunConfig)
@@ -152,10 +155,10 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("model", ("--model",), default=REQUIRED, task="own", commands=(*RUNS, "prep"),
            help="model name, e.g. unetpp (`python -m zoo models` lists them)"),
-    Option("runtime", ("--runtime", "--backend"), default="onnxruntime", commands=("run",),
-           help="onnxruntime (default), openvino, torch, onnxruntime-cuda, onnxruntime-trt, ascend "
-                "(--backend: the old name of this option)"),
-    Option("precision", ("--precision",), default="fp32", choices=("fp32", "bf16", "fp16", "int8"),
+    Option("runtime", ("--runtime", "--backend"), default=DEFAULT_RUNTIME, commands=("run",),
+           help=", ".join(name + (" (default)" if name == DEFAULT_RUNTIME else "") for name in RUNTIMES)
+                + " (--backend: the old name of this option)"),
+    Option("precision", ("--precision",), default="fp32", choices=PRECISIONS,
            help="the precision the runtime runs (fp32 default; bf16: OpenVINO, PyTorch autocast; int8: ONNX Runtime "
                 "QDQ, OpenVINO NNCF, calibrated on the calibration split): one "
                 "the runtime cannot run is an error, never a fallback; the executed one is read back and recorded"),
@@ -385,19 +388,24 @@ def _check_sharding(cfg: RunConfig) -> None:
             raise ZooError(f"--devices must be distinct comma-separated device numbers, got {cfg.devices!r}")
 
 
-# The options that only a calibrated precision (int8) reads; --keep-fp32 also the float16
-# conversion of KEEP_FP32_ALSO's runtimes. Given to a run that does not read them, they are refused:
-# a record must not look as if they had been applied.
+# The options that only a calibrated precision (int8) reads; --keep-fp32 also a precision whose
+# graph the runtime converts (Runtime.converted_precisions: onnxruntime-cuda's fp16). Given to a
+# run that does not read them, they are refused: a record must not look as if they had been applied.
 CALIBRATION = ("calib_ids", "calib_size", "calib_method", "calib_seed", "calib_from_eval", "keep_fp32")
-KEEP_FP32_ALSO = {("onnxruntime-cuda", "fp16")}
-# The precisions every runtime calibrates (zoo.runtimes.base.Runtime.calibrated_precisions), for
-# the host, which imports no runtime: invoke matrix gives a job the calibration options only then.
-CALIBRATED_PRECISIONS = ("int8",)
+# The precisions the built-in runtimes calibrate (Runtime.calibrated_precisions of those that run them).
+CALIBRATED_PRECISIONS = tuple(p for p in PRECISIONS
+                              if any(p in cls.precisions and cls.needs_calibration(p) for cls in RUNTIMES.values()))
+
+
+def _reads(runtime_cls, precision: str, field: str) -> bool:
+    """Whether a run of `precision` on `runtime_cls` reads the calibration option `field`."""
+    return runtime_cls.reads_keep_fp32(precision) if field == "keep_fp32" else runtime_cls.needs_calibration(precision)
 
 
 def reads_calibration(runtime: str, precision: str, field: str) -> bool:
-    """Whether a run of `precision` on `runtime` reads the calibration option `field` (host side)."""
-    return precision in CALIBRATED_PRECISIONS or (field == "keep_fp32" and (runtime, precision) in KEEP_FP32_ALSO)
+    """Whether a run of `precision` on the registered runtime `runtime` reads the calibration
+    option `field` (host side: invoke matrix gives a job the calibration options only then)."""
+    return _reads(runtime_class(runtime), precision, field)
 
 
 def without_calibration(cfg: RunConfig) -> RunConfig:
@@ -410,8 +418,7 @@ def unused_calibration_option(fields, runtime_cls, precisions) -> str | None:
     """Why the first of `fields` (calibration options) has no effect on these precisions of this
     runtime, or None when each is read by one of them."""
     for field in (f for f in CALIBRATION if f in set(fields)):
-        used = [p for p in precisions if runtime_cls.needs_calibration(p)
-                or (field == "keep_fp32" and (runtime_cls.name, p) in KEEP_FP32_ALSO)]
+        used = [p for p in precisions if _reads(runtime_cls, p, field)]
         if not used:
             which = ", ".join(runtime_cls.calibrated_precisions) or "no precision"
             return (f"{option(field).flag} has no effect: --precision {'/'.join(precisions)} on {runtime_cls.name} "
