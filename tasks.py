@@ -21,7 +21,6 @@ itself, with their defaults in `invoke --help <task>` (runner/cli.py).
 """
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 import signal
@@ -435,6 +434,8 @@ def build(c, model=None, tag=None, dry_run=False, base_image=None, pip_config=No
             for step in docker.prepare_build(model, tag, commit, base_image, inputs, not compile_mmcv):
                 for name, source in _input_lines(step.inputs):  # what `build` adds to that build's context
                     print(f"# context + {name} = {source}")
+                for folder, host in step.context_dirs:  # a ZOO_MODEL_DIRS model's folder, sent as models/<name>
+                    print(f"# context + {folder}/ = {host}/")
                 print(docker.format_command(step.argv()))
             return
         if base_image == "local":
@@ -488,8 +489,9 @@ def prune_images(c, dry_run=False):
     runner/image_store.py: older content tags of zoo/base, zoo/mmcv and zoo/<model>-env, older untagged
     final images, build stages left behind; a line each.
     Other images, tagged final images (zoo/<model>:<tag>) and images a container uses are kept."""
+    from runner import engine_check as check
     try:
-        _prune_images(dry_run=dry_run, indent="")
+        check.prune_images(dry_run=dry_run, indent="")
     except docker.DockerError as exc:
         _fail(str(exc))
 
@@ -639,7 +641,7 @@ def compare(c, baseline, new, max_accuracy_drop=None, max_throughput_drop=None, 
 def lock(c, model=None, upgrade=False):
     """Regenerate the models' hash locks from requirements.txt.
 
-    models/<model>/requirements.lock, with pip-compile."""
+    <model folder>/requirements.lock (models/<model>/ or one of ZOO_MODEL_DIRS), with pip-compile."""
     targets = [model] if model else envs.models()
     rc = subprocess.call([sys.executable, str(ROOT / "runner" / "lock.py"), *targets, *(["--upgrade"] if upgrade else [])])
     if rc != 0:
@@ -650,12 +652,42 @@ def lock(c, model=None, upgrade=False):
 def lint(c):
     """Lint every Dockerfile with hadolint.
 
-    models/*/Dockerfile and the shared runner/dockerfiles/*.Dockerfile."""
-    files = sorted(str(p) for p in (*(ROOT / "models").glob("*/Dockerfile"), *(ROOT / "runner" / "dockerfiles").glob("*.Dockerfile")))
+    Every model's Dockerfile (models/ and ZOO_MODEL_DIRS) and the shared runner/dockerfiles/*.Dockerfile."""
+    from zoo import registry
+    own = [files.dockerfile for files in registry.discover().values() if files.dockerfile.is_file()]
+    files = sorted(str(p) for p in (*own, *(ROOT / "runner" / "dockerfiles").glob("*.Dockerfile")))
     rc = subprocess.call(["hadolint", *files])
     if rc:
         raise Exit(code=rc)
     print(f"hadolint: {len(files)} Dockerfile(s) clean")
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the repository when inside it (a model of ZOO_MODEL_DIRS: absolute)."""
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
+
+
+@task(auto_shortflags=False, help={"json": "the names only, as one JSON list (the CI model matrix reads it)"})
+def models(c, json_=False):
+    """List the models: each name and its folder.
+
+    The zoo's models/ and the folders of ZOO_MODEL_DIRS (zoo.registry, which every task asks);
+    --json prints the names as a JSON list, from which CI makes its model matrix."""
+    import json
+
+    from tabulate import tabulate
+
+    from zoo import registry
+    from zoo.errors import ZooError
+    try:
+        found = registry.discover()
+    except ZooError as exc:
+        _fail(str(exc))
+    if json_:
+        print(json.dumps(list(found)))
+        return
+    print(tabulate([(name, _shown(files.dir) + ("  (ZOO_MODEL_DIRS)" if files.plugged else ""))
+                    for name, files in found.items()], tablefmt="plain"))
 
 
 def _cluster_extra() -> None:
@@ -677,8 +709,10 @@ def _cluster_extra() -> None:
 def test(c, model=None, k=None):
     """Run the host tests and each model's tests in its environment.
 
-    Host tests: runner, schema, docker, report (tests/runner); then tests/core and tests/models/<model>
-    in each model's environment."""
+    Host tests: runner, schema, docker, report (tests/runner); then, in each model's environment,
+    tests/core and the model's own tests, whichever exist: tests/models/<model> (where the zoo's
+    models keep theirs) and the tests/ folder inside the model's folder (where a model of
+    ZOO_MODEL_DIRS keeps its own: they travel with it; zoo.registry)."""
     flags = cli.current()
     extra = (["-k", k] if k else []) + (["-q"] if flags.quiet else []) + (["-v"] if flags.verbose else [])
     failed = []
@@ -688,7 +722,7 @@ def test(c, model=None, k=None):
     if subprocess.call([sys.executable, "-m", "pytest", "tests/runner", *extra], cwd=ROOT) not in (0, 5):
         failed.append("host")
     for m, py in pythons.items():
-        targets = ["tests/core"] + ([f"tests/models/{m}"] if (ROOT / "tests" / "models" / m).is_dir() else [])
+        targets = ["tests/core"] + [_shown(d) for d in envs.model_files(m).test_dirs]
         print(f"== {m} tests ({' '.join(targets)}) in {py.parent.parent}", flush=True)
         if subprocess.call([str(py), "-m", "pytest", *targets, *extra], cwd=ROOT, env=envs.model_env()) not in (0, 5):
             failed.append(m)
@@ -697,194 +731,12 @@ def test(c, model=None, k=None):
 
 
 # --------------------------------------------------------------------------- engine-check (issue 14, item 2)
-
-ENGINE_WORK = ROOT / "work" / "engine-check"
-ENGINE_UNAVAILABLE = 3  # engine-check's exit code when no engine can be reached, installed or started
-ENGINE_NO_DISK = 4  # engine-check's exit code when nothing failed but a build was not tried for want of disk
-# Free space on the engine's data root below which engine-check does not start a model's build (it
-# would fail in the middle: "no space left on device"): the install stage and its copy into the
-# image are both on disk until the build ends (2 x the environment), with the context beside them:
-# fcn8s's cold build (zoo/mmcv included) took 7.4 GB at its peak here (2026-11-28).
-ENGINE_BUILD_NEED_GB = 8.0
-ENGINE_BUILT_ENV = "ZOO_ENGINE_BUILT"  # engine-check tells its tests which model images it built just now
-ENGINE_PACKAGES = (("dockerd", "docker.io"), ("debootstrap", "debootstrap"))  # (command, Debian package)
-
-
-class _Steps:
-    """Named steps, each timed; a failed step is recorded with its one-line reason and the
-    check goes on with the steps that do not depend on it; ``summary`` prints the table."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, float, str]] = []
-
-    def run(self, name: str, fn, *args) -> bool:
-        import time
-        print(f"== {name}", flush=True)
-        started = time.monotonic()
-        try:
-            outcome = fn(*args)
-            status = "ok" if outcome is None or outcome is True else f"FAILED: {outcome}"
-        except (Exit, OSError, subprocess.SubprocessError, docker.DockerError, ResultError) as exc:
-            status = f"FAILED: {getattr(exc, 'message', None) or exc}"
-        self.rows.append((name, time.monotonic() - started, " ".join(str(status).split())[:200]))
-        print(f"   {name}: {self.rows[-1][2]} ({self.rows[-1][1]:.0f} s)", flush=True)
-        return status == "ok"
-
-    def skip(self, name: str, reason: str) -> None:
-        self.rows.append((name, 0.0, f"skipped: {reason}"))
-        print(f"== {name}: skipped: {reason}", flush=True)
-
-    def summary(self) -> bool:
-        width = max(len(name) for name, _, _ in self.rows)
-        print("\nengine-check summary")
-        for name, seconds, status in self.rows:
-            print(f"  {name:<{width}}  {seconds:7.1f} s  {status}")
-        print(f"  {'total':<{width}}  {sum(s for _, s, _ in self.rows):7.1f} s")
-        return all(not status.startswith("FAILED") for _, _, status in self.rows)
-
-
-def _call(argv: list[str], **kw) -> str | None:
-    """Run a command (output through); None if it succeeded, else a one-line reason."""
-    rc = subprocess.call(argv, cwd=ROOT, **kw)
-    return None if rc == 0 else f"{' '.join(argv[:4])} ... exited {rc}"
-
-
-def _engine_weights(model: str, steps: "_Steps") -> list[str] | None:
-    """The --weights words of a model's check run: none when its default checkpoint ships with
-    the repository (UNet++'s trained file), else a random-weight checkpoint made once in the
-    model's own environment (benchmarks/random_weights.py; the official files cannot be fetched
-    here): the check proves the image end to end, not its accuracy. None when it cannot be made."""
-    from zoo.manifest import load_manifest
-    manifest = load_manifest(model)
-    default = manifest.weights["checkpoints"][manifest.weights["default"]]
-    if default.get("path") and (manifest.dir / default["path"]).is_file():
-        return []
-    path = ENGINE_WORK / "weights" / f"{model}_random.pth"
-    def make() -> str | None:
-        try:
-            python = envs.ensure(model)
-        except envs.EnvError as exc:
-            return str(exc)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return _call([str(python), str(ROOT / "benchmarks" / "random_weights.py"), model, str(path)])
-
-    if not path.is_file() and not steps.run(f"random-weight checkpoint for {model}", make):
-        return None
-    return ["--weights", str(path)]
+# The check itself: runner/engine_check.py.
 
 
 def _engine_reachable() -> bool:
-    try:
-        docker._connect()
-        return True
-    except docker.DockerError:
-        return False
-
-
-def _install_engine() -> str | None:
-    """apt-get install the missing ENGINE_PACKAGES; a policy-rc.d (only if there is none, removed
-    after) keeps their postinst from starting a service: this check starts the daemon itself."""
-    import shutil
-    missing = [pkg for command, pkg in ENGINE_PACKAGES if shutil.which(command) is None]
-    if not missing:
-        return None
-    policy = Path("/usr/sbin/policy-rc.d")
-    made = not policy.exists()
-    if made:
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-    try:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        return (_call(["apt-get", "update", "-q"], env=env)
-                or _call(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env))
-    finally:
-        if made:
-            policy.unlink()
-
-
-def _start_engine(started: list) -> str | None:
-    """Start dockerd (its log: work/engine-check/dockerd.log) and wait for it to answer (60 s);
-    the process is appended to ``started`` so that the check stops it, and only it."""
-    import time
-    ENGINE_WORK.mkdir(parents=True, exist_ok=True)
-    log = open(ENGINE_WORK / "dockerd.log", "ab")
-    proc = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    started.append(proc)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = (ENGINE_WORK / "dockerd.log").read_text(errors="replace").strip().splitlines()[-1:]
-            return f"dockerd exited {proc.returncode}: {tail[0] if tail else 'no output'}"
-        if _engine_reachable():
-            return None
-        time.sleep(1)
-    return "dockerd did not answer within 60 s (work/engine-check/dockerd.log)"
-
-
-def _stop_engine(proc: subprocess.Popen) -> str | None:
-    """SIGTERM the dockerd this check started (its containers stop with it), then wait."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return "dockerd did not stop within 60 s: killed"
-    return None
-
-
-def _prune_images(dry_run: bool = False, indent: str = "   ") -> str | None:
-    """runner/image_store.prune on the engine: the zoo's superseded images, a line each, then
-    how many were removed and (a local engine) the space freed."""
-    from runner import image_store
-    client = docker._connect(hint="images are pruned on a running engine (invoke engine-check installs and starts one)")
-    with docker.sdk_calls("pruning the zoo's images"):
-        removed, gained = image_store.prune(client, dry_run=dry_run,
-                                            log=lambda line: print(f"{indent}{line}", flush=True))
-    if not dry_run:
-        freed = "" if gained is None else f", {gained / image_store.GB:.1f} GB freed"
-        print(f"{indent}{removed} image(s) removed{freed}", flush=True)
-    return None
-
-
-def _rebuild_reuses(argv: list[str]) -> str | None:
-    """Run ``invoke build`` again (output through); a reason unless every build but the last (the
-    core) said it reused the image here."""
-    proc = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sys.stdout.write(proc.stdout)
-    if proc.returncode != 0:
-        return f"{' '.join(argv[:4])} ... exited {proc.returncode}"
-    starts = [line for line in proc.stdout.splitlines() if line.startswith("==> ")]
-    built = [line for line in starts[:-1] if not line.endswith("not built again")]
-    return f"built again though here: {'; '.join(built)}" if built or not starts else None
-
-
-def _disk_short(need_gb: float) -> str | None:
-    """Why a build should not start (the engine's data root has less than ``need_gb`` free), else
-    None (enough, or not known: a remote engine)."""
-    from runner import image_store
-    try:
-        client = docker._connect()
-    except docker.DockerError:
-        return None  # the build step says it
-    free = image_store.free_bytes(client)
-    if free is None or free >= need_gb * image_store.GB:
-        return None
-    return (f"only {free / image_store.GB:.1f} GB free in {image_store.data_root(client)} (the engine's data root), "
-            f"a build needs about {need_gb:.0f} GB: not built (free space, or `invoke prune-images`)")
-
-
-def _check_results(folder: Path) -> str | None:
-    """The run's record on the host: valid against the schema, written in a container, every
-    batch size measured."""
-    records = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
-    if not records:
-        return f"no result JSON in {folder}"
-    rec = load_result(records[-1])
-    if not rec["environment"]["in_container"]:
-        return f"{records[-1]}: not recorded as run in a container"
-    failed = [p["batch_size"] for p in rec["perf"] if p["status"] != "ok"]
-    return f"{records[-1]}: batch size(s) {failed} failed" if failed else None
+    from runner import engine
+    return engine.reachable()
 
 
 def _engine_models(models: str) -> list[str]:
@@ -915,68 +767,6 @@ def engine_check(c, models="unetpp,fcn8s", base_image="local", pip_config=None, 
     that is all that went wrong), remove what it replaced, run its main job with --docker,
     validate the record on the host, build the first model again (only its core may be built),
     run the engine tests; every step timed."""
-    names = _engine_models(models)
-    steps, started = _Steps(), []
-    if not _engine_reachable():  # no engine to check: exit 3 (CI tells it apart from a failed check)
-        if os.geteuid() != 0:
-            _fail("no Docker daemon reachable, and installing/starting one needs root", ENGINE_UNAVAILABLE)
-        if not (steps.run("install docker.io (if missing)", _install_engine)
-                and steps.run("start dockerd", _start_engine, started)):
-            steps.summary()
-            raise Exit(code=ENGINE_UNAVAILABLE)
-    else:
-        print("== a Docker daemon is already running: used, and left running", flush=True)
-    no_disk = False
-    try:
-        if keep_images:
-            steps.skip("remove the zoo's superseded images", "--keep-images")
-        else:
-            steps.run("remove the zoo's superseded images", _prune_images)
-        if base_image == "local":
-            steps.run("local base image (runner/base_image.sh)", _call, [
-                sys.executable, "-m", "invoke", "base-image", *(["--ca-bundle", ca_bundle] if ca_bundle else []),
-                *(["--mirror", mirror] if mirror else [])])
-        out = ENGINE_WORK / "results"
-        build_opts = [*(["--pip-config", pip_config] if pip_config else []),
-                      *(["--ca-bundle", ca_bundle] if ca_bundle else []), *(["--wheels", wheels] if wheels else [])]
-        built = []  # the images this check built from the current tree and inputs (the engine tests' subject)
-        for m in names:
-            short = _disk_short(ENGINE_BUILD_NEED_GB)
-            if short:
-                no_disk = True
-                steps.skip(f"build {m}", short)
-                steps.skip(f"run {m} --docker", "not built")
-                continue
-            # --rebuild: the check builds every step from this tree (images already here from an
-            # earlier build would otherwise be reused, and their build not checked)
-            if not steps.run(f"build {m}", _call, [sys.executable, "-m", "invoke", "build", "--model", m,
-                                                   "--base-image", base_image, "--rebuild", *build_opts]):
-                steps.skip(f"run {m} --docker", "its build failed")
-                continue
-            built.append(m)
-            if not keep_images:  # what this build replaced (the images of an earlier build)
-                steps.run(f"remove what the {m} build replaced", _prune_images)
-            weights = _engine_weights(m, steps)
-            if weights is None:
-                steps.skip(f"run {m} --docker", "no checkpoint to run it with")
-                continue
-            if steps.run(f"run {m} --docker", _call, [sys.executable, "-m", "invoke", "run", "--model", m,
-                                                      "--docker", "--out", str(out), *weights]):
-                steps.run(f"validate {m}'s record on the host", _check_results, out / m)
-        if built:  # a build again from the same tree and inputs: only the core is built
-            steps.run(f"build {built[0]} again (only its core)", _rebuild_reuses, [
-                sys.executable, "-m", "invoke", "build", "--model", built[0], "--base-image", base_image, *build_opts])
-        if no_tests:
-            steps.skip("engine tests", "--no-tests")
-        else:
-            steps.run("engine tests (pytest -m engine tests/runner)", functools.partial(
-                _call, env={**os.environ, ENGINE_BUILT_ENV: ",".join(built), "ZOO_ENGINE_BASE": base_image}),
-                [sys.executable, "-m", "pytest", "-q", "-m", "engine", "tests/runner"])
-    finally:
-        for proc in started:
-            steps.run("stop the dockerd this check started", _stop_engine, proc)
-    if not steps.summary():
-        raise Exit(code=1)
-    if no_disk:
-        print(f"engine-check: a build was not tried for want of disk (exit {ENGINE_NO_DISK})", file=sys.stderr)
-        raise Exit(code=ENGINE_NO_DISK)
+    from runner import engine_check as check
+    check.main(_engine_models(models), base_image=base_image, pip_config=pip_config, ca_bundle=ca_bundle,
+               wheels=wheels, mirror=mirror, no_tests=no_tests, keep_images=keep_images)

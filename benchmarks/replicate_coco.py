@@ -55,7 +55,7 @@ def replicate(src: Path, dest: Path, copies: int) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dest", type=Path)
-    ap.add_argument("--src", type=Path, default=ROOT / "models" / "nasfpn" / "data" / "coco")
+    ap.add_argument("--src", type=Path, default=ROOT / "zoo" / "samples" / "coco")
     ap.add_argument("--copies", type=int, default=6)
     a = ap.parse_args(argv)
     n = replicate(a.src, a.dest, a.copies)

@@ -1,10 +1,9 @@
 """Host-side meta-runner: environments, images, validation of results, reports.
 
 Nothing here imports torch or a model: it runs in the small host environment
-(`requirements.txt`) and drives each model in its own environment or image.
+(`requirements.txt`) and drives each model in its own environment or image. The repository's
+paths are zoo.paths' (re-exported here); which models there are, zoo.registry's.
 """
-from pathlib import Path
+from zoo.paths import MODELS_DIR, ROOT, SCHEMA_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
-MODELS_DIR = ROOT / "models"
-SCHEMA_DIR = ROOT / "schema"
+__all__ = ["MODELS_DIR", "ROOT", "SCHEMA_DIR"]

@@ -1,6 +1,7 @@
 """Regenerate the hash-pinned lock files the environments install from (pip-tools' pip-compile).
 
-    python3 runner/lock.py MODEL [MODEL ...]      models/MODEL/requirements.txt -> requirements.lock
+    python3 runner/lock.py MODEL [MODEL ...]      MODEL's requirements.txt -> requirements.lock (its folder:
+                                                  models/MODEL/ or one of ZOO_MODEL_DIRS, zoo.registry)
     python3 runner/lock.py mmcv-build             runner/mmcv-build/*.in -> *.lock (mmcv's build venv)
     python3 runner/lock.py locktools              runner/locktools.in -> locktools.lock (pip-tools itself)
     options: --upgrade (re-resolve everything to the newest allowed versions; default: keep the
@@ -28,8 +29,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-MODELS_DIR = ROOT / "models"
+if __package__ in (None, ""):  # run as a script (python3 runner/lock.py): the repository's packages
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from runner import ROOT  # noqa: E402
+from zoo import registry  # noqa: E402
+from zoo.errors import ZooError  # noqa: E402
+
 RUNNER = ROOT / "runner"
 TOOLS_LOCK = RUNNER / "locktools.lock"
 MMCV_BUILD = RUNNER / "mmcv-build"
@@ -99,15 +105,24 @@ def _targets(names: list[str]) -> list[tuple[Path, Path, str]]:
         elif name == "mmcv-build":
             for stem in ("requirements", "setuptools"):
                 out.append((MMCV_BUILD / f"{stem}.in", MMCV_BUILD / f"{stem}.lock", name))
-        elif re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) and (MODELS_DIR / name / "model.yaml").is_file():
-            out.append((MODELS_DIR / name / "requirements.txt", MODELS_DIR / name / "requirements.lock", name))
         else:
-            known = sorted(p.parent.name for p in MODELS_DIR.glob("*/model.yaml"))
-            raise LockError(f"unknown lock target {name!r} (models: {', '.join(known)}; or mmcv-build, locktools)")
+            try:
+                models = registry.discover()
+            except ZooError as exc:  # a name defined twice
+                raise LockError(str(exc)) from None
+            if name not in models:
+                raise LockError(f"unknown lock target {name!r} (models: {', '.join(models)}; or mmcv-build, locktools)")
+            out.append((models[name].requirements, models[name].lock, name))
     for src, _, _ in out:
         if not src.is_file():
             raise LockError(f"{src}: missing")
     return out
+
+
+def _shown(path: Path) -> str:
+    """A path as the messages show it: relative to the repository when inside it (a model of
+    ZOO_MODEL_DIRS: absolute)."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def _run(cmd: list[str], what: str, **kw) -> None:
@@ -141,7 +156,7 @@ def compile_lock(pip_compile: Path, src: Path, lock: Path, name: str, *, upgrade
         cmd += ["--constraint", str(c.resolve())]
     env = {**os.environ, "CUSTOM_COMPILE_COMMAND": f"python3 runner/lock.py {name}"}
     try:
-        _run(cmd, f"pip-compile {src.relative_to(ROOT)}", cwd=src.parent, env=env)
+        _run(cmd, f"pip-compile {_shown(src)}", cwd=src.parent, env=env)
         text = tmp.read_text().replace(f"--output-file={tmp.name}", f"--output-file={lock.name}")
         tmp.write_text(text)
         check_lock(tmp)
@@ -165,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             pip_compile = tools_venv(Path(work))
             for src, lock, name in targets:
                 compile_lock(pip_compile, src, lock, name, upgrade=args.upgrade, constraints=args.constraint)
-                print(f"{lock.relative_to(ROOT)}: {len(check_lock(lock))} pinned packages", flush=True)
+                print(f"{_shown(lock)}: {len(check_lock(lock))} pinned packages", flush=True)
     except LockError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

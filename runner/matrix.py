@@ -4,12 +4,12 @@ reported on the host.
 
 The matrix is data, derived and never written by hand: a model's manifest declares the precisions
 it has a verify tolerance for (`verify.tolerance`) and the batch sizes it benchmarks
-(`benchmark.batch_sizes`); `RUNTIMES` below says which precisions each runtime runs and on which
-device. That table repeats the runtimes' own declarations (zoo/runtimes: `precisions`,
-`device_type`) because those modules import numpy and the engines, which the host python lacks;
-tests/runner/test_matrix.py checks the two agree, in a model environment. A runtime whose device
-this machine lacks is left out of the derived matrix; named with --runtimes it stays in and its jobs
-fail (listed, with the reason) without being sent to a cluster that could never place them.
+(`benchmark.batch_sizes`); the runtime registry (zoo.runtimes, which the host imports without
+numpy or the engines) says which precisions each runtime runs, on which device, and which Ray
+resource a job of it takes (`precisions`, `device_type`, `accelerator`): `runtime_table()` reads
+it, a ZOO_RUNTIME_PLUGINS runtime included. A runtime whose device this machine lacks is left out
+of the derived matrix; named with --runtimes it stays in and its jobs fail (listed, with the
+reason) without being sent to a cluster that could never place them.
 `--file` replaces the derivation: a list of jobs, or filters of the derived matrix.
 
 Each job runs `python -m zoo run` in its model's environment as a Ray task: through Ray's
@@ -36,20 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from runner import ROOT
+from zoo.runtimes import PRECISIONS
 
-# name -> (device, precisions it runs): zoo/runtimes' declarations (test_matrix checks them)
-RUNTIMES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "onnxruntime": ("cpu", ("fp32", "int8")),
-    "openvino": ("cpu", ("fp32", "bf16", "fp16", "int8")),
-    "torch": ("cpu", ("fp32", "bf16")),
-    "onnxruntime-cuda": ("cuda", ("fp32", "fp16")),
-    "onnxruntime-trt": ("cuda", ("fp32", "fp16", "int8")),
-    "ascend": ("npu", ("fp32", "fp16", "int8")),
-}
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-# device -> the Ray resources one job of it takes beside its CPU slots (Ray makes the granted
-# device the only visible one: CUDA_VISIBLE_DEVICES, ASCEND_RT_VISIBLE_DEVICES)
-DEVICE_RESOURCES = {"cpu": {}, "cuda": {"GPU": 1}, "npu": {"NPU": 1}}
 DEVICE_FILES = {"cuda": "nvidia[0-9]*", "npu": "davinci[0-9]*"}  # /dev entries that show the device
 JOB_FIELDS = ("model", "runtime", "precision", "batch_sizes", "args", "name")
 FILTER_FIELDS = ("models", "runtimes", "precisions", "batch_sizes")
@@ -65,6 +53,29 @@ class MatrixError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def _registry() -> dict:
+    """zoo.runtimes.registry(): the runtime classes by name (a plug-in's problem a MatrixError)."""
+    from zoo.errors import ZooError
+    from zoo.runtimes import registry
+    try:
+        return registry()
+    except ZooError as exc:
+        raise MatrixError(str(exc)) from None
+
+
+def runtime_table() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """name -> (device, precisions it runs) of every runtime of the registry, in its order."""
+    return {name: (cls.device_type, tuple(cls.precisions)) for name, cls in _registry().items()}
+
+
+def resources(runtime: str) -> dict[str, int]:
+    """The Ray resources one job of `runtime` takes beside its CPU slots: a unit of its accelerator
+    (GPU, NPU; Ray makes the granted device the only visible one: CUDA_VISIBLE_DEVICES,
+    ASCEND_RT_VISIBLE_DEVICES), none for a CPU runtime."""
+    accelerator = _registry()[runtime].accelerator
+    return {accelerator: 1} if accelerator else {}
 
 
 class Interrupted(MatrixError):
@@ -97,7 +108,7 @@ class Job:
 
     @property
     def device(self) -> str:
-        return RUNTIMES[self.runtime][0]
+        return runtime_table()[self.runtime][0]
 
     def to_dict(self) -> dict:
         return {"id": self.id, "model": self.model, "runtime": self.runtime, "precision": self.precision,
@@ -124,8 +135,8 @@ def model_facts(model: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
 
 
 def known_models() -> list[str]:
-    from zoo.manifest import available_models
-    return available_models()
+    from zoo.registry import names
+    return names()
 
 
 def _names(given, known, what: str, origin: str = "") -> list[str] | None:
@@ -165,8 +176,9 @@ def derive(models=None, runtimes=None, precisions=None, batch_sizes=None, device
     manifest's batch sizes (or `batch_sizes`). Filters are names (or comma-separated text)."""
     devices = local_devices() if devices is None else devices
     models = _names(models, known_models(), "models", origin) or known_models()
-    named = _names(runtimes, list(RUNTIMES), "runtimes", origin)
-    runtimes = named or [r for r, (device, _) in RUNTIMES.items() if device in devices]
+    table = runtime_table()
+    named = _names(runtimes, list(table), "runtimes", origin)
+    runtimes = named or [r for r, (device, _) in table.items() if device in devices]
     wanted = _names(precisions, list(PRECISIONS), "precisions", origin)
     sizes = _sizes(batch_sizes, origin)
     jobs = []
@@ -174,7 +186,7 @@ def derive(models=None, runtimes=None, precisions=None, batch_sizes=None, device
         declared, manifest_sizes = model_facts(model)
         for runtime in runtimes:
             for precision in declared:
-                if precision in RUNTIMES[runtime][1] and (wanted is None or precision in wanted):
+                if precision in table[runtime][1] and (wanted is None or precision in wanted):
                     jobs.append(Job(model, runtime, precision, sizes or manifest_sizes))
     return jobs
 
@@ -183,7 +195,7 @@ def select(jobs: list[Job], models=None, runtimes=None, precisions=None, batch_s
     """The jobs of the given models / runtimes / precisions (filters on a file's jobs); batch_sizes
     replaces every job's."""
     models = _names(models, known_models(), "models")
-    runtimes = _names(runtimes, list(RUNTIMES), "runtimes")
+    runtimes = _names(runtimes, list(runtime_table()), "runtimes")
     precisions = _names(precisions, list(PRECISIONS), "precisions")
     sizes = _sizes(batch_sizes)
     return [Job(j.model, j.runtime, j.precision, sizes or j.batch_sizes, j.args, j.name) for j in jobs
@@ -216,7 +228,7 @@ def _file_job(entry, index: int, origin: str) -> Job:
     model = _names([entry["model"]] if isinstance(entry["model"], str) else entry["model"], known_models(),
                    "model", where)[0]
     runtime = _names([entry["runtime"]] if isinstance(entry["runtime"], str) else entry["runtime"],
-                     list(RUNTIMES), "runtime", where)[0]
+                     list(runtime_table()), "runtime", where)[0]
     precision = entry.get("precision", "fp32")
     if precision not in PRECISIONS:
         raise MatrixError(f"{where}precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -609,7 +621,7 @@ def run_jobs(jobs: list[Job], specs: dict[str, dict], out: Path, address: str, c
         task = ray.remote(run_job)
         for job in jobs:
             spec = specs[job.id]
-            demand = {"CPU": cpus_per_job, **DEVICE_RESOURCES[job.device]}
+            demand = {"CPU": cpus_per_job, **resources(job.runtime)}
             reason = _unrunnable(spec) or _unplaceable(ray, demand)
             if reason:
                 finish(_failed_row(job, spec, f"not run: {reason}"))

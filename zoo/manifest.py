@@ -1,20 +1,20 @@
 """Model manifests: `models/<name>/model.yaml`, validated by schema/model.schema.json.
 
-Models are discovered by scanning the manifests, never by import side effects."""
+Models are discovered by scanning the manifests (zoo.registry, the one place that does), never by
+import side effects."""
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
-import jsonschema
 import yaml
 
+from zoo import registry
 from zoo.errors import ZooError
-from zoo.paths import MODELS_DIR, SCHEMA_DIR, model_dirs
+from zoo.paths import MODELS_DIR
+from zoo.schema import SchemaError, validate_manifest
 
 
 @dataclass(frozen=True)
@@ -48,51 +48,36 @@ class Manifest:
                    preprocess=data.get("preprocess", {}), postprocess=data.get("postprocess", {}))
 
     def adapter_class(self):
+        """The adapter's class. `models.<name>.<module>` (the zoo's models) is a module of the zoo's
+        `models` package; `<name>.<module>` (a ZOO_MODEL_DIRS model: its folder is a package of its
+        own, whose modules import each other as `<name>.x`) is imported from the folder's parent,
+        wherever that is: its ZOO_MODEL_DIRS folder on the host, the zoo's models/ in its image
+        (core.Dockerfile copies it to /opt/zoo/models/<name>/, with the zoo's own)."""
         mod_name, cls_name = self.adapter_path.split(":")
-        if self.dir.parent != MODELS_DIR and str(self.dir.parent) not in sys.path:
-            sys.path.append(str(self.dir.parent))  # a ZOO_MODEL_DIRS model: <name>.<module> from its folder
+        own_package = mod_name.split(".")[0] == self.name
+        if (own_package or self.dir.parent != MODELS_DIR) and str(self.dir.parent) not in sys.path:
+            sys.path.append(str(self.dir.parent))
         return getattr(importlib.import_module(mod_name), cls_name)
 
     def adapter(self, **options):
         return self.adapter_class()(self, **options)
 
 
-def _discovered(dirs: list[Path] | None = None) -> dict[str, Path]:
-    """name -> its model.yaml, over models/ and ZOO_MODEL_DIRS; a name found twice is an error."""
-    found: dict[str, Path] = {}
-    for folder in dirs or model_dirs():
-        for p in sorted(Path(folder).glob("*/model.yaml")):
-            name = p.parent.name
-            if name in found and found[name] != p:
-                raise ZooError(f"{p}: model {name!r} is also defined by {found[name]}")
-            found[name] = p
-    return found
-
-
 def available_models(models_dir: Path | None = None) -> list[str]:
-    return sorted(_discovered([models_dir] if models_dir else None))
-
-
-@lru_cache(maxsize=None)
-def _validator():
-    return jsonschema.Draft202012Validator(json.loads((SCHEMA_DIR / "model.schema.json").read_text()))
+    """The models of `models_dir`, default models/ and ZOO_MODEL_DIRS (zoo.registry)."""
+    return registry.names([models_dir] if models_dir else None)
 
 
 def load_manifest(name: str, models_dir: Path | None = None) -> Manifest:
-    found = _discovered([models_dir] if models_dir else None)
-    if name not in found:  # a name, never a path: only a discovered name becomes a path
-        raise ZooError(f"unknown model {name!r} (known: {', '.join(sorted(found)) or 'none'}; a model is given by "
-                       f"its name, not a path)")
-    path = found[name]
+    path = registry.find(name, [models_dir] if models_dir else None).manifest  # a name, never a path
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ZooError(f"{path}: invalid YAML ({' '.join(str(exc).split())})") from None
-    errors = sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        e = errors[0]
-        where = "/".join(map(str, e.absolute_path)) or "(root)"
-        raise ZooError(f"{path}: invalid manifest at {where}: {e.message}")
+    try:
+        validate_manifest(data, str(path))  # closed schema: an unknown key is one line naming it
+    except SchemaError as exc:
+        raise ZooError(str(exc)) from None
     if data["name"] != name:
         raise ZooError(f"{path}: name {data['name']!r} does not match its folder {name!r}")
     return Manifest.from_yaml(name, path.parent, data)

@@ -21,7 +21,7 @@ from zoo.errors import ZooError
 from zoo.ids import is_utf8_name, path_inside, read_id_lines, read_ids, shown
 from zoo.images import MAX_PIXELS, check_pixels, header_size, imread, imwrite
 
-BUILTIN_COCO = Path(__file__).resolve().parents[2] / "models" / "nasfpn" / "data" / "coco"
+BUILTIN_COCO = Path(__file__).resolve().parents[2] / "zoo" / "samples" / "coco"
 
 
 def one_line(exc) -> str:
@@ -248,13 +248,13 @@ def test_coco_top_level_not_an_object():
 
 # ------------------------------------------------------------------ DSB2018 (the source read directly)
 
-BUILTIN_DSB = Path(__file__).resolve().parents[2] / "models" / "unetpp" / "data" / "dsb2018"
+BUILTIN_DSB = Path(__file__).resolve().parents[2] / "zoo" / "samples" / "dsb2018"
 
 
 def _dsb_copy(tmp_path, n=2) -> tuple[Path, list[str]]:
     """A writable copy of the first n built-in DSB2018 ids, with their ids file."""
     import shutil
-    ids = read_ids(BUILTIN_DSB.parent / "builtin_ids.txt")[:n]
+    ids = read_ids(BUILTIN_DSB / "builtin_ids.txt")[:n]
     root = tmp_path / "dsb"
     for sid in ids:
         shutil.copytree(BUILTIN_DSB / "stage1_train" / sid, root / "stage1_train" / sid)

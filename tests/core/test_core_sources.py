@@ -13,10 +13,11 @@ from zoo.errors import ZooError
 from zoo.fileutil import text_sha256
 from zoo.ids import read_ids
 from zoo.manifest import load_manifest
+from zoo.paths import SAMPLES_DIR
 
 M = load_manifest("unetpp")
-BUILTIN = M.dir / "data" / "dsb2018"
-BUILTIN_IDS = M.dir / "data" / "builtin_ids.txt"
+BUILTIN = SAMPLES_DIR / "dsb2018"  # the family's built-in sample, the manifest's data.builtin
+BUILTIN_IDS = BUILTIN / "builtin_ids.txt"
 IDS = read_ids(BUILTIN_IDS)
 
 

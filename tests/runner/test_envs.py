@@ -9,11 +9,12 @@ import zipfile
 
 import pytest
 
-from runner import MODELS_DIR, ROOT, envs
+from runner import ROOT, envs
+from zoo import registry
 
 PIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[a-z0-9,-]+\])?==[0-9][0-9A-Za-z.+!-]*")  # name[extras]==version
 HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
-LOCKS = [MODELS_DIR / m / "requirements.lock" for m in envs.models()] + [
+LOCKS = [registry.find(m).lock for m in envs.models()] + [
     ROOT / "runner" / "mmcv-build" / "requirements.lock",
     ROOT / "runner" / "mmcv-build" / "setuptools.lock",
     ROOT / "runner" / "locktools.lock"]
@@ -40,7 +41,7 @@ def _pins(path):
     return {_norm(req.split("==")[0]): req.split("==")[1] for req, _ in _entries(path)}
 
 
-@pytest.mark.parametrize("lock", LOCKS, ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.parametrize("lock", LOCKS, ids=lambda p: p.relative_to(ROOT).as_posix() if p.is_relative_to(ROOT) else str(p))
 def test_every_lock_line_is_pinned_and_hashed(lock):
     entries = _entries(lock)
     assert entries
@@ -56,7 +57,7 @@ def test_every_lock_line_is_pinned_and_hashed(lock):
 
 @pytest.mark.parametrize("model", envs.models())
 def test_every_model_locks_its_requirements(model):
-    d = MODELS_DIR / model
+    d = envs.check_model(model)
     assert not (d / "constraints.txt").exists()  # the lock is the one source of exact pins
     lock = _pins(d / "requirements.lock")
     for line in (d / "requirements.txt").read_text().splitlines():
@@ -109,7 +110,7 @@ def fake_model(tmp_path, monkeypatch):
     (d / "model.yaml").write_text("name: toy\n")
     (d / "requirements.txt").write_text("# nothing to install\n")
     (d / "requirements.lock").write_text("# nothing to install\n")
-    monkeypatch.setattr(envs, "MODELS_DIR", models)
+    monkeypatch.setenv("ZOO_MODEL_DIRS", str(models))  # a model kept outside the zoo (zoo.registry)
     monkeypatch.setattr(envs, "VENVS", tmp_path / "venvs")
     # pip: only the local folder, never an index
     monkeypatch.setenv("PIP_NO_INDEX", "1")
@@ -230,3 +231,41 @@ def test_a_requirement_with_extras_is_matched_by_its_distribution(fake_model, lo
             envs.checked_lock("toy")
     else:
         assert envs.checked_lock("toy") == fake_model / "requirements.lock"
+
+
+def test_a_linked_environment_is_used_while_current_and_never_recreated(fake_model):
+    """A model whose requirements and lock are byte-identical to another's has the same fingerprint:
+    its environment may be a link to that one's (used as is); once it is not current, the link is
+    refused in one line, never recreated (venv --clear through it would empty the other one)."""
+    py = envs.ensure("toy")
+    twin = fake_model.parent / "twin"
+    twin.mkdir()
+    (twin / "model.yaml").write_text("name: twin\n")
+    for name in ("requirements.txt", "requirements.lock"):
+        (twin / name).write_bytes((fake_model / name).read_bytes())
+    (envs.VENVS / "twin").symlink_to(envs.VENVS / "toy", target_is_directory=True)
+    assert envs.fingerprint("twin") == envs.fingerprint("toy") and envs.is_current("twin")
+    assert envs.ensure("twin") == envs.VENVS / "twin" / "bin" / "python"
+    (twin / "requirements.txt").write_text("# the twin's own now\n")
+    assert not envs.is_current("twin")
+    with pytest.raises(envs.EnvError, match=r"twin: a link to .*toy that is not current for twin") as err:
+        envs.ensure("twin")
+    assert "\n" not in str(err.value)
+    with pytest.raises(envs.EnvError, match="a link to"):
+        envs.ensure("twin", force=True)
+    assert envs.is_current("toy") and py.exists()  # the linked environment is untouched
+
+
+def test_zoo_venvs_names_the_environments_folder(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def python_of_unetpp(env: dict) -> str:
+        code = "from runner import envs; print(envs.env_python('unetpp'))"
+        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                              env=env).stdout.strip()
+
+    base = {k: v for k, v in os.environ.items() if k != "ZOO_VENVS"}
+    assert python_of_unetpp(base) == str(ROOT / ".venvs" / "unetpp" / "bin" / "python")
+    assert python_of_unetpp({**base, "ZOO_VENVS": str(tmp_path)}) == str(tmp_path / "unetpp" / "bin" / "python")

@@ -21,6 +21,7 @@ import yaml
 from runner import matrix as mx
 from runner.envs import env_python
 from runner.validate import load_result
+from zoo import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU_RUNTIMES = ("onnxruntime", "openvino", "torch")
@@ -33,7 +34,7 @@ FAST = ["--limit", "4", "--no-peak", "--iters", "2", "--warmup", "1"]
 
 
 def _manifest(model: str) -> dict:
-    return yaml.safe_load((ROOT / "models" / model / "model.yaml").read_text())
+    return yaml.safe_load(registry.find(model).manifest.read_text())
 
 
 def _invoke(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
@@ -47,11 +48,12 @@ def test_derived_from_every_real_manifest():
     """Every model x CPU runtime x (the manifest's verify tolerances that the runtime runs), over the
     manifest's benchmark batch sizes; no GPU/NPU runtime on a CPU-only machine."""
     jobs = mx.derive(devices={"cpu"})
-    models = sorted(p.parent.name for p in (ROOT / "models").glob("*/model.yaml"))
+    models = registry.names()  # models/ and ZOO_MODEL_DIRS: however many there are
+    assert {"unetpp", "erfnet", "fastscnn", "fcn8s", "nasfpn"} <= set(models)
     expected = set()
     for m in models:
         tolerances = _manifest(m)["verify"]["tolerance"]
-        expected |= {(m, r, p) for r in CPU_RUNTIMES for p in tolerances if p in mx.RUNTIMES[r][1]}
+        expected |= {(m, r, p) for r in CPU_RUNTIMES for p in tolerances if p in mx.runtime_table()[r][1]}
     assert {(j.model, j.runtime, j.precision) for j in jobs} == expected
     for j in jobs:
         assert list(j.batch_sizes) == _manifest(j.model)["benchmark"]["batch_sizes"]
@@ -62,7 +64,7 @@ def test_derived_from_every_real_manifest():
 
 def test_device_runtimes_only_where_the_device_is():
     gpu = {(j.runtime, j.precision) for j in mx.derive(models="unetpp", devices={"cpu", "cuda"})
-           if mx.RUNTIMES[j.runtime][0] != "cpu"}
+           if mx.runtime_table()[j.runtime][0] != "cpu"}
     assert gpu == {("onnxruntime-cuda", "fp32"), ("onnxruntime-trt", "fp32"), ("onnxruntime-trt", "int8")}
     npu = {j.runtime for j in mx.derive(models="unetpp", devices={"cpu", "npu"})}
     assert npu == {*CPU_RUNTIMES, "ascend"}
@@ -77,17 +79,18 @@ def test_local_devices_from_dev_entries(tmp_path):
     assert mx.local_devices(tmp_path) == {"cpu", "npu", "cuda"}
 
 
-@pytest.mark.skipif(not UNETPP_PY.exists(), reason="needs .venvs/unetpp (the runtimes import numpy and engines)")
+@pytest.mark.skipif(not UNETPP_PY.exists(), reason="needs .venvs/unetpp (the runtimes' engines)")
 def test_runtime_table_matches_the_runtimes_declarations():
-    """RUNTIMES (host-side, no imports of the engines) equals each zoo runtime's `device_type` and
-    `precisions`, read in a model environment."""
+    """The matrix's runtime table, read on the host (no numpy, no engines needed), equals each zoo
+    runtime's `device_type` and `precisions` read in a model environment, where the engines are."""
     code = ("import json; from zoo.runtimes import RUNTIMES; "
             "print(json.dumps({n: [c.device_type, list(c.precisions)] for n, c in RUNTIMES.items()}))")
     proc = subprocess.run([str(UNETPP_PY), "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     declared = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert {n: [d, list(p)] for n, (d, p) in mx.RUNTIMES.items()} == declared
+    assert {n: [d, list(p)] for n, (d, p) in mx.runtime_table().items()} == declared
+    assert list(mx.runtime_table()) == list(declared)  # one order: the registry's
 
 
 def test_filters_and_batch_sizes():
@@ -98,7 +101,7 @@ def test_filters_and_batch_sizes():
 
 
 @pytest.mark.parametrize("kw,message", [
-    ({"models": "unetpp,nope"}, "unknown model 'nope' (known: erfnet, fastscnn, fcn8s, nasfpn, unetpp)"),
+    ({"models": "unetpp,nope"}, f"unknown model 'nope' (known: {', '.join(registry.names())})"),
     ({"runtimes": "tensorflow"}, "unknown runtime 'tensorflow'"),
     ({"precisions": "fp8"}, "unknown precision 'fp8'"),
     ({"batch_sizes": "1,0"}, "batch_sizes: expected positive integers"),

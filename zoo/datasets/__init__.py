@@ -14,6 +14,7 @@ from pathlib import Path
 
 from zoo.datasets.base import Opened, Sample, Source
 from zoo.errors import ZooError
+from zoo.paths import builtin_data_path
 
 FAMILIES = {
     "dsb2018": "zoo.datasets.dsb2018:DSB2018",
@@ -47,13 +48,14 @@ def open_source(manifest, data: Path | None, ids_file: Path | None, limit: int |
                 split: str = "evaluation") -> Source:
     """The manifest's dataset on one of its declared splits.
 
-    data None: the model's built-in sample (`data.builtin`: a folder in the model's directory and
-    optionally its ids file). Otherwise `data` is the dataset root in its original layout and the
-    split's ids come from --ids-file, else from the split's declared ids file, else from the
-    family's own listing (VOC's ImageSets file, COCO's annotation order, Cityscapes' folders).
-    An ids file that is a declared split's own selects that split. The split's expected size is
-    kept only when the split's own ids are used (a user's ids file makes the run a subset, and so
-    does a limit: `Source.complete` is then False and no accuracy is compared with a reference)."""
+    data None: the model's built-in sample (`data.builtin`: its family's in zoo/samples/ or a folder
+    of the model's own, and optionally its ids file; zoo.paths.builtin_data_path). Otherwise `data`
+    is the dataset root in its original layout and the split's ids come from --ids-file, else from
+    the split's declared ids file, else from the family's own listing (VOC's ImageSets file, COCO's
+    annotation order, Cityscapes' folders). An ids file that is a declared split's own selects that
+    split. The split's expected size is kept only when the split's own ids are used (a user's ids
+    file makes the run a subset, and so does a limit: `Source.complete` is then False and no
+    accuracy is compared with a reference)."""
     spec = manifest.data
     splits = spec["splits"]
     if split not in splits:
@@ -65,11 +67,12 @@ def open_source(manifest, data: Path | None, ids_file: Path | None, limit: int |
     declared = manifest.dir / split_spec["ids_file"] if split_spec.get("ids_file") else None
     if data is None:
         builtin = spec["builtin"]
-        root = (manifest.dir / builtin["path"]).resolve()
+        root = builtin_data_path(manifest.dir, builtin["path"]).resolve()
         own_key = "ids_file" if split == "evaluation" else f"{split}_ids_file"  # calibration_ids_file
         if ids_file is None and split != "evaluation" and not builtin.get(own_key):
             raise ZooError(f"{manifest.name}: its built-in sample has no {split} split (data.builtin.{own_key})")
-        ids = Path(ids_file) if ids_file else (manifest.dir / builtin[own_key] if builtin.get(own_key) else None)
+        ids = Path(ids_file) if ids_file else (builtin_data_path(manifest.dir, builtin[own_key])
+                                               if builtin.get(own_key) else None)
         opened = Opened(root=root, split="builtin" if split == "evaluation" else f"builtin {split}", ids_file=ids,
                         builtin=True, limit=limit, expected=None, name=split_spec.get("name"))
     else:

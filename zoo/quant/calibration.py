@@ -31,6 +31,7 @@ import numpy as np
 from zoo.errors import ZooError
 from zoo.fileutil import text_sha256
 from zoo.ids import read_ids, shown
+from zoo.paths import builtin_data_path
 
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_SIZE = 32
@@ -121,7 +122,7 @@ def split_ids(manifest, data: Path | None, ids_file: Path | None, split: str, li
     path = Path(ids_file) if ids_file is not None else None
     if path is None and data is None:
         own = manifest.data["builtin"].get("ids_file" if split == "evaluation" else f"{split}_ids_file")
-        path = manifest.dir / own if own else None
+        path = builtin_data_path(manifest.dir, own) if own else None
     elif path is None:
         path = manifest.dir / spec["ids_file"] if spec.get("ids_file") else \
             source_class(manifest.data["family"]).listing(Path(data), spec)

@@ -147,7 +147,7 @@ def test_prediction_is_the_argmax_over_all_20_outputs():
     assert (p["labels"][0, :3] == 19).all() and p["labels"][5, 5] == 0
 
 
-def test_builtin_sample_is_resolved_relative_to_the_model(tmp_path):
+def test_builtin_sample_is_the_familys_shared_one(tmp_path):
     adapter = M.adapter()
     src = open_source(M, None, None, None, tmp_path)
     assert src.root.resolve() == BUILTIN.resolve() and src.ids == ["frankfurt_000000_000294"]

@@ -18,7 +18,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL_DIR = ROOT / "models" / "fcn8s"
-BUILTIN = MODEL_DIR / "data" / "VOCdevkit"
+BUILTIN = ROOT / "zoo" / "samples" / "voc" / "VOCdevkit"  # the VOC family's built-in sample
 SHARED = Path(os.environ.get("ZOO_SHARED", ROOT.parent / "shared"))
 SHARED_VOC = SHARED / "datasets" / "voc2012" / "VOCdevkit"
 # the VOC colour map (index -> RGB), for writing palette PNGs as the dataset stores them

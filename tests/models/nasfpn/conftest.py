@@ -18,7 +18,7 @@ from tests.zootest import calibrate_all_bn, last_json, structured_images, writab
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL_DIR = ROOT / "models" / "nasfpn"
-BUILTIN = MODEL_DIR / "data" / "coco"
+BUILTIN = ROOT / "zoo" / "samples" / "coco"  # the COCO family's built-in sample
 SHARED = Path(os.environ.get("ZOO_SHARED", ROOT.parent / "shared"))
 SHARED_COCO = SHARED / "datasets" / "coco"
 

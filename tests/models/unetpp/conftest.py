@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[3]
 MODEL_DIR = ROOT / "models" / "unetpp"
 SHARED = Path(os.environ.get("ZOO_SHARED", ROOT.parent / "shared"))
 SHARED_DSB = SHARED / "datasets" / "dsb2018"
-BUILTIN = MODEL_DIR / "data" / "dsb2018"
-BUILTIN_IDS = MODEL_DIR / "data" / "builtin_ids.txt"
+BUILTIN = ROOT / "zoo" / "samples" / "dsb2018"  # the DSB2018 family's built-in sample
+BUILTIN_IDS = BUILTIN / "builtin_ids.txt"
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,8 @@ from zoo.ids import read_ids
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = ROOT / "models" / "unetpp"
 VAL = MODEL / "val_ids.txt"
-BUILTIN_EVAL = MODEL / "data" / "builtin_ids.txt"
-BUILTIN_CALIB = MODEL / "data" / "builtin_calib_ids.txt"
+BUILTIN_EVAL = ROOT / "zoo" / "samples" / "dsb2018" / "builtin_ids.txt"
+BUILTIN_CALIB = ROOT / "zoo" / "samples" / "dsb2018" / "builtin_calib_ids.txt"
 
 
 def zoo(*args, cwd: Path = ROOT, cache: Path | None = None) -> subprocess.CompletedProcess:
