@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     import torch
 
-    from zoo.calibration import calibrate_all_bn, structured_images
+    from zoo.batchnorm_stats import calibrate_all_bn, structured_images
     from zoo.fileutil import atomic_write_bytes
     from zoo.manifest import load_manifest
     import io

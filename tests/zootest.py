@@ -76,7 +76,7 @@ def calibrate_bn(net, batches):
     return net.eval()
 
 
-from zoo.calibration import calibrate_all_bn, structured_images  # noqa: E402,F401  (re-exported)
+from zoo.batchnorm_stats import calibrate_all_bn, structured_images  # noqa: E402,F401  (re-exported)
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -103,7 +103,7 @@ def export_on_calibration(net, cal, path: Path, output_name: str) -> Path:
     import numpy as np
     import torch
 
-    from zoo.export import export_onnx
+    from zoo.onnx_export import export_onnx
     x = torch.from_numpy(np.stack(list(cal.inputs())))
     net.train()
     with torch.no_grad():

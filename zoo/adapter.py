@@ -3,7 +3,7 @@ on the resolved options and its arguments only, so the run may call them in any 
 thread, and a saved run can be re-scored with a fresh adapter.
 
   build()                      the torch.nn.Module (weights not loaded)
-  load_weights(module, path)   strict load with the upstream key names (zoo.weights.load_strict)
+  load_weights(module, path)   strict load with the upstream key names (zoo.checkpoints.load_strict)
   preprocess(sample)           one zoo.datasets Sample -> (model input CHW float32, meta)
   postprocess(output, meta)    one sample's main output + its meta -> a prediction (zoo.predictions)
   target(sample)               what the metrics compare the prediction with (default: the label)
@@ -58,7 +58,7 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def load_weights(self, module, path: Path) -> None:
-        """Strict load with upstream key names (zoo.weights.load_strict)."""
+        """Strict load with upstream key names (zoo.checkpoints.load_strict)."""
 
     def checkpoint_payload(self, module) -> dict:
         """What a checkpoint file of this model holds (the inverse of load_weights), e.g. for a

@@ -12,7 +12,7 @@ import numpy as np
 
 from zoo.adapter import ModelAdapter
 from zoo.errors import ZooError, one_line
-from zoo.weights import load_strict
+from zoo.checkpoints import load_strict
 
 # The data preprocessors of both configs (SegDataPreProcessor / DetDataPreprocessor): RGB, 0-255.
 MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
@@ -88,7 +88,7 @@ def build_model(package: str, cfg):
 def checkpoint_state_dict(path: Path) -> tuple[dict, dict]:
     """(state_dict, meta) of an mmcv/mmengine checkpoint {'meta', 'state_dict', ...} or of a raw
     state_dict; loaded with weights_only=True (a checkpoint holding arbitrary objects is refused)."""
-    from zoo.weights import read_checkpoint, unwrap_state_dict
+    from zoo.checkpoints import read_checkpoint, unwrap_state_dict
     obj = read_checkpoint(path)
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
     return unwrap_state_dict(obj, ("module.",)), meta

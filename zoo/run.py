@@ -1,7 +1,7 @@
 """One run of one model on one runtime, as the sequence of its stages (zoo/stages/):
 
   config -> weights -> dataset -> export (+ parity) -> compile -> verify -> inference
-  (-> the fp32 baseline of a reduced precision: zoo/stages/fidelity.py) -> score -> record
+  (-> the fp32 baseline of a reduced precision: zoo/stages/fp32_baseline.py) -> score -> record
 
 checkpoint -> ONNX -> compiled model -> the runtime checked against PyTorch on a real batch ->
 batched inference with statistics over the dataset -> accuracy -> one validated result JSON."""
@@ -24,7 +24,7 @@ from zoo.stages import log, record
 from zoo.stages.compile import calibration_for, compile_runtime
 from zoo.stages.config import RunConfig, check_config, sweep_sizes
 from zoo.stages.export import check_edit_allowed, export_model, torch_outputs, verify_reference
-from zoo.stages.fidelity import TemporaryPredictions, fp32_baseline
+from zoo.stages.fp32_baseline import TemporaryPredictions, fp32_baseline
 from zoo.stages.infer import cycled, sweep
 from zoo.stages.score import accuracy_blocks
 from zoo.stages.verify import verify_runtime

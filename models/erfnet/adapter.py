@@ -27,7 +27,7 @@ from zoo.adapter import ModelAdapter
 from zoo.datasets.cityscapes import CLASSES
 from zoo.errors import ZooError
 from zoo.metrics.segmentation import IouEvalMetric, class_argmax
-from zoo.weights import load_strict, read_checkpoint, unwrap_state_dict
+from zoo.checkpoints import load_strict, read_checkpoint, unwrap_state_dict
 
 NUM_CLASSES = 20         # 19 Cityscapes trainIds + class 19 ("void"), eval_iou.py NUM_CLASSES
 VOID = 19                # Relabel(255, 19) and iouEval's ignoreIndex

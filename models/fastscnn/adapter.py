@@ -30,7 +30,7 @@ from zoo.datasets.cityscapes import CLASSES, read_order
 from zoo.errors import ZooError
 from zoo.ids import shown
 from zoo.metrics.segmentation import RunningAverageMetric, SegmentronMetric, class_argmax_pair
-from zoo.weights import load_strict, read_checkpoint, unwrap_state_dict
+from zoo.checkpoints import load_strict, read_checkpoint, unwrap_state_dict
 
 
 def normalize(rgb: np.ndarray, mean, std) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 
 from zoo.adapter import ModelAdapter
 from zoo.metrics.binary import BinaryIoU
-from zoo.weights import load_strict, read_checkpoint, unwrap_state_dict
+from zoo.checkpoints import load_strict, read_checkpoint, unwrap_state_dict
 
 
 def normalize(bgr: np.ndarray, mean, std, max_pixel: float, extra_divide: float) -> np.ndarray:

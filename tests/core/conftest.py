@@ -51,7 +51,7 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_model, tmp_path_factory):
     """(path, opset) of the tiny model exported once with a dynamic batch axis, opset 17."""
-    from zoo.export import export_onnx
+    from zoo.onnx_export import export_onnx
     path = tmp_path_factory.mktemp("onnx17") / "tiny.onnx"
     export_onnx(tiny_model, random_batch(2), path, IN_NAME, OUT_NAME, opset=17, dynamic_batch=True,
                 metadata={"zoo.model": "tiny", "zoo.answer": 42})

@@ -101,7 +101,7 @@ import onnx  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 from zoo.manifest import load_manifest  # noqa: E402
-from zoo.quant.calibration import open_calibration  # noqa: E402
+from zoo.quant.calibration_set import open_calibration  # noqa: E402
 from zoo.runtimes.ascend_rt import PRECISION_MODES, amct_command, write_calibration_bins  # noqa: E402
 from zoo.runtimes.base import ModelArtifacts  # noqa: E402
 

@@ -280,7 +280,7 @@ def test_truncated_compiled_onnxruntime_entry_is_rebuilt(tiny_onnx, tmp_path, ca
 
 
 def test_truncated_export_entry_is_rebuilt_with_the_warning(tiny_model, make_batch, tmp_path, capfd):
-    from zoo.export import check_onnx, ensure_onnx
+    from zoo.onnx_export import check_onnx, ensure_onnx
     args = (tiny_model, make_batch(2), tmp_path, "k9", "images", "logits", 17, True, {"zoo.model": "tiny"})
     first = ensure_onnx(*args)
     path = Path(first["path"])
@@ -294,7 +294,7 @@ def test_truncated_export_entry_is_rebuilt_with_the_warning(tiny_model, make_bat
 
 
 def test_apply_edit_writes_under_a_unique_temp_name(tiny_onnx, tmp_path):
-    from zoo.export import apply_edit
+    from zoo.onnx_export import apply_edit
     dst = tmp_path / "model.edit.onnx"
     squatter = tmp_path / "model.edit.onnx.tmp"                      # the old fixed temporary name
     squatter.write_text("someone else's file")

@@ -7,7 +7,7 @@ import torch
 
 from zoo.cost import onnx_cost
 from zoo.errors import ZooError
-from zoo.export import export_onnx
+from zoo.onnx_export import export_onnx
 
 
 class Toy(torch.nn.Module):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from zoo.errors import ZooError
-from zoo.export import export_onnx
+from zoo.onnx_export import export_onnx
 from zoo.pipeline import infer_only
 from zoo.runtimes import ModelArtifacts, get_runtime
 from zoo.runtimes.onnxruntime_rt import OnnxRuntimeCuda, OnnxRuntimeTensorRT
@@ -80,7 +80,7 @@ from pathlib import Path  # noqa: E402
 import onnx  # noqa: E402
 
 from zoo.manifest import load_manifest  # noqa: E402
-from zoo.quant.calibration import open_calibration  # noqa: E402
+from zoo.quant.calibration_set import open_calibration  # noqa: E402
 from zoo.quant.fp16 import FILE as FP16_FILE  # noqa: E402
 from zoo.quant.trt_table import TABLE, read_table  # noqa: E402
 from zoo.runtimes.onnxruntime_rt import trt_engine_dir  # noqa: E402

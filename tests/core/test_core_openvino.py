@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from zoo.errors import ZooError
-from zoo.export import export_onnx
+from zoo.onnx_export import export_onnx
 from zoo.runtimes import ModelArtifacts, get_runtime
 
 pytest.importorskip("openvino", reason="openvino is not installed in this model environment")

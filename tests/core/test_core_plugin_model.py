@@ -31,7 +31,7 @@ def test_adapter_is_small_and_uses_public_plug_points_only():
     text = (FIXTURES / "tinyseg" / "adapter.py").read_text()
     assert len(text.splitlines()) <= 60
     imports = [line.split()[1] for line in text.splitlines() if line.startswith(("from ", "import "))]
-    assert {i for i in imports if i.startswith("zoo")} <= {"zoo.adapter", "zoo.metrics.binary", "zoo.weights"}
+    assert {i for i in imports if i.startswith("zoo")} <= {"zoo.adapter", "zoo.metrics.binary", "zoo.checkpoints"}
     assert not any(i.startswith("models") for i in imports)
 
 

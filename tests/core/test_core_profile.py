@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from zoo.cost import onnx_cost
-from zoo.export import export_onnx
+from zoo.onnx_export import export_onnx
 from zoo.profile import OPENVINO_TO_ONNX, TOP, summarize_ops
 from zoo.runtimes import ModelArtifacts, get_runtime
 

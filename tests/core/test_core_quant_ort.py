@@ -1,6 +1,6 @@
 """int8 on ONNX Runtime's CPU EP (issue 13): zoo.quant.ort's steps and the OnnxRuntime runtime's
 int8 compile, on real quantization and real sessions. The calibration is the UNet++ built-in
-calibration split opened by the real code (zoo.quant.calibration); the graph is a small conv
+calibration split opened by the real code (zoo.quant.calibration_set); the graph is a small conv
 net with UNet++'s input (3x96x96, named like it) exported to ONNX, so that every step runs in
 seconds; one test runs `python -m zoo run --precision int8` on UNet++ itself end to end."""
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.zootest import export_on_calibration, last_json
 from zoo.errors import ZooError
 from zoo.manifest import load_manifest
 from zoo.quant import ort as q
-from zoo.quant.calibration import open_calibration
+from zoo.quant.calibration_set import open_calibration
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = "output1"

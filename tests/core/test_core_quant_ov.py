@@ -1,6 +1,6 @@
 """int8 on OpenVINO (issue 13): zoo.quant.ov's NNCF quantization and the OpenVINO runtime's int8
 compile, on real NNCF quantization and real CPU-plugin compiles. The calibration is the UNet++
-built-in calibration split opened by the real code (zoo.quant.calibration); the graph is a small
+built-in calibration split opened by the real code (zoo.quant.calibration_set); the graph is a small
 encoder-decoder (conv, pool, upsample, concat, a 2-class head) with UNet++'s input, so every step
 runs in seconds; one test runs `python -m zoo run --precision int8` on UNet++ itself end to end.
 The executed precision is read back from the compiled models' runtime graphs: an fp32 run whose
@@ -22,7 +22,7 @@ from tests.zootest import export_on_calibration, last_json
 from zoo.envinfo import cpu_isa
 from zoo.errors import ZooError
 from zoo.manifest import load_manifest
-from zoo.quant.calibration import open_calibration
+from zoo.quant.calibration_set import open_calibration
 from zoo.runtimes import ModelArtifacts, get_runtime
 
 ov = pytest.importorskip("openvino", reason="openvino is not installed in this model environment")

@@ -137,3 +137,142 @@ def test_the_first_screen_runs_the_five_tasks_with_options_they_have():
                                    capture_output=True, text=True, timeout=120).stdout
         unknown = [w for w in words[4:] if w.startswith("--") and not re.search(re.escape(w) + r"[\s=\[]", task_help)]
         assert not unknown, f"README.md: `{command}`: invoke {words[3]} has no {unknown}"
+
+
+# --------------------------------------------------------------------------- the pages a contributor follows
+# docs/ADDING_A_MODEL.md and docs/RUNTIMES.md name commands, files and modules: each must be today's.
+ADDING = ROOT / "docs" / "ADDING_A_MODEL.md"
+CONTRIBUTOR_PAGES = [ADDING, ROOT / "docs" / "RUNTIMES.md"]
+REPO_PATH = re.compile(r"^(zoo|tests|runner|benchmarks|schema|models|docs)/[\w./-]*$")
+ZOO_NAME = re.compile(r"^zoo(\.\w+)+$")
+
+
+def _code(path: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """The page's inline code spans, and its code blocks as (info string, content)."""
+    tokens = list(_tokens(path))
+    return ([t.content for t in tokens if t.type == "code_inline"],
+            [(t.info.strip(), t.content) for t in tokens if t.type in ("fence", "code_block")])
+
+
+def _help(argv: list[str]) -> str:
+    proc = subprocess.run([sys.executable, *argv, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"{' '.join(argv)} --help: {proc.stderr[-500:]}"
+    return proc.stdout
+
+
+def _has_flag(help_text: str, flag: str) -> bool:
+    return re.search(re.escape(flag.split("=")[0]) + r"[\s=\[,]", help_text) is not None
+
+
+def _zoo_name_problem(name: str) -> str | None:
+    """None when `name` (zoo.module[.attribute]) is a module of the zoo, or an attribute that module
+    defines at its top level; else what is wrong."""
+    parts = name.split(".")
+    for n in range(len(parts), 1, -1):
+        base = ROOT.joinpath(*parts[:n])
+        module = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+        if not module.is_file():
+            continue
+        rest = parts[n:]
+        if not rest:
+            return None
+        text = module.read_text()
+        if re.search(rf"^(class |def |){re.escape(rest[0])}\b", text, re.MULTILINE):
+            return None
+        return f"{name}: {module.relative_to(ROOT)} defines no {rest[0]}"
+    return f"{name}: no such module"
+
+
+def stale_references(page: Path) -> list[str]:
+    """The page's invoke commands with a task or flag invoke does not have, its benchmarks/ scripts
+    with a flag they do not take, and its repository paths and zoo.* names that do not exist."""
+    inline, blocks = _code(page)
+    tasks = {t["name"] for t in json.loads(subprocess.run(
+        [sys.executable, "-m", "invoke", "--list", "--list-format", "json"], cwd=ROOT, capture_output=True,
+        text=True, timeout=120, check=True).stdout)["tasks"]}
+    problems = []
+    lines = [" ".join(c.split()) for c in inline] + [line.strip() for _, c in blocks for line in c.splitlines()]
+    for line in lines:
+        if "python3 -m invoke " not in line and "benchmarks/" not in line:
+            continue
+        words = shlex.split(line.split(" #")[0].replace("<", "").replace(">", ""))
+        for i, word in enumerate(words):
+            if words[i:i + 3] == ["python3", "-m", "invoke"] and len(words) > i + 3:
+                task = words[i + 3]
+                if task not in tasks:
+                    problems.append(f"`{line}`: invoke has no task {task!r}")
+                    continue
+                text = _help(["-m", "invoke", "--help", task])
+                problems += [f"`{line}`: invoke {task} has no {w}" for w in words[i + 4:]
+                             if w.startswith("--") and not _has_flag(text, w)]
+            elif word.startswith("benchmarks/") and word.endswith(".py"):
+                if not (ROOT / word).is_file():
+                    problems.append(f"`{line}`: no file {word}")
+                    continue
+                text = _help([word])
+                problems += [f"`{line}`: {word} has no {w}" for w in words[i + 1:]
+                             if w.startswith("--") and not _has_flag(text, w)]
+    for code in inline:
+        if REPO_PATH.match(code) and not (ROOT / code).exists():
+            problems.append(f"`{code}`: no such file or folder")
+        elif ZOO_NAME.match(code) and (problem := _zoo_name_problem(code)):
+            problems.append(f"`{code}`: {problem}")
+    return problems
+
+
+@pytest.mark.parametrize("page", CONTRIBUTOR_PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_contributor_pages_name_todays_commands_files_and_modules(page):
+    problems = stale_references(page)
+    assert not problems, f"{page.relative_to(ROOT)}: " + "; ".join(problems)
+
+
+def test_a_stale_command_file_or_module_is_found(tmp_path):
+    page = tmp_path / "A.md"
+    page.write_text("Run `python3 -m invoke lock --modle unetpp` and `python3 -m invoke mdoels`; "
+                    "`zoo/weights.py`, `zoo.weights.load_strict`, `zoo.checkpoints.load_strickt`, "
+                    "`zoo.checkpoints.load_strict` and `zoo/checkpoints.py` (these two are fine).\n\n"
+                    "    .venvs/x/bin/python benchmarks/random_weights.py x out.pth --calib-size 96 96\n")
+    assert stale_references(page) == [
+        "`python3 -m invoke lock --modle unetpp`: invoke lock has no --modle",
+        "`python3 -m invoke mdoels`: invoke has no task 'mdoels'",
+        "`.venvs/x/bin/python benchmarks/random_weights.py x out.pth --calib-size 96 96`: "
+        "benchmarks/random_weights.py has no --calib-size",
+        "`zoo/weights.py`: no such file or folder",
+        "`zoo.weights.load_strict`: zoo.weights.load_strict: no such module",
+        "`zoo.checkpoints.load_strickt`: zoo.checkpoints.load_strickt: zoo/checkpoints.py defines no load_strickt"]
+
+
+def _page_manifest() -> tuple[dict, list[tuple[str, str]]]:
+    import yaml
+    _, blocks = _code(ADDING)
+    (manifest,) = [yaml.safe_load(c) for info, c in blocks if info == "yaml" and c.startswith("name:")]
+    return manifest, blocks
+
+
+def test_adding_a_model_manifest_validates_and_its_error_line_is_the_codes():
+    """The page's whole manifest passes the closed schema; the unknown-key line it shows is the one
+    the code prints for that manifest with benchmark.warmpu."""
+    from zoo.schema import SchemaError, validate_manifest
+    manifest, blocks = _page_manifest()
+    validate_manifest(manifest, "models/mynet/model.yaml")
+    with pytest.raises(SchemaError) as exc:
+        validate_manifest({**manifest, "benchmark": {**manifest["benchmark"], "warmpu": 3}}, "models/mynet/model.yaml")
+    shown = [line.strip() for info, c in blocks if not info for line in c.splitlines()]
+    assert str(exc.value) in shown, (str(exc.value), shown)
+
+
+def test_adding_a_model_random_checkpoint_steps_validate():
+    """The random checkpoint's first step validates (checksum_unknown: true in place of a checksum),
+    and the same entry with neither is refused: the reason for that step."""
+    import yaml
+
+    from zoo.schema import SchemaError, validate_manifest
+    manifest, blocks = _page_manifest()
+    (first,) = [yaml.safe_load(c) for info, c in blocks if info == "yaml" and "checksum_unknown: true" in c]
+    entry = first["weights"]["checkpoints"]["random"]
+    assert entry["checksum_unknown"] is True and "sha256" not in entry
+    validate_manifest({**manifest, **first}, "models/mynet/model.yaml")
+    bare = {k: v for k, v in entry.items() if k != "checksum_unknown"}
+    with pytest.raises(SchemaError, match="weights/checkpoints/random"):
+        validate_manifest({**manifest, "weights": {"default": "random", "checkpoints": {"random": bare}}},
+                          "models/mynet/model.yaml")

@@ -420,7 +420,7 @@ def test_provenance_says_how_the_weights_were_checked(tmp_path: Path):
 
 def _precision_run(precision: str, scale: float, in_run: bool, fidelity: float = 0.998) -> dict:
     """The onnxruntime fixture at `precision`: every throughput x `scale`, accuracy 0.002 lower,
-    the own precision's GEMM peak, and (in_run) the reduced_precision block of zoo/stages/fidelity.py
+    the own precision's GEMM peak, and (in_run) the reduced_precision block of zoo/stages/fp32_baseline.py
     with an fp32 pass timed at 20/s (bs 1) in the same run."""
     rec = _fixture()
     rec.update(schema_version="1.7", precision=precision, run_id=f"unetpp-onnxruntime-{precision}")

@@ -62,7 +62,7 @@ import numpy as np
 
 from zoo.adapter import ModelAdapter
 from zoo.metrics.binary import BinaryIoU
-from zoo.weights import load_strict, read_checkpoint
+from zoo.checkpoints import load_strict, read_checkpoint
 
 
 class SixthAdapter(ModelAdapter):

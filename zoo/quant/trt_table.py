@@ -1,6 +1,6 @@
 """The INT8 calibration table ONNX Runtime's TensorRT execution provider reads for a graph without
 Q/DQ nodes: each activation tensor's dynamic range, measured on the run's calibration samples
-(zoo.quant.calibration: the same samples every int8 runtime calibrates on).
+(zoo.quant.calibration_set: the same samples every int8 runtime calibrates on).
 
 It is made here, on the CPU: onnxruntime.quantization's calibrator (zoo.quant.ort.calibrate) runs an
 augmented copy of the graph with the CPU execution provider over the samples, and

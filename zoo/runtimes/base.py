@@ -50,7 +50,7 @@ class ModelArtifacts:
     output_names: list[str]
     torch_module: Any = None
     key: str = ""                     # hash identifying weights + options + export settings
-    # int8 (and other calibrated precisions): zoo.quant.calibration.Calibration, and the ONNX node
+    # int8 (and other calibrated precisions): zoo.quant.calibration_set.Calibration, and the ONNX node
     # names to leave in higher precision (--keep-fp32)
     calibration: Any = None
     keep_fp32: tuple[str, ...] = ()

@@ -1,6 +1,6 @@
 """Stage 4, compile: the runtime builds its executable model from the exported graph (or takes
 the PyTorch module), cached by the ONNX file's hash, and loads it. A calibrated precision (int8)
-first opens the calibration set (zoo.quant.calibration): the runtime quantizes with it, cached by
+first opens the calibration set (zoo.quant.calibration_set): the runtime quantizes with it, cached by
 the graph's hash and the calibration's key."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def calibration_for(cfg, runtime_cls, manifest, adapter, cache: Path):
     """The run's calibration set when its precision needs one, else None."""
     if not runtime_cls.needs_calibration(cfg.precision):
         return None
-    from zoo.quant.calibration import open_calibration
+    from zoo.quant.calibration_set import open_calibration
     return open_calibration(manifest, adapter, cfg.data, cfg.calib_ids, cfg.calib_size, cfg.calib_method,
                             cfg.calib_seed, cfg.calib_from_eval, cache, cfg.ids_file, cfg.limit)
 

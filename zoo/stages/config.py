@@ -430,7 +430,7 @@ def check_calibration(cfg: RunConfig, manifest, runtime_cls) -> None:
     """The calibration options before any work: an option that would not be read (set to another
     value than its default: zoo.cli also refuses one typed with its default value), a missing
     --calib-ids, --calib-from-eval with --calib-ids, and calibration ids that are evaluation ids of
-    this run (zoo.quant.calibration.check_disjoint)."""
+    this run (zoo.quant.calibration_set.check_disjoint)."""
     problem = unused_calibration_option([f for f in CALIBRATION if getattr(cfg, f) != option(f).default],
                                         runtime_cls, [cfg.precision])
     if problem:
@@ -442,7 +442,7 @@ def check_calibration(cfg: RunConfig, manifest, runtime_cls) -> None:
         from zoo.ids import shown
         raise ZooError(f"--calib-ids {shown(cfg.calib_ids)}: calibration ids file not found")
     if runtime_cls.needs_calibration(cfg.precision) and not cfg.calib_from_eval:
-        from zoo.quant.calibration import check_disjoint
+        from zoo.quant.calibration_set import check_disjoint
         check_disjoint(manifest, cfg.data, cfg.ids_file, cfg.limit, cfg.calib_ids)
 
 
@@ -462,7 +462,7 @@ def check_config(cfg: RunConfig, results_folder: bool = True):
     from zoo.fileutil import check_writable_dir
     from zoo.manifest import load_manifest
     from zoo.runtimes import get_runtime
-    from zoo.weights import plan
+    from zoo.checkpoints import plan
 
     for o in OPTIONS:
         problem = o.problem(getattr(cfg, o.field))
@@ -497,7 +497,7 @@ def check_config(cfg: RunConfig, results_folder: bool = True):
         raise ZooError(f"--opset has no effect with --onnx (the given file is run as it is, at its own opset); "
                        f"leave one out")
     if cfg.opset is not None:
-        from zoo.export import opset_problem
+        from zoo.onnx_export import opset_problem
         problem = opset_problem(cfg.opset)
         if problem:
             raise ZooError(f"--opset {cfg.opset}: {problem}")

@@ -11,7 +11,7 @@ import numpy as np
 
 from zoo import logs
 from zoo.errors import ZooError, one_line
-from zoo.export import apply_edit, check_onnx, ensure_onnx, export_key, onnx_io
+from zoo.onnx_export import apply_edit, check_onnx, ensure_onnx, export_key, onnx_io
 from zoo.fileutil import file_digest
 from zoo.stages import log
 from zoo.stages.verify import compare, tolerance

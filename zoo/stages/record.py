@@ -53,7 +53,7 @@ def reserve_predictions(out_dir: Path, stem: str, attempts: int = 20) -> tuple[s
 def build(cfg, manifest, adapter, rt, peaks, weights, source, export: dict, verify: dict, perf: list,
           accuracy: list, t_start: float, t_end: float, argv: list[str], predictions: dict | None,
           cache: Path, reduced_precision: dict | None = None, sharding: dict | None = None) -> dict:
-    """The record; `reduced_precision` (schema 1.7) is zoo.stages.fidelity.fp32_baseline's block,
+    """The record; `reduced_precision` (schema 1.7) is zoo.stages.fp32_baseline.fp32_baseline's block,
     `sharding` (schema 1.8) zoo.shard.sharded_sweep's; status ok or invalid (judged)."""
     rec = {
         "schema_version": RESULT_SCHEMA_VERSION, "kind": "zoo.result",

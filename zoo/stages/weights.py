@@ -2,7 +2,7 @@
 loaded strictly into the adapter's network with the upstream key names."""
 from __future__ import annotations
 
-from zoo.weights import Weights, resolve
+from zoo.checkpoints import Weights, resolve
 
 
 def load_model(cfg, manifest, adapter) -> tuple[Weights, object]:

@@ -16,7 +16,7 @@ from onnx import numpy_helper
 from models.erfnet.adapter import GUIDE_BN_REGEX
 from models.erfnet.model import batchnorms
 from zoo.errors import ZooError
-from zoo.export import apply_edit, check_onnx, export_onnx, onnx_io, parity
+from zoo.onnx_export import apply_edit, check_onnx, export_onnx, onnx_io, parity
 from zoo.manifest import load_manifest
 from zoo.stages.verify import compare
 

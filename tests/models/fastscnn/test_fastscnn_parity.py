@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from models.fastscnn.model import FastSCNN
-from zoo.export import check_onnx, export_onnx, onnx_io, parity
+from zoo.onnx_export import check_onnx, export_onnx, onnx_io, parity
 from zoo.manifest import load_manifest
 from zoo.stages.verify import compare
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.fastscnn.model import PyramidPooling, adaptive_windows, guide_windows
-from zoo.export import export_onnx
+from zoo.onnx_export import export_onnx
 
 SIZES = [(32, 64), (4, 8), (7, 13), (33, 65), (5, 3)]   # 32x64: the PPM input of a 1024x2048 image
 

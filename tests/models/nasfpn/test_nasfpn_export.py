@@ -15,7 +15,7 @@ import torch
 import mmcv.ops.merge_cells as merge_cells
 from tests.zootest import reference_keys
 from zoo.errors import ZooError
-from zoo.export import check_onnx, export_onnx
+from zoo.onnx_export import check_onnx, export_onnx
 
 from models.nasfpn.postprocess import detect
 

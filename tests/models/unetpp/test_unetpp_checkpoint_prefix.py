@@ -66,7 +66,7 @@ def test_bad_checksum_options_are_refused_before_any_work(run_zoo, tmp_path):
     ckpt, _ = _named_copy(tmp_path)
     out = tmp_path / "results"
     out.mkdir()
-    # every kind of bad value is covered in tests/core/test_core_weights.py; here: through the CLI
+    # every kind of bad value is covered in tests/core/test_core_checkpoints.py; here: through the CLI
     for opt, value, needle in (("--sha256", "0", "at least 8"), ("--md5", "ABC123", "32 hex digits")):
         proc = run_zoo("run", "--model", "unetpp", "--weights", ckpt, opt, value, *FAST, "--out", out)
         assert_clean_failure(proc, out, opt, value, needle)

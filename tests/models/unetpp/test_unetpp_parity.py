@@ -11,7 +11,7 @@ import torch
 from models.unetpp.model import NestedUNet
 from tests.zootest import calibrate_bn
 from zoo.datasets import open_source
-from zoo.export import check_onnx, export_onnx, onnx_io, parity
+from zoo.onnx_export import check_onnx, export_onnx, onnx_io, parity
 from zoo.manifest import load_manifest
 from zoo.stages.verify import compare, tolerance
 

@@ -1,4 +1,4 @@
-"""zoo.export: export with dynamic batch, checker, io, ORT parity, caching, metadata."""
+"""zoo.onnx_export: export with dynamic batch, checker, io, ORT parity, caching, metadata."""
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from zoo.errors import ZooError
-from zoo.export import EXPORTER, check_onnx, ensure_onnx, export_key, export_onnx, onnx_io, parity
+from zoo.onnx_export import EXPORTER, check_onnx, ensure_onnx, export_key, export_onnx, onnx_io, parity
 from zoo.fileutil import file_digest
 
 IN, OUT = "images", "logits"

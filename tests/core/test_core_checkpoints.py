@@ -1,4 +1,4 @@
-"""zoo.weights: checksums, resolve (local, manifest checkpoint, http with cache), state_dict
+"""zoo.checkpoints: checksums, resolve (local, manifest checkpoint, http with cache), state_dict
 unwrapping and strict loading. Downloads come from a loopback http.server."""
 import copy
 import hashlib
@@ -22,7 +22,7 @@ from zoo import schema
 from zoo.errors import ZooError
 from zoo.manifest import Manifest, load_manifest
 from zoo.schema import SchemaError
-from zoo.weights import (Check, download, load_strict, name_prefix, plan, read_checkpoint, resolve,
+from zoo.checkpoints import (Check, download, load_strict, name_prefix, plan, read_checkpoint, resolve,
                          unwrap_state_dict, verify_checksums)
 
 PAYLOAD = b"pretend these are weights\x00\x01\x02" * 100
@@ -520,7 +520,7 @@ _CHILD = """
 import signal, sys
 from pathlib import Path
 signal.signal(signal.SIGINT, signal.default_int_handler)   # a background job may inherit SIGINT ignored
-from zoo.weights import download
+from zoo.checkpoints import download
 try:
     download(sys.argv[1], Path(sys.argv[2]), sys.argv[3], None)
 except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""The calibration set of a reduced-precision run (zoo.quant.calibration): the calibration split,
+"""The calibration set of a reduced-precision run (zoo.quant.calibration_set): the calibration split,
 never the evaluation one unless asked, a seeded subset in split order, described and keyed."""
 from pathlib import Path
 
@@ -7,7 +7,8 @@ import pytest
 
 from zoo.errors import ZooError
 from zoo.manifest import load_manifest
-from zoo.quant.calibration import open_calibration, select
+from zoo.paths import builtin_data_path
+from zoo.quant.calibration_set import open_calibration, select
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_DSB = ROOT.parent / "shared" / "datasets" / "dsb2018"
@@ -39,7 +40,7 @@ def test_select_is_seeded_and_keeps_split_order():
 def test_builtin_calibration_split_is_disjoint_from_evaluation(unetpp, cache):
     m, a = unetpp
     cal = _open(m, a, cache)
-    evaluation = set((m.dir / m.data["builtin"]["ids_file"]).read_text().split())
+    evaluation = set(builtin_data_path(m.dir, m.data["builtin"]["ids_file"]).read_text().split())
     assert len(cal) == 6 and not set(cal.ids) & evaluation
     d = cal.describe()
     assert d["split"] == "builtin calibration (train)" and d["from_evaluation_split"] is False
