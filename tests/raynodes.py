@@ -88,3 +88,24 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def shard_workers(cache) -> list[str]:
+    """The command lines of the Ray shard workers still alive that a run with ZOO_CACHE=`cache` started
+    (zoo.shard passes ZOO_CACHE to its actors): another test session's Ray on the same machine is not
+    this run's leftover."""
+    import os
+    mark = f"ZOO_CACHE={cache}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            if "ray::ShardWorker" not in args:
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if mark in f.read().split(b"\0"):
+                    found.append(f"{pid} {args}")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
