@@ -167,10 +167,10 @@ def lines(rec: dict, path) -> list[str]:
     return out
 
 
-def main(args, argv) -> int:
-    from zoo.cli import typed_fields
+def main(args, typed: set[str]) -> int:
+    """`typed`: the declared options the command line gives (zoo.cli.typed_fields of its argv)."""
     from zoo.stages.config import from_namespace
-    if "precision" in typed_fields(argv):
+    if "precision" in typed:
         raise ZooError("--precision does not apply to ab: give each side's, e.g. --candidate openvino:int8")
     cfg = from_namespace(args)
     rec, path = run_ab(cfg, args.base, args.candidate, Path(cfg.out) / "ab", args.min_effect, args.fail_slower, args.expect)

@@ -360,7 +360,7 @@ def _dispatch(args, argv: list[str]) -> int:
         return 0
     if args.cmd == "ab":
         from zoo.ab import main as ab_main
-        return ab_main(args, argv)
+        return ab_main(args, typed_fields(argv))
     if args.cmd in ("run", "bench"):
         refuse_unused(args, argv)
     if args.cmd == "run":

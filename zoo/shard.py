@@ -20,10 +20,10 @@ reason. A shard that keeps failing fails the run (one line, no result). An error
 Ray is imported here only, and this module only by a run with --shards: single-process runs never
 import Ray. Scheduling is Ray's: the zoo only says what one shard needs.
 
-Options are checked before any work (check_options, from check_config): --cluster is one of the
-forms the zoo supports (Ray would import the module named before any other `scheme://`), --devices
-are ASCII device numbers and only with a device resource (a CPU shard opens no device, and the
-record would claim them), --shards at most the samples. Joining a cluster is bounded
+Options are checked before any work (zoo.shard_options.check_options, from check_config): --cluster
+is one of the forms the zoo supports (Ray would import the module named before any other
+`scheme://`), --devices are ASCII device numbers and only with a device resource (a CPU shard opens
+no device, and the record would claim them), --shards at most the samples. Joining a cluster is bounded
 (ZOO_CLUSTER_TIMEOUT seconds, default 30): the address must accept a TCP connection first, and
 Ray's own join is given one attempt of that length (Ray retries for about 14 minutes by default).
 Ray's SIGTERM handler (sys.exit) is replaced by the zoo's again after ray.init, so a terminated
@@ -34,7 +34,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import re
 import signal
 import socket
 import time
@@ -43,6 +42,7 @@ from dataclasses import dataclass
 
 from zoo.errors import ZooError, one_line
 from zoo.paths import ROOT
+from zoo.shard_options import ADDRESS, CLUSTER_TIMEOUT_ENV, cluster_problem, cluster_timeout, shard_resource
 from zoo.stages import log
 
 # Ray's accelerator resources -> (the runtime's visibility variable, the zoo's device-number variable
@@ -55,35 +55,6 @@ FAULT_ENV = "ZOO_SHARD_FAULT"  # fault injection for the tests (first attempt on
 # (the worker SIGKILLs itself) or "oom:<shard>:<after samples>:<MiB>" (it fills that much memory and
 # waits for Ray's memory monitor, set by the test below its usage, to kill it)
 OOM_WAIT_S = 120
-CLUSTER_FORMS = "local, auto, ray://HOST:PORT or HOST:PORT"
-ADDRESS = re.compile(r"(?P<scheme>ray://)?(?P<host>[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})")
-CLUSTER_TIMEOUT_ENV = "ZOO_CLUSTER_TIMEOUT"  # seconds a join may take (the TCP check, then Ray's one attempt)
-CLUSTER_TIMEOUT_S = 30.0
-
-
-def cluster_problem(text: str | None, what: str = "--cluster") -> str | None:
-    """Why `text` is not a cluster the zoo supports (None: it is one). Checked before Ray is
-    imported: Ray treats `scheme://...` as a module to import (`this://x` ran `import this`)."""
-    if text is None or text in ("local", "auto"):
-        return None
-    m = ADDRESS.fullmatch(text)
-    if m is None or not 1 <= int(m["port"]) <= 65535:
-        return f"{what} must be {CLUSTER_FORMS} (a port 1-65535), got {text!r}"
-    return None
-
-
-def cluster_timeout() -> float:
-    """ZOO_CLUSTER_TIMEOUT (seconds, > 0), else CLUSTER_TIMEOUT_S."""
-    text = os.environ.get(CLUSTER_TIMEOUT_ENV)
-    if text is None:
-        return CLUSTER_TIMEOUT_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise ZooError(f"{CLUSTER_TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
-    return value
 
 
 def check_reachable(address: str, what: str = "--cluster") -> None:
@@ -106,38 +77,10 @@ def check_reachable(address: str, what: str = "--cluster") -> None:
                        f"{m['host']}:{m['port']} ({reason}; {CLUSTER_TIMEOUT_ENV}={timeout:g} s){hint}") from None
 
 
-def check_options(cfg, runtime_cls) -> None:
-    """The --shards options that need neither data nor Ray, before any work (check_config)."""
-    if not getattr(cfg, "shards", None):
-        return
-    problem = cluster_problem(cfg.cluster)
-    if problem:
-        raise ZooError(problem)
-    if cfg.cluster not in (None, "local"):
-        cluster_timeout()  # ZOO_CLUSTER_TIMEOUT, read now rather than at stage 6
-    if cfg.devices is not None:
-        ids = [d.strip() for d in cfg.devices.split(",")]
-        if not all(d.isascii() and d.isdigit() for d in ids):  # str.isdigit() accepts '٣', '²'
-            raise ZooError(f"--devices must be device numbers in ASCII digits (0-9), got {cfg.devices!r}")
-        if shard_resource(cfg, runtime_cls) is None:
-            raise ZooError(f"--devices {cfg.devices}: {cfg.runtime} shards run on CPU slots and open no device "
-                           f"(--devices needs a device runtime, or --shard-resource NAME to place shards by it)")
-    if cfg.limit is not None and cfg.shards > cfg.limit:
-        raise ZooError(f"--shards {cfg.shards}: more shards than the {cfg.limit} sample(s) of --limit {cfg.limit}")
-
-
 def check_count(cfg, source) -> None:
     """--shards against the samples, as soon as the dataset is open (before weights, export, Ray)."""
     if getattr(cfg, "shards", None) and cfg.shards > len(source):
         raise ZooError(f"--shards {cfg.shards}: only {len(source)} sample(s) to split")
-
-
-def shard_resource(cfg, runtime_cls) -> str | None:
-    """The Ray resource one shard takes a unit of: --shard-resource, else the runtime's accelerator
-    (NPU, GPU), else None (CPU slots only)."""
-    if cfg.shard_resource:
-        return cfg.shard_resource
-    return getattr(runtime_cls, "accelerator", None)
 
 
 def device_list(text: str | None) -> list[str] | None:

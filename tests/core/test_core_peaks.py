@@ -14,7 +14,8 @@ import zoo.peaks
 from zoo.checks import broken
 from zoo.envinfo import cpu_isa
 from zoo.errors import ZooError
-from zoo.peaks import (Kernel, cpu_clock, isa_bound, kernel_onnx, kernels, machine_peak, measure, set_fraction)
+from zoo.peak_kernels import kernel_onnx, kernel_shapes
+from zoo.peaks import (Kernel, cpu_clock, isa_bound, kernels, machine_peak, measure, set_fraction)
 from zoo.stages.infer import Peak
 
 N = 128
@@ -32,7 +33,7 @@ def quick(precision, threads=1, **kw):
 def test_quantized_graphs_compute_the_operator(kernel):
     """The QDQ graphs are a real quantized MatMul / Conv: close to the float one, not equal to it."""
     import onnxruntime as ort
-    x = np.random.default_rng(0).standard_normal(zoo.peaks.kernel_shapes(kernel)[0], dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal(kernel_shapes(kernel)[0], dtype=np.float32)
     exact = ort.InferenceSession(kernel_onnx(kernel, False), providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
     quant = ort.InferenceSession(kernel_onnx(kernel, True), providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
     rel = np.linalg.norm(quant - exact) / np.linalg.norm(exact)

@@ -25,7 +25,7 @@ NUMPY_PLUGIN = '''
 import numpy as np
 from zoo.cost import best_seconds
 from zoo.errors import ZooError
-from zoo.peaks import kernel_inputs
+from zoo.peak_kernels import kernel_inputs
 from zoo.runtimes.torch_rt import TorchRuntime
 
 

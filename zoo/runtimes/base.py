@@ -135,8 +135,9 @@ class Runtime(ABC):
     @classmethod
     def peak_seconds(cls, kernel, precision: str, threads: int, repeats: int, budget_s: float) -> tuple[float, str]:
         """The peak hook (zoo.peaks): the best seconds of one call of `kernel` (a zoo.peaks.Kernel:
-        a MatMul or 3x3 Conv of its size) at `precision` on `threads` threads, and what ran (read
-        back from the runtime: a kernel that did not run the precision asked is a ZooError)."""
+        a MatMul or 3x3 Conv of its size; its inputs and ONNX graph: zoo.peak_kernels) at `precision`
+        on `threads` threads, and what ran (read back from the runtime: a kernel that did not run the
+        precision asked is a ZooError)."""
         from zoo.errors import ZooError
         raise ZooError(f"{cls.name}: measures no peak kernel")
 

@@ -189,7 +189,7 @@ class OnnxRuntime(Runtime):
         import onnxruntime as ort
 
         from zoo.cost import best_seconds
-        from zoo.peaks import kernel_inputs, kernel_onnx, kernel_shapes
+        from zoo.peak_kernels import kernel_inputs, kernel_onnx, kernel_shapes
         with tempfile.TemporaryDirectory(prefix="zoo-peak-") as tmp:
             so = ort.SessionOptions()
             so.intra_op_num_threads, so.inter_op_num_threads = threads, 1

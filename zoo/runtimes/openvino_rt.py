@@ -307,7 +307,7 @@ class OpenVinoRuntime(Runtime):
         import openvino as ov
 
         from zoo.cost import best_seconds
-        from zoo.peaks import kernel_inputs, kernel_onnx
+        from zoo.peak_kernels import kernel_inputs, kernel_onnx
         version = ov.__version__.split("-")[0]
         core = ov.Core()
         with tempfile.TemporaryDirectory(prefix="zoo-peak-") as tmp:  # read_model takes a path

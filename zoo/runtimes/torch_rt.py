@@ -62,7 +62,7 @@ class TorchRuntime(Runtime):
         import torch
 
         from zoo.cost import best_seconds
-        from zoo.peaks import kernel_inputs
+        from zoo.peak_kernels import kernel_inputs
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
         old = torch.get_num_threads()
         torch.set_num_threads(threads)

@@ -475,8 +475,8 @@ def check_config(cfg: RunConfig, results_folder: bool = True):
     _check_sharding(cfg)
     manifest = load_manifest(cfg.model)
     runtime_cls = get_runtime(cfg.runtime)
-    if cfg.shards:  # --cluster, --devices, --shards vs --limit (zoo.shard; Ray is not imported)
-        from zoo.shard import check_options
+    if cfg.shards:  # --cluster, --devices, --shards vs --limit (zoo.shard_options; Ray is not imported)
+        from zoo.shard_options import check_options
         check_options(cfg, runtime_cls)
     problem = runtime_cls.precision_problem(cfg.precision)
     if problem:
