@@ -293,8 +293,8 @@ def test_invoke_run_docker_writes_a_valid_record(client, tmp_path):
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     (record,) = (out / MODEL).glob("*.json")
-    assert f"result: {record} (valid against schema" in proc.stdout
-    rec = load_result(record)
+    rec = load_result(record)  # valid against the schema and the record rules
+    assert f"result: {record} (schema {rec['schema_version']}, status ok)" in proc.stdout  # the host's summary
     assert rec["model"]["name"] == MODEL and {p["batch_size"] for p in rec["perf"]} == {1, 4}
     assert all(p["status"] == "ok" for p in rec["perf"]) and rec["environment"]["in_container"] is True
     uid, gid = (int(x) for x in rd.container_user().split(":"))
