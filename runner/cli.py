@@ -35,7 +35,6 @@ import argparse
 import ast
 import contextvars
 import dataclasses
-import difflib
 import functools
 import inspect
 import math
@@ -48,6 +47,8 @@ import invoke
 from invoke import Exit, ParseError, Task
 from invoke.exceptions import UnexpectedExit
 from invoke.parser import Argument
+
+from zoo.errors import closest
 
 INVOKE_ADAPTED = "3.0.3"  # the invoke version whose help and parse errors adapt() wraps
 LOG_FLAGS = ("debug", "quiet", "verbose")  # every task's (and `python -m zoo`'s) output flags
@@ -158,8 +159,8 @@ def help_text(text: str | None, value: Value | None, default: Any = None, requir
 
 def _did_you_mean(word: str, candidates) -> str:
     """' (did you mean X?)' for the closest candidate (difflib), else ''."""
-    close = difflib.get_close_matches(word, [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+    close = closest(word, candidates)
+    return f" (did you mean {close}?)" if close else ""
 
 
 class Kind:

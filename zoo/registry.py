@@ -17,11 +17,10 @@ Nothing here reads a manifest or imports a model: the host runner uses it with t
 library only. A name is never a path: only a discovered name becomes one (`find`)."""
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, closest
 from zoo.paths import MODELS_DIR, ROOT, model_dirs
 
 MANIFEST = "model.yaml"
@@ -108,7 +107,7 @@ def did_you_mean(name, known: list[str]) -> str:
         return ""
     lower = {k.lower(): k for k in known}
     for word in (name.lower(), Path(name.strip("/") or ".").name.lower()):
-        close = difflib.get_close_matches(word, list(lower), n=1, cutoff=0.6)
+        close = closest(word, lower)
         if close:
-            return f": did you mean {lower[close[0]]}?"
+            return f": did you mean {lower[close]}?"
     return ""

@@ -8,7 +8,6 @@ unknown key is one line naming it and the keys allowed). Depends only on jsonsch
 so the host environment can import it."""
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
@@ -17,6 +16,7 @@ from functools import lru_cache
 import jsonschema
 
 from zoo import checks
+from zoo.errors import closest
 from zoo.paths import SCHEMA_DIR
 
 
@@ -95,8 +95,8 @@ def unknown_key(error: jsonschema.ValidationError) -> str | None:
     key = str(extra[0])
     where = ".".join(map(str, error.absolute_path))
     allowed = ", ".join(declared + [f"/{p}/" for p in patterns]) or "none"
-    close = difflib.get_close_matches(key, declared, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    close = closest(key, declared)
+    hint = f"; did you mean {close!r}?" if close else ""
     more = f" (and {', '.join(map(repr, extra[1:]))})" if len(extra) > 1 else ""
     what = f"{where}: unknown key" if where else "unknown top-level key"
     return f"{what} {key!r}{more} (allowed: {allowed}){hint}"
